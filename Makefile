@@ -1,0 +1,81 @@
+# Clarion's two commands are `make demo` and `make test`; everything else is a step of them.
+# Each target installs what it needs, idempotently. Downloads and builds are cached outside
+# the checkout (CLARION_CACHE_DIR, default ~/.cache/clarion) so a fresh clone reuses them.
+
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+PY := $(BIN)/python
+STAMP := $(VENV)/.installed-stamp
+# Extra pytest arguments, e.g. make test PYTEST_ARGS='-k kafka'
+PYTEST_ARGS ?=
+
+.PHONY: help
+help: ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml constraints.txt
+	@echo "[clarion] > Python virtualenv and dependencies ($(VENV))"
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@$(PY) -m pip install --quiet --upgrade pip
+	@$(PY) -m pip install --quiet --progress-bar off -c constraints.txt -e '.[dev]'
+	@touch $@
+
+.PHONY: venv
+venv: $(STAMP) ## Create .venv with the pinned Python dependencies
+
+.PHONY: stack-build
+stack-build: venv ## Fetch Kafka and build etcd, Kubernetes and KWOK into the cache
+	@$(PY) -m clarion_devstack build
+
+.PHONY: setup
+setup: venv stack-build ## Install everything the tests and the demo need
+
+.PHONY: lint
+lint: venv ## ruff lint and format check
+	@$(BIN)/ruff check .
+	@$(BIN)/ruff format --check .
+
+.PHONY: format
+format: venv ## Apply ruff's formatting and safe fixes
+	@$(BIN)/ruff format .
+	@$(BIN)/ruff check --fix .
+
+.PHONY: typecheck
+typecheck: venv ## mypy --strict over every package
+	@$(BIN)/mypy
+
+.PHONY: contracts
+contracts: venv ## import-linter layer contracts
+	@$(BIN)/lint-imports
+
+.PHONY: check
+check: lint typecheck contracts ## Static checks only (no services)
+
+.PHONY: unit
+unit: venv ## Unit tests only (no services)
+	@$(BIN)/pytest -m 'not integration' $(PYTEST_ARGS)
+
+.PHONY: integration
+integration: setup ## Integration tests against the real local stack
+	@$(BIN)/pytest -m integration $(PYTEST_ARGS)
+
+.PHONY: test
+test: setup check ## Everything: install, static checks, unit and integration tests
+	@$(BIN)/pytest $(PYTEST_ARGS)
+
+.PHONY: env-up
+env-up: setup ## Start Kafka and the Kubernetes control plane; writes .clarion/env.json
+	@$(PY) -m clarion_devstack up
+
+.PHONY: env-status
+env-status: venv ## Show the local stack's endpoints and processes
+	@$(PY) -m clarion_devstack status
+
+.PHONY: env-down
+env-down: venv ## Stop every process of the local stack
+	@$(PY) -m clarion_devstack down

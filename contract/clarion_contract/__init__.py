@@ -1,0 +1,52 @@
+"""The one contract between Clarion's operator and its workers.
+
+The operator renders a ``RealtimeChannel`` into a worker settings document (a JSON
+file in a ConfigMap); the worker loads that document into its settings. This package
+holds the document's shape and its few shared constants, and nothing else: no I/O,
+no framework imports. import-linter keeps the operator and the worker from
+importing each other, so every fact both sides need lives here.
+"""
+
+from .worker_config import (
+    AUDIENCES,
+    CONFIG_API_VERSION,
+    CONFIG_FILENAME,
+    HEALTH_PATH,
+    METRICS_PATH,
+    READY_PATH,
+    WORKER_PORT,
+    Audience,
+    AuthDoc,
+    DrainDoc,
+    HeartbeatDoc,
+    KafkaDoc,
+    KafkaSecurityDoc,
+    LimitsDoc,
+    ResumeDoc,
+    RoutingDoc,
+    ServerDoc,
+    TopicDoc,
+    WorkerConfigDoc,
+)
+
+__all__ = [
+    "AUDIENCES",
+    "CONFIG_API_VERSION",
+    "CONFIG_FILENAME",
+    "HEALTH_PATH",
+    "METRICS_PATH",
+    "READY_PATH",
+    "WORKER_PORT",
+    "Audience",
+    "AuthDoc",
+    "DrainDoc",
+    "HeartbeatDoc",
+    "KafkaDoc",
+    "KafkaSecurityDoc",
+    "LimitsDoc",
+    "ResumeDoc",
+    "RoutingDoc",
+    "ServerDoc",
+    "TopicDoc",
+    "WorkerConfigDoc",
+]

@@ -1,0 +1,146 @@
+"""A single-node Apache Kafka in KRaft combined mode (broker and controller in one JVM)."""
+
+from __future__ import annotations
+
+import base64
+import re
+import subprocess
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+from .components import Launch
+from .procs import StackError, free_port, port_open, tail
+
+_HEAP = ("-Xms256m", "-Xmx512m")
+_STARTED = "Kafka Server started"
+_VERSION = re.compile(r"Kafka version: (\S+)")
+
+_LOG4J2 = """\
+rootLogger.level = INFO
+rootLogger.appenderRef.stdout.ref = STDOUT
+appender.stdout.type = Console
+appender.stdout.name = STDOUT
+appender.stdout.layout.type = PatternLayout
+appender.stdout.layout.pattern = [%d] %p %m (%c)%n
+logger.apache.name = org.apache.kafka
+logger.apache.level = WARN
+logger.appinfo.name = org.apache.kafka.common.utils.AppInfoParser
+logger.appinfo.level = INFO
+"""
+
+
+@dataclass(frozen=True)
+class KafkaNode:
+    port: int
+    controller_port: int
+    home: Path
+
+    @property
+    def bootstrap(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def config(self) -> Path:
+        return self.home / "server.properties"
+
+    @property
+    def log4j(self) -> Path:
+        return self.home / "log4j2.properties"
+
+
+def _properties(node: KafkaNode) -> str:
+    props = {
+        "process.roles": "broker,controller",
+        "node.id": "1",
+        "controller.quorum.voters": f"1@127.0.0.1:{node.controller_port}",
+        "listeners": f"PLAINTEXT://127.0.0.1:{node.port},CONTROLLER://127.0.0.1:{node.controller_port}",
+        "advertised.listeners": f"PLAINTEXT://127.0.0.1:{node.port}",
+        "controller.listener.names": "CONTROLLER",
+        "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+        "inter.broker.listener.name": "PLAINTEXT",
+        "log.dirs": str(node.home / "data"),
+        # One node: every internal topic has a single replica.
+        "offsets.topic.replication.factor": "1",
+        "transaction.state.log.replication.factor": "1",
+        "transaction.state.log.min.isr": "1",
+        "share.coordinator.state.topic.replication.factor": "1",
+        "share.coordinator.state.topic.min.isr": "1",
+        "group.initial.rebalance.delay.ms": "0",
+        # Topics are the operator's to create, as in a managed cluster.
+        "auto.create.topics.enable": "false",
+        # Let retention tests see deletions within seconds.
+        "log.retention.check.interval.ms": "2000",
+    }
+    return "".join(f"{key}={value}\n" for key, value in props.items())
+
+
+def prepare(java: str, libs: Path, home: Path) -> KafkaNode:
+    """Write a fresh config and format fresh storage under ``home``."""
+    node = KafkaNode(port=free_port(), controller_port=free_port(), home=home)
+    home.mkdir(parents=True, exist_ok=True)
+    node.config.write_text(_properties(node))
+    node.log4j.write_text(_LOG4J2)
+    cluster_id = _cluster_id()
+    result = subprocess.run(
+        [
+            java,
+            *_HEAP,
+            "-cp",
+            f"{libs}/*",
+            "kafka.tools.StorageTool",
+            "format",
+            "-t",
+            cluster_id,
+            "-c",
+            str(node.config),
+        ],
+        capture_output=True,
+        text=True,
+    )
+    if result.returncode != 0:
+        raise StackError(f"formatting Kafka storage failed:\n{result.stdout}{result.stderr}")
+    return node
+
+
+def _cluster_id() -> str:
+    # KRaft cluster ids are 16 random bytes in URL-safe base64 without padding.
+    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+
+
+def launch(java: str, libs: Path, node: KafkaNode, log: Path) -> Launch:
+    return Launch(
+        name="kafka",
+        argv=(
+            java,
+            *_HEAP,
+            f"-Dlog4j2.configurationFile={node.log4j}",
+            "-cp",
+            f"{libs}/*",
+            "kafka.Kafka",
+            str(node.config),
+        ),
+        log=log,
+    )
+
+
+def started_since(log: Path, offset: int) -> bool:
+    """True once the broker logged that it started, after byte ``offset`` of its log."""
+    try:
+        with log.open("rb") as f:
+            f.seek(offset)
+            return _STARTED.encode() in f.read()
+    except OSError:
+        return False
+
+
+def ready(node_port: int, log: Path, offset: int) -> bool:
+    return started_since(log, offset) and port_open(node_port)
+
+
+def version(log: Path) -> str:
+    """The version the running broker reported at start-up, read from its log."""
+    found = _VERSION.findall(log.read_text(errors="replace"))
+    if not found:
+        raise StackError(f"the broker never logged its version\n{tail(log)}")
+    return str(found[-1])

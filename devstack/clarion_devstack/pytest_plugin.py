@@ -1,0 +1,120 @@
+"""pytest fixtures that give integration tests the real local stack.
+
+The stack comes up once per test session, or an already running one (``make
+env-up``) is reused from ``.clarion/env.json`` and left running afterwards. When an
+integration test fails, its report names the folder holding every component's log.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import uuid
+from collections.abc import Callable, Generator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from kubernetes import client as k8s
+from kubernetes import config as k8s_config
+
+from . import stack
+from .settings import DevstackSettings
+
+INTEGRATION = "integration"
+
+
+@dataclass(frozen=True)
+class LocalStack:
+    """The running stack as integration tests see it."""
+
+    settings: DevstackSettings
+    env: stack.StackEnv
+
+    @property
+    def kafka_bootstrap(self) -> str:
+        return self.env["kafka_bootstrap"]
+
+    @property
+    def kubeconfig(self) -> Path:
+        return Path(self.env["kubeconfig"])
+
+    @property
+    def logs_dir(self) -> Path:
+        return Path(self.env["logs_dir"])
+
+    def kubectl(self, *args: str, stdin: str | None = None, check: bool = True) -> str:
+        """Run the pinned kubectl against the stack; return stdout (stderr too on failure)."""
+        result = subprocess.run(
+            [self.env["kubectl"], f"--kubeconfig={self.kubeconfig}", *args],
+            input=stdin,
+            capture_output=True,
+            text=True,
+        )
+        if check and result.returncode != 0:
+            raise AssertionError(f"kubectl {' '.join(args)} failed:\n{result.stderr}")
+        return result.stdout if result.returncode == 0 else result.stderr
+
+
+_LOGS_KEY = pytest.StashKey[Path]()
+
+
+@pytest.fixture(scope="session")
+def local_stack(request: pytest.FixtureRequest) -> Iterator[LocalStack]:
+    settings = DevstackSettings.from_environ(os.environ)  # noqa: TID251 - test-process edge
+    env = stack.read_env(settings)
+    owned = env is None or not stack.healthy(env)
+    if owned:
+        env = stack.up(settings)
+    assert env is not None
+    request.config.stash[_LOGS_KEY] = Path(env["logs_dir"])
+    try:
+        yield LocalStack(settings, env)
+    finally:
+        if owned:
+            stack.down(settings, quiet=True)
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap(local_stack: LocalStack) -> str:
+    return local_stack.kafka_bootstrap
+
+
+@pytest.fixture(scope="session")
+def kube_api(local_stack: LocalStack) -> Iterator[k8s.ApiClient]:
+    api = k8s_config.new_client_from_config(config_file=str(local_stack.kubeconfig))
+    try:
+        yield api
+    finally:
+        api.close()
+
+
+@pytest.fixture
+def namespace(kube_api: k8s.ApiClient) -> Iterator[str]:
+    """A fresh namespace for one test, deleted afterwards."""
+    name = f"t-{uuid.uuid4().hex[:10]}"
+    core = k8s.CoreV1Api(kube_api)
+    core.create_namespace(k8s.V1Namespace(metadata=k8s.V1ObjectMeta(name=name)))
+    try:
+        yield name
+    finally:
+        core.delete_namespace(name)
+
+
+@pytest.fixture
+def unique_name() -> Callable[[str], str]:
+    """Names that no other test, or earlier run on a reused stack, has taken."""
+    return lambda prefix: f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    report = yield
+    logs = item.config.stash.get(_LOGS_KEY, None)
+    if report.failed and logs is not None and item.get_closest_marker(INTEGRATION):
+        report.sections.append(
+            ("local stack", f"component logs (Kafka, etcd, Kubernetes, KWOK): {logs}")
+        )
+    return report

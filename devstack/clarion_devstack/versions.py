@@ -1,0 +1,16 @@
+"""Pinned versions of every component of the local stack.
+
+The Go wrapper modules under ``devstack/go`` and the Maven pom under
+``devstack/kafka`` name the same versions; a unit test fails when they disagree,
+so this module stays the one place to read them from.
+"""
+
+from typing import Final
+
+KAFKA: Final = "4.1.1"
+KUBERNETES: Final = "1.34.4"
+ETCD: Final = "3.6.4"
+KWOK: Final = "0.7.0"
+
+#: Kubernetes publishes each staging module (k8s.io/api, client-go, ...) as v0.MINOR.PATCH.
+KUBERNETES_STAGING: Final = "0." + KUBERNETES.split(".", 1)[1]
