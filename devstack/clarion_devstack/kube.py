@@ -165,7 +165,7 @@ def controller_manager(binary: Path, cp: ControlPlane, log: Path) -> Launch:
             f"--cert-dir={cp.home / 'cm-certs'}",
             "--leader-elect=false",
             "--use-service-account-credentials=false",
-            "--controllers=*,-nodeipam,-nodelifecycle,-cloud-node-lifecycle",
+            "--controllers=*,-nodeipam,-cloud-node-lifecycle",
             "--v=1",
         ),
         log,

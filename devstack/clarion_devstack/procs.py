@@ -34,6 +34,11 @@ def port_open(port: int, host: str = "127.0.0.1") -> bool:
     return False
 
 
+# Popen objects of the processes this process started: kept so that they are reaped
+# (no zombies) and never garbage-collected while running (a ResourceWarning).
+_children: dict[int, subprocess.Popen[bytes]] = {}
+
+
 def spawn(
     argv: Sequence[str],
     log: Path,
@@ -43,7 +48,7 @@ def spawn(
     """Start ``argv`` detached from our terminal, appending its output to ``log``."""
     log.parent.mkdir(parents=True, exist_ok=True)
     with log.open("ab") as out:
-        return subprocess.Popen(
+        proc = subprocess.Popen(
             list(argv),
             stdin=subprocess.DEVNULL,
             stdout=out,
@@ -52,6 +57,8 @@ def spawn(
             env=dict(env) if env is not None else None,
             start_new_session=True,
         )
+    _children[proc.pid] = proc
+    return proc
 
 
 def alive(pid: int) -> bool:
@@ -69,23 +76,43 @@ def alive(pid: int) -> bool:
         return False
 
 
+def _reap(pid: int) -> None:
+    child = _children.get(pid)
+    if child is not None:
+        if child.poll() is not None:
+            del _children[pid]
+        return
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, os.WNOHANG)
+
+
 def stop(pid: int, grace: float = 10.0) -> None:
     """SIGTERM the process group of ``pid``, then SIGKILL it if it is still there."""
     for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
         try:
             os.killpg(pid, sig)
         except ProcessLookupError:
+            _reap(pid)
             return
         except PermissionError:
             os.kill(pid, sig)
         deadline = time.monotonic() + wait
         while time.monotonic() < deadline:
-            with contextlib.suppress(ChildProcessError):
-                os.waitpid(pid, os.WNOHANG)
+            _reap(pid)
             if not alive(pid):
+                _wait_gone(pid)
                 return
             time.sleep(0.05)
     raise StackError(f"process {pid} survived SIGKILL")
+
+
+def _wait_gone(pid: int, timeout: float = 5.0) -> None:
+    # A process reparented to init stays a zombie until init reaps it; wait for that
+    # so that nobody (pgrep, the next env-up) sees it afterwards.
+    deadline = time.monotonic() + timeout
+    while os.path.exists(f"/proc/{pid}") and time.monotonic() < deadline:
+        _reap(pid)
+        time.sleep(0.05)
 
 
 def tail(log: Path, lines: int = 30) -> str:

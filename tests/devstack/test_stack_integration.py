@@ -147,7 +147,11 @@ def test_crd_and_custom_resource_apply_server_side_and_schema_rejects_invalid(
         "wait", "--for=condition=Established", "crd/widgets.smoke.clarion.test", "--timeout=60s"
     )
     local_stack.kubectl(*apply, "-n", namespace, stdin=_widget("good", 3))
-    stored = json.loads(local_stack.kubectl("get", "widget", "good", "-n", namespace, "-o", "json"))
+    stored = json.loads(
+        local_stack.kubectl(
+            "get", "widget", "good", "-n", namespace, "-o", "json", "--show-managed-fields"
+        )
+    )
     assert stored["spec"] == {"size": 3}
     assert stored["metadata"]["managedFields"][0]["manager"] == "clarion-smoke"
 
