@@ -1,0 +1,202 @@
+"""Record decoding: seed shape, header/key routing, every bad-record reason, hostile bytes."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import pytest
+
+from clarion_worker.core.events import BAD_RECORD_REASONS, BadRecord, RawRecord, RecordDecoder
+from clarion_worker.core.settings import RoutingSettings
+
+AUDIENCES = {"approvals": "organization", "notes": "user", "news": "broadcast"}
+
+
+def decoder(routing: RoutingSettings | None = None, max_bytes: int = 10_000) -> RecordDecoder:
+    return RecordDecoder(routing or RoutingSettings(), AUDIENCES, max_record_bytes=max_bytes)  # type: ignore[arg-type]
+
+
+def record(value: object, topic: str = "approvals", **kw: object) -> RawRecord:
+    raw = value if isinstance(value, bytes) or value is None else json.dumps(value).encode()
+    return RawRecord(
+        topic=topic,
+        partition=kw.get("partition", 0),  # type: ignore[arg-type]
+        offset=kw.get("offset", 5),  # type: ignore[arg-type]
+        timestamp_ms=1_700_000_000_000,
+        key=kw.get("key"),  # type: ignore[arg-type]
+        value=raw,
+        headers=kw.get("headers", ()),  # type: ignore[arg-type]
+    )
+
+
+SEED = {
+    "type": "APPROVAL_PENDING",
+    "organizationId": "org-1",
+    "data": {"id": 7, "title": "Crédit"},
+    "timestamp": "2026-03-14T10:00:00Z",
+}
+
+
+def test_seed_shape() -> None:
+    event = decoder().decode(record(SEED, offset=42, partition=3))
+    assert (event.topic, event.partition, event.offset) == ("approvals", 3, 42)
+    assert event.type == "APPROVAL_PENDING"
+    assert event.organization == "org-1"
+    assert event.user is None
+    assert event.audience == "organization"
+    assert json.loads(event.data_json) == {"id": 7, "title": "Crédit"}
+    assert "Crédit" in event.data_json  # ensure_ascii=False: no \\u escapes on the wire
+    assert event.producer_ts_ms == 1_773_482_400_000
+    assert event.timestamp_ms == 1_700_000_000_000
+
+
+def test_user_notification() -> None:
+    event = decoder().decode(record({**SEED, "userId": "u-1"}, topic="notes"))
+    assert (event.audience, event.user, event.organization) == ("user", "u-1", "org-1")
+
+
+def test_broadcast_needs_no_organization() -> None:
+    event = decoder().decode(record({"type": "MAINTENANCE"}, topic="news"))
+    assert (event.audience, event.organization, event.data_json) == ("broadcast", None, "null")
+
+
+def test_configured_field_names() -> None:
+    routing = RoutingSettings(
+        type_field="kind", organization_field="tenant", data_field="body", timestamp_field="at"
+    )
+    event = decoder(routing).decode(
+        record({"kind": "K", "tenant": "t-1", "body": [1], "at": 1_700_000_000_123})
+    )
+    assert (event.type, event.organization, event.data_json) == ("K", "t-1", "[1]")
+    assert event.producer_ts_ms == 1_700_000_000_123
+
+
+def test_headers_and_key_win_over_fields() -> None:
+    routing = RoutingSettings(type_header="ce_type", user_header="user", organization_from_key=True)
+    event = decoder(routing).decode(
+        record(
+            {**SEED, "userId": "ignored"},
+            topic="notes",
+            key=b"org-key",
+            headers=(("ce_type", b"FROM_HEADER"), ("user", b"u-h")),
+        )
+    )
+    assert (event.type, event.organization, event.user) == ("FROM_HEADER", "org-key", "u-h")
+    routing = RoutingSettings(organization_header="org")
+    event = decoder(routing).decode(record(SEED, headers=(("org", b"org-h"),)))
+    assert event.organization == "org-h"
+
+
+@pytest.mark.parametrize(
+    ("value", "topic", "reason"),
+    [
+        (None, "approvals", "empty"),
+        (b"", "approvals", "empty"),
+        (b"{not json", "approvals", "not_json"),
+        (b"\xff\xfe\x00garbage", "approvals", "not_json"),
+        (b'{"type":"A","organizationId":"o","data":NaN}', "approvals", "not_json"),
+        (b'{"type":"A","organizationId":"o","data":"\\ud800"}', "approvals", "not_json"),
+        (b"[" * 9_000, "approvals", "not_json"),
+        (b"[1,2]", "approvals", "not_object"),
+        (b'"text"', "approvals", "not_object"),
+        (json.dumps({"organizationId": "o"}).encode(), "approvals", "missing_type"),
+        (json.dumps({"type": 5, "organizationId": "o"}).encode(), "approvals", "missing_type"),
+        (json.dumps({"type": "", "organizationId": "o"}).encode(), "approvals", "missing_type"),
+        (json.dumps({"type": "A"}).encode(), "approvals", "missing_organization"),
+        (
+            json.dumps({"type": "A", "organizationId": ["o"]}).encode(),
+            "approvals",
+            "missing_organization",
+        ),
+        (
+            json.dumps({"type": "A", "organizationId": "o" * 300}).encode(),
+            "approvals",
+            "missing_organization",
+        ),
+        (json.dumps({"type": "A", "organizationId": "o"}).encode(), "notes", "missing_user"),
+        (b" " * 10_001, "approvals", "oversized"),
+    ],
+)
+def test_bad_records(value: bytes | None, topic: str, reason: str) -> None:
+    with pytest.raises(BadRecord) as caught:
+        decoder().decode(record(value, topic=topic))
+    assert caught.value.reason == reason
+    assert reason in BAD_RECORD_REASONS
+
+
+def test_header_routing_with_bad_header_bytes() -> None:
+    routing = RoutingSettings(organization_header="org")
+    with pytest.raises(BadRecord) as caught:
+        decoder(routing).decode(record(SEED, headers=(("org", b"\xff\xfe"),)))
+    assert caught.value.reason == "missing_organization"
+    with pytest.raises(BadRecord) as caught:
+        decoder(RoutingSettings(organization_from_key=True)).decode(record(SEED, key=None))
+    assert caught.value.reason == "missing_organization"
+
+
+@pytest.mark.parametrize(
+    ("timestamp", "expected"),
+    [
+        ("2026-03-14T10:00:00+01:00", 1_773_478_800_000),
+        ("2026-03-14T10:00:00", None),  # no zone: not guessed
+        ("yesterday", None),
+        (True, None),
+        (-5, None),
+        (float("inf"), None),
+        (10**30, None),
+        ("9999-12-31T23:59:59-23:59", None),
+    ],
+)
+def test_producer_timestamps(timestamp: object, expected: int | None) -> None:
+    body = json.dumps({**SEED, "timestamp": timestamp}, allow_nan=True).encode()
+    if b"Infinity" in body:
+        body = body.replace(b"Infinity", b"1e999")  # a legal JSON number that overflows
+    assert decoder().decode(record(body)).producer_ts_ms == expected
+
+
+def test_unknown_topic_is_an_edge_bug() -> None:
+    with pytest.raises(LookupError):
+        decoder().decode(record(SEED, topic="elsewhere"))
+
+
+def _hostile_values(rng: random.Random) -> list[bytes]:
+    pieces = [b"{", b"}", b"[", b"]", b'"', b"\\", b"\\u", b"d800", b":", b",", b"NaN",
+              b"1e999999", b"-", b"0" * 5000, b"\x00", b"\xff", b"\xc3", b"type",
+              b'"type":"X"', b'"organizationId":"o"', b'"data":', b"null", b"true"]  # fmt: skip
+    values = [bytes(rng.getrandbits(8) for _ in range(rng.randrange(0, 64))) for _ in range(400)]
+    values += [
+        b"".join(rng.choice(pieces) for _ in range(rng.randrange(1, 40))) for _ in range(800)
+    ]
+    values += [
+        b'{"type":"X","organizationId":"o","data":' + b"[" * 5000 + b"]" * 5000 + b"}",
+        b'{"type":"X","organizationId":"o","data":' + b"9" * 5000 + b"}",
+        b'{"type":"X","organizationId":"o","data":1}'.decode().encode("utf-16"),
+        b'{"type":"X","organizationId":"o","data":1}'.decode().encode("utf-32"),
+    ]
+    return values
+
+
+def test_decoder_raises_only_bad_record_on_hostile_bytes() -> None:
+    rng = random.Random(20260314)
+    decoders = [
+        decoder(),
+        decoder(RoutingSettings(type_header="t", organization_from_key=True, user_header="u")),
+    ]
+    decoded = 0
+    reasons: set[str] = set()
+    for value in _hostile_values(rng):
+        for topic in AUDIENCES:
+            for each in decoders:
+                headers = (("t", value[:8]), ("u", value[-8:]))
+                try:
+                    event = each.decode(record(value, topic=topic, key=value[:5], headers=headers))
+                except BadRecord as error:
+                    reasons.add(error.reason)
+                else:
+                    decoded += 1
+                    json.loads(event.data_json)  # what we accepted re-serializes as JSON
+                    event.data_json.encode("utf-8")
+    assert decoded > 0  # the corpus also exercises the success path
+    assert reasons <= set(BAD_RECORD_REASONS)
+    assert len(reasons) >= 4

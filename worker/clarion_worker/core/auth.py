@@ -1,0 +1,285 @@
+"""Token extraction and verification (PyJWT), claims to ``Principal``, origin checks.
+
+Where the token comes from, in order of preference:
+
+1. ``Authorization: Bearer <token>`` (server-side clients, SSE via fetch);
+2. the ``Sec-WebSocket-Protocol`` header: browsers cannot set headers on a WebSocket, so
+   the client offers ``["clarion.v1", "bearer.<token>"]``. The server echoes
+   ``clarion.batch.v1`` if offered (and then sends batch frames), else ``clarion.v1``;
+   it never echoes the ``bearer.`` entry, so the token is not reflected in responses;
+3. the ``access_token`` query parameter (EventSource cannot set headers either; it ends
+   up in access logs, so prefer the others).
+
+Batch frames are opted into with the ``clarion.batch.v1`` subprotocol or ``batch=1``.
+
+Failures are ``AuthError`` with a closed ``reason``; before the upgrade the edge answers
+``http_status`` (401 or 403), after it closes with ``close_code`` (expiry -> 4004).
+Expiry and not-before are checked here against an injected ``now``, with leeway, so the
+result never depends on the wall clock inside PyJWT.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Final, Literal
+
+import jwt
+
+from clarion_worker.core.principal import Principal
+from clarion_worker.core.protocol import CloseCode
+from clarion_worker.core.settings import ALGORITHMS_HMAC, AuthSettings
+
+SUBPROTOCOL: Final = "clarion.v1"
+SUBPROTOCOL_BATCH: Final = "clarion.batch.v1"
+BEARER_SUBPROTOCOL_PREFIX: Final = "bearer."
+MAX_TOKEN_CHARS: Final = 8192
+
+AuthFailureReason = Literal[
+    "missing",
+    "malformed",
+    "bad_signature",
+    "expired",
+    "wrong_audience",
+    "wrong_issuer",
+    "unknown_key",
+    "origin_not_allowed",
+    "missing_claims",
+]
+_FORBIDDEN: Final = frozenset(
+    {"wrong_audience", "wrong_issuer", "origin_not_allowed", "missing_claims"}
+)
+
+
+class AuthError(Exception):
+    def __init__(self, reason: AuthFailureReason, detail: str = "") -> None:
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+        self.reason: AuthFailureReason = reason
+
+    @property
+    def http_status(self) -> int:
+        """The status to answer before the upgrade (or for SSE)."""
+        return 403 if self.reason in _FORBIDDEN else 401
+
+    @property
+    def close_code(self) -> CloseCode:
+        """The close code to use once the WebSocket is open."""
+        if self.reason == "expired":
+            return CloseCode.TOKEN_EXPIRED
+        return CloseCode.FORBIDDEN if self.reason in _FORBIDDEN else CloseCode.UNAUTHORIZED
+
+
+@dataclass(frozen=True, slots=True)
+class Handshake:
+    """What the request offers: the token, the subprotocol to echo, and batch opt-in."""
+
+    token: str | None
+    subprotocol: str | None
+    batch: bool
+
+
+def read_handshake(
+    headers: Mapping[str, str], query: Mapping[str, str], subprotocols: Sequence[str] = ()
+) -> Handshake:
+    """Extract the token and negotiate features; ``headers`` keys are lower-case."""
+    token: str | None = None
+    authorization = headers.get("authorization", "")
+    scheme, _, credentials = authorization.strip().partition(" ")
+    if scheme.lower() == "bearer" and credentials.strip():
+        token = credentials.strip()
+    offered = [item.strip() for item in subprotocols]
+    if token is None:
+        for item in offered:
+            if item.startswith(BEARER_SUBPROTOCOL_PREFIX) and len(item) > len(
+                BEARER_SUBPROTOCOL_PREFIX
+            ):
+                token = item[len(BEARER_SUBPROTOCOL_PREFIX) :]
+                break
+    if token is None and query.get("access_token"):
+        token = query["access_token"]
+    batch = SUBPROTOCOL_BATCH in offered or query.get("batch") in ("1", "true")
+    if SUBPROTOCOL_BATCH in offered:
+        subprotocol: str | None = SUBPROTOCOL_BATCH
+    elif SUBPROTOCOL in offered:
+        subprotocol = SUBPROTOCOL
+    else:
+        subprotocol = None
+    return Handshake(token, subprotocol, batch)
+
+
+class TokenVerifier:
+    """Verifies tokens with an HMAC secret and/or a JWKS document supplied by the edge.
+
+    The edge reads ``hmacSecretFile``, fetches and caches the JWKS, and calls
+    ``replace_jwks`` when it changes (e.g. after an ``unknown_key`` failure, rate-limited).
+    """
+
+    def __init__(
+        self,
+        settings: AuthSettings,
+        *,
+        hmac_secret: bytes | None = None,
+        jwks: Mapping[str, Any] | None = None,
+    ) -> None:
+        self._settings = settings
+        self._hmac_secret = hmac_secret
+        self._keys: dict[str, jwt.PyJWK] = {}
+        self._single_key: jwt.PyJWK | None = None
+        if jwks is not None:
+            self.replace_jwks(jwks)
+
+    def replace_jwks(self, jwks: Mapping[str, Any]) -> None:
+        """Install a new key set; keys without ``kid`` are usable only when alone."""
+        key_set = jwt.PyJWKSet.from_dict(dict(jwks))
+        self._keys = {key.key_id: key for key in key_set.keys if key.key_id}
+        self._single_key = key_set.keys[0] if len(key_set.keys) == 1 else None
+
+    def verify(self, token: str | None, *, now: float) -> Principal:
+        settings = self._settings
+        if not token:
+            raise AuthError("missing")
+        if len(token) > MAX_TOKEN_CHARS:
+            raise AuthError("malformed", "token too long")
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.DecodeError as error:
+            raise AuthError("malformed", str(error)) from error
+        algorithm = header.get("alg")
+        if algorithm not in settings.algorithms:
+            raise AuthError("bad_signature", f"algorithm {algorithm!r} not accepted")
+        key = self._key_for(algorithm, header.get("kid"))
+        try:
+            claims: dict[str, Any] = jwt.decode(
+                token,
+                key=key,
+                algorithms=[algorithm],
+                audience=settings.audience,
+                issuer=settings.issuer,
+                options={
+                    "require": ["exp"],
+                    "verify_exp": False,  # checked below against the injected clock
+                    "verify_nbf": False,
+                    "verify_iat": False,
+                    "verify_aud": settings.audience is not None,
+                    "verify_iss": settings.issuer is not None,
+                },
+            )
+        except jwt.InvalidAudienceError as error:
+            raise AuthError("wrong_audience") from error
+        except jwt.InvalidIssuerError as error:
+            raise AuthError("wrong_issuer") from error
+        except jwt.MissingRequiredClaimError as error:
+            raise AuthError("missing_claims", str(error)) from error
+        except jwt.InvalidSignatureError as error:
+            raise AuthError("bad_signature") from error
+        except (jwt.InvalidTokenError, jwt.PyJWKError, ValueError, TypeError) as error:
+            raise AuthError("malformed", type(error).__name__) from error
+        return self._principal(claims, now)
+
+    def _key_for(self, algorithm: str, kid: object) -> Any:
+        if algorithm in ALGORITHMS_HMAC:
+            if self._hmac_secret is None:
+                raise AuthError("unknown_key", "no HMAC secret configured")
+            return self._hmac_secret
+        found = self._keys.get(kid) if isinstance(kid, str) else self._single_key
+        if found is None:
+            raise AuthError("unknown_key", f"no key for kid {kid!r}")
+        return found
+
+    def _principal(self, claims: Mapping[str, Any], now: float) -> Principal:
+        leeway = self._settings.leeway_seconds
+        expires_at = _number(claims.get("exp"))
+        if expires_at is None:
+            raise AuthError("malformed", "exp must be a number")
+        if now >= expires_at + leeway:
+            raise AuthError("expired")
+        not_before = claims.get("nbf")
+        if not_before is not None:
+            nbf = _number(not_before)
+            if nbf is None:
+                raise AuthError("malformed", "nbf must be a number")
+            if now + leeway < nbf:
+                raise AuthError("expired", "token not yet valid")
+        organizations = _organizations(claims.get(self._settings.organizations_claim))
+        user = claims.get(self._settings.user_claim)
+        if not isinstance(user, str) or not user:
+            user = None
+        if not organizations and user is None:
+            raise AuthError("missing_claims", "token names no organization and no user")
+        return Principal(organizations, user, expires_at)
+
+
+def _number(value: object) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value)
+
+
+def _organizations(value: object) -> frozenset[str]:
+    # A single organization is often a plain string claim; several are a list.
+    if isinstance(value, str):
+        return frozenset({value}) if value else frozenset()
+    if isinstance(value, list):
+        return frozenset(item for item in value if isinstance(item, str) and item)
+    return frozenset()
+
+
+def seconds_until_expiry(principal: Principal, *, now: float, leeway: float = 0) -> float | None:
+    """When the edge must close (4004) or demand a refresh; None if the token never expires."""
+    if principal.expires_at is None:
+        return None
+    return max(0.0, principal.expires_at + leeway - now)
+
+
+def unverified_principal(query: Mapping[str, str]) -> Principal:
+    """``auth.mode: none`` (development only): the client names itself in the query.
+
+    ``organizationId`` (comma-separated) and ``userId``; nothing is verified.
+    """
+    organizations = frozenset(
+        item.strip() for item in query.get("organizationId", "").split(",") if item.strip()
+    )
+    return Principal(organizations, query.get("userId") or None, None)
+
+
+_ORIGIN: Final = re.compile(r"(?:(?P<scheme>[a-z][a-z0-9+.-]*)://)?(?P<host>[^/]+)")
+
+
+def origin_allowed(origin: str | None, allowed: Sequence[str]) -> bool:
+    """Exact match, or ``*.example.com`` (any subdomain, not the apex; scheme optional).
+
+    An empty allow-list allows everything. A request without ``Origin`` is not from a
+    browser page (origin checks only defend browsers), so it is allowed.
+    """
+    if not allowed or origin is None:
+        return True
+    origin = origin.strip().lower()
+    match = _ORIGIN.fullmatch(origin)
+    if match is None:
+        return False
+    scheme, host = match.group("scheme"), match.group("host")
+    for pattern in allowed:
+        pattern = pattern.strip().lower().rstrip("/")
+        if pattern == origin:
+            return True
+        wanted = _ORIGIN.fullmatch(pattern)
+        if wanted is None or not wanted.group("host").startswith("*."):
+            continue
+        if wanted.group("scheme") not in (None, scheme):
+            continue
+        suffix = wanted.group("host")[1:]  # ".example.com"
+        if host.endswith(suffix) and len(host) > len(suffix):
+            return True
+    return False
+
+
+def check_origin(origin: str | None, allowed: Sequence[str]) -> None:
+    if not origin_allowed(origin, allowed):
+        raise AuthError("origin_not_allowed", f"origin {origin!r}")
+
+
+def describe(failure: AuthError) -> str:
+    """A JSON error body for the HTTP rejection."""
+    return json.dumps({"error": failure.reason}, separators=(",", ":"))

@@ -1,0 +1,61 @@
+"""JSON log lines on stderr, and a rate limit for messages that a bad producer could flood."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from typing import Any
+
+_RESERVED = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time, level, logger, message, and any ``extra`` fields."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        line: dict[str, Any] = {
+            "ts": round(record.created, 3),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        for key, value in record.__dict__.items():
+            if key not in _RESERVED:
+                line[key] = value
+        if record.exc_info:
+            line["exc"] = self.formatException(record.exc_info)
+        return json.dumps(line, default=str, ensure_ascii=False)
+
+
+def configure(level: str = "INFO") -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+
+
+class RateLimitedLog:
+    """Lets through at most ``burst`` messages per ``period`` seconds per key and counts
+    the rest, reporting how many were suppressed with the next message let through."""
+
+    def __init__(self, logger: logging.Logger, burst: int = 5, period: float = 10.0) -> None:
+        self._logger = logger
+        self._burst = burst
+        self._period = period
+        self._windows: dict[str, tuple[float, int, int]] = {}
+
+    def warning(self, key: str, msg: str, **fields: Any) -> None:
+        now = time.monotonic()
+        start, sent, suppressed = self._windows.get(key, (now, 0, 0))
+        if now - start >= self._period:
+            start, sent = now, 0
+        if sent < self._burst:
+            if suppressed:
+                fields["suppressed"] = suppressed
+            self._logger.warning(msg, extra=fields)
+            self._windows[key] = (start, sent + 1, 0)
+        else:
+            self._windows[key] = (start, sent, suppressed + 1)
