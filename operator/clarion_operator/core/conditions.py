@@ -1,0 +1,472 @@
+"""Status and conditions of a RealtimeChannel, in Kubernetes API conventions.
+
+Three conditions: ``TopicsReady`` (Kafka matches the spec), ``WorkersReady`` (the worker
+Deployment is rolled out and ready) and ``Ready`` (both, and the spec is valid). Each has
+``type``, ``status`` ("True"/"False"/"Unknown"), a CamelCase ``reason``, ``message``,
+``lastTransitionTime`` and ``observedGeneration``.
+
+``lastTransitionTime`` moves only when ``status`` moves, never when only the reason or
+message changes, and ``now`` is an argument: the same inputs give the same status, so
+:func:`status_changed` can tell the edge to skip a no-op status write (and the write does
+not retrigger kopf's handlers for nothing).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Final, Literal, TypedDict
+
+from clarion_operator.core.reasons import Reason
+from clarion_operator.core.topics import (
+    AlterConfigs,
+    CreateTopic,
+    GrowPartitions,
+    TopicAction,
+    TopicFailure,
+    TopicState,
+    TopicStatus,
+)
+
+ConditionStatus = Literal["True", "False", "Unknown"]
+READY: Final = "Ready"
+TOPICS_READY: Final = "TopicsReady"
+WORKERS_READY: Final = "WorkersReady"
+CONDITION_TYPES: Final = (READY, TOPICS_READY, WORKERS_READY)
+MAX_MESSAGE: Final = 1024
+
+#: Reasons that mean "in progress", reported as Normal Events rather than Warnings.
+_PROGRESS_REASONS: Final = frozenset(
+    {
+        Reason.RECONCILED,
+        Reason.RECONCILING,
+        Reason.TOPICS_CREATING,
+        Reason.TOPICS_UPDATING,
+        Reason.WORKERS_PROGRESSING,
+        Reason.WORKERS_READY,
+    }
+)
+
+
+class ConditionBody(TypedDict):
+    type: str
+    status: ConditionStatus
+    reason: str
+    message: str
+    lastTransitionTime: str
+    observedGeneration: int
+
+
+class TopicStatusBody(TypedDict, total=False):
+    name: str
+    state: str
+    partitions: int
+    replicationFactor: int
+    configInSync: bool
+    reason: str
+    message: str
+
+
+class WorkersStatusBody(TypedDict):
+    desired: int
+    ready: int
+    updated: int
+    available: int
+
+
+class ChannelStatusBody(TypedDict, total=False):
+    observedGeneration: int
+    conditions: list[ConditionBody]
+    topics: list[TopicStatusBody]
+    topicsSummary: str
+    workers: WorkersStatusBody
+    workersSummary: str
+    endpoint: str
+    replicas: int
+    selector: str
+    configHash: str
+
+
+#: The status keys this module owns; anything else (kopf's progress) is left alone.
+MANAGED_KEYS: Final = frozenset(ChannelStatusBody.__annotations__)
+
+
+@dataclass(frozen=True)
+class Failure:
+    """A step failed before its outcome could be observed (Kafka unreachable, ...)."""
+
+    reason: Reason
+    message: str
+    status: ConditionStatus = "False"
+
+
+@dataclass(frozen=True)
+class Condition:
+    type: str
+    status: ConditionStatus
+    reason: Reason
+    message: str
+
+
+@dataclass(frozen=True)
+class DeploymentObservation:
+    """What the worker Deployment reports (see :func:`observe_deployment`)."""
+
+    desired: int
+    replicas: int
+    ready: int
+    updated: int
+    available: int
+    #: status.observedGeneration has caught up with metadata.generation.
+    generation_observed: bool = True
+    progress_deadline_exceeded: bool = False
+
+
+@dataclass(frozen=True)
+class Event:
+    type: Literal["Normal", "Warning"]
+    reason: str
+    message: str
+
+
+def _int(value: object) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+
+def observe_deployment(raw: Mapping[str, Any] | None) -> DeploymentObservation | None:
+    """Read a Deployment body as returned by the API server (None: it does not exist)."""
+    if raw is None:
+        return None
+    spec = raw.get("spec") or {}
+    status = raw.get("status") or {}
+    meta = raw.get("metadata") or {}
+    # An absent spec.replicas means the API server's default of 1.
+    desired = spec.get("replicas", 1)
+    conditions = status.get("conditions") or []
+    deadline = any(
+        c.get("type") == "Progressing" and c.get("reason") == "ProgressDeadlineExceeded"
+        for c in conditions
+        if isinstance(c, Mapping)
+    )
+    return DeploymentObservation(
+        desired=_int(desired),
+        replicas=_int(status.get("replicas")),
+        ready=_int(status.get("readyReplicas")),
+        updated=_int(status.get("updatedReplicas")),
+        available=_int(status.get("availableReplicas")),
+        generation_observed=_int(status.get("observedGeneration")) >= _int(meta.get("generation")),
+        progress_deadline_exceeded=deadline,
+    )
+
+
+def _clip(message: str) -> str:
+    return message if len(message) <= MAX_MESSAGE else message[: MAX_MESSAGE - 3] + "..."
+
+
+# Topic states in order of what the user must look at first.
+_TOPIC_PRIORITY: Final = (
+    TopicState.RESOURCE_CONFLICT,
+    TopicState.NOT_SUPPORTED,
+    TopicState.ERROR,
+    TopicState.REPLICATION_FACTOR_CHANGE_NOT_APPLIED,
+    TopicState.CREATING,
+    TopicState.UPDATING,
+)
+_STATE_REASON: Final = {
+    TopicState.RESOURCE_CONFLICT: Reason.RESOURCE_CONFLICT,
+    TopicState.NOT_SUPPORTED: Reason.NOT_SUPPORTED,
+    TopicState.ERROR: Reason.KAFKA_ERROR,
+    TopicState.REPLICATION_FACTOR_CHANGE_NOT_APPLIED: Reason.REPLICATION_FACTOR_CHANGE_NOT_APPLIED,
+    TopicState.CREATING: Reason.TOPICS_CREATING,
+    TopicState.UPDATING: Reason.TOPICS_UPDATING,
+}
+
+
+def topics_condition(topics: Sequence[TopicStatus] | Failure) -> Condition:
+    if isinstance(topics, Failure):
+        return Condition(TOPICS_READY, topics.status, topics.reason, _clip(topics.message))
+    for state in _TOPIC_PRIORITY:
+        hit = [t for t in topics if t.state is state]
+        if hit:
+            # An Error topic carries the classified reason (InvalidTopicConfig, ...).
+            reason = hit[0].reason if state is TopicState.ERROR and hit[0].reason else None
+            message = "; ".join(t.message or f"{t.name}: {t.state}" for t in hit)
+            return Condition(TOPICS_READY, "False", reason or _STATE_REASON[state], _clip(message))
+    return Condition(TOPICS_READY, "True", Reason.RECONCILED, f"{len(topics)} topic(s) in sync")
+
+
+def workers_condition(workers: DeploymentObservation | Failure | None) -> Condition:
+    if isinstance(workers, Failure):
+        return Condition(WORKERS_READY, workers.status, workers.reason, _clip(workers.message))
+    if workers is None:
+        return Condition(
+            WORKERS_READY, "Unknown", Reason.WORKERS_PROGRESSING, "worker Deployment not created"
+        )
+    w = workers
+    counts = f"{w.ready}/{w.desired} ready, {w.updated} updated, {w.available} available"
+    if w.desired > 0 and w.available == 0:
+        return Condition(
+            WORKERS_READY, "False", Reason.WORKERS_UNAVAILABLE, f"no worker available ({counts})"
+        )
+    rolling = (
+        not w.generation_observed
+        or w.updated < w.desired
+        or w.ready < w.desired
+        or w.replicas > w.desired
+    )
+    if rolling:
+        stuck = " (rollout stuck: ProgressDeadlineExceeded)" if w.progress_deadline_exceeded else ""
+        return Condition(
+            WORKERS_READY, "False", Reason.WORKERS_PROGRESSING, f"rolling out: {counts}{stuck}"
+        )
+    return Condition(WORKERS_READY, "True", Reason.WORKERS_READY, f"{w.ready}/{w.desired} ready")
+
+
+def ready_condition(topics: Condition, workers: Condition) -> Condition:
+    for part in (topics, workers):
+        if part.status == "False":
+            return Condition(READY, "False", part.reason, part.message)
+    for part in (topics, workers):
+        if part.status == "Unknown":
+            return Condition(READY, "Unknown", part.reason, part.message)
+    return Condition(READY, "True", Reason.RECONCILED, "topics in sync and workers ready")
+
+
+def format_time(now: datetime) -> str:
+    """RFC 3339 in UTC with second precision, as metav1.Time serializes."""
+    if now.tzinfo is None:
+        raise ValueError("now must be timezone-aware")
+    return now.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _previous_conditions(previous: Mapping[str, Any] | None) -> dict[str, Mapping[str, Any]]:
+    out: dict[str, Mapping[str, Any]] = {}
+    for c in (previous or {}).get("conditions") or []:
+        if isinstance(c, Mapping) and isinstance(c.get("type"), str):
+            out[c["type"]] = c
+    return out
+
+
+def _body(
+    cond: Condition,
+    previous: Mapping[str, Mapping[str, Any]],
+    generation: int,
+    now: str,
+) -> ConditionBody:
+    before = previous.get(cond.type)
+    moved = before is None or before.get("status") != cond.status
+    last = before.get("lastTransitionTime") if before is not None else None
+    return {
+        "type": cond.type,
+        "status": cond.status,
+        "reason": str(cond.reason),
+        "message": cond.message,
+        "lastTransitionTime": now if moved or not isinstance(last, str) else last,
+        "observedGeneration": generation,
+    }
+
+
+def _topic_body(t: TopicStatus) -> TopicStatusBody:
+    body: TopicStatusBody = {
+        "name": t.name,
+        "state": str(t.state),
+        "configInSync": t.config_in_sync,
+    }
+    if t.partitions is not None:
+        body["partitions"] = t.partitions
+    if t.replication_factor is not None:
+        body["replicationFactor"] = t.replication_factor
+    if not t.ready:
+        if t.reason is not None:
+            body["reason"] = str(t.reason)
+        if t.message is not None:
+            body["message"] = _clip(t.message)
+    return body
+
+
+def compute_status(
+    previous: Mapping[str, Any] | None,
+    *,
+    generation: int,
+    now: datetime,
+    topics: Sequence[TopicStatus] | Failure,
+    workers: DeploymentObservation | Failure | None,
+    endpoint: str | None = None,
+    selector: str | None = None,
+    config_hash: str | None = None,
+) -> ChannelStatusBody:
+    """The whole status the operator owns, from this round's observations.
+
+    ``topics`` is :meth:`TopicPlan.settled` (or a :class:`Failure` when Kafka could not be
+    asked); ``workers`` is :func:`observe_deployment` of the Deployment.
+    """
+    stamp = format_time(now)
+    prev = _previous_conditions(previous)
+    tc = topics_condition(topics)
+    wc = workers_condition(workers)
+    rc = ready_condition(tc, wc)
+    status: ChannelStatusBody = {
+        "observedGeneration": generation,
+        "conditions": [_body(c, prev, generation, stamp) for c in (rc, tc, wc)],
+    }
+    if isinstance(topics, Failure):
+        # Kafka was not asked: the last known per-topic state is still the best answer.
+        old_topics = (previous or {}).get("topics")
+        if isinstance(old_topics, list):
+            status["topics"] = old_topics
+        old_summary = (previous or {}).get("topicsSummary")
+        if isinstance(old_summary, str):
+            status["topicsSummary"] = old_summary
+    else:
+        status["topics"] = [_topic_body(t) for t in topics]
+        status["topicsSummary"] = f"{sum(t.ready for t in topics)}/{len(topics)}"
+    if isinstance(workers, DeploymentObservation):
+        status["workers"] = {
+            "desired": workers.desired,
+            "ready": workers.ready,
+            "updated": workers.updated,
+            "available": workers.available,
+        }
+        status["workersSummary"] = f"{workers.ready}/{workers.desired}"
+        status["replicas"] = workers.replicas
+    if endpoint is not None:
+        status["endpoint"] = endpoint
+    if selector is not None:
+        status["selector"] = selector
+    if config_hash is not None:
+        status["configHash"] = config_hash
+    return status
+
+
+def blocked_status(
+    previous: Mapping[str, Any] | None,
+    *,
+    reason: Reason,
+    message: str,
+    generation: int,
+    now: datetime,
+) -> ChannelStatusBody:
+    """Ready=False for a reason that stops reconciliation (InvalidSpec, DeletionBlocked).
+
+    The other conditions and fields are kept as they were: their observedGeneration then
+    shows they describe an older generation.
+    """
+    stamp = format_time(now)
+    prev = _previous_conditions(previous)
+    status: ChannelStatusBody = {}
+    for key in MANAGED_KEYS:
+        if previous is not None and key in previous:
+            status[key] = previous[key]  # type: ignore[literal-required]
+    ready = _body(Condition(READY, "False", reason, _clip(message)), prev, generation, stamp)
+    others = [c for t, c in sorted(prev.items()) if t in (TOPICS_READY, WORKERS_READY)]
+    status["conditions"] = [ready, *others]  # type: ignore[list-item]
+    status["observedGeneration"] = generation
+    return status
+
+
+def _normalized(status: Mapping[str, Any] | None) -> dict[str, Any]:
+    out = {k: v for k, v in (status or {}).items() if k in MANAGED_KEYS}
+    conditions = out.get("conditions")
+    if isinstance(conditions, list):
+        out["conditions"] = sorted(
+            (dict(c) for c in conditions if isinstance(c, Mapping)),
+            key=lambda c: str(c.get("type")),
+        )
+    return out
+
+
+def status_changed(old: Mapping[str, Any] | None, new: Mapping[str, Any]) -> bool:
+    """Whether writing ``new`` would change anything the operator owns."""
+    return _normalized(old) != _normalized(new)
+
+
+def status_patch(old: Mapping[str, Any] | None, new: Mapping[str, Any]) -> dict[str, Any]:
+    """A merge patch for ``status``: ``new`` plus explicit nulls for owned keys it dropped."""
+    patch: dict[str, Any] = dict(new)
+    for key in old or {}:
+        if key in MANAGED_KEYS and key not in new:
+            patch[key] = None
+    return patch
+
+
+def _event_type(reason: str, status: str) -> Literal["Normal", "Warning"]:
+    if status == "True" or reason in _PROGRESS_REASONS:
+        return "Normal"
+    return "Warning"
+
+
+def transition_events(old: Mapping[str, Any] | None, new: Mapping[str, Any]) -> list[Event]:
+    """Events for what changed: the Ready condition's status or reason, and topics that
+    entered a state needing attention."""
+    events: list[Event] = []
+    before = _previous_conditions(old).get(READY)
+    after = _previous_conditions(new).get(READY)
+    if after is not None and (
+        before is None
+        or before.get("status") != after.get("status")
+        or before.get("reason") != after.get("reason")
+    ):
+        reason = str(after.get("reason"))
+        events.append(
+            Event(_event_type(reason, str(after.get("status"))), reason, str(after.get("message")))
+        )
+    old_topics = {
+        t.get("name"): t.get("state")
+        for t in (old or {}).get("topics") or []
+        if isinstance(t, Mapping)
+    }
+    for topic in new.get("topics") or []:
+        if not isinstance(topic, Mapping):
+            continue
+        state = topic.get("state")
+        if state == old_topics.get(topic.get("name")) or state in (
+            TopicState.READY,
+            TopicState.CREATING,
+            TopicState.UPDATING,
+        ):
+            continue
+        reason = str(topic.get("reason") or state)
+        message = str(topic.get("message") or f"topic {topic.get('name')} is {state}")
+        events.append(Event("Warning", reason, message))
+    return events
+
+
+def action_events(
+    actions: Sequence[TopicAction], failures: Mapping[str, TopicFailure] | None = None
+) -> list[Event]:
+    """Events for the topic actions the edge just executed."""
+    failures = failures or {}
+    events: list[Event] = []
+    for action in actions:
+        failure = failures.get(action.name)
+        if failure is not None:
+            events.append(
+                Event("Warning", str(failure.reason), f"{action.name}: {failure.message}")
+            )
+        elif isinstance(action, CreateTopic):
+            events.append(
+                Event(
+                    "Normal",
+                    Reason.TOPIC_CREATED,
+                    f"created topic {action.name} with {action.partitions} partition(s)",
+                )
+            )
+        elif isinstance(action, GrowPartitions):
+            events.append(
+                Event(
+                    "Normal",
+                    Reason.TOPIC_UPDATED,
+                    f"grew topic {action.name} to {action.total} partition(s)",
+                )
+            )
+        elif isinstance(action, AlterConfigs):
+            keys = ", ".join(sorted(action.configs)) or "none"
+            events.append(
+                Event(
+                    "Normal",
+                    Reason.TOPIC_UPDATED,
+                    f"set config overrides of topic {action.name} (keys: {keys})",
+                )
+            )
+    return events

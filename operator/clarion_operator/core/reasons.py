@@ -1,0 +1,56 @@
+"""Condition and Event reasons: one CamelCase word per situation, saying what to do next.
+
+Kubernetes API conventions want ``reason`` to be a machine-readable CamelCase token; the
+same tokens name the Events the operator emits, so ``kubectl get events`` and
+``kubectl describe rtc`` tell one story. Errors (``errors.py``) carry one of these so the
+kopf edge can write the status without translating anything.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class Reason(StrEnum):
+    """Every reason the operator may put on a condition or an Event."""
+
+    # Everything asked for is in place.
+    RECONCILED = "Reconciled"
+    # Work is in flight; nothing is wrong yet.
+    RECONCILING = "Reconciling"
+    # The spec cannot be acted on; fix the resource (PermanentError).
+    INVALID_SPEC = "InvalidSpec"
+    # Kafka did not answer (connection refused, timeout, no controller): retried.
+    KAFKA_UNREACHABLE = "KafkaUnreachable"
+    # Kafka answered with an error that retrying alone may not cure.
+    KAFKA_ERROR = "KafkaError"
+    # The operator's Kafka principal lacks an ACL.
+    KAFKA_AUTHORIZATION_FAILED = "KafkaAuthorizationFailed"
+    # Kafka refused a topic config key or value.
+    INVALID_TOPIC_CONFIG = "InvalidTopicConfig"
+    # Kafka refused the replication factor (for example more than the broker count).
+    INVALID_REPLICATION_FACTOR = "InvalidReplicationFactor"
+    # Kafka refused the partition count.
+    INVALID_PARTITIONS = "InvalidPartitions"
+    # The spec asks for something Kafka cannot do in place (a partition decrease).
+    NOT_SUPPORTED = "NotSupported"
+    # Another, older RealtimeChannel owns the topic.
+    RESOURCE_CONFLICT = "ResourceConflict"
+    # The replication factor differs from the spec; the operator reports, never reassigns.
+    REPLICATION_FACTOR_CHANGE_NOT_APPLIED = "ReplicationFactorChangeNotApplied"
+    # Topic actions were issued this round.
+    TOPICS_CREATING = "TopicsCreating"
+    TOPICS_UPDATING = "TopicsUpdating"
+    # Per-topic Events.
+    TOPIC_CREATED = "TopicCreated"
+    TOPIC_UPDATED = "TopicUpdated"
+    TOPIC_DELETED = "TopicDeleted"
+    # Worker Deployment state.
+    WORKERS_PROGRESSING = "WorkersProgressing"
+    WORKERS_READY = "WorkersReady"
+    WORKERS_UNAVAILABLE = "WorkersUnavailable"
+    # The Kubernetes API refused or conflicted (409, 429, 5xx): retried.
+    API_CONFLICT = "ApiConflict"
+    KUBERNETES_API_ERROR = "KubernetesApiError"
+    # Deletion waits on Kafka; the force-delete annotation releases it.
+    DELETION_BLOCKED = "DeletionBlocked"

@@ -1,0 +1,131 @@
+"""Error classification: what to do next, without importing aiokafka or kopf."""
+
+from __future__ import annotations
+
+import pytest
+
+from clarion_operator.core import errors
+from clarion_operator.core.errors import (
+    KafkaOutcome,
+    PermanentError,
+    RetryableError,
+    classify_api_status,
+    classify_kafka_error,
+    classify_kafka_exception,
+)
+from clarion_operator.core.reasons import Reason
+
+
+def test_retryable_carries_reason_and_delay() -> None:
+    err = RetryableError(Reason.KAFKA_UNREACHABLE, "down", 3.0)
+    assert (err.reason, err.message, err.delay, str(err)) == (
+        Reason.KAFKA_UNREACHABLE,
+        "down",
+        3.0,
+        "down",
+    )
+    assert RetryableError(Reason.KAFKA_ERROR, "x").delay == errors.SHORT_RETRY
+
+
+def test_topic_already_exists_is_adoption_on_create() -> None:
+    result = classify_kafka_error(36, "create")
+    assert result.outcome is KafkaOutcome.SUCCESS
+    assert result.to_error("x") is None
+    assert classify_kafka_error(36, "create_partitions").outcome is KafkaOutcome.RETRY
+
+
+def test_unknown_topic_is_success_on_delete_only() -> None:
+    assert classify_kafka_error(3, "delete").outcome is KafkaOutcome.SUCCESS
+    assert classify_kafka_error(3, "describe").outcome is KafkaOutcome.RETRY
+
+
+@pytest.mark.parametrize("code", [-1, 5, 6, 7, 8, 13, 19, 41, 56, 89])
+def test_transient_codes_retry_soon(code: int) -> None:
+    result = classify_kafka_error(code, "create")
+    assert result.outcome is KafkaOutcome.RETRY
+    assert result.delay == errors.SHORT_RETRY
+    err = result.to_error("boom")
+    assert isinstance(err, RetryableError)
+    assert err.message.endswith("boom")
+
+
+@pytest.mark.parametrize(
+    ("code", "reason"),
+    [
+        (37, Reason.INVALID_PARTITIONS),
+        (38, Reason.INVALID_REPLICATION_FACTOR),
+        (40, Reason.INVALID_TOPIC_CONFIG),
+        (29, Reason.KAFKA_AUTHORIZATION_FAILED),
+        (31, Reason.KAFKA_AUTHORIZATION_FAILED),
+        (44, Reason.KAFKA_ERROR),
+        (73, Reason.KAFKA_ERROR),
+        (9999, Reason.KAFKA_ERROR),
+    ],
+)
+def test_rejected_codes_retry_slowly_with_reason(code: int, reason: Reason) -> None:
+    result = classify_kafka_error(code, "create")
+    assert result.outcome is KafkaOutcome.REJECTED
+    assert result.reason is reason
+    assert result.delay == errors.LONG_RETRY
+
+
+def test_none_code_is_success() -> None:
+    assert classify_kafka_error(0, "alter_configs").outcome is KafkaOutcome.SUCCESS
+
+
+@pytest.mark.parametrize(
+    "mro",
+    [
+        ["KafkaConnectionError", "KafkaError", "Exception"],
+        ["ConnectionRefusedError", "ConnectionError", "OSError", "Exception"],
+        ["TimeoutError", "OSError", "Exception"],
+        ["NodeNotReadyError", "KafkaError"],
+    ],
+)
+def test_connection_errors_mean_unreachable(mro: list[str]) -> None:
+    result = classify_kafka_exception(mro)
+    assert result.outcome is KafkaOutcome.RETRY
+    assert result.reason is Reason.KAFKA_UNREACHABLE
+
+
+def test_auth_errors_win_over_oserror() -> None:
+    result = classify_kafka_exception(["SSLError", "OSError", "Exception"])
+    assert result.reason is Reason.KAFKA_AUTHORIZATION_FAILED
+    assert result.outcome is KafkaOutcome.REJECTED
+
+
+def test_unknown_exception_retries_with_its_name() -> None:
+    result = classify_kafka_exception(["WeirdError", "Exception"])
+    assert (result.outcome, result.reason, result.name) == (
+        KafkaOutcome.RETRY,
+        Reason.KAFKA_ERROR,
+        "WeirdError",
+    )
+    assert classify_kafka_exception([]).name == "Exception"
+
+
+def test_real_exception_mro_helper_shape() -> None:
+    names = [c.__name__ for c in type(ConnectionResetError()).__mro__]
+    assert classify_kafka_exception(names).reason is Reason.KAFKA_UNREACHABLE
+
+
+@pytest.mark.parametrize(
+    ("code", "kind", "reason"),
+    [
+        (409, RetryableError, Reason.API_CONFLICT),
+        (429, RetryableError, Reason.KUBERNETES_API_ERROR),
+        (503, RetryableError, Reason.KUBERNETES_API_ERROR),
+        (422, PermanentError, Reason.INVALID_SPEC),
+        (403, RetryableError, Reason.KUBERNETES_API_ERROR),
+    ],
+)
+def test_api_status(code: int, kind: type[Exception], reason: Reason) -> None:
+    err = classify_api_status(code)
+    assert type(err) is kind
+    assert err.reason is reason
+
+
+def test_reasons_are_camel_case() -> None:
+    for reason in Reason:
+        assert reason.value[0].isupper()
+        assert reason.value.isalnum()
