@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from io import BytesIO
 from typing import Any, ClassVar
 
-from aiokafka.protocol.api import RequestStruct, Response
+from aiokafka.protocol.api import Request, RequestStruct, Response
 from aiokafka.protocol.types import (
     AbstractType,
     Boolean,
@@ -105,6 +105,23 @@ class MetadataRequestV12(RequestStruct):
     )
 
 
+class TopicIdsRequest(Request[MetadataRequestV12]):
+    """aiokafka sends ``Request`` objects that pick a struct by negotiated version."""
+
+    API_KEY = 3
+
+    def __init__(self, topics: list[str]) -> None:
+        self._topics = topics
+
+    def build(self, request_struct_class: type[MetadataRequestV12]) -> MetadataRequestV12:
+        return request_struct_class(
+            topics=[(_NO_ID, name, {}) for name in self._topics],
+            allow_auto_topic_creation=False,
+            include_topic_authorized_operations=False,
+            tags={},
+        )
+
+
 @dataclass(frozen=True, slots=True)
 class TopicMetadata:
     name: str
@@ -116,12 +133,7 @@ class TopicMetadata:
 
 async def describe_topics(client: Any, topics: list[str]) -> dict[str, TopicMetadata]:
     """Ask one broker, through an aiokafka client, for each topic's id and partition count."""
-    request = MetadataRequestV12(
-        topics=[(_NO_ID, name, {}) for name in topics],
-        allow_auto_topic_creation=False,
-        include_topic_authorized_operations=False,
-        tags={},
-    )
+    request = TopicIdsRequest(topics)
     node_id = client.get_random_node()
     response = await client.send(node_id, request)
     found: dict[str, TopicMetadata] = {}

@@ -1,0 +1,350 @@
+"""The worker's HTTP edge: WebSocket and SSE endpoints, probes and metrics.
+
+Handlers authenticate before upgrading, then hand the connection to a ``Session`` and
+run two loops: a writer that drains the session's outbox (the only place that awaits
+the client) and a reader that answers pings, narrows subscriptions and notices the
+client leaving. Fan-out never awaits a client: it only appends to outboxes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.applications import Starlette
+from starlette.requests import HTTPConnection, Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
+from starlette.routing import Route, WebSocketRoute
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from clarion_contract import HEALTH_PATH, METRICS_PATH, READY_PATH
+from clarion_worker.core.auth import (
+    AuthError,
+    check_origin,
+    read_handshake,
+    unverified_principal,
+)
+from clarion_worker.core.envelope import SSE_HEARTBEAT
+from clarion_worker.core.principal import Principal
+from clarion_worker.core.protocol import (
+    PONG_FRAME,
+    ClientFrameError,
+    CloseCode,
+    Ping,
+    Resume,
+    Subscribe,
+    error_frame,
+    parse_client_frame,
+)
+from clarion_worker.runtime import WorkerRuntime
+from clarion_worker.sessions import Session
+
+log = logging.getLogger("clarion.worker.app")
+_SSE_CHUNK_BYTES = 64 * 1024
+
+
+def create_app(runtime: WorkerRuntime) -> Starlette:
+    settings = runtime.settings
+
+    @asynccontextmanager
+    async def lifespan(_app: Starlette) -> AsyncIterator[None]:
+        await runtime.start()
+        try:
+            yield
+        finally:
+            await runtime.stop()
+
+    routes: list[Any] = [
+        WebSocketRoute(settings.server.websocket_path, _websocket_endpoint(runtime)),
+        Route(HEALTH_PATH, _healthz(runtime)),
+        Route(READY_PATH, _readyz(runtime)),
+        Route(METRICS_PATH, _metrics(runtime)),
+    ]
+    if settings.server.sse_enabled:
+        routes.append(Route(settings.server.sse_path, _sse_endpoint(runtime)))
+    return Starlette(routes=routes, lifespan=lifespan)
+
+
+# ---- authentication -------------------------------------------------------------------
+
+
+async def _authenticate(
+    runtime: WorkerRuntime, conn: HTTPConnection, subprotocols: list[str]
+) -> tuple[Principal, bool, str | None]:
+    """The principal, batch opt-in and subprotocol to echo; raises AuthError."""
+    auth = runtime.settings.auth
+    headers = {key.lower(): value for key, value in conn.headers.items()}
+    query = dict(conn.query_params)
+    check_origin(headers.get("origin"), auth.allowed_origins)
+    handshake = read_handshake(headers, query, subprotocols)
+    if auth.mode == "none":
+        return unverified_principal(query), handshake.batch, handshake.subprotocol
+    try:
+        principal = runtime.verifier.verify(handshake.token, now=time.time())
+    except AuthError as error:
+        if (
+            error.reason == "unknown_key"
+            and runtime.jwks
+            and await runtime.jwks.refresh_if_allowed()
+        ):
+            principal = runtime.verifier.verify(handshake.token, now=time.time())
+        else:
+            raise
+    return principal, handshake.batch, handshake.subprotocol
+
+
+def _last_id(conn: HTTPConnection) -> str | None:
+    return conn.query_params.get("lastId") or conn.headers.get("last-event-id") or None
+
+
+def _denial(status: int, reason: str, message: str) -> JSONResponse:
+    return JSONResponse({"error": reason, "message": message}, status_code=status)
+
+
+# ---- WebSocket ------------------------------------------------------------------------
+
+
+def _websocket_endpoint(runtime: WorkerRuntime) -> Any:
+    async def endpoint(websocket: WebSocket) -> None:
+        subprotocols = list(websocket.scope.get("subprotocols") or [])
+        try:
+            principal, batch, subprotocol = await _authenticate(runtime, websocket, subprotocols)
+        except AuthError as error:
+            runtime.metrics.auth_failures.labels(error.reason).inc()
+            await websocket.send_denial_response(
+                _denial(error.http_status, error.reason, str(error))
+            )
+            return
+        if runtime.draining or not runtime.consumer.ready.is_set():
+            await websocket.send_denial_response(
+                _denial(503, "unavailable", "this replica is not ready; retry with backoff")
+            )
+            return
+        await websocket.accept(subprotocol=subprotocol)
+        runtime.handler_opened()
+        try:
+            await _serve_websocket(runtime, websocket, principal, batch)
+        finally:
+            runtime.handler_closed()
+
+    return endpoint
+
+
+async def _serve_websocket(
+    runtime: WorkerRuntime, websocket: WebSocket, principal: Principal, batch: bool
+) -> None:
+    settings = runtime.settings
+    session = Session(runtime, principal, "websocket", batch)
+    if runtime.at_capacity():
+        await _close(websocket, CloseCode.OVERLOADED, "connection limit reached")
+        runtime.metrics.disconnects.labels("websocket", str(int(CloseCode.OVERLOADED))).inc()
+        return
+    session.welcome()
+    writer = asyncio.create_task(_ws_writer(runtime, websocket, session))
+    last_id = _last_id(websocket)
+    if last_id is None:
+        runtime.register(session)
+    else:
+        session.resume_task = asyncio.create_task(session.start(last_id))
+    try:
+        await _ws_reader(runtime, websocket, session, settings.limits.max_client_frame_bytes)
+    finally:
+        if session.resume_task is not None:
+            session.resume_task.cancel()
+        if session.close_code is None and session.pending_close is None:
+            session.request_close(CloseCode.NORMAL)
+        # The writer sends what must go out (error, reconnect advice) and closes.
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(writer, timeout=5)
+        writer.cancel()
+        session.finish()
+        code = session.close_code or session.pending_close or CloseCode.NORMAL
+        runtime.metrics.disconnects.labels("websocket", str(int(code))).inc()
+
+
+async def _ws_reader(
+    runtime: WorkerRuntime, websocket: WebSocket, session: Session, max_bytes: int
+) -> None:
+    while session.close_code is None:
+        message = await websocket.receive()
+        if message["type"] == "websocket.disconnect":
+            session.request_close(CloseCode.NORMAL, "client left")
+            return
+        payload = message.get("text")
+        if payload is None:
+            payload = message.get("bytes") or b""
+        try:
+            frame = parse_client_frame(payload, max_bytes=max_bytes)
+        except ClientFrameError as error:
+            session.request_close(error.code, error.message)
+            return
+        if isinstance(frame, Ping):
+            session.offer_control(PONG_FRAME)
+        elif isinstance(frame, Subscribe):
+            session.connection.event_types = frame.event_types
+        elif isinstance(frame, Resume):
+            if session.events_written or session.resume_task is not None:
+                # Events already went out from the live position: replaying from an older
+                # cursor now would repeat them. The handshake's lastId has no such race.
+                session.offer_control(
+                    error_frame(
+                        CloseCode.BAD_FRAME,
+                        "resume must come before any event: reconnect with ?lastId=",
+                    )
+                )
+            else:
+                runtime.unregister(session)
+                session.outbox.clear()
+                if session.frames_written == 0:
+                    session.welcome()
+                session.resume_task = asyncio.create_task(session.start(frame.last_id))
+
+
+async def _ws_writer(runtime: WorkerRuntime, websocket: WebSocket, session: Session) -> None:
+    outbox = session.outbox
+    batch = session.connection.batch
+    deliveries = runtime.metrics.deliveries.labels("websocket")
+    frames = {
+        kind: runtime.metrics.frames_sent.labels("websocket", kind) for kind in ("one", "batch")
+    }
+    latency = runtime.metrics.delivery_latency.labels("websocket")
+    try:
+        while True:
+            frame = outbox.take_frame(batch)
+            if frame is None:
+                session.drained.set()
+                code = session.close_code or session.pending_close
+                if code is not None:
+                    await _close(websocket, code, session.close_reason)
+                    return
+                session.wakeup.clear()
+                await session.wakeup.wait()
+                continue
+            await websocket.send_text(frame)
+            session.frames_written += 1
+            if frame.startswith('{"type":"batch"'):
+                frames["batch"].inc()
+                deliveries.inc(frame.count('{"type":"event"'))
+                session.events_written = True
+                _observe(frame, latency)
+            else:
+                frames["one"].inc()
+                if frame.startswith('{"type":"event"'):
+                    deliveries.inc()
+                    session.events_written = True
+                    _observe(frame, latency)
+            session.drained.set()
+    except (WebSocketDisconnect, RuntimeError, OSError):
+        session.request_close(CloseCode.NORMAL, "client left")
+
+
+def _observe(frame: str, latency: Any) -> None:
+    """Kafka timestamp of the frame's first (oldest) event to now."""
+    at = frame.find('"kafkaTs":')
+    if at < 0:
+        return
+    start = at + 10
+    end = start
+    while end < len(frame) and frame[end].isdigit():
+        end += 1
+    if end > start:
+        latency.observe(max(0.0, time.time() - int(frame[start:end]) / 1000))
+
+
+async def _close(websocket: WebSocket, code: CloseCode, reason: str) -> None:
+    with contextlib.suppress(Exception):
+        await websocket.close(code=int(code), reason=reason[:120])
+
+
+# ---- SSE ------------------------------------------------------------------------------
+
+
+def _sse_endpoint(runtime: WorkerRuntime) -> Any:
+    heartbeat = runtime.settings.heartbeat.interval_seconds
+
+    async def endpoint(request: Request) -> Response:
+        try:
+            principal, _batch, _sub = await _authenticate(runtime, request, [])
+        except AuthError as error:
+            runtime.metrics.auth_failures.labels(error.reason).inc()
+            return _denial(error.http_status, error.reason, str(error))
+        if runtime.draining or not runtime.consumer.ready.is_set():
+            return _denial(503, "unavailable", "this replica is not ready; retry with backoff")
+        if runtime.at_capacity():
+            runtime.metrics.disconnects.labels("sse", str(int(CloseCode.OVERLOADED))).inc()
+            return _denial(503, "overloaded", "connection limit reached")
+        session = Session(runtime, principal, "sse", batch=False)
+        session.welcome()
+        last_id = _last_id(request)
+
+        async def stream() -> AsyncIterator[str]:
+            runtime.handler_opened()
+            starter = asyncio.create_task(session.start(last_id))
+            deliveries = runtime.metrics.deliveries.labels("sse")
+            try:
+                while True:
+                    chunk = session.outbox.take_chunk(_SSE_CHUNK_BYTES)
+                    if chunk is None:
+                        session.drained.set()
+                        if session.close_code or session.pending_close:
+                            return
+                        session.wakeup.clear()
+                        try:
+                            await asyncio.wait_for(session.wakeup.wait(), heartbeat)
+                        except TimeoutError:
+                            yield SSE_HEARTBEAT
+                        continue
+                    yield chunk
+                    deliveries.inc(chunk.count('data: {"type":"event"'))
+                    session.drained.set()
+            finally:
+                starter.cancel()
+                if session.close_code is None:
+                    session.request_close(CloseCode.NORMAL, "client left")
+                session.finish()
+                code = session.close_code or session.pending_close or CloseCode.NORMAL
+                runtime.metrics.disconnects.labels("sse", str(int(code))).inc()
+                runtime.handler_closed()
+
+        return StreamingResponse(
+            stream(),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        )
+
+    return endpoint
+
+
+# ---- probes and metrics ---------------------------------------------------------------
+
+
+def _healthz(runtime: WorkerRuntime) -> Any:
+    async def endpoint(_request: Request) -> Response:
+        if runtime.failed:
+            return PlainTextResponse(f"failed: {runtime.failed}\n", status_code=500)
+        return PlainTextResponse("ok\n")
+
+    return endpoint
+
+
+def _readyz(runtime: WorkerRuntime) -> Any:
+    async def endpoint(_request: Request) -> Response:
+        if runtime.ready:
+            return PlainTextResponse("ok\n")
+        reason = "draining" if runtime.draining else "consumer not assigned yet"
+        return PlainTextResponse(f"not ready: {reason}\n", status_code=503)
+
+    return endpoint
+
+
+def _metrics(runtime: WorkerRuntime) -> Any:
+    async def endpoint(_request: Request) -> Response:
+        return Response(generate_latest(runtime.registry), media_type=CONTENT_TYPE_LATEST)
+
+    return endpoint

@@ -1,0 +1,205 @@
+"""A Clarion client with the mobile reconnect policy: what tests, benchmarks and
+``clarion tail`` use, and a reference for app developers.
+
+- Resume: the id of the last event received is sent as ``lastId`` on every reconnect,
+  so the server replays what was missed (or answers ``reset``).
+- Reconnect: exponential backoff with full jitter, capped at 60 s, reset after a stable
+  connection; a drain's ``reconnect`` advice is honoured with its own delay.
+- Heartbeat: an application-level ``ping`` every ``heartbeat_seconds`` (the seed app's 30 s).
+- Stickiness: cookies set on the handshake (a load balancer's affinity cookie) are sent
+  back on reconnect, as a browser would.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import random
+import time
+from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlencode, urlsplit, urlunsplit
+
+import websockets
+from websockets.asyncio.client import ClientConnection, connect
+
+from clarion_worker.core.backoff import Backoff
+from clarion_worker.core.protocol import CloseCode
+
+
+class ClientRejectedError(RuntimeError):
+    """The server refused us for a reason that retrying will not fix (auth, protocol)."""
+
+    def __init__(self, code: int, reason: str) -> None:
+        super().__init__(f"closed with {code}: {reason}")
+        self.code = code
+        self.reason = reason
+
+
+@dataclass
+class ClientStats:
+    connects: int = 0
+    resets: int = 0
+    reconnect_advice: int = 0
+    replicas: list[str] = field(default_factory=list)
+    close_codes: list[int] = field(default_factory=list)
+
+
+_TERMINAL = {int(c) for c in CloseCode if not c.client_should_reconnect}
+_DENIED_TERMINAL = {401, 403}
+
+
+class ClarionClient:
+    def __init__(
+        self,
+        url: str,
+        token: str | None = None,
+        *,
+        last_id: str | None = None,
+        batch: bool = False,
+        event_types: list[str] | None = None,
+        heartbeat_seconds: float = 30.0,
+        rng: random.Random | None = None,
+        backoff_base: float = 1.0,
+        backoff_cap: float = 60.0,
+        extra_headers: Mapping[str, str] | None = None,
+        on_welcome: Callable[[dict[str, Any]], None] | None = None,
+    ) -> None:
+        self.url = url
+        self.token = token
+        self.last_id = last_id
+        self.batch = batch
+        self.event_types = event_types
+        self.heartbeat_seconds = heartbeat_seconds
+        self.backoff = Backoff(rng or random.Random(), base=backoff_base, cap=backoff_cap)
+        self.extra_headers = dict(extra_headers or {})
+        self.cookies: dict[str, str] = {}
+        self.stats = ClientStats()
+        self.on_welcome = on_welcome
+        self.replica: str | None = None
+        self._ws: ClientConnection | None = None
+        self._closing = False
+
+    def _target(self) -> str:
+        parts = urlsplit(self.url)
+        query = [item for item in parts.query.split("&") if item and not item.startswith("lastId=")]
+        if self.last_id:
+            query.append(urlencode({"lastId": self.last_id}))
+        return urlunsplit(parts._replace(query="&".join(query)))
+
+    def _headers(self) -> dict[str, str]:
+        headers = dict(self.extra_headers)
+        if self.token:
+            headers["Authorization"] = f"Bearer {self.token}"
+        if self.cookies:
+            headers["Cookie"] = "; ".join(f"{k}={v}" for k, v in self.cookies.items())
+        return headers
+
+    def _remember_cookies(self, ws: ClientConnection) -> None:
+        response = ws.response
+        if response is None:
+            return
+        for value in response.headers.get_all("Set-Cookie"):
+            name, _, rest = value.partition("=")
+            self.cookies[name.strip()] = rest.split(";", 1)[0].strip()
+
+    def is_closing(self) -> bool:
+        return self._closing
+
+    async def close(self) -> None:
+        self._closing = True
+        if self._ws is not None:
+            await self._ws.close()
+
+    async def events(self) -> AsyncIterator[dict[str, Any]]:
+        """Every event meant for us, across reconnects, until ``close()``."""
+        while not self.is_closing():
+            delay: float | None = None
+            try:
+                async for event in self._session():
+                    yield event
+            except ClientRejectedError:
+                raise
+            except _ReconnectAdvice as advice:
+                delay = advice.seconds
+            except (OSError, websockets.exceptions.WebSocketException, TimeoutError):
+                pass
+            if self.is_closing():
+                return
+            self.backoff.disconnected(time.monotonic())
+            await asyncio.sleep(delay if delay is not None else self.backoff.next_delay())
+
+    async def _session(self) -> AsyncIterator[dict[str, Any]]:
+        subprotocols = ["clarion.batch.v1" if self.batch else "clarion.v1"]
+        try:
+            ws = await connect(
+                self._target(),
+                additional_headers=self._headers(),
+                subprotocols=subprotocols,  # type: ignore[arg-type]
+                compression=None,
+                open_timeout=10,
+                max_size=None,
+                ping_interval=None,
+            )
+        except websockets.exceptions.InvalidStatus as error:
+            status = error.response.status_code
+            if status in _DENIED_TERMINAL:
+                raise ClientRejectedError(
+                    status, error.response.body.decode(errors="replace")
+                ) from error
+            raise
+        self._ws = ws
+        self._remember_cookies(ws)
+        self.stats.connects += 1
+        self.backoff.connected(time.monotonic())
+        heartbeat = asyncio.create_task(self._heartbeat(ws))
+        try:
+            if self.event_types:
+                await ws.send(json.dumps({"type": "subscribe", "eventTypes": self.event_types}))
+            async for raw in ws:
+                message = json.loads(raw)
+                kind = message.get("type")
+                if kind == "event":
+                    self.last_id = message["id"]
+                    yield message
+                elif kind == "batch":
+                    for event in message["events"]:
+                        self.last_id = event["id"]
+                        yield event
+                elif kind == "welcome":
+                    self.replica = message.get("replicaId")
+                    self.stats.replicas.append(self.replica or "")
+                    if self.on_welcome:
+                        self.on_welcome(message)
+                elif kind == "reset":
+                    # The server cannot replay what we missed: refetch state, start live.
+                    self.stats.resets += 1
+                    self.last_id = None
+                    yield message
+                elif kind == "reconnect":
+                    self.stats.reconnect_advice += 1
+                    await ws.close()
+                    raise _ReconnectAdvice(message.get("afterMs", 0) / 1000)
+            code = ws.close_code or 1006
+            self.stats.close_codes.append(code)
+            if code in _TERMINAL:
+                raise ClientRejectedError(code, ws.close_reason or "")
+        finally:
+            heartbeat.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await heartbeat
+            self._ws = None
+
+    async def _heartbeat(self, ws: ClientConnection) -> None:
+        with contextlib.suppress(websockets.exceptions.ConnectionClosed):
+            while True:
+                await asyncio.sleep(self.heartbeat_seconds)
+                await ws.send('{"type":"ping"}')
+
+
+class _ReconnectAdvice(Exception):  # noqa: N818 - control flow, not an error
+    def __init__(self, seconds: float) -> None:
+        super().__init__(seconds)
+        self.seconds = seconds

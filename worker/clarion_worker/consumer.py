@@ -1,0 +1,282 @@
+"""The Kafka edge of the worker: read every partition of the channel, live.
+
+No consumer group and no commits: each replica assigns itself every partition of the
+channel's topics and starts at their end, so all replicas see the whole stream and a
+client's cursor (per-partition offsets) means the same thing on each of them. Records
+go through the core's decoder and dispatcher; this module only moves bytes, keeps the
+metrics, notices new partitions, and pauses fetching when the event loop falls behind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.errors import KafkaError
+
+from clarion_worker.core.cursor import ChannelPosition, TopicLayout
+from clarion_worker.core.dispatch import Dispatcher
+from clarion_worker.core.events import BadRecord, RawRecord, RecordDecoder
+from clarion_worker.core.hub import Connection, Hub
+from clarion_worker.core.resume import TopicFacts
+from clarion_worker.core.settings import WorkerSettings
+from clarion_worker.core.window import WindowSet
+from clarion_worker.kafka_client import client_options
+from clarion_worker.kafka_metadata import TopicMetadata, describe_topics
+from clarion_worker.logs import RateLimitedLog
+from clarion_worker.metrics import WorkerMetrics
+
+log = logging.getLogger("clarion.worker.consumer")
+
+#: How often partition counts are re-read, to pick up partitions added later.
+METADATA_REFRESH_SECONDS = 30.0
+#: Event-loop lag above which fetching pauses, and below which it resumes.
+PAUSE_LAG_SECONDS = 0.5
+RESUME_LAG_SECONDS = 0.1
+_MAX_RECORDS = 2000
+
+
+class TopicRecreatedError(RuntimeError):
+    """A topic's id changed under us: every cursor and window of it is void."""
+
+
+@dataclass
+class ChannelState:
+    """What the live path shares with sessions: position, windows, topic facts."""
+
+    position: ChannelPosition
+    windows: WindowSet
+    dispatcher: Dispatcher
+    incarnations: dict[str, bytes]
+    log_starts: dict[str, tuple[int, ...]] = field(default_factory=dict)
+
+    def topic_facts(self) -> dict[str, TopicFacts]:
+        return {
+            name: TopicFacts(incarnation, self.log_starts.get(name, ()))
+            for name, incarnation in self.incarnations.items()
+        }
+
+
+class ChannelConsumer:
+    def __init__(
+        self,
+        settings: WorkerSettings,
+        hub: Hub,
+        metrics: WorkerMetrics,
+        on_overflow: Callable[[Connection], None],
+    ) -> None:
+        self._settings = settings
+        self._hub = hub
+        self._metrics = metrics
+        self._on_overflow = on_overflow
+        self._topics = [topic.name for topic in settings.topics]
+        self._decoder = RecordDecoder(
+            settings.routing,
+            {topic.name: topic.audience for topic in settings.topics},
+            max_record_bytes=settings.limits.max_record_bytes,
+        )
+        self._bad_log = RateLimitedLog(log)
+        self._consumer: AIOKafkaConsumer | None = None
+        self.state: ChannelState | None = None
+        self.ready = asyncio.Event()
+        #: Set after every fetched batch: resumes waiting for this replica to catch up.
+        self.advanced = asyncio.Event()
+        self._partitions: dict[str, int] = {}
+        self._paused = False
+        self._consumed = {t: metrics.events_consumed.labels(t) for t in self._topics}
+
+    @property
+    def client(self) -> AIOKafkaConsumer:
+        assert self._consumer is not None, "start() first"
+        return self._consumer
+
+    async def start(self) -> None:
+        """Connect, assign every partition at its end; retry while Kafka or a topic is missing."""
+        delay = 0.5
+        while True:
+            try:
+                await self._start_once()
+                return
+            except (KafkaError, OSError, _TopicMissingError) as error:
+                log.warning("Kafka not ready; retrying", extra={"error": str(error), "in_s": delay})
+                if self._consumer is not None:
+                    await self._consumer.stop()
+                    self._consumer = None
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
+
+    async def _start_once(self) -> None:
+        consumer = AIOKafkaConsumer(
+            **client_options(self._settings.kafka),
+            group_id=None,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            fetch_max_wait_ms=100,
+        )
+        self._consumer = consumer
+        await consumer.start()
+        meta = await self._metadata()
+        assignment = [TopicPartition(t, p) for t in self._topics for p in range(meta[t].partitions)]
+        consumer.assign(assignment)
+        ends = await consumer.end_offsets(assignment)
+        starts = await consumer.beginning_offsets(assignment)
+        offsets = {
+            t: tuple(ends[TopicPartition(t, p)] for p in range(meta[t].partitions))
+            for t in self._topics
+        }
+        for tp in assignment:
+            consumer.seek(tp, ends[tp])
+        incarnations = {t: meta[t].topic_id for t in self._topics}
+        position = ChannelPosition(
+            TopicLayout(t, incarnations[t], offsets[t]) for t in self._topics
+        )
+        windows = WindowSet(self._settings.resume.window_events, dict(offsets))
+        self.state = ChannelState(
+            position=position,
+            windows=windows,
+            dispatcher=Dispatcher(position, windows, self._hub),
+            incarnations=incarnations,
+            log_starts={
+                t: tuple(starts[TopicPartition(t, p)] for p in range(meta[t].partitions))
+                for t in self._topics
+            },
+        )
+        self._partitions = {t: meta[t].partitions for t in self._topics}
+        log.info("assigned", extra={"partitions": self._partitions, "start": offsets})
+        self.ready.set()
+
+    async def _metadata(self) -> dict[str, TopicMetadata]:
+        meta = await describe_topics(self.client._client, self._topics)
+        missing = [t for t in self._topics if t not in meta or meta[t].error_code != 0]
+        if missing:
+            raise _TopicMissingError(f"topics not found: {', '.join(missing)}")
+        return meta
+
+    async def run(self) -> None:
+        """Fetch and dispatch until cancelled."""
+        consumer = self.client
+        refreshed = time.monotonic()
+        while True:
+            batches = await consumer.getmany(timeout_ms=200, max_records=_MAX_RECORDS)
+            for tp, records in batches.items():
+                self._dispatch_partition(tp.topic, records)
+            if batches:
+                self.advanced.set()
+                self.advanced.clear()
+            if time.monotonic() - refreshed > METADATA_REFRESH_SECONDS:
+                refreshed = time.monotonic()
+                await self._refresh_partitions()
+
+    def _dispatch_partition(self, topic: str, records: list[object]) -> None:
+        state = self.state
+        assert state is not None
+        dispatcher = state.dispatcher
+        consumed = self._consumed[topic]
+        observe = self._metrics.broadcast_duration.observe
+        for record in records:
+            raw = RawRecord(
+                record.topic,  # type: ignore[attr-defined]
+                record.partition,  # type: ignore[attr-defined]
+                record.offset,  # type: ignore[attr-defined]
+                record.timestamp,  # type: ignore[attr-defined]
+                record.key,  # type: ignore[attr-defined]
+                record.value,  # type: ignore[attr-defined]
+                tuple(record.headers),  # type: ignore[attr-defined]
+            )
+            try:
+                event = self._decoder.decode(raw)
+            except BadRecord as bad:
+                self._metrics.bad_records.labels(topic, bad.reason).inc()
+                self._bad_log.warning(
+                    f"bad:{topic}:{bad.reason}",
+                    "skipped a bad record",
+                    topic=topic,
+                    partition=raw.partition,
+                    offset=raw.offset,
+                    reason=bad.reason,
+                )
+                dispatcher.skip(topic, raw.partition, raw.offset)
+                continue
+            started = time.perf_counter()
+            overflowed = dispatcher.dispatch(event)
+            observe(time.perf_counter() - started)
+            consumed.inc()
+            for connection in overflowed:
+                self._on_overflow(connection)
+
+    async def _refresh_partitions(self) -> None:
+        state = self.state
+        assert state is not None
+        try:
+            meta = await self._metadata()
+        except (KafkaError, OSError, _TopicMissingError) as error:
+            log.warning("metadata refresh failed", extra={"error": str(error)})
+            return
+        grown = False
+        for topic in self._topics:
+            if meta[topic].topic_id != state.incarnations[topic]:
+                raise TopicRecreatedError(f"topic {topic} was deleted and recreated")
+            old, new = self._partitions[topic], meta[topic].partitions
+            if new > old:
+                # Every record of a new partition is newer than any cursor: start at 0.
+                state.position.grow(topic, new, 0)
+                for partition in range(old, new):
+                    state.windows.add_partition(topic, partition, 0)
+                state.log_starts[topic] = state.log_starts.get(topic, ()) + (0,) * (new - old)
+                self._partitions[topic] = new
+                grown = True
+                log.info("partitions added", extra={"topic": topic, "from": old, "to": new})
+        if grown:
+            consumer = self.client
+            assignment = [
+                TopicPartition(t, p) for t, n in self._partitions.items() for p in range(n)
+            ]
+            consumer.assign(assignment)
+            for tp in assignment:
+                consumer.seek(tp, state.position.next_offset(tp.topic, tp.partition))
+
+    def update_lag(self) -> None:
+        """Consumer lag per partition, from the high watermarks of the last fetches."""
+        state = self.state
+        if state is None or self._consumer is None:
+            return
+        for topic, count in self._partitions.items():
+            for partition in range(count):
+                high = self._consumer.highwater(TopicPartition(topic, partition))
+                if high is not None:
+                    lag = max(0, high - state.position.next_offset(topic, partition))
+                    self._metrics.consumer_lag.labels(topic, str(partition)).set(lag)
+
+    def apply_loop_lag(self, lag_seconds: float) -> None:
+        """Pause fetching while the event loop is behind; resume once it has caught up.
+
+        Outboxes are bounded per connection, but a loop that cannot keep up would
+        still let aiokafka's fetch buffers and per-event work pile up: pausing the
+        partitions stops reading from Kafka instead of buffering without bound.
+        """
+        if self._consumer is None:
+            return
+        assignment = list(self._consumer.assignment())
+        if not self._paused and lag_seconds > PAUSE_LAG_SECONDS:
+            self._consumer.pause(*assignment)
+            self._paused = True
+            self._metrics.paused_partitions.set(len(assignment))
+            log.warning("event loop behind: pausing Kafka fetches", extra={"lag_s": lag_seconds})
+        elif self._paused and lag_seconds < RESUME_LAG_SECONDS:
+            self._consumer.resume(*assignment)
+            self._paused = False
+            self._metrics.paused_partitions.set(0)
+            log.info("event loop caught up: resuming Kafka fetches")
+
+    async def stop(self) -> None:
+        if self._consumer is not None:
+            await self._consumer.stop()
+            self._consumer = None
+
+
+class _TopicMissingError(Exception):
+    pass

@@ -1,0 +1,197 @@
+"""Everything one worker process runs besides the HTTP endpoints: the consumer, the
+session registry, background chores (lag, loop health, token expiry, JWKS) and drain."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections.abc import Coroutine
+from typing import Any
+
+from prometheus_client import CollectorRegistry
+
+from clarion_worker.config import Secrets
+from clarion_worker.consumer import ChannelConsumer, ChannelState
+from clarion_worker.core.auth import TokenVerifier
+from clarion_worker.core.drain import plan_drain
+from clarion_worker.core.events import RecordDecoder
+from clarion_worker.core.hub import Connection, Hub
+from clarion_worker.core.protocol import CloseCode, reconnect_frame
+from clarion_worker.core.settings import WorkerSettings
+from clarion_worker.jwks import JwksRefresher
+from clarion_worker.metrics import WorkerMetrics
+from clarion_worker.sessions import Session
+
+log = logging.getLogger("clarion.worker")
+
+_LOOP_PROBE_SECONDS = 0.1
+_LAG_SECONDS = 5.0
+
+
+class WorkerRuntime:
+    def __init__(
+        self,
+        settings: WorkerSettings,
+        secrets: Secrets,
+        registry: CollectorRegistry,
+        *,
+        version: str = "0.1.0",
+    ) -> None:
+        self.settings = settings
+        self.registry = registry
+        self.metrics = WorkerMetrics.create(registry)
+        self.metrics.info.info(
+            {"channel": settings.channel, "replica": settings.replica_id, "version": version}
+        )
+        self.hub = Hub()
+        self.sessions: dict[str, Session] = {}
+        self.decoder = RecordDecoder(
+            settings.routing,
+            {topic.name: topic.audience for topic in settings.topics},
+            max_record_bytes=settings.limits.max_record_bytes,
+        )
+        self.consumer = ChannelConsumer(settings, self.hub, self.metrics, self._overflowed)
+        self.verifier = TokenVerifier(
+            settings.auth, hmac_secret=secrets.hmac_secret, jwks=secrets.jwks
+        )
+        self.jwks = (
+            JwksRefresher(settings.auth.jwks_url, self.verifier) if settings.auth.jwks_url else None
+        )
+        self.draining = False
+        #: WebSocket and SSE handlers still running (the drain waits for them).
+        self.open_handlers = 0
+        self.idle = asyncio.Event()
+        self.idle.set()
+        self.drained = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._connections = {
+            transport: self.metrics.connections.labels(transport)
+            for transport in ("websocket", "sse")
+        }
+
+    # ---- state ---------------------------------------------------------------------
+
+    @property
+    def state(self) -> ChannelState:
+        state = self.consumer.state
+        assert state is not None, "the consumer has not started"
+        return state
+
+    @property
+    def ready(self) -> bool:
+        return self.consumer.ready.is_set() and not self.draining
+
+    def at_capacity(self) -> bool:
+        return len(self.sessions) >= self.settings.limits.max_connections
+
+    def register(self, session: Session) -> None:
+        self.sessions[session.id] = session
+        self.hub.add(session.connection)
+        self._connections[session.transport].inc()
+        self.metrics.connects.labels(session.transport).inc()
+
+    def unregister(self, session: Session) -> None:
+        if self.sessions.pop(session.id, None) is not None:
+            self.hub.remove(session.connection)
+            self._connections[session.transport].dec()
+
+    def _overflowed(self, connection: Connection) -> None:
+        session = self.sessions.get(connection.id)
+        if session is not None:
+            self.metrics.drops.labels("slow_consumer").inc(len(connection.outbox) or 1)
+            session.request_close(CloseCode.SLOW_CONSUMER, "outbound queue overflowed")
+
+    def handler_opened(self) -> None:
+        self.open_handlers += 1
+        self.idle.clear()
+
+    def handler_closed(self) -> None:
+        self.open_handlers -= 1
+        if self.open_handlers == 0:
+            self.idle.set()
+
+    # ---- lifecycle -----------------------------------------------------------------
+
+    async def start(self) -> None:
+        if self.jwks is not None:
+            await self.jwks.fetch()
+            self._spawn(self.jwks.run())
+        await self.consumer.start()
+        self._spawn(self.consumer.run(), fatal=True)
+        self._spawn(self._loop_probe())
+        self._spawn(self._chores())
+
+    def _spawn(self, coro: Coroutine[Any, Any, None], *, fatal: bool = False) -> None:
+        task = asyncio.create_task(coro)
+        if fatal:
+            task.add_done_callback(self._fatal)
+        self._tasks.append(task)
+
+    def _fatal(self, task: asyncio.Task[None]) -> None:
+        if task.cancelled():
+            return
+        error = task.exception()
+        if error is not None:
+            # Without its consumer a worker would serve stale nothing: fail liveness.
+            log.error("consumer stopped", extra={"error": repr(error)})
+            self.failed = repr(error)
+
+    failed: str | None = None
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        await self.consumer.stop()
+
+    async def _loop_probe(self) -> None:
+        """Measures how late the event loop wakes us, to pause Kafka when it is behind."""
+        while True:
+            started = time.monotonic()
+            await asyncio.sleep(_LOOP_PROBE_SECONDS)
+            lag = time.monotonic() - started - _LOOP_PROBE_SECONDS
+            self.consumer.apply_loop_lag(lag)
+
+    async def _chores(self) -> None:
+        """Consumer lag and token expiry: one sweep for all sessions, not a timer each."""
+        leeway = self.settings.auth.leeway_seconds
+        while True:
+            await asyncio.sleep(_LAG_SECONDS)
+            self.consumer.update_lag()
+            now = time.time()
+            for session in list(self.sessions.values()):
+                expires = session.connection.principal.expires_at
+                if expires is not None and expires + leeway < now:
+                    session.request_close(CloseCode.TOKEN_EXPIRED, "token expired")
+
+    # ---- drain ---------------------------------------------------------------------
+
+    async def drain(self) -> None:
+        """Fail readiness, then advise and close clients in batches over the window."""
+        if self.draining:
+            return
+        self.draining = True
+        self.metrics.draining.set(1)
+        window = self.settings.drain.window_seconds
+        plan = plan_drain(list(self.sessions), window_seconds=window, rng=random.Random())
+        log.info("draining", extra={"sessions": len(self.sessions), "window_s": window})
+        started = time.monotonic()
+        for batch in plan:
+            delay = batch.at_seconds - (time.monotonic() - started)
+            if delay > 0:
+                await asyncio.sleep(delay)
+            for notice in batch.notices:
+                session = self.sessions.get(notice.connection_id)
+                if session is not None:
+                    session.offer_control(reconnect_frame(after_ms=notice.after_ms))
+                    session.close_after_flush(CloseCode.DRAIN, "draining")
+        # Sessions that connected meanwhile (readiness already fails) get the same.
+        for session in list(self.sessions.values()):
+            session.offer_control(reconnect_frame(after_ms=random.randint(0, 1000)))
+            session.close_after_flush(CloseCode.DRAIN, "draining")
+        self.drained.set()

@@ -1,0 +1,127 @@
+"""``clarion-worker``: the process entry point, uvicorn underneath, with a real drain.
+
+uvicorn's own shutdown closes every WebSocket at once with 1012, so every client of a
+replica reconnects in the same instant. On SIGTERM this server first drains: readiness
+fails, clients get reconnect advice with jitter and are closed in batches over
+``drain.windowSeconds``; only then does uvicorn shut down. A second SIGTERM or SIGINT
+stops at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import importlib.util
+import logging
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+from types import FrameType
+
+import uvicorn
+from prometheus_client import CollectorRegistry, disable_created_metrics
+
+from clarion_contract import WORKER_PORT
+from clarion_worker import config, logs
+from clarion_worker.app import create_app
+from clarion_worker.core.settings import SettingsError
+from clarion_worker.runtime import WorkerRuntime
+
+log = logging.getLogger("clarion.worker")
+#: After the drain window, how long the last writers get to flush and close.
+_FLUSH_SECONDS = 5.0
+
+
+class DrainingServer(uvicorn.Server):
+    def __init__(self, config: uvicorn.Config, runtime: WorkerRuntime) -> None:
+        super().__init__(config)
+        self.runtime = runtime
+        self._drain_task: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    async def serve(self, sockets: list[object] | None = None) -> None:  # type: ignore[override]
+        self._loop = asyncio.get_running_loop()
+        await super().serve(sockets)  # type: ignore[arg-type]
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        if sig == signal.SIGTERM and self._drain_task is None and self._loop is not None:
+            self._loop.call_soon_threadsafe(self._start_drain)
+            return
+        super().handle_exit(sig, frame)
+
+    def _start_drain(self) -> None:
+        self._drain_task = asyncio.create_task(self._drain_then_exit())
+
+    async def _drain_then_exit(self) -> None:
+        started = time.monotonic()
+        await self.runtime.drain()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.runtime.idle.wait(), _FLUSH_SECONDS)
+        log.info(
+            "drained",
+            extra={
+                "seconds": round(time.monotonic() - started, 2),
+                "left": self.runtime.open_handlers,
+            },
+        )
+        self.should_exit = True
+
+
+def _parse(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="clarion-worker", description="Clarion broadcast worker")
+    parser.add_argument("--config", help="settings file (JSON or YAML); default $CLARION_CONFIG")
+    parser.add_argument("--host", default="0.0.0.0")
+    parser.add_argument("--port", type=int, default=WORKER_PORT)
+    parser.add_argument("--log-level", default=None, help="default $CLARION_LOG_LEVEL or info")
+    return parser.parse_args(argv)
+
+
+def build_server(args: argparse.Namespace, environ: dict[str, str]) -> DrainingServer:
+    path = args.config or environ.get("CLARION_CONFIG")
+    if not path:
+        raise SettingsError(["--config: required (or set CLARION_CONFIG)"])
+    settings = config.load(Path(path), environ)
+    runtime = WorkerRuntime(settings, config.load_secrets(settings), CollectorRegistry())
+    has_uvloop = importlib.util.find_spec("uvloop") is not None
+    has_httptools = importlib.util.find_spec("httptools") is not None
+    uv_config = uvicorn.Config(
+        create_app(runtime),
+        host=args.host,
+        port=args.port,
+        loop="uvloop" if has_uvloop else "asyncio",
+        http="httptools" if has_httptools else "h11",
+        ws="websockets-sansio",
+        # Deflate costs ~50 KiB and CPU per connection; events are small JSON.
+        ws_per_message_deflate=False,
+        ws_max_size=settings.limits.max_client_frame_bytes,
+        # Protocol pings find dead peers that app-level heartbeats cannot see.
+        ws_ping_interval=settings.heartbeat.interval_seconds,
+        ws_ping_timeout=settings.heartbeat.timeout_seconds,
+        log_config=None,
+        access_log=False,
+        lifespan="on",
+        timeout_graceful_shutdown=int(_FLUSH_SECONDS),
+    )
+    return DrainingServer(uv_config, runtime)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parse(argv)
+    environ = dict(os.environ)  # noqa: TID251 - the process edge
+    logs.configure(args.log_level or environ.get("CLARION_LOG_LEVEL", "info"))
+    # The *_created series double the scrape for no use to a dashboard.
+    disable_created_metrics()
+    try:
+        server = build_server(args, environ)
+    except SettingsError as error:
+        print(f"clarion-worker: invalid settings:\n{error}", file=sys.stderr)
+        return 2
+    server.run()
+    return 0 if server.runtime.failed is None else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,203 @@
+"""One client session, WebSocket or SSE: its outbox, registration, resume and close.
+
+The resume boundary (see ``core.resume``): in one synchronous step — no ``await`` in
+between — the connection joins the hub with its outbox holding live frames, the live
+position is snapshotted, and the resume is planned. Every live event dispatched after
+that step waits in the held queue; the replay covers exactly [cursor, snapshot); the
+held frames are released behind the replay. No gap, no duplicate.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import os
+import time
+from typing import TYPE_CHECKING, Literal
+
+from clarion_worker.core.cursor import CursorError, decode_cursor, name_tag
+from clarion_worker.core.envelope import sse_message
+from clarion_worker.core.hub import Connection
+from clarion_worker.core.outbox import Outbox
+from clarion_worker.core.principal import Principal
+from clarion_worker.core.protocol import CloseCode, error_frame, reset_frame, welcome_frame
+from clarion_worker.core.replay import ReplaySession
+from clarion_worker.core.resume import FromKafka, FromWindow, Reset, plan_resume
+from clarion_worker.replayer import Skipped, read_ranges
+
+if TYPE_CHECKING:
+    from clarion_worker.runtime import WorkerRuntime
+
+log = logging.getLogger("clarion.worker.session")
+
+Transport = Literal["websocket", "sse"]
+#: How long a resume waits for this replica to reach a cursor minted by a faster one.
+CATCH_UP_SECONDS = 5.0
+_ids = itertools.count(1)
+_PREFIX = os.urandom(3).hex()
+
+
+class Session:
+    """The server side of one client connection."""
+
+    def __init__(
+        self, runtime: WorkerRuntime, principal: Principal, transport: Transport, batch: bool
+    ) -> None:
+        limits = runtime.settings.limits
+        self.runtime = runtime
+        self.transport = transport
+        self.wakeup = asyncio.Event()
+        #: Set whenever the writer sent something: a paced replay waits for it.
+        self.drained = asyncio.Event()
+        self.outbox = Outbox(
+            max_events=limits.queue_max_events,
+            max_bytes=limits.queue_max_bytes,
+            batch_max_events=limits.batch_max_events if batch else 1,
+            batch_max_bytes=limits.batch_max_bytes,
+            on_ready=self.wakeup.set,
+        )
+        self.id = f"{_PREFIX}-{next(_ids)}"
+        self.connection = Connection(
+            self.id, principal, self.outbox, sse=transport == "sse", batch=batch
+        )
+        self.close_code: CloseCode | None = None
+        self.close_reason = ""
+        #: Close once the outbox is empty (drain: the reconnect advice goes out first).
+        self.pending_close: CloseCode | None = None
+        #: Events and frames written so far (an in-band resume is refused after the first).
+        self.frames_written = 0
+        self.events_written = False
+        #: The task running ``start`` (registration and any replay).
+        self.resume_task: asyncio.Task[None] | None = None
+        self.closed = asyncio.Event()
+
+    # ---- lifecycle -----------------------------------------------------------------
+
+    def welcome(self) -> None:
+        frame = welcome_frame(
+            connection_id=self.id,
+            replica_id=self.runtime.settings.replica_id,
+            heartbeat_seconds=self.runtime.settings.heartbeat.interval_seconds,
+            batch=self.connection.batch,
+        )
+        self.offer_control(frame)
+
+    def offer_control(self, frame: str) -> None:
+        if self.connection.sse:
+            frame = sse_message(frame)
+        self.outbox.offer_control(frame, len(frame.encode()))
+
+    async def start(self, last_id: str | None) -> None:
+        """Join live delivery, replaying from ``last_id`` first when given."""
+        if last_id is None:
+            self.runtime.register(self)
+            return
+        await self._wait_for_cursor(last_id)
+        if self.close_code is not None:
+            return
+        state = self.runtime.state
+        # ---- the boundary: synchronous from here to plan_resume -----------------------
+        self.outbox.hold()
+        self.runtime.register(self)
+        live = state.position.snapshot()
+        plan = plan_resume(
+            last_id,
+            live=live,
+            topics=state.topic_facts(),
+            windows=state.windows,
+            bounds=self.runtime.settings.resume,
+            now_ms=int(time.time() * 1000),
+        )
+        # ---- end of the boundary --------------------------------------------------------
+        if isinstance(plan, Reset):
+            self.runtime.metrics.resumes.labels("reset").inc()
+            self.offer_control(reset_frame(plan.reason))
+            self.outbox.release()
+            return
+        replay = ReplaySession(
+            self.connection,
+            start=plan.start,
+            live=plan.live,
+            incarnations=state.incarnations,
+        )
+        try:
+            if isinstance(plan, FromWindow):
+                self.runtime.metrics.resumes.labels("window").inc()
+                replay.feed_items(plan.items)
+                await self._pump(replay)
+            elif isinstance(plan, FromKafka):
+                self.runtime.metrics.resumes.labels("kafka").inc()
+                await self._replay_from_kafka(replay, plan)
+            replay.finish()
+        except Exception as error:  # a failed replay must not leave live frames held
+            log.warning("resume failed", extra={"session": self.id, "error": repr(error)})
+            self.runtime.metrics.resumes.labels("failed").inc()
+            self.request_close(CloseCode.INTERNAL_ERROR, "resume failed; reconnect and resume")
+
+    async def _wait_for_cursor(self, last_id: str) -> None:
+        """A cursor from a replica that is slightly ahead: wait until this one gets there."""
+        try:
+            cursor = decode_cursor(last_id)
+        except CursorError:
+            return  # plan_resume answers with reset(bad_cursor)
+        deadline = time.monotonic() + CATCH_UP_SECONDS
+        state = self.runtime.state
+        wanted = {entry.name_tag: entry.offsets for entry in cursor.topics}
+        while True:
+            behind = False
+            for topic, offsets in state.position.snapshot().items():
+                given = wanted.get(name_tag(topic), ())
+                if any(c > o for c, o in zip(given, offsets, strict=False)):
+                    behind = True
+                    break
+            remaining = deadline - time.monotonic()
+            if not behind or remaining <= 0:
+                return  # still behind: plan_resume answers reset(ahead_of_log)
+            try:
+                await asyncio.wait_for(self.runtime.consumer.advanced.wait(), remaining)
+            except TimeoutError:
+                return
+
+    async def _pump(self, replay: ReplaySession) -> None:
+        while not replay.pump():
+            if self.close_code is not None:
+                raise asyncio.CancelledError
+            self.drained.clear()
+            await self.drained.wait()
+
+    async def _replay_from_kafka(self, replay: ReplaySession, plan: FromKafka) -> None:
+        runtime = self.runtime
+        async for batch in read_ranges(runtime.settings.kafka, runtime.decoder, plan.ranges):
+            for item in batch:
+                if isinstance(item, Skipped):
+                    replay.skip(item.topic, item.partition, item.offset)
+                else:
+                    replay.feed_events((item,))
+            await self._pump(replay)
+
+    def request_close(self, code: CloseCode, reason: str = "") -> None:
+        """Stop delivery now; the transport closes once it notices (wakeup)."""
+        if self.close_code is not None:
+            return
+        self.close_code = code
+        self.close_reason = reason or code.name.lower()
+        self.runtime.unregister(self)
+        self.outbox.clear()
+        if code not in (CloseCode.NORMAL, CloseCode.GOING_AWAY) and self.transport == "websocket":
+            self.offer_control(error_frame(code, self.close_reason))
+        self.wakeup.set()
+        self.drained.set()
+
+    def close_after_flush(self, code: CloseCode, reason: str) -> None:
+        """Stop live delivery, let the writer send what is queued, then close (drain)."""
+        if self.close_code is not None or self.pending_close is not None:
+            return
+        self.pending_close = code
+        self.close_reason = reason
+        self.runtime.unregister(self)
+        self.wakeup.set()
+
+    def finish(self) -> None:
+        self.runtime.unregister(self)
+        self.closed.set()
