@@ -54,3 +54,5 @@ class Reason(StrEnum):
     KUBERNETES_API_ERROR = "KubernetesApiError"
     # Deletion waits on Kafka; the force-delete annotation releases it.
     DELETION_BLOCKED = "DeletionBlocked"
+    # The force-delete annotation released the finalizer; Kafka was not touched.
+    DELETION_FORCED = "DeletionForced"

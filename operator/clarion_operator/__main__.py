@@ -1,0 +1,121 @@
+"""``clarion-operator`` / ``python -m clarion_operator``: the operator process.
+
+Builds the settings (flags and environment, read here and nowhere else), JSON logging,
+the kubernetes client, the /metrics server, and runs kopf with the handlers.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+import kopf
+from kubernetes import client as k8s
+from kubernetes import config as k8s_config
+
+from clarion_operator.handlers import kopf_settings, register
+from clarion_operator.kafka_admin import AiokafkaFactory
+from clarion_operator.kube import KubeClient
+from clarion_operator.metrics import Metrics
+from clarion_operator.reconcile import Reconciler
+from clarion_operator.settings import ProcessSettings, SettingsError, from_args
+
+_LOG_FORMATS = {
+    "json": kopf.LogFormat.JSON,
+    "plain": kopf.LogFormat.PLAIN,
+    "full": kopf.LogFormat.FULL,
+}
+
+
+def kube_configuration(settings: ProcessSettings) -> k8s.Configuration:
+    """In-cluster service account, else the kubeconfig (flag, KUBECONFIG, default)."""
+    configuration = k8s.Configuration()
+    if settings.kubeconfig is None:
+        try:
+            k8s_config.load_incluster_config(client_configuration=configuration)
+            return configuration
+        except k8s_config.ConfigException:
+            pass
+    k8s_config.load_kube_config(config_file=settings.kubeconfig, client_configuration=configuration)
+    return configuration
+
+
+def _login(configuration: k8s.Configuration) -> kopf.ConnectionInfo:
+    """kopf's credentials from the same configuration the kubernetes client uses."""
+    header = configuration.get_api_key_with_prefix(
+        "BearerToken"
+    ) or configuration.get_api_key_with_prefix("authorization")
+    parts = header.split(" ", 1) if header else []
+    scheme, token = (None, None) if not parts else (None, parts[0]) if len(parts) == 1 else parts
+    return kopf.ConnectionInfo(
+        server=configuration.host,
+        ca_path=configuration.ssl_ca_cert,
+        insecure=not configuration.verify_ssl,
+        scheme=scheme,
+        token=token,
+        certificate_path=configuration.cert_file,
+        private_key_path=configuration.key_file,
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        settings = from_args(
+            sys.argv[1:] if argv is None else argv,
+            os.environ,  # noqa: TID251 - the process edge: the only read of the environment
+        )
+    except SettingsError as exc:
+        print(f"clarion-operator: {exc}", file=sys.stderr)
+        return 2
+    kopf.configure(verbose=settings.verbose, log_format=_LOG_FORMATS[settings.log_format])
+    log = logging.getLogger("clarion_operator")
+
+    configuration = kube_configuration(settings)
+    api = k8s.ApiClient(configuration)
+    kube = KubeClient(api, field_manager=settings.field_manager, namespaces=settings.namespaces)
+    metrics = Metrics()
+    reconciler = Reconciler(
+        kube,
+        AiokafkaFactory(settings.kafka_request_timeout_ms),
+        field_manager=settings.field_manager,
+        metrics=metrics,
+    )
+    registry = kopf.OperatorRegistry()
+    register(registry, reconciler, settings)
+
+    @kopf.on.login(registry=registry)
+    def login(**_: Any) -> kopf.ConnectionInfo:
+        return _login(configuration)
+
+    metrics.serve(settings.metrics_port)
+    log.info(
+        "starting clarion-operator",
+        extra={
+            "namespaces": list(settings.namespaces),
+            "clusterwide": settings.clusterwide,
+            "peering": settings.peering,
+            "drift_interval": settings.drift_interval,
+            "metrics_port": settings.metrics_port,
+            "liveness_port": settings.liveness_port,
+        },
+    )
+    try:
+        kopf.run(
+            registry=registry,
+            settings=kopf_settings(settings),
+            standalone=not settings.peering,
+            peering_name=settings.peering_name if settings.peering else None,
+            clusterwide=settings.clusterwide,
+            namespaces=settings.namespaces,
+            liveness_endpoint=settings.liveness_endpoint,
+        )
+    finally:
+        api.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

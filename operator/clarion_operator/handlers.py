@@ -1,0 +1,113 @@
+"""kopf handlers: thin adapters from kopf's callbacks to the :class:`Reconciler`.
+
+* create / update / resume share one idempotent function (``ensure``);
+* a timer re-runs it every ``drift_interval`` seconds to repair what was changed or
+  deleted outside the resource (topic configs, partitions, children);
+* the delete handler runs behind kopf's finalizer (``ProcessSettings.finalizer``).
+
+Each handler writes the status the core computed (only when it changed), posts the
+Events the core listed, and maps the core's error to kopf's: ``RetryableError`` to
+``kopf.TemporaryError(delay=...)``, ``PermanentError`` to ``kopf.PermanentError``. The
+timer never raises: its next tick is its retry, and a raised error would only make kopf
+back off the drift check itself.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+import kopf
+
+from clarion_operator.core import crd
+from clarion_operator.core.errors import PermanentError, RetryableError
+from clarion_operator.reconcile import Outcome, Reconciler, workers_retry_delay
+from clarion_operator.settings import ProcessSettings
+
+
+def _publish(outcome: Outcome, body: kopf.Body, patch: kopf.Patch, logger: Any) -> None:
+    changes = outcome.status_patch
+    if changes is not None:
+        for key, value in changes.items():
+            patch.status[key] = value
+    for event in outcome.events:
+        kopf.event(body, type=event.type, reason=event.reason, message=event.message)
+    for line in outcome.logs:
+        logger.info(line)
+
+
+def _raise(outcome: Outcome, *, retry: int) -> None:
+    err = outcome.error
+    if isinstance(err, PermanentError):
+        raise kopf.PermanentError(f"{err.reason}: {err.message}")
+    if isinstance(err, RetryableError):
+        raise kopf.TemporaryError(f"{err.reason}: {err.message}", delay=err.delay)
+    if not outcome.workers_ready:
+        # Not an error: the handler stays unfinished and runs again shortly, so the
+        # status follows the rollout instead of waiting for the next drift tick.
+        raise kopf.TemporaryError("waiting for the workers", delay=workers_retry_delay(retry))
+
+
+def register(
+    registry: kopf.OperatorRegistry, reconciler: Reconciler, settings: ProcessSettings
+) -> None:
+    """Register every handler of the operator on ``registry``."""
+
+    @kopf.on.resume(crd.GROUP, crd.VERSION, crd.PLURAL, registry=registry, id="ensure")
+    @kopf.on.create(crd.GROUP, crd.VERSION, crd.PLURAL, registry=registry, id="ensure")
+    @kopf.on.update(crd.GROUP, crd.VERSION, crd.PLURAL, registry=registry, id="ensure")
+    async def ensure(
+        body: kopf.Body, patch: kopf.Patch, retry: int, logger: kopf.Logger, **_: Any
+    ) -> None:
+        outcome = await reconciler.ensure(body, "handler")
+        _publish(outcome, body, patch, logger)
+        _raise(outcome, retry=retry)
+
+    @kopf.timer(
+        crd.GROUP,
+        crd.VERSION,
+        crd.PLURAL,
+        registry=registry,
+        id="drift",
+        interval=settings.drift_interval,
+        initial_delay=settings.drift_interval,
+        when=_not_deleting,
+    )
+    async def drift(body: kopf.Body, patch: kopf.Patch, logger: kopf.Logger, **_: Any) -> None:
+        outcome = await reconciler.ensure(body, "timer")
+        _publish(outcome, body, patch, logger)
+        if outcome.error is not None:
+            logger.warning(f"drift check: {outcome.error.reason}: {outcome.error.message}")
+
+    @kopf.on.delete(crd.GROUP, crd.VERSION, crd.PLURAL, registry=registry, id="cleanup")
+    async def cleanup(
+        body: kopf.Body, patch: kopf.Patch, retry: int, logger: kopf.Logger, **_: Any
+    ) -> None:
+        outcome = await reconciler.delete(body)
+        _publish(outcome, body, patch, logger)
+        _raise(outcome, retry=retry)
+
+
+def _not_deleting(meta: Mapping[str, Any], **_: Any) -> bool:
+    return not meta.get("deletionTimestamp")
+
+
+def kopf_settings(settings: ProcessSettings) -> kopf.OperatorSettings:
+    """kopf's own settings, derived from the process settings."""
+    ks = kopf.OperatorSettings()
+    ks.persistence.finalizer = settings.finalizer
+    # Progress and the last-handled spec live in annotations of our own group: the
+    # status stays the user's view (conditions, topics, workers), nothing else.
+    ks.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=crd.GROUP)
+    ks.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=crd.GROUP, key="last-handled-configuration"
+    )
+    # Events are posted explicitly (kopf.event) on transitions only; kopf's own log
+    # lines ("handler succeeded", "retrying") are not turned into Events.
+    ks.posting.level = logging.CRITICAL
+    ks.peering.name = settings.peering_name
+    ks.peering.standalone = not settings.peering
+    ks.peering.clusterwide = settings.clusterwide
+    ks.networking.request_timeout = 60.0
+    return ks

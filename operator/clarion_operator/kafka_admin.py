@@ -1,0 +1,199 @@
+"""The Kafka port implemented with aiokafka's ``AIOKafkaAdminClient``.
+
+Facts proven against Kafka 4.1.1 (``tests/devstack/test_stack_integration.py`` and
+``tests/operator/test_operator_integration.py``):
+
+* ``create_topics`` reports per-topic errors as codes (36: already exists), not raises;
+* ``NewTopic`` refuses ``replication_factor=-1`` in its constructor, but the broker
+  accepts -1 ("use default.replication.factor", KIP-464) when the attribute is set after
+  construction; if a broker ever refuses it, the broker's ``default.replication.factor``
+  is read through ``describe_configs`` and sent instead;
+* ``describe_configs`` entries are ``(name, value, read_only, source, sensitive, ...)``
+  and only source 1 (DYNAMIC_TOPIC_CONFIG) is an override of the topic;
+* ``alter_configs`` replaces the whole override set (the core always sends all of it);
+* ``create_partitions`` raises on a per-topic error instead of returning it: its
+  ``errno`` is turned back into a code here so the core classifies it like the others.
+"""
+
+from __future__ import annotations
+
+import ssl
+import tempfile
+from collections.abc import AsyncIterator, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from pathlib import Path
+from typing import Any, Final
+
+from aiokafka.admin import AIOKafkaAdminClient, NewPartitions, NewTopic
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+
+from clarion_operator.core.errors import (
+    INVALID_REPLICATION_FACTOR,
+    INVALID_REQUEST,
+    NONE,
+    UNKNOWN_TOPIC_OR_PARTITION,
+)
+from clarion_operator.core.topics import AlterConfigs, CreateTopic, GrowPartitions, ObservedTopic
+from clarion_operator.ports import KafkaAdmin, KafkaConnection
+
+DYNAMIC_TOPIC_CONFIG: Final = 1
+DEFAULT_REPLICATION_FACTOR: Final = "default.replication.factor"
+
+
+def ssl_context(conn: KafkaConnection) -> ssl.SSLContext | None:
+    """A TLS context from PEM text read out of the channel's Secret (never from files)."""
+    if not conn.security_protocol.endswith("SSL"):
+        return None
+    context = ssl.create_default_context(cadata=conn.ca_pem) if conn.ca_pem else None
+    context = context or ssl.create_default_context()
+    if conn.cert_pem and conn.key_pem:
+        # load_cert_chain only reads files; a private temporary directory keeps the key
+        # on disk for the duration of the call only.
+        with tempfile.TemporaryDirectory() as tmp:
+            cert, key = Path(tmp) / "tls.crt", Path(tmp) / "tls.key"
+            cert.write_text(conn.cert_pem)
+            key.write_text(conn.key_pem)
+            key.chmod(0o600)
+            context.load_cert_chain(str(cert), str(key))
+    return context
+
+
+class AiokafkaAdmin:
+    """:class:`~clarion_operator.ports.KafkaAdmin` over one started admin client."""
+
+    def __init__(self, client: AIOKafkaAdminClient) -> None:
+        self._client = client
+
+    async def describe(self, names: Sequence[str]) -> dict[str, ObservedTopic | None]:
+        if not names:
+            return {}
+        described: list[dict[str, Any]] = await self._client.describe_topics(list(names))
+        observed: dict[str, ObservedTopic | None] = dict.fromkeys(names)
+        present: dict[str, tuple[int, int]] = {}
+        for topic in described:
+            code = int(topic.get("error_code", 0))
+            if code == UNKNOWN_TOPIC_OR_PARTITION:
+                continue
+            if code != NONE:
+                raise KafkaCodeError(code, f"describing topic {topic.get('topic')}")
+            partitions = topic.get("partitions") or []
+            replicas = len(partitions[0].get("replicas") or []) if partitions else 0
+            present[str(topic["topic"])] = (len(partitions), replicas)
+        if not present:
+            return observed
+        responses = await self._client.describe_configs(
+            [ConfigResource(ConfigResourceType.TOPIC, name) for name in present]
+        )
+        dynamic: dict[str, dict[str, str]] = {name: {} for name in present}
+        for response in responses:
+            for code, message, _type, name, entries in response.resources:
+                if code != NONE:
+                    raise KafkaCodeError(int(code), f"describing configs of {name}: {message}")
+                for entry in entries:
+                    key, value, source = entry[0], entry[1], entry[3]
+                    if source == DYNAMIC_TOPIC_CONFIG and value is not None:
+                        dynamic[str(name)][str(key)] = str(value)
+        for name, (count, rf) in present.items():
+            observed[name] = ObservedTopic(count, rf, dynamic[name])
+        return observed
+
+    async def create(self, action: CreateTopic) -> int:
+        code = await self._create(action, action.replication_factor or -1)
+        if action.replication_factor is None and code in (
+            INVALID_REPLICATION_FACTOR,
+            INVALID_REQUEST,
+        ):
+            # A broker that refuses -1: send its own default explicitly.
+            code = await self._create(action, await self._default_replication_factor())
+        return code
+
+    async def _create(self, action: CreateTopic, replication_factor: int) -> int:
+        topic = NewTopic(
+            action.name,
+            action.partitions,
+            max(replication_factor, 1),
+            topic_configs=dict(action.configs),
+        )
+        # Set after construction: NewTopic's constructor rejects -1 (see module doc).
+        topic.replication_factor = replication_factor
+        response = await self._client.create_topics([topic])
+        for name, code, *_ in response.topic_errors:
+            if name == action.name:
+                return int(code)
+        return NONE
+
+    async def _default_replication_factor(self) -> int:
+        cluster = await self._client.describe_cluster()
+        broker = str(cluster["brokers"][0]["node_id"])
+        [response] = await self._client.describe_configs(
+            [ConfigResource(ConfigResourceType.BROKER, broker, {DEFAULT_REPLICATION_FACTOR: None})]
+        )
+        for entry in response.resources[0][4]:
+            if entry[0] == DEFAULT_REPLICATION_FACTOR and entry[1] is not None:
+                return int(entry[1])
+        return 1
+
+    async def grow(self, action: GrowPartitions) -> int:
+        try:
+            await self._client.create_partitions({action.name: NewPartitions(action.total)})
+        except Exception as exc:
+            # aiokafka raises per-topic errors here; give the code back like the others.
+            errno = getattr(exc, "errno", None)
+            if isinstance(errno, int) and errno > 0:
+                return errno
+            raise
+        return NONE
+
+    async def alter(self, action: AlterConfigs) -> int:
+        responses = await self._client.alter_configs(
+            [ConfigResource(ConfigResourceType.TOPIC, action.name, configs=dict(action.configs))]
+        )
+        for response in responses:
+            for code, *_ in response.resources:
+                if code != NONE:
+                    return int(code)
+        return NONE
+
+    async def delete(self, names: Sequence[str]) -> dict[str, int]:
+        if not names:
+            return {}
+        response = await self._client.delete_topics(list(names))
+        return {str(name): int(code) for name, code in response.topic_error_codes}
+
+
+class KafkaCodeError(Exception):
+    """A describe call failed with a Kafka error code (classified by the reconciler)."""
+
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(f"error code {code}: {message}")
+        self.code = code
+
+
+class AiokafkaFactory:
+    """:class:`~clarion_operator.ports.KafkaAdminFactory`: one admin client per use."""
+
+    def __init__(self, request_timeout_ms: int) -> None:
+        self._timeout_ms = request_timeout_ms
+
+    def __call__(self, connection: KafkaConnection) -> AbstractAsyncContextManager[KafkaAdmin]:
+        return self._connect(connection)
+
+    @asynccontextmanager
+    async def _connect(self, conn: KafkaConnection) -> AsyncIterator[KafkaAdmin]:
+        kwargs: dict[str, Any] = {
+            "bootstrap_servers": conn.bootstrap_servers,
+            "client_id": conn.client_id,
+            "request_timeout_ms": self._timeout_ms,
+            "security_protocol": conn.security_protocol,
+            "ssl_context": ssl_context(conn),
+        }
+        if conn.sasl_mechanism is not None:
+            kwargs["sasl_mechanism"] = conn.sasl_mechanism
+            kwargs["sasl_plain_username"] = conn.username
+            kwargs["sasl_plain_password"] = conn.password
+        client = AIOKafkaAdminClient(**kwargs)
+        try:
+            await client.start()
+            yield AiokafkaAdmin(client)
+        finally:
+            await client.close()

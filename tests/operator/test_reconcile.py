@@ -1,0 +1,242 @@
+"""The reconciler drives the core through fake ports: no broker, no API server."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from clarion_operator.core.errors import PermanentError, RetryableError
+from clarion_operator.core.render import ObjectRef
+from clarion_operator.core.topics import AlterConfigs, CreateTopic, GrowPartitions, ObservedTopic
+from clarion_operator.metrics import Metrics
+from clarion_operator.ports import ApiError, Body, KafkaAdmin, KafkaConnection
+from clarion_operator.reconcile import Reconciler
+
+NOW = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+class FakeKafka:
+    def __init__(self) -> None:
+        self.topics: dict[str, ObservedTopic] = {}
+        self.calls: list[str] = []
+        self.down = False
+
+    async def describe(self, names: Sequence[str]) -> dict[str, ObservedTopic | None]:
+        return {n: self.topics.get(n) for n in names}
+
+    async def create(self, action: CreateTopic) -> int:
+        self.calls.append(f"create {action.name}")
+        if action.name in self.topics:
+            return 36
+        self.topics[action.name] = ObservedTopic(action.partitions, 1, dict(action.configs))
+        return 0
+
+    async def grow(self, action: GrowPartitions) -> int:
+        self.calls.append(f"grow {action.name}")
+        t = self.topics[action.name]
+        self.topics[action.name] = ObservedTopic(action.total, 1, t.dynamic_configs)
+        return 0
+
+    async def alter(self, action: AlterConfigs) -> int:
+        self.calls.append(f"alter {action.name}")
+        t = self.topics[action.name]
+        self.topics[action.name] = ObservedTopic(t.partitions, 1, dict(action.configs))
+        return 0
+
+    async def delete(self, names: Sequence[str]) -> dict[str, int]:
+        self.calls.append(f"delete {','.join(names)}")
+        return {n: 0 if self.topics.pop(n, None) else 3 for n in names}
+
+    def __call__(self, connection: KafkaConnection) -> AbstractAsyncContextManager[KafkaAdmin]:
+        return self._connect()
+
+    @asynccontextmanager
+    async def _connect(self) -> AsyncIterator[KafkaAdmin]:
+        if self.down:
+            raise ConnectionRefusedError("Connect call failed")
+        yield self
+
+
+class FakeKube:
+    def __init__(self) -> None:
+        self.objects: dict[tuple[str, str], Body] = {}
+        self.channels: list[Body] = []
+        self.fail_apply: int | None = None
+
+    async def apply(self, body: Mapping[str, Any]) -> Body:
+        if self.fail_apply is not None:
+            raise ApiError(self.fail_apply, "nope")
+        obj = dict(body)
+        if obj["kind"] == "Deployment":
+            replicas = obj["spec"].get("replicas", 1)
+            obj["status"] = {
+                "replicas": replicas,
+                "readyReplicas": replicas,
+                "updatedReplicas": replicas,
+                "availableReplicas": replicas,
+            }
+        self.objects[(obj["kind"], obj["metadata"]["name"])] = obj
+        return obj
+
+    async def delete_if_controlled(self, ref: ObjectRef, owner_uid: str) -> bool:
+        return self.objects.pop((ref.kind, ref.name), None) is not None
+
+    async def get(self, ref: ObjectRef) -> Body | None:
+        return self.objects.get((ref.kind, ref.name))
+
+    async def list_channels(self) -> list[Body]:
+        return self.channels
+
+    async def read_secret(self, namespace: str, name: str) -> dict[str, bytes] | None:
+        return None
+
+    async def service_monitor_available(self) -> bool:
+        return False
+
+
+def channel(spec: dict[str, Any], *, name: str = "dash", uid: str = "u1", **meta: Any) -> Body:
+    return {
+        "metadata": {
+            "name": name,
+            "namespace": "ns",
+            "uid": uid,
+            "generation": 1,
+            "creationTimestamp": "2026-01-01T00:00:00Z",
+            **meta,
+        },
+        "spec": spec,
+    }
+
+
+def spec(**topic: Any) -> dict[str, Any]:
+    return {
+        "kafka": {"bootstrapServers": "k:9092"},
+        "topics": [{"name": "orders", "partitions": 2, **topic}],
+        "auth": {"mode": "none"},
+    }
+
+
+@pytest.fixture
+def parts() -> tuple[FakeKube, FakeKafka, Reconciler]:
+    kube, kafka = FakeKube(), FakeKafka()
+    return (
+        kube,
+        kafka,
+        Reconciler(kube, kafka, field_manager="fm", metrics=Metrics(), clock=lambda: NOW),
+    )
+
+
+async def test_ensure_creates_topics_applies_children_and_is_ready(
+    parts: tuple[FakeKube, FakeKafka, Reconciler],
+) -> None:
+    kube, kafka, rec = parts
+    body = channel(spec())
+    kube.channels = [body]
+    out = await rec.ensure(body)
+    assert out.error is None
+    assert out.workers_ready
+    assert kafka.calls == ["create orders"]
+    assert {k for k, _ in kube.objects} == {
+        "ConfigMap",
+        "Service",
+        "Deployment",
+        "PodDisruptionBudget",
+    }
+    assert out.status is not None
+    assert out.status_patch is not None
+    assert [e.reason for e in out.events] == ["TopicCreated", "Reconciled"]
+    # The next round observes what creation left (the broker's replication factor) ...
+    settled = await rec.ensure({**body, "status": out.status})
+    assert settled.status is not None
+    # ... and from then on the same inputs mean nothing to do and nothing to write.
+    again = await rec.ensure({**body, "status": settled.status})
+    assert kafka.calls == ["create orders"]
+    assert again.status_patch is None
+    assert again.events == ()
+
+
+async def test_invalid_spec_is_permanent_and_touches_nothing(
+    parts: tuple[FakeKube, FakeKafka, Reconciler],
+) -> None:
+    kube, kafka, rec = parts
+    out = await rec.ensure(channel(spec(name="..")))
+    assert isinstance(out.error, PermanentError)
+    assert out.status is not None
+    assert out.status["conditions"][0]["reason"] == "InvalidSpec"
+    assert not kube.objects
+    assert not kafka.calls
+
+
+async def test_kafka_down_is_retried_and_children_are_still_applied(
+    parts: tuple[FakeKube, FakeKafka, Reconciler],
+) -> None:
+    kube, kafka, rec = parts
+    kafka.down = True
+    out = await rec.ensure(channel(spec()))
+    assert isinstance(out.error, RetryableError)
+    assert out.error.reason == "KafkaUnreachable"
+    assert out.status is not None
+    ready = out.status["conditions"][0]
+    assert (ready["status"], ready["reason"]) == ("False", "KafkaUnreachable")
+    assert ("Deployment", "dash-worker") in kube.objects
+
+
+async def test_api_conflict_is_retried(parts: tuple[FakeKube, FakeKafka, Reconciler]) -> None:
+    kube, _kafka, rec = parts
+    kube.fail_apply = 409
+    out = await rec.ensure(channel(spec()))
+    assert isinstance(out.error, RetryableError)
+    assert out.error.reason == "ApiConflict"
+
+
+async def test_delete_removes_delete_policy_topics_only(
+    parts: tuple[FakeKube, FakeKafka, Reconciler],
+) -> None:
+    kube, kafka, rec = parts
+    body = channel(
+        {**spec(), "topics": [{"name": "keep"}, {"name": "drop", "deletionPolicy": "Delete"}]}
+    )
+    kube.channels = [body]
+    await rec.ensure(body)
+    out = await rec.delete(body)
+    assert out.error is None
+    assert set(kafka.topics) == {"keep"}
+    assert [e.reason for e in out.events] == ["TopicDeleted"]
+
+
+async def test_delete_with_kafka_down_blocks_until_force_annotation(
+    parts: tuple[FakeKube, FakeKafka, Reconciler],
+) -> None:
+    kube, kafka, rec = parts
+    body = channel(spec(deletionPolicy="Delete"))
+    kube.channels = [body]
+    kafka.down = True
+    out = await rec.delete(body)
+    assert isinstance(out.error, RetryableError)
+    assert out.error.delay <= 15
+    assert out.status is not None
+    assert out.status["conditions"][0]["reason"] == "DeletionBlocked"
+    forced = channel(
+        spec(deletionPolicy="Delete"),
+        annotations={"realtime.clarion.dev/force-delete": "true"},
+    )
+    out = await rec.delete(forced)
+    assert out.error is None
+    assert [e.reason for e in out.events] == ["DeletionForced"]
+
+
+async def test_younger_claimant_gets_resource_conflict(
+    parts: tuple[FakeKube, FakeKafka, Reconciler],
+) -> None:
+    kube, kafka, rec = parts
+    older = channel(spec(), name="older", uid="u0")
+    younger = channel(spec(), name="younger", uid="u9", creationTimestamp="2026-02-01T00:00:00Z")
+    kube.channels = [younger, older]
+    out = await rec.ensure(younger)
+    assert out.status is not None
+    assert out.status["conditions"][0]["reason"] == "ResourceConflict"
+    assert kafka.calls == []

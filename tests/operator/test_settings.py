@@ -1,0 +1,54 @@
+"""The operator's process settings: flags, environment, and what is refused."""
+
+from __future__ import annotations
+
+import pytest
+
+from clarion_operator.settings import ProcessSettings, SettingsError, from_args
+
+
+def test_flags_build_frozen_settings() -> None:
+    s = from_args(
+        ["-n", "a", "-n", "b", "--drift-interval", "3", "--standalone", "--metrics-port", "0"],
+        {},
+    )
+    assert s.namespaces == ("a", "b")
+    assert (s.clusterwide, s.peering, s.drift_interval, s.metrics_port) == (False, False, 3.0, 0)
+    assert s.field_manager == "clarion-operator"
+    with pytest.raises(AttributeError):
+        s.peering = True  # type: ignore[misc]
+
+
+def test_environment_is_the_fallback_and_flags_win() -> None:
+    env = {
+        "CLARION_OPERATOR_ALL_NAMESPACES": "true",
+        "CLARION_OPERATOR_PEERING": "yes",
+        "CLARION_OPERATOR_DRIFT_INTERVAL": "30",
+        "CLARION_OPERATOR_KAFKA_REQUEST_TIMEOUT_MS": "5000",
+        "CLARION_OPERATOR_LOG_FORMAT": "plain",
+    }
+    s = from_args([], env)
+    assert (s.clusterwide, s.peering, s.drift_interval) == (True, True, 30.0)
+    assert (s.kafka_request_timeout_ms, s.log_format) == (5000, "plain")
+    assert from_args(["--standalone", "--drift-interval", "5"], env).peering is False
+    assert s.liveness_endpoint == "http://0.0.0.0:8081/healthz"
+
+
+@pytest.mark.parametrize(
+    ("argv", "env"),
+    [
+        ([], {}),
+        (["-n", "a", "--drift-interval", "0"], {}),
+        (["-n", "a", "--metrics-port", "70000"], {}),
+        (["-n", "a"], {"CLARION_OPERATOR_METRICS_PORT": "x"}),
+        (["-n", "a"], {"CLARION_OPERATOR_PEERING": "maybe"}),
+    ],
+)
+def test_refuses_settings_it_cannot_run_with(argv: list[str], env: dict[str, str]) -> None:
+    with pytest.raises(SettingsError):
+        from_args(argv, env)
+
+
+def test_scope_is_one_of_namespaces_or_cluster() -> None:
+    with pytest.raises(SettingsError):
+        ProcessSettings(namespaces=("a",), clusterwide=True)
