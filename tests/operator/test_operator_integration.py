@@ -1,0 +1,727 @@
+"""The operator against the real stack: kube-apiserver, controller-manager, scheduler,
+KWOK and Kafka 4.1.1, with the operator as a real subprocess per test.
+
+The operator runs exactly as in production (``python -m clarion_operator``), scoped to
+the test's namespace, with a short drift interval; its log goes to the stack's logs
+folder as ``operator-<namespace>.log`` so a failing test's report points at it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+from kubernetes import client as k8s
+from kubernetes import watch
+
+from clarion_devstack import stack
+from clarion_devstack.pytest_plugin import LocalStack
+from clarion_operator.core import crd
+
+ROOT = Path(__file__).resolve().parents[2]
+DRIFT_INTERVAL = 2.0
+WAIT = 60
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="session")
+def crd_installed(local_stack: LocalStack) -> None:
+    local_stack.kubectl(
+        "apply",
+        "--server-side",
+        "--force-conflicts",
+        "--field-manager=clarion-tests",
+        "-f",
+        str(ROOT / "manifests" / "crd.yaml"),
+    )
+    local_stack.kubectl(
+        "wait", "--for=condition=Established", f"crd/{crd.CRD_NAME}", "--timeout=60s"
+    )
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class OperatorProcess:
+    """One ``python -m clarion_operator`` subprocess watching one namespace."""
+
+    stack: LocalStack
+    namespace: str
+    log: Path
+    metrics_port: int = field(default_factory=_free_port)
+    liveness_port: int = field(default_factory=_free_port)
+    proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        env = {**os.environ, "KUBECONFIG": str(self.stack.kubeconfig)}  # noqa: TID251
+        argv = [
+            sys.executable,
+            "-m",
+            "clarion_operator",
+            "--standalone",
+            "--namespace",
+            self.namespace,
+            "--drift-interval",
+            str(DRIFT_INTERVAL),
+            "--kafka-request-timeout-ms",
+            "3000",
+            "--metrics-port",
+            str(self.metrics_port),
+            "--liveness-port",
+            str(self.liveness_port),
+        ]
+        with self.log.open("ab") as out:
+            self.proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            assert self.alive(), f"the operator exited; see {self.log}"
+            if self.healthy():
+                return
+            time.sleep(0.1)
+        raise AssertionError(f"the operator did not become live in 30 s; see {self.log}")
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def healthy(self) -> bool:
+        try:
+            url = f"http://127.0.0.1:{self.liveness_port}/healthz"
+            with urllib.request.urlopen(url, timeout=1) as response:
+                return int(response.status) == 200
+        except OSError:
+            return False
+
+    def metrics(self) -> str:
+        url = f"http://127.0.0.1:{self.metrics_port}/metrics"
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return bytes(response.read()).decode()
+
+    def stop(self) -> None:
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=5)
+        self.proc = None
+
+
+@pytest.fixture
+def operator(
+    local_stack: LocalStack, namespace: str, crd_installed: None
+) -> Iterator[OperatorProcess]:
+    process = OperatorProcess(
+        local_stack, namespace, local_stack.logs_dir / f"operator-{namespace}.log"
+    )
+    process.start()
+    try:
+        yield process
+    finally:
+        # Let the operator release its finalizers before the namespace goes away.
+        _release_channels(local_stack, namespace, process)
+        process.stop()
+
+
+def _release_channels(stack: LocalStack, namespace: str, process: OperatorProcess) -> None:
+    names = stack.kubectl("get", "rtc", "-n", namespace, "-o", "name", check=False).split()
+    for name in names:
+        if not process.alive():
+            stack.kubectl(
+                "patch", name, "-n", namespace, "--type=merge",
+                "-p", '{"metadata":{"finalizers":null}}', check=False,
+            )  # fmt: skip
+        stack.kubectl("delete", name, "-n", namespace, "--wait=true", "--timeout=30s", check=False)
+
+
+# --- helpers ---------------------------------------------------------------------------
+
+
+class Cluster:
+    """Small, event-driven helpers over the kubernetes client for one namespace."""
+
+    def __init__(self, api: k8s.ApiClient, stack: LocalStack, namespace: str) -> None:
+        self.api = api
+        self.stack = stack
+        self.namespace = namespace
+        self.custom = k8s.CustomObjectsApi(api)
+        self.apps = k8s.AppsV1Api(api)
+
+    def apply(self, name: str, spec: Mapping[str, Any], **meta: Any) -> None:
+        body = {
+            "apiVersion": crd.API_VERSION,
+            "kind": crd.KIND,
+            "metadata": {"name": name, "namespace": self.namespace, **meta},
+            "spec": spec,
+        }
+        self.stack.kubectl(
+            "apply", "--server-side", "--field-manager=clarion-tests", "-f", "-",
+            stdin=json.dumps(body),
+        )  # fmt: skip
+
+    def channel(self, name: str) -> dict[str, Any]:
+        return dict(
+            self.custom.get_namespaced_custom_object(
+                crd.GROUP, crd.VERSION, self.namespace, crd.PLURAL, name
+            )
+        )
+
+    def wait_channel(
+        self, name: str, predicate: Callable[[dict[str, Any]], bool], timeout: float = WAIT
+    ) -> dict[str, Any]:
+        """Watch the channel until ``predicate`` holds; return it."""
+        return self._wait(
+            self.custom.list_namespaced_custom_object,
+            (crd.GROUP, crd.VERSION, self.namespace, crd.PLURAL),
+            name,
+            predicate,
+            timeout,
+        )
+
+    def wait_event(self, reason: str, involved: str, timeout: float = WAIT) -> dict[str, Any]:
+        core = k8s.CoreV1Api(self.api)
+        selector = f"involvedObject.name={involved},reason={reason}"
+        listed = core.list_namespaced_event(self.namespace, field_selector=selector)
+        if listed.items:
+            return dict(self.api.sanitize_for_serialization(listed.items[0]))
+        stream = watch.Watch()
+        for event in stream.stream(
+            core.list_namespaced_event,
+            self.namespace,
+            field_selector=selector,
+            resource_version=listed.metadata.resource_version,
+            timeout_seconds=int(timeout),
+        ):
+            stream.stop()
+            return dict(self.api.sanitize_for_serialization(event["object"]))
+        raise AssertionError(f"no {reason} Event for {involved} within {timeout} s")
+
+    def wait_gone(self, list_fn: Callable[..., Any], args: tuple[Any, ...], name: str) -> None:
+        self._wait(list_fn, args, name, None, WAIT)
+
+    def _wait(
+        self,
+        list_fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        name: str,
+        predicate: Callable[[dict[str, Any]], bool] | None,
+        timeout: float,
+    ) -> dict[str, Any]:
+        selector = f"metadata.name={name}"
+        deadline = time.monotonic() + timeout
+        last: dict[str, Any] = {}
+        while time.monotonic() < deadline:
+            listed = self._plain(list_fn(*args, field_selector=selector))
+            items = listed.get("items") or []
+            if predicate is None and not items:
+                return {}
+            if items:
+                last = items[0]
+                if predicate is not None and predicate(last):
+                    return last
+            stream = watch.Watch()
+            remaining = max(1, int(deadline - time.monotonic()))
+            for event in stream.stream(
+                list_fn,
+                *args,
+                field_selector=selector,
+                resource_version=listed["metadata"]["resourceVersion"],
+                timeout_seconds=remaining,
+            ):
+                obj = self._plain(event["object"])
+                if event["type"] == "DELETED" and predicate is None:
+                    stream.stop()
+                    return {}
+                if event["type"] in ("ADDED", "MODIFIED") and obj:
+                    last = obj
+                    if predicate is not None and predicate(obj):
+                        stream.stop()
+                        return obj
+        state = json.dumps(last.get("status"), indent=1)[:3000]
+        raise AssertionError(f"{name}: condition not reached within {timeout} s; last: {state}")
+
+    def _plain(self, obj: Any) -> dict[str, Any]:
+        return obj if isinstance(obj, dict) else dict(self.api.sanitize_for_serialization(obj))
+
+
+@pytest.fixture
+def cluster(kube_api: k8s.ApiClient, local_stack: LocalStack, namespace: str) -> Cluster:
+    return Cluster(kube_api, local_stack, namespace)
+
+
+def condition(obj: Mapping[str, Any], type_: str = "Ready") -> dict[str, Any]:
+    for c in (obj.get("status") or {}).get("conditions") or []:
+        if c.get("type") == type_:
+            return dict(c)
+    return {}
+
+
+def is_ready(obj: Mapping[str, Any]) -> bool:
+    """Ready=True for the object's current generation."""
+    ready = condition(obj)
+    generation = obj["metadata"]["generation"]
+    return (
+        ready.get("status") == "True"
+        and ready.get("observedGeneration") == generation
+        and (obj.get("status") or {}).get("observedGeneration") == generation
+    )
+
+
+def reason_is(reason: str, type_: str = "Ready") -> Callable[[dict[str, Any]], bool]:
+    return lambda obj: condition(obj, type_).get("reason") == reason
+
+
+@dataclass(frozen=True)
+class KafkaTopic:
+    partitions: int
+    replication_factor: int
+    configs: dict[str, str]
+
+
+def describe_topic(bootstrap: str, name: str) -> KafkaTopic | None:
+    """The topic as Kafka reports it (dynamic config overrides only), or None."""
+
+    async def run() -> KafkaTopic | None:
+        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=5000)
+        await admin.start()
+        try:
+            if name not in await admin.list_topics():
+                return None
+            [described] = await admin.describe_topics([name])
+            [configs] = await admin.describe_configs(
+                [ConfigResource(ConfigResourceType.TOPIC, name)]
+            )
+            overrides = {e[0]: e[1] for e in configs.resources[0][4] if e[3] == 1}
+            parts = described["partitions"]
+            return KafkaTopic(len(parts), len(parts[0]["replicas"]), overrides)
+        finally:
+            await admin.close()
+
+    return asyncio.run(run())
+
+
+def alter_topic(bootstrap: str, name: str, configs: dict[str, str]) -> None:
+    async def run() -> None:
+        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=5000)
+        await admin.start()
+        try:
+            await admin.alter_configs([ConfigResource(ConfigResourceType.TOPIC, name, configs)])
+        finally:
+            await admin.close()
+
+    asyncio.run(run())
+
+
+def delete_topics(bootstrap: str, names: list[str]) -> None:
+    async def run() -> None:
+        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=5000)
+        await admin.start()
+        try:
+            existing = set(await admin.list_topics())
+            doomed = [n for n in names if n in existing]
+            if doomed:
+                await admin.delete_topics(doomed)
+        finally:
+            await admin.close()
+
+    asyncio.run(run())
+
+
+@pytest.fixture
+def kafka(kafka_bootstrap: str) -> str:
+    return kafka_bootstrap
+
+
+def base_spec(bootstrap: str, topics: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:
+    return {
+        "kafka": {"bootstrapServers": bootstrap},
+        "topics": topics,
+        "auth": {"mode": "none"},
+        "workers": {"replicas": 1},
+        **extra,
+    }
+
+
+def kubectl_json(stack: LocalStack, *args: str) -> dict[str, Any]:
+    return dict(json.loads(stack.kubectl(*args, "-o", "json", "--show-managed-fields")))
+
+
+def wait_kafka(check: Callable[[], bool], what: str, timeout: float = 30) -> None:
+    """Kafka has no watch: poll its metadata (briefly) until ``check`` holds."""
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"Kafka: {what} not reached within {timeout} s")
+        time.sleep(0.3)
+
+
+# --- tests -----------------------------------------------------------------------------
+
+
+def test_apply_creates_topics_children_and_reports_ready(
+    operator: OperatorProcess,
+    cluster: Cluster,
+    kafka: str,
+    unique_name: Callable[[str], str],
+    local_stack: LocalStack,
+    namespace: str,
+) -> None:
+    topic = unique_name("orders")
+    spec = base_spec(
+        kafka,
+        [{"name": topic, "partitions": 3, "config": {"retention.ms": "3600000"}}],
+        workers={"replicas": 1, "autoscaling": {"minReplicas": 1, "maxReplicas": 2}},
+        ingress={"enabled": True, "host": "dash.example.test"},
+    )
+    try:
+        cluster.apply("dash", spec)
+        channel = cluster.wait_channel("dash", is_ready)
+
+        described = describe_topic(kafka, topic)
+        assert described == KafkaTopic(3, 1, {"retention.ms": "3600000"})
+
+        uid = channel["metadata"]["uid"]
+        for kind in ("deployment", "service", "configmap", "ingress", "hpa", "pdb"):
+            child = kubectl_json(local_stack, "get", kind, "dash-worker", "-n", namespace)
+            [owner] = child["metadata"]["ownerReferences"]
+            assert (owner["kind"], owner["uid"], owner["controller"]) == (crd.KIND, uid, True)
+            managers = {m["manager"] for m in child["metadata"].get("managedFields", [])}
+            assert "clarion-operator" in managers, (kind, managers)
+
+        pods = kubectl_json(
+            local_stack, "get", "pods", "-n", namespace, "-l", channel["status"]["selector"]
+        )["items"]
+        assert pods, "no worker pod"
+        for pod in pods:
+            ready = {c["type"]: c["status"] for c in pod["status"]["conditions"]}
+            assert ready["Ready"] == "True"
+            assert pod["spec"]["nodeName"] == "kwok-node-0"
+
+        status = channel["status"]
+        assert status["observedGeneration"] == channel["metadata"]["generation"]
+        assert (status["topicsSummary"], status["workersSummary"]) == ("1/1", "1/1")
+        assert status["endpoint"] == "ws://dash.example.test/ws/dashboard"
+        assert {c["type"]: c["status"] for c in status["conditions"]} == {
+            "Ready": "True",
+            "TopicsReady": "True",
+            "WorkersReady": "True",
+        }
+
+        table = local_stack.kubectl("get", "rtc", "-n", namespace).splitlines()
+        assert table[0].split() == ["NAME", "READY", "TOPICS", "WORKERS", "ENDPOINT", "AGE"]
+        assert table[1].split()[:5] == [
+            "dash", "True", "1/1", "1/1", "ws://dash.example.test/ws/dashboard",
+        ]  # fmt: skip
+
+        exposition = operator.metrics()
+        assert 'clarion_operator_reconciles_total{result="success",trigger="handler"}' in (
+            exposition
+        )
+        assert "clarion_operator_topics_managed 1.0" in exposition
+        assert "clarion_operator_reconcile_duration_seconds_count" in exposition
+    finally:
+        delete_topics(kafka, [topic])
+
+
+def test_edits_grow_partitions_refuse_decrease_apply_configs_and_roll_workers(
+    operator: OperatorProcess,
+    cluster: Cluster,
+    kafka: str,
+    unique_name: Callable[[str], str],
+    local_stack: LocalStack,
+    namespace: str,
+) -> None:
+    topic = unique_name("edits")
+
+    def spec(partitions: int, retention: str, path: str = "/ws/dashboard") -> dict[str, Any]:
+        return base_spec(
+            kafka,
+            [{"name": topic, "partitions": partitions, "config": {"retention.ms": retention}}],
+            server={"websocketPath": path},
+        )
+
+    try:
+        cluster.apply("dash", spec(2, "3600000"))
+        first = cluster.wait_channel("dash", is_ready)
+
+        cluster.apply("dash", spec(4, "3600000"))
+        cluster.wait_channel("dash", is_ready)
+        assert describe_topic(kafka, topic) == KafkaTopic(4, 1, {"retention.ms": "3600000"})
+
+        # Fewer partitions: refused, nothing touched (not even the config edit with it).
+        cluster.apply("dash", spec(3, "7200000"))
+        refused = cluster.wait_channel("dash", reason_is("NotSupported"))
+        assert condition(refused)["status"] == "False"
+        assert condition(refused, "TopicsReady")["reason"] == "NotSupported"
+        assert "not supported" in condition(refused)["message"]
+        assert describe_topic(kafka, topic) == KafkaTopic(4, 1, {"retention.ms": "3600000"})
+
+        # Reverting clears it, and the config edit now goes through.
+        cluster.apply("dash", spec(4, "7200000"))
+        cluster.wait_channel("dash", is_ready)
+        assert describe_topic(kafka, topic) == KafkaTopic(4, 1, {"retention.ms": "7200000"})
+
+        # A worker-settings edit changes the hash and rolls the Deployment.
+        cluster.apply("dash", spec(4, "7200000", path="/ws/v2"))
+        rolled = cluster.wait_channel("dash", is_ready)
+        assert rolled["status"]["configHash"] != first["status"]["configHash"]
+        deployment = kubectl_json(local_stack, "get", "deployment", "dash-worker", "-n", namespace)
+        template = deployment["spec"]["template"]["metadata"]["annotations"]
+        assert template["clarion.dev/config-hash"] == rolled["status"]["configHash"]
+        replica_sets = kubectl_json(
+            local_stack, "get", "replicasets", "-n", namespace, "-l", rolled["status"]["selector"]
+        )["items"]
+        assert len(replica_sets) == 2
+    finally:
+        delete_topics(kafka, [topic])
+
+
+def test_drift_repairs_deleted_deployment_and_altered_topic_config(
+    operator: OperatorProcess,
+    cluster: Cluster,
+    kafka: str,
+    unique_name: Callable[[str], str],
+    local_stack: LocalStack,
+    namespace: str,
+) -> None:
+    topic = unique_name("drift")
+    try:
+        cluster.apply(
+            "dash", base_spec(kafka, [{"name": topic, "config": {"retention.ms": "3600000"}}])
+        )
+        cluster.wait_channel("dash", is_ready)
+        old_uid = kubectl_json(local_stack, "get", "deployment", "dash-worker", "-n", namespace)[
+            "metadata"
+        ]["uid"]
+
+        local_stack.kubectl("delete", "deployment", "dash-worker", "-n", namespace, "--wait=false")
+        alter_topic(kafka, topic, {"retention.ms": "1000", "cleanup.policy": "compact"})
+
+        cluster._wait(
+            cluster.apps.list_namespaced_deployment,
+            (namespace,),
+            "dash-worker",
+            lambda d: d["metadata"]["uid"] != old_uid,
+            timeout=DRIFT_INTERVAL * 10,
+        )
+        cluster.wait_event("TopicUpdated", "dash", timeout=DRIFT_INTERVAL * 10)
+        assert describe_topic(kafka, topic) == KafkaTopic(6, 1, {"retention.ms": "3600000"})
+        cluster.wait_channel("dash", is_ready)
+    finally:
+        delete_topics(kafka, [topic])
+
+
+def test_kafka_outage_is_reported_and_healed_and_force_delete_releases(
+    operator: OperatorProcess,
+    cluster: Cluster,
+    kafka: str,
+    unique_name: Callable[[str], str],
+    local_stack: LocalStack,
+) -> None:
+    kept, blocked = unique_name("outage"), unique_name("blocked")
+    try:
+        cluster.apply("steady", base_spec(kafka, [{"name": kept, "partitions": 1}]))
+        cluster.apply(
+            "doomed",
+            base_spec(kafka, [{"name": blocked, "partitions": 1, "deletionPolicy": "Delete"}]),
+        )
+        cluster.wait_channel("steady", is_ready)
+        cluster.wait_channel("doomed", is_ready)
+        try:
+            stack.stop_component(local_stack.env, "kafka")
+            down = cluster.wait_channel(
+                "steady", lambda o: condition(o).get("reason") in KAFKA_DOWN_REASONS
+            )
+            assert condition(down)["status"] == "False"
+            assert condition(down, "TopicsReady")["reason"] in KAFKA_DOWN_REASONS
+
+            # Deleting a channel whose topics must go waits on Kafka, saying so ...
+            local_stack.kubectl("delete", "rtc", "doomed", "-n", cluster.namespace, "--wait=false")
+            held = cluster.wait_channel("doomed", reason_is("DeletionBlocked"))
+            assert "realtime.clarion.dev/force-delete" in condition(held)["message"]
+            # ... until the escape hatch releases it without touching Kafka.
+            local_stack.kubectl(
+                "annotate", "rtc", "doomed", "-n", cluster.namespace,
+                "realtime.clarion.dev/force-delete=true",
+            )  # fmt: skip
+            cluster.wait_gone(
+                cluster.custom.list_namespaced_custom_object,
+                (crd.GROUP, crd.VERSION, cluster.namespace, crd.PLURAL),
+                "doomed",
+            )
+            assert operator.alive()
+        finally:
+            stack.start_component(local_stack.settings, local_stack.env, "kafka")
+        healed = cluster.wait_channel("steady", is_ready)
+        assert condition(healed, "TopicsReady")["status"] == "True"
+        assert operator.alive()
+        assert describe_topic(kafka, blocked) is not None, "force-delete must not touch Kafka"
+        assert 'clarion_operator_kafka_errors_total{reason="KafkaUnreachable"}' in (
+            operator.metrics()
+        )
+    finally:
+        delete_topics(kafka, [kept, blocked])
+
+
+KAFKA_DOWN_REASONS = ("KafkaUnreachable", "KafkaError")
+
+
+def test_delete_removes_delete_policy_topics_keeps_retained_and_collects_children(
+    operator: OperatorProcess,
+    cluster: Cluster,
+    kafka: str,
+    unique_name: Callable[[str], str],
+    namespace: str,
+) -> None:
+    keep, drop = unique_name("retain"), unique_name("delete")
+    try:
+        cluster.apply(
+            "dash",
+            base_spec(
+                kafka,
+                [
+                    {"name": keep, "partitions": 1},
+                    {"name": drop, "partitions": 1, "deletionPolicy": "Delete"},
+                ],
+            ),
+        )
+        cluster.wait_channel("dash", is_ready)
+        assert describe_topic(kafka, drop) is not None
+
+        cluster.stack.kubectl("delete", "rtc", "dash", "-n", namespace, "--timeout=60s")
+        wait_kafka(lambda: describe_topic(kafka, drop) is None, f"{drop} deleted")
+        assert describe_topic(kafka, keep) is not None
+        cluster.wait_event("TopicDeleted", "dash")
+        for list_fn in (
+            cluster.apps.list_namespaced_deployment,
+            k8s.CoreV1Api(cluster.api).list_namespaced_config_map,
+            k8s.CoreV1Api(cluster.api).list_namespaced_service,
+        ):
+            cluster.wait_gone(list_fn, (namespace,), "dash-worker")
+    finally:
+        delete_topics(kafka, [keep, drop])
+
+
+def test_invalid_resources_are_refused_or_reported(
+    operator: OperatorProcess,
+    cluster: Cluster,
+    kafka: str,
+    unique_name: Callable[[str], str],
+    local_stack: LocalStack,
+    namespace: str,
+) -> None:
+    def refused(name: str, spec: dict[str, Any]) -> str:
+        body = {
+            "apiVersion": crd.API_VERSION,
+            "kind": crd.KIND,
+            "metadata": {"name": name, "namespace": namespace},
+            "spec": spec,
+        }
+        return local_stack.kubectl(
+            "apply", "--server-side", "-f", "-", stdin=json.dumps(body), check=False
+        )
+
+    # Schema: bounds.
+    message = refused("bad-partitions", base_spec(kafka, [{"name": "x", "partitions": 0}]))
+    assert "spec.topics[0].partitions" in message
+    assert "should be greater than or equal to 1" in message
+    # CEL: cross-field rule.
+    message = refused(
+        "bad-autoscaling",
+        base_spec(
+            kafka,
+            [{"name": "x"}],
+            workers={"autoscaling": {"minReplicas": 3, "maxReplicas": 2}},
+        ),
+    )
+    assert "minReplicas must not exceed maxReplicas" in message
+    # Schema-valid, but not a spec the operator can act on: Ready=False InvalidSpec.
+    cluster.apply("dots", base_spec(kafka, [{"name": ".."}]))
+    invalid = cluster.wait_channel("dots", reason_is("InvalidSpec"))
+    assert condition(invalid)["status"] == "False"
+    assert "'.' and '..' are not topic names" in condition(invalid)["message"]
+    assert condition(invalid)["observedGeneration"] == invalid["metadata"]["generation"]
+    cluster.wait_event("InvalidSpec", "dots")
+
+
+def test_restart_resumes_without_redoing_work(
+    operator: OperatorProcess,
+    cluster: Cluster,
+    kafka: str,
+    unique_name: Callable[[str], str],
+    local_stack: LocalStack,
+    namespace: str,
+) -> None:
+    topic = unique_name("resume")
+    try:
+        cluster.apply("dash", base_spec(kafka, [{"name": topic, "config": {"flush.ms": "1000"}}]))
+        cluster.wait_channel("dash", is_ready)
+
+        def snapshot() -> dict[str, Any]:
+            out: dict[str, Any] = {"status": cluster.channel("dash")["status"]}
+            out["status"].pop("kopf", None)
+            for kind in ("deployment", "service", "configmap", "pdb"):
+                meta = kubectl_json(local_stack, "get", kind, "dash-worker", "-n", namespace)
+                out[kind] = (meta["metadata"]["resourceVersion"], meta["metadata"]["managedFields"])
+            out["replicasets"] = sorted(
+                rs["metadata"]["name"]
+                for rs in kubectl_json(local_stack, "get", "replicasets", "-n", namespace)["items"]
+            )
+            out["topic"] = describe_topic(kafka, topic)
+            return out
+
+        before = snapshot()
+        operator.stop()
+        operator.start()
+
+        def resumed() -> bool:
+            text = operator.metrics()
+            return 'result="success",trigger="handler"' in text and 'trigger="timer"' in text
+
+        deadline = time.monotonic() + 30
+        while not resumed():
+            assert time.monotonic() < deadline, "the restarted operator did not resume"
+            time.sleep(0.3)
+        assert snapshot() == before
+    finally:
+        delete_topics(kafka, [topic])
+
+
+def test_two_channels_claiming_one_topic_the_younger_gets_resource_conflict(
+    operator: OperatorProcess,
+    cluster: Cluster,
+    kafka: str,
+    unique_name: Callable[[str], str],
+) -> None:
+    topic = unique_name("shared")
+    try:
+        cluster.apply("older", base_spec(kafka, [{"name": topic, "partitions": 1}]))
+        cluster.wait_channel("older", is_ready)
+        cluster.apply("younger", base_spec(kafka, [{"name": topic, "partitions": 2}]))
+        conflict = cluster.wait_channel("younger", reason_is("ResourceConflict"))
+        assert "older" in condition(conflict, "TopicsReady")["message"]
+        assert is_ready(cluster.channel("older"))
+        assert describe_topic(kafka, topic) == KafkaTopic(1, 1, {})
+    finally:
+        delete_topics(kafka, [topic])
