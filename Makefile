@@ -35,6 +35,10 @@ stack-build: venv ## Fetch Kafka and build etcd, Kubernetes and KWOK into the ca
 .PHONY: setup
 setup: venv stack-build ## Install everything the tests and the demo need
 
+.PHONY: crds
+crds: venv ## Regenerate the CRD files and the operator spec reference from crd.py
+	@$(PY) -m clarion_operator.crdgen --write
+
 .PHONY: lint
 lint: venv ## ruff lint and format check
 	@$(BIN)/ruff check .

@@ -37,6 +37,7 @@ class KafkaSecurityDoc(TypedDict, total=False):
 class KafkaDoc(TypedDict):
     bootstrapServers: str
     clientId: NotRequired[str]
+    metadataRefreshSeconds: NotRequired[float]
     security: NotRequired[KafkaSecurityDoc]
 
 

@@ -32,8 +32,6 @@ from clarion_worker.metrics import WorkerMetrics
 
 log = logging.getLogger("clarion.worker.consumer")
 
-#: How often partition counts are re-read, to pick up partitions added later.
-METADATA_REFRESH_SECONDS = 30.0
 #: Event-loop lag above which fetching pauses, and below which it resumes.
 PAUSE_LAG_SECONDS = 0.5
 RESUME_LAG_SECONDS = 0.1
@@ -167,7 +165,7 @@ class ChannelConsumer:
             if batches:
                 self.advanced.set()
                 self.advanced.clear()
-            if time.monotonic() - refreshed > METADATA_REFRESH_SECONDS:
+            if time.monotonic() - refreshed > self._settings.kafka.metadata_refresh_seconds:
                 refreshed = time.monotonic()
                 await self._refresh_partitions()
 

@@ -94,6 +94,13 @@ KEYS: Final[tuple[KeySpec, ...]] = (
     KeySpec("kafka.bootstrapServers", "str", REQUIRED, "Comma-separated host:port list."),
     KeySpec("kafka.clientId", "str", UNSET, "Kafka client id (default: clarion-<channel>)."),
     KeySpec(
+        "kafka.metadataRefreshSeconds",
+        "float",
+        30.0,
+        "How often partition counts are re-read, so added partitions are picked up.",
+        minimum=0.1,
+    ),
+    KeySpec(
         "kafka.security.protocol",
         "str",
         "PLAINTEXT",
@@ -244,6 +251,7 @@ class KafkaSettings:
     bootstrap_servers: str
     client_id: str
     security: KafkaSecurity
+    metadata_refresh_seconds: float = 30.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -640,6 +648,7 @@ def _build(v: _Values, topics: tuple[TopicSettings, ...], replica_id: str) -> Wo
         kafka=KafkaSettings(
             bootstrap_servers=v.text("kafka.bootstrapServers"),
             client_id=v.optional("kafka.clientId") or f"clarion-{channel}",
+            metadata_refresh_seconds=v.number("kafka.metadataRefreshSeconds"),
             security=KafkaSecurity(
                 protocol=v.text("kafka.security.protocol"),
                 sasl_mechanism=v.optional("kafka.security.saslMechanism"),

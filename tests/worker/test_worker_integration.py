@@ -1,0 +1,506 @@
+"""The worker against the real broker: routing, isolation, resume on another replica,
+SSE, backpressure, bad records, bad tokens, drain and added partitions.
+
+Every test runs real ``python -m clarion_worker`` processes and real WebSocket or HTTP
+clients; events are numbered by the producer so loss, duplicates and order are checked.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import time
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+import pytest
+import websockets
+from aiokafka.admin import AIOKafkaAdminClient, NewPartitions
+from cryptography.hazmat.primitives.asymmetric import rsa
+from websockets.asyncio.client import connect
+
+from clarion_devstack.harness import (
+    ChannelTopics,
+    Collector,
+    Keys,
+    Producer,
+    WorkerProcess,
+    assert_exact,
+    consumed_reaches,
+    expected_for,
+    metric_reaches,
+    settle,
+)
+
+pytestmark = pytest.mark.integration
+
+StartWorker = Callable[..., WorkerProcess]
+Collect = Callable[..., Collector]
+
+ORIGIN = {"Origin": "https://app.unionflow.test"}
+
+
+async def _close_code(ws: Any, within: float = 15.0) -> int:
+    """Read (and drop) frames until the server closes; return its close code."""
+    async with asyncio.timeout(within):
+        try:
+            while True:
+                await ws.recv()
+        except websockets.exceptions.ConnectionClosed as closed:
+            return closed.rcvd.code if closed.rcvd else 1006
+
+
+async def _connected(*collectors: Collector) -> None:
+    async with asyncio.timeout(20):
+        for collector in collectors:
+            await collector.connected.wait()
+
+
+async def _produce_mix(producer: Producer, topics: ChannelTopics, count: int, seed: int) -> None:
+    rng = random.Random(seed)
+    orgs = ["org-a", "org-b", "org-c", "org-d"]
+    users = {"alice": "org-a", "bob": "org-b", "carol": "org-a", "dave": "org-d"}
+    for _ in range(count):
+        kind = rng.random()
+        if kind < 0.6:
+            org = rng.choice(orgs)
+            await producer.send(topics.approvals, "APPROVAL_PENDING", org, key=f"appr-{org}")
+        elif kind < 0.9:
+            user = rng.choice(list(users))
+            await producer.send(topics.notify, "NOTIFICATION", users[user], user, key=user)
+        else:
+            await producer.send(topics.bcast, "ANNOUNCEMENT", None, key="all")
+
+
+async def test_two_workers_each_client_gets_exactly_its_events(
+    start_worker: StartWorker,
+    topics: ChannelTopics,
+    keys: Keys,
+    producer: Producer,
+    collect: Collect,
+) -> None:
+    w1, w2 = start_worker("w1"), start_worker("w2")
+    specs: list[tuple[WorkerProcess, list[str], str | None, str]] = [
+        (w1, ["org-a"], "alice", "HS256"),
+        (w2, ["org-a"], "alice", "RS256"),
+        (w1, ["org-b"], "bob", "ES256"),
+        (w2, ["org-a", "org-b"], "carol", "HS256"),
+        (w2, ["org-c"], None, "RS256"),
+    ]
+    clients = [
+        collect(w.ws, keys.token(orgs, user, alg=alg), extra_headers=ORIGIN)
+        for w, orgs, user, alg in specs
+    ]
+    await _connected(*clients)
+    await _produce_mix(producer, topics, 60, seed=1)
+    await settle(producer, [w1, w2], clients, topics.bcast)
+    for client, (_w, orgs, user, _alg) in zip(clients, specs, strict=True):
+        assert_exact(
+            client.seqs(), expected_for(producer.sent, set(orgs), user, topics), producer.sent
+        )
+
+
+@pytest.mark.parametrize("seed", [7, 42])
+async def test_isolation_randomized_orgs_users_and_topics(
+    seed: int,
+    start_worker: StartWorker,
+    topics: ChannelTopics,
+    keys: Keys,
+    producer: Producer,
+    collect: Collect,
+) -> None:
+    worker = start_worker()
+    rng = random.Random(seed)
+    people = [
+        ("alice", ["org-a"]),
+        ("bob", ["org-b"]),
+        ("carol", ["org-a", "org-c"]),
+        ("dave", ["org-d"]),
+        ("erin", []),
+        (None, ["org-b", "org-d"]),
+    ]
+    specs = [rng.choice(people) for _ in range(10)]
+    clients = [
+        collect(worker.ws, keys.token(orgs, user), extra_headers=ORIGIN) for user, orgs in specs
+    ]
+    await _connected(*clients)
+    await _produce_mix(producer, topics, 80, seed=seed)
+    await settle(producer, [worker], clients, topics.bcast)
+    announcements = [r["data"]["seq"] for r in producer.sent if r["topic"] == topics.bcast]
+    for client, (user, orgs) in zip(clients, specs, strict=True):
+        got = client.seqs()
+        assert_exact(got, expected_for(producer.sent, set(orgs), user, topics), producer.sent)
+        assert {
+            e["organizationId"] for e in client.events if e["topic"] == topics.approvals
+        } <= set(orgs)
+        assert {e.get("userId") for e in client.events if e["topic"] == topics.notify} <= {user}
+        assert set(announcements) <= set(got)
+
+
+@pytest.mark.parametrize("window_events", [10000, 0], ids=["window", "kafka"])
+async def test_resume_on_the_other_worker_mid_stream_exactly(
+    window_events: int,
+    start_worker: StartWorker,
+    topics: ChannelTopics,
+    keys: Keys,
+    producer: Producer,
+    collect: Collect,
+) -> None:
+    w1 = start_worker("w1")
+    w2 = start_worker("w2", resume={"windowEvents": window_events})
+    token = keys.token(["org-a"], "alice")
+    first = collect(w1.ws, token, extra_headers=ORIGIN)
+    await _connected(first)
+
+    halfway = asyncio.Event()
+
+    async def stream() -> None:
+        await _produce_mix(producer, topics, 60, seed=3)
+        halfway.set()
+        await _produce_mix(producer, topics, 60, seed=4)
+
+    flowing = asyncio.create_task(stream())
+    await first.wait(lambda c: len(c.events) >= 10)
+    await first.stop()
+    before = list(first.events)
+    # Let events flow past the client's cursor, so there is something to replay.
+    await halfway.wait()
+    await consumed_reaches(w2, 60)
+    second = collect(w2.ws, token, last_id=before[-1]["id"], extra_headers=ORIGIN)
+    await flowing
+    await settle(producer, [w1, w2], [second], topics.bcast)
+    received = [e["data"]["seq"] for e in before] + second.seqs()
+    assert_exact(received, expected_for(producer.sent, {"org-a"}, "alice", topics), producer.sent)
+    outcome = "window" if window_events else "kafka"
+    assert w2.metric("clarion_worker_resumes_total", outcome=outcome) == 1
+
+
+async def test_resume_after_sigkill_of_the_worker(
+    start_worker: StartWorker,
+    topics: ChannelTopics,
+    keys: Keys,
+    producer: Producer,
+    collect: Collect,
+) -> None:
+    w1, w2 = start_worker("w1"), start_worker("w2")
+    token = keys.token(["org-b"], "bob")
+    first = collect(w1.ws, token, extra_headers=ORIGIN)
+    await _connected(first)
+    flowing = asyncio.create_task(_produce_mix(producer, topics, 120, seed=5))
+    await first.wait(lambda c: len(c.events) >= 8)
+    w1.kill()
+    await first.stop()
+    second = collect(w2.ws, token, last_id=first.events[-1]["id"], extra_headers=ORIGIN)
+    await flowing
+    await settle(producer, [w2], [second], topics.bcast)
+    received = first.seqs() + second.seqs()
+    assert_exact(received, expected_for(producer.sent, {"org-b"}, "bob", topics), producer.sent)
+
+
+async def test_reset_beyond_the_replay_bound_and_for_a_bad_cursor(
+    start_worker: StartWorker,
+    topics: ChannelTopics,
+    keys: Keys,
+    producer: Producer,
+    collect: Collect,
+) -> None:
+    worker = start_worker(resume={"maxReplayEvents": 5})
+    token = keys.token(["org-a"], "alice")
+    first = collect(worker.ws, token, extra_headers=ORIGIN)
+    await _connected(first)
+    await producer.send(topics.approvals, "APPROVAL_PENDING", "org-a", key="k")
+    await first.wait_count(1)
+    await first.stop()
+    for _ in range(20):
+        await producer.send(topics.approvals, "APPROVAL_PENDING", "org-a", key="k")
+    await consumed_reaches(worker, 21)
+    behind = collect(worker.ws, token, last_id=first.events[-1]["id"], extra_headers=ORIGIN)
+    garbage = collect(worker.ws, token, last_id="not-a-cursor!", extra_headers=ORIGIN)
+    await behind.wait(lambda c: bool(c.resets))
+    await garbage.wait(lambda c: bool(c.resets))
+    assert behind.resets[0]["reason"] == "too_far_behind"
+    assert garbage.resets[0]["reason"] == "bad_cursor"
+    # After a reset the stream continues live.
+    await producer.send(topics.approvals, "APPROVAL_PENDING", "org-a", key="k")
+    await behind.wait_count(1)
+    assert behind.events[0]["data"]["seq"] == producer.seq
+
+
+async def _read_sse(
+    url: str, headers: dict[str, str], want: int, received: list[dict[str, Any]]
+) -> str:
+    """Read SSE frames until ``want`` events; return the last event id."""
+    last_id = ""
+    async with (
+        httpx.AsyncClient(timeout=30) as client,
+        client.stream("GET", url, headers=headers) as response,
+    ):
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith("text/event-stream")
+        event_id = ""
+        async for line in response.aiter_lines():
+            if line.startswith("id: "):
+                event_id = line[4:]
+            elif line.startswith("data: "):
+                frame = json.loads(line[6:])
+                if frame["type"] == "event":
+                    received.append(frame)
+                    last_id = event_id
+                    if len(received) >= want:
+                        return last_id
+    return last_id
+
+
+async def test_sse_with_last_event_id_resumes_exactly(
+    start_worker: StartWorker, topics: ChannelTopics, keys: Keys, producer: Producer
+) -> None:
+    worker = start_worker()
+    token = keys.token(["org-a"], "alice")
+    url = f"{worker.http}/sse/dashboard?access_token={token}"
+    first: list[dict[str, Any]] = []
+    reader = asyncio.create_task(_read_sse(url, ORIGIN, 5, first))
+    await asyncio.sleep(0.5)  # nothing to wait on from outside: the stream opens in the task
+    for _ in range(5):
+        await producer.send(topics.approvals, "APPROVAL_PENDING", "org-a", key="k")
+    last_id = await asyncio.wait_for(reader, 20)
+    for _ in range(7):
+        await producer.send(topics.approvals, "APPROVAL_PENDING", "org-a", key="k")
+    second: list[dict[str, Any]] = []
+    await asyncio.wait_for(_read_sse(url, {**ORIGIN, "Last-Event-ID": last_id}, 7, second), 20)
+    assert [e["data"]["seq"] for e in first + second] == list(range(1, 13))
+
+
+async def test_a_client_that_stops_reading_is_closed_slow_while_others_keep_up(
+    start_worker: StartWorker,
+    topics: ChannelTopics,
+    keys: Keys,
+    producer: Producer,
+    collect: Collect,
+) -> None:
+    worker = start_worker(
+        limits={"queueMaxEvents": 64, "queueMaxBytes": 512 * 1024, "maxRecordBytes": 256 * 1024},
+        heartbeat={"intervalSeconds": 2, "timeoutSeconds": 2},
+    )
+    token = keys.token(["org-a"], "alice")
+    healthy = collect(worker.ws, token, extra_headers=ORIGIN)
+    await _connected(healthy)
+    stalled = await connect(
+        worker.ws,
+        additional_headers={**ORIGIN, "Authorization": f"Bearer {token}"},
+        max_queue=1,
+        compression=None,
+    )
+    try:
+        # Far more than the kernel's socket buffers hold, so the stalled client's outbox fills.
+        big = "x" * 150_000
+        sent_at: dict[int, float] = {}
+        for _ in range(100):
+            record = await producer.send(topics.approvals, "APPROVAL_PENDING", "org-a", key="k")
+            sent_at[record["data"]["seq"]] = time.monotonic()
+            await producer.raw(
+                topics.bcast,
+                json.dumps({"type": "PAD", "organizationId": None, "data": big}).encode(),
+            )
+        await healthy.wait(
+            lambda c: sum(1 for e in c.events if e["eventType"] == "APPROVAL_PENDING") >= 100
+        )
+        # The stalled client reads nothing, not even the close frame: the worker stops
+        # delivering at once and the protocol ping timeout cuts the socket.
+        await metric_reaches(
+            worker, "clarion_worker_disconnects_total", 1, transport="websocket", code="4008"
+        )
+    finally:
+        await stalled.close()
+    assert worker.metric("clarion_worker_drops_total", reason="slow_consumer") >= 1
+    assert healthy.client.stats.close_codes == []
+
+
+async def test_bad_records_are_skipped_and_counted(
+    start_worker: StartWorker,
+    topics: ChannelTopics,
+    keys: Keys,
+    producer: Producer,
+    collect: Collect,
+) -> None:
+    worker = start_worker(limits={"maxRecordBytes": 2000})
+    client = collect(worker.ws, keys.token(["org-a"], "alice"), extra_headers=ORIGIN)
+    await _connected(client)
+    bad: list[tuple[str, bytes | None, str]] = [
+        (topics.approvals, b"not json at all", "not_json"),
+        (topics.approvals, b"[1, 2, 3]", "not_object"),
+        (
+            topics.approvals,
+            json.dumps({"type": "X", "organizationId": "org-a", "data": "y" * 3000}).encode(),
+            "oversized",
+        ),
+        (topics.approvals, json.dumps({"type": "X", "data": {}}).encode(), "missing_organization"),
+        (
+            topics.notify,
+            json.dumps({"type": "X", "organizationId": "org-a", "data": {}}).encode(),
+            "missing_user",
+        ),
+        (
+            topics.approvals,
+            json.dumps({"organizationId": "org-a", "data": {}}).encode(),
+            "missing_type",
+        ),
+        (topics.approvals, None, "empty"),
+    ]
+    for topic, value, _reason in bad:
+        await producer.raw(topic, value)
+    await producer.send(topics.approvals, "APPROVAL_PENDING", "org-a", key="k")
+    await settle(producer, [worker], [client], topics.bcast)
+    assert client.seqs() == [1, 2]
+    for topic, _value, reason in bad:
+        assert worker.metric("clarion_worker_bad_records_total", topic=topic, reason=reason) == 1, (
+            reason
+        )
+
+
+@pytest.mark.parametrize(
+    ("case", "status"),
+    [
+        ("missing", 401),
+        ("bad_signature", 401),
+        ("expired", 401),
+        ("wrong_audience", 403),
+        ("origin", 403),
+        ("unknown_key", 401),
+    ],
+)
+async def test_bad_tokens_are_refused_before_the_upgrade(
+    case: str, status: int, start_worker: StartWorker, keys: Keys
+) -> None:
+    worker = start_worker(auth=None)
+    good = keys.token(["org-a"], "alice")
+    token = {
+        "missing": None,
+        "bad_signature": good[:-4] + ("AAAA" if not good.endswith("AAAA") else "BBBB"),
+        "expired": keys.token(["org-a"], "alice", ttl=-120),
+        "wrong_audience": keys.token(["org-a"], "alice", audience="someone-else"),
+        "origin": good,
+        "unknown_key": keys.token(
+            ["org-a"],
+            "alice",
+            alg="RS256",
+            key=rsa.generate_private_key(65537, 2048),
+            kid="rotated",
+        ),
+    }[case]
+    headers = {"Origin": "https://evil.example" if case == "origin" else ORIGIN["Origin"]}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    with pytest.raises(websockets.exceptions.InvalidStatus) as refused:
+        await connect(worker.ws, additional_headers=headers)
+    assert refused.value.response.status_code == status
+    assert (
+        worker.metric(
+            "clarion_worker_auth_failures_total",
+            reason="origin_not_allowed" if case == "origin" else case,
+        )
+        >= 1
+    )
+
+
+async def test_tokens_by_query_and_subprotocol_and_expiry_during_the_connection(
+    start_worker: StartWorker, keys: Keys
+) -> None:
+    auth = {
+        "mode": "jwt",
+        "hmacSecretFile": str(keys.hmac_file),
+        "audience": "clarion-tests",
+        "issuer": "https://auth.unionflow.test",
+        "leewaySeconds": 0,
+    }
+    worker = start_worker(auth=auth)
+    token = keys.token(["org-a"], "alice", ttl=3)
+    async with connect(f"{worker.ws}?access_token={token}") as by_query:
+        welcome = json.loads(await by_query.recv())
+        assert (welcome["type"], welcome["replicaId"]) == ("welcome", "w1")
+    async with connect(worker.ws, subprotocols=["clarion.v1", f"bearer.{token}"]) as by_protocol:  # type: ignore[list-item]
+        assert by_protocol.subprotocol == "clarion.v1"
+        assert json.loads(await by_protocol.recv())["type"] == "welcome"
+        await by_protocol.send('{"type":"ping"}')
+        assert json.loads(await by_protocol.recv()) == {"type": "pong"}
+        # The token expires 3 s in; the worker's sweep closes the socket with 4004.
+        assert await _close_code(by_protocol) == 4004
+
+
+async def test_protocol_narrowing_and_bad_frames(
+    start_worker: StartWorker, topics: ChannelTopics, keys: Keys, producer: Producer
+) -> None:
+    worker = start_worker()
+    headers = {**ORIGIN, "Authorization": f"Bearer {keys.token(['org-a'], 'alice')}"}
+    async with connect(worker.ws, additional_headers=headers) as ws:
+        assert json.loads(await ws.recv())["type"] == "welcome"
+        await ws.send(json.dumps({"type": "subscribe", "eventTypes": ["WANTED"]}))
+        await ws.send("ping")
+        assert json.loads(await ws.recv()) == {"type": "pong"}  # subscribe was applied before
+        await producer.send(topics.approvals, "UNWANTED", "org-a", key="k")
+        await producer.send(topics.approvals, "WANTED", "org-a", key="k")
+        event = json.loads(await asyncio.wait_for(ws.recv(), 10))
+        assert (event["type"], event["eventType"], event["data"]["seq"]) == ("event", "WANTED", 2)
+    async with connect(worker.ws, additional_headers=headers) as ws:
+        await ws.recv()
+        await ws.send("{not json")
+        assert await _close_code(ws) == 4009
+
+
+async def test_drain_fails_readiness_spreads_reconnect_advice_and_exits(
+    start_worker: StartWorker, keys: Keys
+) -> None:
+    worker = start_worker(drain={"windowSeconds": 3})
+    headers = {**ORIGIN, "Authorization": f"Bearer {keys.token(['org-a'], 'alice')}"}
+    sockets = [await connect(worker.ws, additional_headers=headers) for _ in range(12)]
+    for ws in sockets:
+        assert json.loads(await ws.recv())["type"] == "welcome"
+
+    async def advice(ws: Any) -> tuple[float, int, int]:
+        frame = json.loads(await asyncio.wait_for(ws.recv(), 15))
+        at = time.monotonic()
+        return at, frame["afterMs"], await _close_code(ws)
+
+    waiting = [asyncio.create_task(advice(ws)) for ws in sockets]
+    started = time.monotonic()
+    worker.terminate()
+    await metric_reaches(worker, "clarion_worker_draining", 1, within=5)
+    async with httpx.AsyncClient(timeout=2) as http:
+        assert (await http.get(f"{worker.http}/readyz")).status_code == 503
+    results = await asyncio.gather(*waiting)
+    assert {code for _at, _after, code in results} == {4100}
+    arrivals = sorted(at - started for at, _after, _code in results)
+    assert arrivals[-1] - arrivals[0] > 1.0, f"advice not spread over the window: {arrivals}"
+    assert all(0 <= after <= 3000 for _at, after, _code in results)
+    assert await asyncio.to_thread(worker.proc.wait, 15) == 0
+    assert time.monotonic() - started < 3 + 6
+
+
+async def test_partitions_added_later_are_picked_up(
+    start_worker: StartWorker,
+    topics: ChannelTopics,
+    keys: Keys,
+    producer: Producer,
+    collect: Collect,
+    kafka_bootstrap: str,
+) -> None:
+    worker = start_worker()
+    client = collect(worker.ws, keys.token(["org-a"], "alice"), extra_headers=ORIGIN)
+    await _connected(client)
+    admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+    await admin.start()
+    try:
+        await admin.create_partitions({topics.approvals: NewPartitions(5)})
+    finally:
+        await admin.close()
+    body = json.dumps({"type": "NEW", "organizationId": "org-a", "data": {"seq": 1}}).encode()
+    async with asyncio.timeout(20):
+        while True:  # the worker re-reads partition counts every second in tests
+            await producer.kafka.send_and_wait(topics.approvals, body, partition=4)
+            try:
+                await client.wait_count(1, within=1.5)
+                break
+            except TimeoutError:
+                continue
+    assert client.events[0]["eventType"] == "NEW"
