@@ -6,6 +6,7 @@ table differs, so the doc cannot drift from the code.
 
 from __future__ import annotations
 
+from clarion_worker.core.protocol import CloseCode
 from clarion_worker.core.settings import key_reference
 
 BEGIN = "<!-- BEGIN GENERATED: python -m clarion_worker.reference -->"
@@ -23,5 +24,16 @@ def table() -> str:
     return "\n".join(lines) + "\n"
 
 
+def close_codes() -> str:
+    """The close-code table of docs/protocol.md."""
+    lines = ["| code | name | reconnect? | meaning |", "|---|---|---|---|"]
+    for code in CloseCode:
+        again = "yes, with backoff" if code.client_should_reconnect else "no: fix the cause"
+        lines.append(f"| {int(code)} | `{code.name}` | {again} | {code.meaning} |")
+    return "\n".join(lines) + "\n"
+
+
 if __name__ == "__main__":
-    print(table(), end="")
+    import sys
+
+    print(close_codes() if sys.argv[1:] == ["close-codes"] else table(), end="")

@@ -124,7 +124,7 @@ def test_client_frame_parser_never_raises_anything_else() -> None:
 
 
 def test_close_codes_are_documented_and_classified() -> None:
-    expected = {1000, 1001, 1003, 1009, 1011, 4001, 4003, 4004, 4008, 4009, 4010, 4013, 4100}
+    expected = {1000, 1001, 1003, 1009, 1011, 4001, 4003, 4004, 4008, 4009, 4013, 4100}
     assert {int(code) for code in CloseCode} == expected
     meanings = [code.meaning for code in CloseCode]
     assert all(meanings)

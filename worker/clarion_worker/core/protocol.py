@@ -70,7 +70,6 @@ class CloseCode(IntEnum):
         4009,
         "The client sent a frame that is not valid protocol (non-JSON, unknown type, bad field).",
     )
-    HEARTBEAT_TIMEOUT = (4010, "The client did not answer the server's heartbeat in time.")
     OVERLOADED = (
         4013,
         "This replica is at ``limits.maxConnections``: reconnect with backoff (maybe elsewhere).",
