@@ -8,8 +8,11 @@ clients; events are numbered by the producer so loss, duplicates and order are c
 from __future__ import annotations
 
 import asyncio
+import http.server
 import json
 import random
+import sys
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -504,3 +507,61 @@ async def test_partitions_added_later_are_picked_up(
             except TimeoutError:
                 continue
     assert client.events[0]["eventType"] == "NEW"
+
+
+async def test_jwks_from_a_url_and_clarion_tail(
+    start_worker: StartWorker, topics: ChannelTopics, keys: Keys, producer: Producer
+) -> None:
+    jwks = keys.jwks_file.read_bytes()
+
+    class Jwks(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.end_headers()
+            self.wfile.write(jwks)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Jwks)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        auth = {
+            "mode": "jwt",
+            "jwksUrl": f"http://127.0.0.1:{server.server_address[1]}/jwks.json",
+            "audience": "clarion-tests",
+            "issuer": "https://auth.unionflow.test",
+        }
+        worker = start_worker(auth=auth)
+        token = keys.token(["org-a"], "alice", alg="ES256")
+        tail = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "clarion_worker.cli",
+            "tail",
+            worker.ws,
+            "--token",
+            token,
+            "--count",
+            "2",
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        assert tail.stderr is not None
+        welcome = json.loads(await asyncio.wait_for(tail.stderr.readline(), 20))
+        assert welcome["type"] == "welcome"
+        await producer.send(topics.approvals, "APPROVAL_PENDING", "org-a", key="k")
+        await producer.send(topics.approvals, "APPROVAL_PENDING", "org-b", key="k")
+        await producer.send(topics.bcast, "ANNOUNCEMENT", None, key="all")
+        out, _ = await asyncio.wait_for(tail.communicate(), 20)
+        assert tail.returncode == 0
+        lines = [json.loads(line) for line in out.decode().splitlines()]
+        assert [(e["eventType"], e["organizationId"]) for e in lines] == [
+            ("APPROVAL_PENDING", "org-a"),
+            ("ANNOUNCEMENT", None),
+        ]
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -55,3 +55,7 @@ def main(argv: list[str] | None = None) -> int:
         return asyncio.run(_tail(args, token))
     except KeyboardInterrupt:
         return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
