@@ -285,6 +285,8 @@ class Collector:
         self.client = client
         self.events: list[dict[str, Any]] = []
         self.resets: list[dict[str, Any]] = []
+        #: Wall-clock receive time of each event (epoch s), for latency checks.
+        self.received_at: list[float] = []
         self.error: BaseException | None = None
         self._changed = asyncio.Condition()
         #: Set at every welcome (each connect and reconnect).
@@ -296,7 +298,11 @@ class Collector:
         try:
             async for message in self.client.events():
                 async with self._changed:
-                    (self.resets if message["type"] == "reset" else self.events).append(message)
+                    if message["type"] == "reset":
+                        self.resets.append(message)
+                    else:
+                        self.events.append(message)
+                        self.received_at.append(time.time())
                     self._changed.notify_all()
         except Exception as error:
             async with self._changed:
@@ -311,6 +317,14 @@ class Collector:
 
     async def wait_count(self, count: int, within: float = 20.0) -> None:
         await self.wait(lambda c: len(c.events) >= count, within)
+
+    def latencies(self) -> list[float]:
+        """Kafka timestamp to receipt, per event, in seconds."""
+        return [
+            at - event["kafkaTs"] / 1000
+            for event, at in zip(self.events, self.received_at, strict=True)
+            if "kafkaTs" in event
+        ]
 
     def seqs(self) -> list[int]:
         return [event["data"]["seq"] for event in self.events]

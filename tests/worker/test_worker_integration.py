@@ -298,10 +298,8 @@ async def test_a_client_that_stops_reading_is_closed_slow_while_others_keep_up(
     try:
         # Far more than the kernel's socket buffers hold, so the stalled client's outbox fills.
         big = "x" * 150_000
-        sent_at: dict[int, float] = {}
         for _ in range(100):
-            record = await producer.send(topics.approvals, "APPROVAL_PENDING", "org-a", key="k")
-            sent_at[record["data"]["seq"]] = time.monotonic()
+            await producer.send(topics.approvals, "APPROVAL_PENDING", "org-a", key="k")
             await producer.raw(
                 topics.bcast,
                 json.dumps({"type": "PAD", "organizationId": None, "data": big}).encode(),
@@ -318,6 +316,8 @@ async def test_a_client_that_stops_reading_is_closed_slow_while_others_keep_up(
         await stalled.close()
     assert worker.metric("clarion_worker_drops_total", reason="slow_consumer") >= 1
     assert healthy.client.stats.close_codes == []
+    # A sanity bound, not a benchmark: the stalled client never held the others back.
+    assert max(healthy.latencies()) < 5.0
 
 
 async def test_bad_records_are_skipped_and_counted(
