@@ -83,3 +83,12 @@ env-status: venv ## Show the local stack's endpoints and processes
 .PHONY: env-down
 env-down: venv ## Stop every process of the local stack
 	@$(PY) -m clarion_devstack down
+
+# Extra arguments for bench/run.py, e.g. make bench BENCH_ARGS='--workloads w2 --servers uvicorn'
+BENCH_ARGS ?=
+
+.PHONY: bench
+bench: setup ## Benchmarks W1-W4 side by side with the peers; writes bench/results/<date>.json
+	@$(PY) -m pip install --quiet --progress-bar off -c constraints.txt -e '.[dev,bench]'
+	@$(PY) -m clarion_devstack up
+	@$(PY) bench/run.py $(BENCH_ARGS)

@@ -1,0 +1,1002 @@
+"""Clarion's benchmarks: workloads W1-W5 and the peers, driven against the local stack.
+
+    CLARION_STATE_DIR=.clarion-bench .venv/bin/python bench/run.py --smoke
+    CLARION_STATE_DIR=.clarion-bench .venv/bin/python bench/run.py --workloads w1,w2,w3,w4
+
+Servers are pinned to core 0 and the Go load generator (bench/loadgen, built into the
+user cache by the devstack's ensure_go) to core 1. Events carry {"seq","key","t"} in
+their data: seq counts per key from 1, t is the producer's clock in microseconds, so the
+load generator measures latency from produce to receive and checks sequence integrity.
+The result is one JSON document (stdout, and bench/results/<date>.json unless --smoke).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import hashlib
+import json
+import os
+import platform
+import selectors
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import jwt
+from aiokafka import AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from websockets.asyncio.client import ClientConnection, connect
+
+from clarion_devstack.harness import AUDIENCE, ISSUER, ChannelTopics, Keys
+from clarion_devstack.install import GoBuild, ensure_go
+from clarion_devstack.settings import DevstackSettings
+
+BENCH = Path(__file__).resolve().parent
+CHECKOUT = BENCH.parent
+SERVER_CPU = 0
+LOADGEN_CPU = 1
+CENTRIFUGO_VERSION = "6.9.1"
+CENTRIFUGO_API_KEY = "bench-api-key"
+#: Pads event data so Clarion's envelope is about 200 bytes, like the calibration's.
+PAD = "x" * 48
+
+Json = dict[str, Any]
+
+
+# ---- builds ---------------------------------------------------------------------------
+
+
+def _tree_hash(folder: Path) -> str:
+    digest = hashlib.sha256()
+    for path in sorted(folder.rglob("*")):
+        if path.is_file() and path.suffix in (".go", ".mod", ".sum"):
+            digest.update(path.name.encode() + path.read_bytes())
+    return digest.hexdigest()[:12]
+
+
+def build_loadgen(settings: DevstackSettings) -> Path:
+    """The Go load generator, rebuilt when any of its files changes."""
+    build = GoBuild(
+        name="bench",
+        version=_tree_hash(BENCH / "loadgen"),
+        module="bench/loadgen",
+        packages=("clarion.local/bench/loadgen",),
+    )
+    return ensure_go(settings, build) / "loadgen"
+
+
+def build_centrifugo(settings: DevstackSettings) -> Path:
+    build = GoBuild(
+        name="centrifugo",
+        version=CENTRIFUGO_VERSION,
+        module="bench/peers/centrifugo",
+        packages=("github.com/centrifugal/centrifugo/v6",),
+    )
+    return ensure_go(settings, build) / "v6"  # the binary takes the package's last element
+
+
+# ---- processes ------------------------------------------------------------------------
+
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def _children(pid: int) -> list[int]:
+    found: list[int] = []
+    with contextlib.suppress(OSError):
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            text = (task / "children").read_text().split()
+            found += [int(child) for child in text]
+    return found
+
+
+def process_tree(pid: int) -> list[int]:
+    pids = [pid]
+    for child in _children(pid):
+        pids += process_tree(child)
+    return pids
+
+
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU of ``pid`` and its descendants (from /proc)."""
+    total = 0.0
+    for one in process_tree(pid):
+        with contextlib.suppress(OSError):
+            fields = Path(f"/proc/{one}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / _TICK
+    return total
+
+
+def rss_kib(pid: int) -> int:
+    total = 0
+    for one in process_tree(pid):
+        with contextlib.suppress(OSError):
+            for line in Path(f"/proc/{one}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1])
+    return total
+
+
+def loadavg() -> str:
+    return Path("/proc/loadavg").read_text().strip()
+
+
+def pin(pid: int, cpu: int) -> None:
+    for one in process_tree(pid):
+        subprocess.run(
+            ["taskset", "-a", "-p", "-c", str(cpu), str(one)],
+            check=False,
+            stdout=subprocess.DEVNULL,
+        )
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class Server:
+    """A server under test: its process, the URL clients use, and its CPU meter."""
+
+    name: str
+    proc: subprocess.Popen[bytes]
+    url: str
+    http: str
+    log: Path
+    _cpu_mark: float = 0.0
+    _time_mark: float = 0.0
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def mark(self) -> None:
+        self._cpu_mark = cpu_seconds(self.pid)
+        self._time_mark = time.monotonic()
+
+    def cpu_percent(self) -> float:
+        elapsed = time.monotonic() - self._time_mark
+        return round(100 * (cpu_seconds(self.pid) - self._cpu_mark) / max(elapsed, 1e-9), 1)
+
+    def stop(self, sig: int = signal.SIGKILL) -> None:
+        if self.proc.poll() is None:
+            for one in reversed(process_tree(self.pid)):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(one, sig)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.proc.wait(timeout=15)
+
+
+def start_server(
+    name: str, argv: list[str], url: str, ready: str, workdir: Path, env: dict[str, str]
+) -> Server:
+    log = workdir / f"{name}.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            ["taskset", "-c", str(SERVER_CPU), *argv],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=workdir,
+        )
+    http = ready.rsplit("/", 1)[0]
+    deadline = time.monotonic() + 90
+    while True:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{name} exited: {log.read_text()[-2000:]}")
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(ready, timeout=1).status_code < 500:
+                break
+        if time.monotonic() > deadline:
+            proc.kill()
+            raise RuntimeError(f"{name} not ready in 90 s: {log}")
+        time.sleep(0.2)
+    time.sleep(0.5)  # let a server that forks workers finish starting them
+    pin(proc.pid, SERVER_CPU)
+    server = Server(name, proc, url, http, log)
+    server.mark()
+    return server
+
+
+class Loadgen:
+    """One Go load generator process, controlled by lines on its stdin."""
+
+    def __init__(self, binary: Path, args: list[str], log: Path) -> None:
+        self.argv = ["taskset", "-c", str(LOADGEN_CPU), str(binary), *args]
+        self._stderr = log.open("wb")
+        self.proc = subprocess.Popen(
+            self.argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._stderr
+        )
+        self._sel = selectors.DefaultSelector()
+        assert self.proc.stdout is not None
+        self._sel.register(self.proc.stdout, selectors.EVENT_READ)
+        self._buffer = b""
+
+    def _line(self, timeout: float) -> Json:
+        assert self.proc.stdout is not None
+        deadline = time.monotonic() + timeout
+        while b"\n" not in self._buffer:
+            left = deadline - time.monotonic()
+            if left <= 0 or not self._sel.select(left):
+                raise TimeoutError(f"load generator silent for {timeout} s")
+            chunk = os.read(self.proc.stdout.fileno(), 1 << 20)
+            if not chunk:
+                raise RuntimeError(f"load generator exited ({self.proc.poll()})")
+            self._buffer += chunk
+        line, _, self._buffer = self._buffer.partition(b"\n")
+        result: Json = json.loads(line)
+        return result
+
+    def ready(self, timeout: float = 180) -> Json:
+        return self._line(timeout)
+
+    def command(self, text: str, timeout: float = 30) -> Json:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(text.encode() + b"\n")
+        self.proc.stdin.flush()
+        return self._line(timeout)
+
+    def mark(self, label: str) -> Json:
+        return self.command(f"mark {label}")
+
+    def peek(self) -> Json:
+        return self.command("peek")
+
+    def close(self) -> Json | None:
+        final = None
+        with contextlib.suppress(Exception):
+            final = self.command("quit")
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.proc.wait(timeout=10)
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        self._stderr.close()
+        return final
+
+
+# ---- publishers -----------------------------------------------------------------------
+
+
+@dataclass
+class Publisher:
+    """Numbers events per key and sends them through one server's ingestion path."""
+
+    send: Callable[[str, str | None, str], Awaitable[None]]
+    flush: Callable[[], Awaitable[None]]
+    produced: dict[str, int] = field(default_factory=dict)
+
+    async def publish(self, key: str, org: str | None) -> None:
+        seq = self.produced.get(key, 0) + 1
+        self.produced[key] = seq
+        data = {"seq": seq, "key": key, "t": time.time_ns() // 1000, "pad": PAD}
+        await self.send(key, org, json.dumps(data, separators=(",", ":")))
+
+
+async def paced(
+    publisher: Publisher, rate: float, seconds: float, pick: Callable[[int], tuple[str, str | None]]
+) -> int:
+    """Publish ``rate`` events/s for ``seconds``; ``pick(n)`` gives the n-th key and org."""
+    started = time.monotonic()
+    sent = 0
+    while True:
+        elapsed = time.monotonic() - started
+        if elapsed >= seconds:
+            break
+        due = int(rate * elapsed) + 1
+        while sent < due:
+            key, org = pick(sent)
+            await publisher.publish(key, org)
+            sent += 1
+        await asyncio.sleep(0.005)
+    await publisher.flush()
+    return sent
+
+
+async def kafka_publisher(
+    bootstrap: str, topics: ChannelTopics
+) -> tuple[Publisher, AIOKafkaProducer]:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=2, acks=1)
+    await producer.start()
+
+    async def send(key: str, org: str | None, data: str) -> None:
+        topic = topics.bcast if org is None else topics.approvals
+        org_json = json.dumps(org)
+        value = f'{{"type":"TICK","organizationId":{org_json},"data":{data}}}'
+        await producer.send(topic, value.encode(), key=key.encode())
+
+    async def flush() -> None:
+        await producer.flush()
+
+    return Publisher(send, flush), producer
+
+
+async def ws_publisher(url: str) -> tuple[Publisher, ClientConnection]:
+    conn = await connect(url, compression=None)
+
+    async def send(_key: str, _org: str | None, data: str) -> None:
+        await conn.send(
+            '{"type":"event","id":"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAA","topic":"bench.bcast",'
+            f'"eventType":"TICK","organizationId":null,"data":{data},"ts":0}}'
+        )
+
+    async def flush() -> None:
+        return None
+
+    return Publisher(send, flush), conn
+
+
+def centrifugo_publisher(http: str, client: httpx.AsyncClient) -> Publisher:
+    async def send(_key: str, _org: str | None, data: str) -> None:
+        response = await client.post(
+            f"{http}/api/publish",
+            content=f'{{"channel":"bcast","data":{data}}}',
+            headers={"X-API-Key": CENTRIFUGO_API_KEY, "Content-Type": "application/json"},
+        )
+        response.raise_for_status()
+
+    async def flush() -> None:
+        return None
+
+    return Publisher(send, flush)
+
+
+# ---- the bench context ----------------------------------------------------------------
+
+
+@dataclass
+class Bench:
+    settings: DevstackSettings
+    bootstrap: str
+    loadgen_bin: Path
+    workdir: Path
+    keys: Keys
+    log: list[str] = field(default_factory=list)
+
+    def say(self, text: str) -> None:
+        line = f"[bench {time.strftime('%H:%M:%S')}] {text}"
+        self.log.append(line)
+        print(line, file=sys.stderr, flush=True)
+
+    async def topics(self) -> ChannelTopics:
+        run = uuid.uuid4().hex[:8]
+        topics = ChannelTopics(f"bench-{run}-org", f"bench-{run}-user", f"bench-{run}-bcast")
+        admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap)
+        await admin.start()
+        try:
+            await admin.create_topics(
+                [
+                    NewTopic(topics.approvals, 4, 1),
+                    NewTopic(topics.notify, 1, 1),
+                    NewTopic(topics.bcast, 1, 1),
+                ]
+            )
+        finally:
+            await admin.close()
+        return topics
+
+    def worker_config(self, name: str, topics: ChannelTopics) -> Path:
+        doc = {
+            "apiVersion": "clarion.dev/worker-config/v1",
+            "channel": "bench",
+            "kafka": {"bootstrapServers": self.bootstrap},
+            "topics": topics.config(),
+            "auth": {
+                "mode": "jwt",
+                "hmacSecretFile": str(self.keys.hmac_file),
+                "algorithms": ["HS256"],
+                "audience": AUDIENCE,
+                "issuer": ISSUER,
+                "allowedOrigins": ["https://app.unionflow.test"],
+            },
+            "limits": {"maxConnections": 40000},
+            "drain": {"windowSeconds": 2},
+        }
+        path = self.workdir / f"{name}.json"
+        path.write_text(json.dumps(doc))
+        return path
+
+    def env(self, **extra: str) -> dict[str, str]:
+        # The worker rejects unknown CLARION_* variables (CLARION_STATE_DIR is the stack's).
+        inherited = {
+            key: value
+            for key, value in os.environ.items()  # noqa: TID251 - child process env
+            if not key.startswith("CLARION_")
+        }
+        return {**inherited, "CLARION_LOG_LEVEL": "warning", **extra}
+
+    def clarion(self, name: str, topics: ChannelTopics, server: str = "uvicorn") -> Server:
+        config = self.worker_config(name, topics)
+        port = free_port()
+        python = str(CHECKOUT / ".venv/bin/python")
+        env = self.env(CLARION_REPLICA_ID=name, CLARION_CONFIG=str(config))
+        if server == "uvicorn":
+            argv = [python, "-m", "clarion_worker", "--config", str(config)]
+            argv += ["--host", "127.0.0.1", "--port", str(port)]
+        else:
+            argv = [str(CHECKOUT / ".venv/bin/granian"), "--interface", "asgi", "--factory"]
+            argv += ["--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
+            argv += ["--loop", "uvloop", "--no-ws" if server == "granian-nows" else "--ws"]
+            argv += ["--working-dir", str(BENCH / "peers"), "granian_app:create"]
+        ws = f"ws://127.0.0.1:{port}/ws/dashboard"
+        return start_server(
+            f"{name}-{server}", argv, ws, f"http://127.0.0.1:{port}/readyz", self.workdir, env
+        )
+
+    def tokens(self, count: int, orgs: int) -> Path:
+        """One HS256 token per connection: organization i mod orgs, user u<i>."""
+        path = self.workdir / f"tokens-{count}-{orgs}.txt"
+        if not path.exists():
+            lines = [
+                self.keys.token([org_of(i, orgs)], f"u{i}", ttl=6 * 3600) for i in range(count)
+            ]
+            path.write_text("\n".join(lines) + "\n")
+        return path
+
+    def loadgen(self, name: str, url: str, conns: int, *extra: str) -> Loadgen:
+        args = ["-url", url, "-conns", str(conns), *extra]
+        return Loadgen(self.loadgen_bin, args, self.workdir / f"loadgen-{name}.log")
+
+
+def org_of(i: int, orgs: int) -> str:
+    return f"org-{i % orgs:03d}"
+
+
+def recipients(conns: int, orgs: int) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for i in range(conns):
+        counts[org_of(i, orgs)] = counts.get(org_of(i, orgs), 0) + 1
+    return counts
+
+
+def losses(stats: Json, produced: dict[str, int], audience: dict[str, int]) -> int:
+    """Deliveries expected minus deliveries seen in order, over every key (cumulative)."""
+    keys: dict[str, Json] = stats.get("keys", {})
+    lost = 0
+    for key, count in produced.items():
+        expected = count * audience[key]
+        lost += expected - int(keys.get(key, {}).get("delivered", 0))
+    return lost
+
+
+def settle(gen: Loadgen, produced: dict[str, int], audience: dict[str, int], within: float) -> Json:
+    """Wait (bounded) until every expected delivery arrived or nothing moves for 3 s."""
+    deadline = time.monotonic() + within
+    last = -1
+    still_since = time.monotonic()
+    while True:
+        peek = gen.peek()
+        lost = losses(peek, produced, audience)
+        if lost <= 0 or time.monotonic() > deadline:
+            return peek
+        if lost != last:
+            last, still_since = lost, time.monotonic()
+        elif time.monotonic() - still_since > 3:
+            return peek
+        time.sleep(0.2)
+
+
+def summary(stats: Json) -> Json:
+    return {k: v for k, v in stats.items() if k != "keys"}
+
+
+def pick_bcast(_n: int) -> tuple[str, str | None]:
+    return "all", None
+
+
+# ---- workloads ------------------------------------------------------------------------
+
+
+async def w1_dashboard(bench: Bench, conns: int, orgs: int, rate: float, seconds: float) -> Json:
+    """Organization-scoped events over many organizations: each reaches conns/orgs clients."""
+    topics = await bench.topics()
+    server = bench.clarion("w1", topics)
+    publisher, producer = await kafka_publisher(bench.bootstrap, topics)
+    gen = bench.loadgen(
+        "w1", server.url, conns, "-tokens", str(bench.tokens(conns, orgs)), "-batch"
+    )
+    try:
+        ready = gen.ready()
+        bench.say(f"W1 connected: {ready}")
+        audience = recipients(conns, orgs)
+        server.mark()
+        gen.mark("warm")
+        load = loadavg()
+
+        def pick(n: int) -> tuple[str, str | None]:
+            org = org_of(n * 7919, orgs)  # spread over organizations
+            return org, org
+
+        await paced(publisher, rate, seconds, pick)
+        server_cpu = server.cpu_percent()
+        settle(gen, publisher.produced, audience, 30)
+        stats = gen.mark("w1")
+        lost = losses(stats, publisher.produced, audience)
+        return {
+            "workload": "W1 dashboard",
+            "server": "clarion-uvicorn",
+            "connections": ready["connected"],
+            "organizations": orgs,
+            "events_per_s": rate,
+            "seconds": seconds,
+            "server_cpu_percent": server_cpu,
+            "server_rss_kib": rss_kib(server.pid),
+            "losses": lost,
+            "loadavg": load,
+            "loadgen": summary(stats),
+        }
+    finally:
+        gen.close()
+        await producer.stop()
+        server.stop()
+
+
+@dataclass
+class Target:
+    """One server under W2, with how to publish to it and how clients talk to it."""
+
+    name: str
+    server: Server
+    publisher: Publisher
+    loadgen_args: list[str]
+    close: Callable[[], Awaitable[None]]
+
+
+async def w2_steps(
+    bench: Bench, target: Target, conns: int, rates: list[float], seconds: float, label: str
+) -> Json:
+    """Raise the broadcast rate step by step on one target until it saturates."""
+    gen = bench.loadgen(f"w2-{label}", target.server.url, conns, *target.loadgen_args)
+    steps: list[Json] = []
+    try:
+        ready = gen.ready()
+        bench.say(f"W2 {label}: {ready}")
+        audience = {"all": int(ready["connected"])}
+        gen.mark("warm")
+        for rate in rates:
+            load = loadavg()
+            target.server.mark()
+            started = time.monotonic()
+            await paced(target.publisher, rate, seconds, pick_bcast)
+            cpu = target.server.cpu_percent()
+            peek = settle(gen, target.publisher.produced, audience, 20)
+            catch_up = time.monotonic() - started - seconds
+            stats = gen.mark(f"{rate}")
+            lost = losses(peek, target.publisher.produced, audience)
+            offered = rate * audience["all"]
+            step = {
+                "rate": rate,
+                "offered_per_s": offered,
+                "deliveries_per_s": round(stats["events"] / seconds),
+                "catch_up_s": round(catch_up, 2),
+                "server_cpu_percent": cpu,
+                "server_rss_kib": rss_kib(target.server.pid),
+                "cumulative_losses": lost,
+                "loadavg": load,
+                "loadgen": summary(stats),
+            }
+            steps.append(step)
+            bench.say(
+                f"W2 {label} rate {rate}/s: {step['deliveries_per_s']}/s "
+                f"p99 {stats['latency_ms']['p99']:.1f} ms catch-up {catch_up:.1f}s cpu {cpu}% "
+                f"lost {lost} loadgen cpu {stats['cpu_percent']:.0f}%"
+            )
+            if lost > 0 or catch_up > 5 or stats["connected"] < audience["all"]:
+                break  # saturated: clients were dropped or the backlog did not drain
+            await asyncio.sleep(1)
+    finally:
+        gen.close()
+    sustained = [
+        s
+        for s in steps
+        if s["cumulative_losses"] <= 0 and s["catch_up_s"] <= 2 and s["loadgen"]["gaps"] == 0
+    ]
+    best = max(sustained, key=lambda s: s["deliveries_per_s"], default=None)
+    return {
+        "target": target.name,
+        "clients": label,
+        "connections": conns,
+        "steps": steps,
+        "max_sustained_per_s": best["deliveries_per_s"] if best else 0,
+        "at_rate": best["rate"] if best else None,
+        "p99_ms_at_max": best["loadgen"]["latency_ms"]["p99"] if best else None,
+        "overload_deliveries_per_s": max((s["deliveries_per_s"] for s in steps), default=0),
+    }
+
+
+async def clarion_target(bench: Bench, server_kind: str) -> Target:
+    topics = await bench.topics()
+    server = bench.clarion("w2", topics, server_kind)
+    publisher, producer = await kafka_publisher(bench.bootstrap, topics)
+
+    async def close() -> None:
+        await producer.stop()
+        server.stop()
+
+    return Target(f"clarion-{server_kind}", server, publisher, [], close)
+
+
+async def ws_broadcast_target(bench: Bench) -> Target:
+    port = free_port()
+    argv = [str(CHECKOUT / ".venv/bin/python"), str(BENCH / "peers/ws_broadcast.py")]
+    argv += ["--port", str(port)]
+    server = start_server(
+        "ws-broadcast",
+        argv,
+        f"ws://127.0.0.1:{port}/ws",
+        f"http://127.0.0.1:{port}/healthz",
+        bench.workdir,
+        bench.env(),
+    )
+    publisher, conn = await ws_publisher(f"ws://127.0.0.1:{port}/publish")
+
+    async def close() -> None:
+        await conn.close()
+        server.stop()
+
+    return Target("websockets.broadcast", server, publisher, ["-dialect", "plain"], close)
+
+
+async def centrifugo_target(bench: Bench, binary: Path, conns: int) -> Target:
+    port = free_port()
+    secret = "bench-centrifugo-secret-0123456789"
+    config = {
+        "client": {
+            "token": {"hmac_secret_key": secret},
+            "allowed_origins": ["*"],
+        },
+        "channel": {"without_namespace": {"allow_subscribe_for_client": True}},
+        "http_api": {"key": CENTRIFUGO_API_KEY},
+        "http_server": {"address": "127.0.0.1", "port": str(port)},
+        "log": {"level": "error"},
+        "health": {"enabled": True},
+    }
+    path = bench.workdir / "centrifugo.json"
+    path.write_text(json.dumps(config))
+    server = start_server(
+        "centrifugo",
+        [str(binary), "--config", str(path)],
+        f"ws://127.0.0.1:{port}/connection/websocket",
+        f"http://127.0.0.1:{port}/health",
+        bench.workdir,
+        # One core, like the Python servers (GOMAXPROCS follows the affinity anyway).
+        bench.env(GOMAXPROCS="1"),
+    )
+    tokens = bench.workdir / "centrifugo-tokens.txt"
+    exp = int(time.time()) + 6 * 3600
+    tokens.write_text(
+        "\n".join(
+            jwt.encode({"sub": f"u{i}", "exp": exp}, secret, algorithm="HS256")
+            for i in range(min(conns, 1000))
+        )
+        + "\n"
+    )
+    client = httpx.AsyncClient(timeout=10)
+    publisher = centrifugo_publisher(server.http, client)
+
+    async def close() -> None:
+        await client.aclose()
+        server.stop()
+
+    args = ["-dialect", "centrifugo", "-tokens", str(tokens), "-channel", "bcast"]
+    return Target(f"centrifugo-{CENTRIFUGO_VERSION}", server, publisher, args, close)
+
+
+async def w2_run(
+    bench: Bench,
+    make: Callable[[], Awaitable[Target]],
+    conns: int,
+    rates: list[float],
+    seconds: float,
+    batch: bool | None,
+) -> Json:
+    target = await make()
+    try:
+        args = list(target.loadgen_args)
+        label = "native"
+        if batch is not None:
+            args += ["-tokens", str(bench.tokens(conns, 100))]
+            label = "batch" if batch else "one-per-frame"
+            if batch:
+                args.append("-batch")
+        target.loadgen_args = args
+        return await w2_steps(bench, target, conns, rates, seconds, label)
+    finally:
+        await target.close()
+
+
+async def w3_idle(bench: Bench, conns: int) -> Json:
+    """Idle connections: RSS per connection, and one broadcast's latency with all open."""
+    topics = await bench.topics()
+    server = bench.clarion("w3", topics)
+    publisher, producer = await kafka_publisher(bench.bootstrap, topics)
+    before = rss_kib(server.pid)
+    gen = bench.loadgen("w3", server.url, conns, "-tokens", str(bench.tokens(conns, 100)))
+    try:
+        ready = gen.ready(timeout=400)
+        bench.say(f"W3 connected: {ready}")
+        await asyncio.sleep(5)
+        after = rss_kib(server.pid)
+        connected = int(ready["connected"])
+        gen.mark("warm")
+        load = loadavg()
+        server.mark()
+        await paced(publisher, 1, 5, pick_bcast)
+        settle(gen, publisher.produced, {"all": connected}, 30)
+        stats = gen.mark("w3")
+        return {
+            "workload": "W3 idle",
+            "server": "clarion-uvicorn",
+            "connections": connected,
+            "connect_seconds": ready["seconds"],
+            "rss_before_kib": before,
+            "rss_after_kib": after,
+            "kib_per_connection": round((after - before) / max(connected, 1), 2),
+            "broadcast_1_per_s": summary(stats),
+            "losses": losses(stats, publisher.produced, {"all": connected}),
+            "loadavg": load,
+        }
+    finally:
+        gen.close()
+        await producer.stop()
+        server.stop()
+
+
+async def w4_storm(bench: Bench, conns: int, orgs: int, rate: float) -> Json:
+    """Kill the worker holding every client; they resume on a second worker with lastId."""
+    topics = await bench.topics()
+    first = bench.clarion("w4a", topics)
+    second = bench.clarion("w4b", topics)
+    publisher, producer = await kafka_publisher(bench.bootstrap, topics)
+    tokens = str(bench.tokens(conns, orgs))
+    gen = bench.loadgen(
+        "w4",
+        first.url,
+        conns,
+        "-tokens",
+        tokens,
+        "-batch",
+        "-reconnect-url",
+        second.url,
+        "-reconnect-jitter",
+        "1s",
+    )
+    audience = recipients(conns, orgs)
+
+    def pick(n: int) -> tuple[str, str | None]:
+        org = org_of(n * 7919, orgs)
+        return org, org
+
+    try:
+        ready = gen.ready()
+        bench.say(f"W4 connected: {ready}")
+        load = loadavg()
+        await paced(publisher, rate, 3, pick)
+        producing = asyncio.create_task(paced(publisher, rate, 25, pick))
+        await asyncio.sleep(2)
+        killed_at = time.monotonic()
+        first.stop(signal.SIGKILL)
+        bench.say("W4: first worker killed")
+        storm: Json = {}
+        while time.monotonic() - killed_at < 60:
+            await asyncio.sleep(1)
+            storm = gen.peek().get("storm", {})
+            if storm.get("event_after", 0) >= conns:
+                break
+        await producing
+        settle(gen, publisher.produced, audience, 30)
+        stats = gen.mark("w4")
+        return {
+            "workload": "W4 reconnect storm",
+            "connections": ready["connected"],
+            "events_per_s": rate,
+            "storm": stats.get("storm", storm),
+            "losses": losses(stats, publisher.produced, audience),
+            "gaps": stats["gaps"],
+            "duplicates": stats["duplicates"],
+            "second_worker_cpu_percent": second.cpu_percent(),
+            "loadavg": load,
+            "loadgen": summary(stats),
+        }
+    finally:
+        gen.close()
+        await producer.stop()
+        first.stop()
+        second.stop()
+
+
+async def smoke(bench: Bench) -> Json:
+    """Everything in miniature, under a minute: one worker, both client kinds, no loss."""
+    topics = await bench.topics()
+    server = bench.clarion("smoke", topics)
+    publisher, producer = await kafka_publisher(bench.bootstrap, topics)
+    conns, orgs = 200, 10
+    tokens = str(bench.tokens(conns, orgs))
+    gens = {
+        "batch": bench.loadgen("smoke-batch", server.url, conns, "-tokens", tokens, "-batch"),
+        "one-per-frame": bench.loadgen("smoke-one", server.url, conns, "-tokens", tokens),
+    }
+    audience = {key: 2 * n for key, n in recipients(conns, orgs).items()}
+    audience["all"] = 2 * conns
+
+    def pick(n: int) -> tuple[str, str | None]:
+        if n % 10 == 0:
+            return "all", None
+        org = org_of(n, orgs)
+        return org, org
+
+    try:
+        readies = {name: gen.ready() for name, gen in gens.items()}
+        for gen in gens.values():
+            gen.mark("warm")
+        load = loadavg()
+        server.mark()
+        await paced(publisher, 200, 4, pick)
+        cpu = server.cpu_percent()
+        results: dict[str, Json] = {}
+        for name, gen in gens.items():
+            half = {key: n // 2 for key, n in audience.items()}
+            settle(gen, publisher.produced, half, 20)
+            stats = gen.mark(name)
+            stats["losses"] = losses(stats, publisher.produced, half)
+            results[name] = summary(stats)
+        return {
+            "workload": "smoke",
+            "connections": {name: ready["connected"] for name, ready in readies.items()},
+            "produced": sum(publisher.produced.values()),
+            "server_cpu_percent": cpu,
+            "losses": sum(int(r["losses"]) for r in results.values()),
+            "gaps": sum(int(r["gaps"]) for r in results.values()),
+            "duplicates": sum(int(r["duplicates"]) for r in results.values()),
+            "clients": results,
+            "loadavg": load,
+        }
+    finally:
+        for gen in gens.values():
+            gen.close()
+        await producer.stop()
+        server.stop()
+
+
+# ---- main -----------------------------------------------------------------------------
+
+
+def versions(centrifugo: bool) -> Json:
+    def version(module: str) -> str:
+        from importlib.metadata import PackageNotFoundError
+        from importlib.metadata import version as dist_version
+
+        try:
+            return dist_version(module)
+        except PackageNotFoundError:
+            return "not installed"
+
+    go = subprocess.run(["go", "version"], capture_output=True, text=True, check=False).stdout
+    out: Json = {
+        "python": platform.python_version(),
+        "kernel": platform.release(),
+        "cpus": os.cpu_count(),
+        "go": go.strip(),
+        **{
+            name: version(name)
+            for name in ("uvicorn", "websockets", "starlette", "uvloop", "aiokafka", "granian")
+        },
+    }
+    if centrifugo:
+        out["centrifugo"] = CENTRIFUGO_VERSION
+    return out
+
+
+@contextlib.contextmanager
+def bench_context(args: argparse.Namespace) -> Iterator[Bench]:
+    settings = DevstackSettings.from_environ(os.environ)  # noqa: TID251 - the process edge
+    env = json.loads(settings.env_file.read_text())
+    loadgen_bin = build_loadgen(settings)
+    with tempfile.TemporaryDirectory(prefix="clarion-bench-") as tmp:
+        workdir = Path(tmp)
+        if args.keep:
+            workdir = CHECKOUT / "bench/results/tmp"
+            workdir.mkdir(parents=True, exist_ok=True)
+        yield Bench(settings, env["kafka_bootstrap"], loadgen_bin, workdir, Keys(workdir))
+
+
+async def run(args: argparse.Namespace, bench: Bench) -> Json:
+    wanted = set(args.workloads.split(","))
+    result: Json = {
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "command": " ".join(sys.argv),
+        "loadavg_start": loadavg(),
+        "pinning": {"servers": f"cpu {SERVER_CPU}", "loadgen": f"cpu {LOADGEN_CPU}"},
+    }
+    if args.smoke:
+        result["smoke"] = await smoke(bench)
+        result["loadavg_end"] = loadavg()
+        return result
+    conns = args.conns
+    rates = [float(r) for r in args.rates.split(",")]
+    if "w1" in wanted:
+        bench.say("W1 dashboard")
+        result["w1"] = await w1_dashboard(bench, conns, 100, 500, args.seconds)
+    if "w2" in wanted:
+        w2: list[Json] = []
+        for kind in args.servers.split(","):
+            bench.say(f"W2 {kind}")
+            if kind in ("uvicorn", "granian"):
+
+                async def make(kind: str = kind) -> Target:
+                    return await clarion_target(bench, kind)
+
+                w2.append(await w2_run(bench, make, conns, rates, args.seconds, True))
+                w2.append(await w2_run(bench, make, conns, rates, args.seconds, False))
+            elif kind == "ws_broadcast":
+                w2.append(
+                    await w2_run(
+                        bench, lambda: ws_broadcast_target(bench), conns, rates, args.seconds, None
+                    )
+                )
+            elif kind == "centrifugo":
+                binary = build_centrifugo(bench.settings)
+
+                async def make_centrifugo(binary: Path = binary) -> Target:
+                    return await centrifugo_target(bench, binary, conns)
+
+                w2.append(
+                    await w2_run(
+                        bench,
+                        make_centrifugo,
+                        conns,
+                        rates,
+                        args.seconds,
+                        None,
+                    )
+                )
+        result["w2"] = w2
+    if "w3" in wanted:
+        bench.say("W3 idle")
+        result["w3"] = await w3_idle(bench, args.idle_conns)
+    if "w4" in wanted:
+        bench.say("W4 reconnect storm")
+        result["w4"] = await w4_storm(bench, conns, 100, 200)
+    result["versions"] = versions("centrifugo" in args.servers)
+    result["loadavg_end"] = loadavg()
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--smoke", action="store_true", help="a short run (< 60 s) for tests")
+    parser.add_argument("--workloads", default="w1,w2,w3,w4")
+    parser.add_argument("--servers", default="uvicorn,ws_broadcast,centrifugo,granian")
+    parser.add_argument("--conns", type=int, default=10000)
+    parser.add_argument("--idle-conns", type=int, default=20000)
+    parser.add_argument("--rates", default="2,4,6,8,10,15,20,30,40")
+    parser.add_argument("--seconds", type=float, default=10)
+    parser.add_argument("--keep", action="store_true", help="keep logs in bench/results/tmp")
+    parser.add_argument("--output", help="result file (default bench/results/<date>.json)")
+    args = parser.parse_args(argv)
+    with bench_context(args) as bench:
+        result = asyncio.run(run(args, bench))
+    text = json.dumps(result, indent=2)
+    print(text)
+    if not args.smoke or args.output:
+        out = Path(args.output or BENCH / f"results/{datetime.now(UTC):%Y-%m-%d}.json")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(text + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
