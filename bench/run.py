@@ -84,7 +84,8 @@ def build_centrifugo(settings: DevstackSettings) -> Path:
         module="bench/peers/centrifugo",
         packages=("github.com/centrifugal/centrifugo/v6",),
     )
-    return ensure_go(settings, build) / "v6"  # the binary takes the package's last element
+    # go build names a /vN module path after the element before the version suffix.
+    return ensure_go(settings, build) / "centrifugo"
 
 
 # ---- processes ------------------------------------------------------------------------
@@ -555,12 +556,53 @@ class Target:
     close: Callable[[], Awaitable[None]]
 
 
+def start_profile(bench: Bench, pid: int, seconds: float, name: str) -> subprocess.Popen[bytes]:
+    """py-spy, sampling the server's Python stacks (collapsed format) for ``seconds``."""
+    out = bench.workdir / f"{name}.folded"
+    argv = [str(CHECKOUT / ".venv/bin/py-spy"), "record", "--pid", str(pid), "--format", "raw"]
+    argv += ["--duration", str(int(seconds)), "--rate", "200", "--nonblocking", "-o", str(out)]
+    return subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def profile_summary(folded: Path, top: int = 25) -> Json:
+    """Self time by function and inclusive time by function, in percent of samples."""
+    own: dict[str, int] = {}
+    inclusive: dict[str, int] = {}
+    total = 0
+    for line in folded.read_text().splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        if not stack:
+            continue
+        count = int(count_text)
+        frames = [
+            frame.split(" (")[0] + " " + frame.split(" (")[-1].split(":")[0].rsplit("/", 1)[-1]
+            for frame in stack.split(";")
+        ]
+        total += count
+        own[frames[-1]] = own.get(frames[-1], 0) + count
+        for frame in set(frames):
+            inclusive[frame] = inclusive.get(frame, 0) + count
+
+    def ranked(table: dict[str, int]) -> list[tuple[str, float]]:
+        best = sorted(table.items(), key=lambda item: -item[1])[:top]
+        return [(name, round(100 * n / max(total, 1), 1)) for name, n in best]
+
+    return {"samples": total, "self": ranked(own), "inclusive": ranked(inclusive)}
+
+
 async def w2_steps(
-    bench: Bench, target: Target, conns: int, rates: list[float], seconds: float, label: str
+    bench: Bench,
+    target: Target,
+    conns: int,
+    rates: list[float],
+    seconds: float,
+    label: str,
+    profile_rate: float | None = None,
 ) -> Json:
     """Raise the broadcast rate step by step on one target until it saturates."""
     gen = bench.loadgen(f"w2-{label}", target.server.url, conns, *target.loadgen_args)
     steps: list[Json] = []
+    profile: Json | None = None
     try:
         ready = gen.ready()
         bench.say(f"W2 {label}: {ready}")
@@ -570,8 +612,16 @@ async def w2_steps(
             load = loadavg()
             target.server.mark()
             started = time.monotonic()
+            spy = None
+            if rate == profile_rate:
+                spy = start_profile(bench, target.server.pid, seconds, f"profile-{label}")
             await paced(target.publisher, rate, seconds, pick_bcast)
             cpu = target.server.cpu_percent()
+            if spy is not None:
+                spy.wait(timeout=30)
+                folded = bench.workdir / f"profile-{label}.folded"
+                if folded.exists():
+                    profile = {"rate": rate, **profile_summary(folded)}
             peek = settle(gen, target.publisher.produced, audience, 20)
             catch_up = time.monotonic() - started - seconds
             stats = gen.mark(f"{rate}")
@@ -614,6 +664,7 @@ async def w2_steps(
         "at_rate": best["rate"] if best else None,
         "p99_ms_at_max": best["loadgen"]["latency_ms"]["p99"] if best else None,
         "overload_deliveries_per_s": max((s["deliveries_per_s"] for s in steps), default=0),
+        "profile": profile,
     }
 
 
@@ -702,6 +753,7 @@ async def w2_run(
     rates: list[float],
     seconds: float,
     batch: bool | None,
+    profile_rate: float | None = None,
 ) -> Json:
     target = await make()
     try:
@@ -713,7 +765,7 @@ async def w2_run(
             if batch:
                 args.append("-batch")
         target.loadgen_args = args
-        return await w2_steps(bench, target, conns, rates, seconds, label)
+        return await w2_steps(bench, target, conns, rates, seconds, label, profile_rate)
     finally:
         await target.close()
 
@@ -939,8 +991,9 @@ async def run(args: argparse.Namespace, bench: Bench) -> Json:
                 async def make(kind: str = kind) -> Target:
                     return await clarion_target(bench, kind)
 
-                w2.append(await w2_run(bench, make, conns, rates, args.seconds, True))
-                w2.append(await w2_run(bench, make, conns, rates, args.seconds, False))
+                profile = args.profile_rate if kind == "uvicorn" else None
+                w2.append(await w2_run(bench, make, conns, rates, args.seconds, True, profile))
+                w2.append(await w2_run(bench, make, conns, rates, args.seconds, False, profile))
             elif kind == "ws_broadcast":
                 w2.append(
                     await w2_run(
@@ -984,6 +1037,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--idle-conns", type=int, default=20000)
     parser.add_argument("--rates", default="2,4,6,8,10,15,20,30,40")
     parser.add_argument("--seconds", type=float, default=10)
+    parser.add_argument(
+        "--profile-rate", type=float, default=None, help="py-spy the uvicorn worker at this W2 rate"
+    )
     parser.add_argument("--keep", action="store_true", help="keep logs in bench/results/tmp")
     parser.add_argument("--output", help="result file (default bench/results/<date>.json)")
     args = parser.parse_args(argv)

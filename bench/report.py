@@ -1,0 +1,129 @@
+"""Tables and plots from one bench/run.py result file.
+
+    .venv/bin/python bench/report.py bench/results/<date>.json
+
+Prints Markdown tables (pasted into docs/benchmarks.md) and writes PNG plots next to the
+doc, in docs/benchmarks/: W2 latency against offered load, and deliveries/s against
+offered load for every target.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+
+Json = dict[str, Any]
+DOCS = Path(__file__).resolve().parent.parent / "docs/benchmarks"
+
+
+def _name(run: Json) -> str:
+    return f"{run['target']} ({run['clients']})"
+
+
+def w2_table(runs: list[Json]) -> str:
+    reference = next(
+        (r["max_sustained_per_s"] for r in runs if r["target"].startswith("centrifugo")), 0
+    )
+    ceiling = next(
+        (r["max_sustained_per_s"] for r in runs if r["target"] == "websockets.broadcast"), 0
+    )
+    lines = [
+        "| server (clients) | max sustained deliveries/s | at events/s | p99 there (ms) "
+        "| overload deliveries/s | server CPU there | loadgen CPU there | vs Centrifugo "
+        "| vs websockets.broadcast | load average |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for run in runs:
+        best = next((s for s in run["steps"] if s["rate"] == run["at_rate"]), None)
+        sustained = run["max_sustained_per_s"]
+        lines.append(
+            f"| {_name(run)} | {sustained:,} | {run['at_rate']} "
+            f"| {run['p99_ms_at_max'] or 0:.0f} | {run['overload_deliveries_per_s']:,} "
+            f"| {best['server_cpu_percent'] if best else '-'} % "
+            f"| {best['loadgen']['cpu_percent'] if best else 0:.0f} % "
+            f"| {sustained / reference if reference else 0:.2f}x "
+            f"| {sustained / ceiling if ceiling else 0:.2f}x "
+            f"| {best['loadavg'].split()[0] if best else '-'} |"
+        )
+    return "\n".join(lines)
+
+
+def w2_steps_table(runs: list[Json]) -> str:
+    lines = [
+        "| server (clients) | events/s | offered/s | delivered/s | p50 ms | p99 ms "
+        "| catch-up s | server CPU % | lost | load average |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for run in runs:
+        for step in run["steps"]:
+            lat = step["loadgen"]["latency_ms"]
+            lines.append(
+                f"| {_name(run)} | {step['rate']} | {step['offered_per_s']:,.0f} "
+                f"| {step['deliveries_per_s']:,} | {lat['p50']:.0f} | {lat['p99']:.0f} "
+                f"| {step['catch_up_s']} | {step['server_cpu_percent']} "
+                f"| {step['cumulative_losses']} | {step['loadavg'].split()[0]} |"
+            )
+    return "\n".join(lines)
+
+
+def plots(runs: list[Json]) -> list[Path]:
+    DOCS.mkdir(parents=True, exist_ok=True)
+    made = []
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for run in runs:
+        xs = [s["offered_per_s"] for s in run["steps"]]
+        ys = [s["loadgen"]["latency_ms"]["p99"] for s in run["steps"]]
+        ax.plot(xs, ys, marker="o", label=_name(run))
+    ax.set_xlabel("offered deliveries/s (events/s x connections)")
+    ax.set_ylabel("p99 produce-to-receive latency (ms)")
+    ax.set_yscale("log")
+    ax.set_title("W2 broadcast: p99 latency against load (one server core)")
+    ax.legend(fontsize=7)
+    ax.grid(True, alpha=0.3)
+    path = DOCS / "w2-latency.png"
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    made.append(path)
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for run in runs:
+        xs = [s["offered_per_s"] for s in run["steps"]]
+        ys = [s["deliveries_per_s"] for s in run["steps"]]
+        ax.plot(xs, ys, marker="o", label=f"{_name(run)}, {run['connections']:,} conns")
+    top = max((s["offered_per_s"] for r in runs for s in r["steps"]), default=1)
+    ax.plot([0, top], [0, top], linestyle=":", color="grey", label="delivered = offered")
+    ax.set_xlabel("offered deliveries/s")
+    ax.set_ylabel("delivered deliveries/s")
+    ax.set_title("W2 broadcast: deliveries/s against load")
+    ax.legend(fontsize=7)
+    ax.grid(True, alpha=0.3)
+    path = DOCS / "w2-deliveries.png"
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    made.append(path)
+    return made
+
+
+def main(argv: list[str]) -> int:
+    result: Json = json.loads(Path(argv[1]).read_text())
+    runs: list[Json] = result.get("w2", [])
+    print(f"Run {result['date']}: `{result['command']}`")
+    print(f"load average at start {result['loadavg_start']}, end {result['loadavg_end']}\n")
+    if runs:
+        print(w2_table(runs) + "\n")
+        print(w2_steps_table(runs) + "\n")
+        for path in plots(runs):
+            print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
