@@ -82,11 +82,18 @@ async def test_admin_creates_alters_and_describes_a_topic(
         await admin.alter_configs(
             [ConfigResource(ConfigResourceType.TOPIC, topic, configs={"retention.ms": "7200000"})]
         )
-        [described] = await admin.describe_topics([topic])
-        assert len(described["partitions"]) == 4
-        [configs] = await admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, topic)])
-        entries = {entry[0]: entry for entry in configs.resources[0][4]}
-        assert entries["retention.ms"][1] == "7200000"
+        # The broker applies new partitions and configs asynchronously (through the
+        # metadata log); Kafka offers nothing to await, so poll until they show.
+        async with asyncio.timeout(30):
+            while True:
+                [described] = await admin.describe_topics([topic])
+                [configs] = await admin.describe_configs(
+                    [ConfigResource(ConfigResourceType.TOPIC, topic)]
+                )
+                entries = {entry[0]: entry for entry in configs.resources[0][4]}
+                if len(described["partitions"]) == 4 and entries["retention.ms"][1] == "7200000":
+                    break
+                await asyncio.sleep(0.1)
         assert entries["retention.ms"][3] == 1  # source: DYNAMIC_TOPIC_CONFIG
         assert topic in await admin.list_topics()
     finally:

@@ -398,8 +398,8 @@ def test_apply_creates_topics_children_and_reports_ready(
         cluster.apply("dash", spec)
         channel = cluster.wait_channel("dash", is_ready)
 
-        described = describe_topic(kafka, topic)
-        assert described == KafkaTopic(3, 1, {"retention.ms": "3600000"})
+        expected = KafkaTopic(3, 1, {"retention.ms": "3600000"})
+        wait_kafka(lambda: describe_topic(kafka, topic) == expected, "topic as specified")
 
         uid = channel["metadata"]["uid"]
         for kind in ("deployment", "service", "configmap", "ingress", "hpa", "pdb"):
@@ -467,7 +467,10 @@ def test_edits_grow_partitions_refuse_decrease_apply_configs_and_roll_workers(
 
         cluster.apply("dash", spec(4, "3600000"))
         cluster.wait_channel("dash", is_ready)
-        assert describe_topic(kafka, topic) == KafkaTopic(4, 1, {"retention.ms": "3600000"})
+        wait_kafka(
+            lambda: describe_topic(kafka, topic) == KafkaTopic(4, 1, {"retention.ms": "3600000"}),
+            "topic as specified",
+        )
 
         # Fewer partitions: refused, nothing touched (not even the config edit with it).
         cluster.apply("dash", spec(3, "7200000"))
@@ -475,12 +478,18 @@ def test_edits_grow_partitions_refuse_decrease_apply_configs_and_roll_workers(
         assert condition(refused)["status"] == "False"
         assert condition(refused, "TopicsReady")["reason"] == "NotSupported"
         assert "not supported" in condition(refused)["message"]
-        assert describe_topic(kafka, topic) == KafkaTopic(4, 1, {"retention.ms": "3600000"})
+        wait_kafka(
+            lambda: describe_topic(kafka, topic) == KafkaTopic(4, 1, {"retention.ms": "3600000"}),
+            "topic as specified",
+        )
 
         # Reverting clears it, and the config edit now goes through.
         cluster.apply("dash", spec(4, "7200000"))
         cluster.wait_channel("dash", is_ready)
-        assert describe_topic(kafka, topic) == KafkaTopic(4, 1, {"retention.ms": "7200000"})
+        wait_kafka(
+            lambda: describe_topic(kafka, topic) == KafkaTopic(4, 1, {"retention.ms": "7200000"}),
+            "topic as specified",
+        )
 
         # A worker-settings edit changes the hash and rolls the Deployment.
         cluster.apply("dash", spec(4, "7200000", path="/ws/v2"))
@@ -526,7 +535,10 @@ def test_drift_repairs_deleted_deployment_and_altered_topic_config(
             timeout=DRIFT_INTERVAL * 10,
         )
         cluster.wait_event("TopicUpdated", "dash", timeout=DRIFT_INTERVAL * 10)
-        assert describe_topic(kafka, topic) == KafkaTopic(6, 1, {"retention.ms": "3600000"})
+        wait_kafka(
+            lambda: describe_topic(kafka, topic) == KafkaTopic(6, 1, {"retention.ms": "3600000"}),
+            "topic as specified",
+        )
         cluster.wait_channel("dash", is_ready)
     finally:
         delete_topics(kafka, [topic])
@@ -722,6 +734,8 @@ def test_two_channels_claiming_one_topic_the_younger_gets_resource_conflict(
         conflict = cluster.wait_channel("younger", reason_is("ResourceConflict"))
         assert "older" in condition(conflict, "TopicsReady")["message"]
         assert is_ready(cluster.channel("older"))
-        assert describe_topic(kafka, topic) == KafkaTopic(1, 1, {})
+        wait_kafka(
+            lambda: describe_topic(kafka, topic) == KafkaTopic(1, 1, {}), "topic as specified"
+        )
     finally:
         delete_topics(kafka, [topic])
