@@ -20,6 +20,24 @@ HEALTH_PATH: Final = "/healthz"
 READY_PATH: Final = "/readyz"
 METRICS_PATH: Final = "/metrics"
 
+#: JWS algorithms a worker can verify: HMAC ones need a shared secret, the others a JWKS.
+JWT_ALGORITHMS_HMAC: Final = ("HS256", "HS384", "HS512")
+JWT_ALGORITHMS_ASYMMETRIC: Final = (
+    "RS256",
+    "RS384",
+    "RS512",
+    "PS256",
+    "PS384",
+    "PS512",
+    "ES256",
+    "ES384",
+    "ES512",
+    "EdDSA",
+)
+JWT_ALGORITHMS: Final = JWT_ALGORITHMS_HMAC + JWT_ALGORITHMS_ASYMMETRIC
+SECURITY_PROTOCOLS: Final = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+SASL_MECHANISMS: Final = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
+
 Audience = Literal["organization", "user", "broadcast"]
 AUDIENCES: Final[tuple[Audience, ...]] = ("organization", "user", "broadcast")
 

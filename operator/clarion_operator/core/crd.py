@@ -22,6 +22,8 @@ from typing import Any, Final
 
 import yaml
 
+from clarion_contract.worker_config import JWT_ALGORITHMS, SASL_MECHANISMS, SECURITY_PROTOCOLS
+
 GROUP: Final = "realtime.clarion.dev"
 VERSION: Final = "v1alpha1"
 API_VERSION: Final = f"{GROUP}/{VERSION}"
@@ -61,26 +63,9 @@ QUANTITY_PATTERN: Final = (
     r"(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$"
 )
 
-SECURITY_PROTOCOLS: Final = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
-SASL_MECHANISMS: Final = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
 AUDIENCES: Final = ("organization", "user", "broadcast")
 DELETION_POLICIES: Final = ("Retain", "Delete")
 AUTH_MODES: Final = ("jwt", "none")
-JWT_ALGORITHMS: Final = (
-    "HS256",
-    "HS384",
-    "HS512",
-    "RS256",
-    "RS384",
-    "RS512",
-    "PS256",
-    "PS384",
-    "PS512",
-    "ES256",
-    "ES384",
-    "ES512",
-    "EdDSA",
-)
 PULL_POLICIES: Final = ("Always", "IfNotPresent", "Never")
 
 Schema = dict[str, Any]

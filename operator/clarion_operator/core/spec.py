@@ -17,7 +17,13 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Final, Literal, TypedDict, cast
 
-from clarion_contract.worker_config import AUDIENCES, Audience
+from clarion_contract.worker_config import (
+    AUDIENCES,
+    JWT_ALGORITHMS,
+    SASL_MECHANISMS,
+    SECURITY_PROTOCOLS,
+    Audience,
+)
 from clarion_operator.core import crd
 from clarion_operator.core.errors import PermanentError
 from clarion_operator.core.reasons import Reason
@@ -630,10 +636,10 @@ def _kafka(r: _Reader, root: Mapping[str, object]) -> KafkaSpec:
     spath = f"{path}.security"
     protocol = cast(
         SecurityProtocol,
-        r.str_default(sec, "protocol", spath, "PLAINTEXT", enum=crd.SECURITY_PROTOCOLS),
+        r.str_default(sec, "protocol", spath, "PLAINTEXT", enum=SECURITY_PROTOCOLS),
     )
     mechanism = cast(
-        SaslMechanism | None, r.opt_str(sec, "saslMechanism", spath, enum=crd.SASL_MECHANISMS)
+        SaslMechanism | None, r.opt_str(sec, "saslMechanism", spath, enum=SASL_MECHANISMS)
     )
     credentials: CredentialsSecret | None = None
     raw_cred = r.opt_obj(sec, "credentialsSecret", spath)
@@ -805,7 +811,7 @@ def _auth(r: _Reader, root: Mapping[str, object]) -> AuthSpec:
         mode=cast(AuthMode, mode or "none"),
         issuer=r.opt_str(raw, "issuer", p),
         audience=r.opt_str(raw, "audience", p),
-        algorithms=r.str_list(raw, "algorithms", p, enum=crd.JWT_ALGORITHMS),
+        algorithms=r.str_list(raw, "algorithms", p, enum=JWT_ALGORITHMS),
         hmac_secret=hmac,
         jwks_url=jwks_url,
         jwks_secret=jwks_secret,

@@ -28,7 +28,15 @@ from typing import Final, Literal
 
 import yaml
 
-from clarion_contract.worker_config import AUDIENCES, CONFIG_API_VERSION, Audience
+from clarion_contract.worker_config import (
+    AUDIENCES,
+    CONFIG_API_VERSION,
+    JWT_ALGORITHMS_ASYMMETRIC,
+    JWT_ALGORITHMS_HMAC,
+    SASL_MECHANISMS,
+    SECURITY_PROTOCOLS,
+    Audience,
+)
 
 ENV_PREFIX: Final = "CLARION_"
 REPLICA_ID_ENV: Final = "CLARION_REPLICA_ID"
@@ -73,19 +81,8 @@ def _upper_snake(camel: str) -> str:
 
 KiB: Final = 1024
 MiB: Final = 1024 * 1024
-ALGORITHMS_HMAC: Final = ("HS256", "HS384", "HS512")
-ALGORITHMS_ASYMMETRIC: Final = (
-    "RS256",
-    "RS384",
-    "RS512",
-    "PS256",
-    "PS384",
-    "PS512",
-    "ES256",
-    "ES384",
-    "ES512",
-    "EdDSA",
-)
+ALGORITHMS_HMAC: Final = JWT_ALGORITHMS_HMAC
+ALGORITHMS_ASYMMETRIC: Final = JWT_ALGORITHMS_ASYMMETRIC
 
 # The single source of truth for scalar keys. Order is the documentation order.
 KEYS: Final[tuple[KeySpec, ...]] = (
@@ -105,14 +102,14 @@ KEYS: Final[tuple[KeySpec, ...]] = (
         "str",
         "PLAINTEXT",
         "Kafka security protocol.",
-        choices=("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"),
+        choices=SECURITY_PROTOCOLS,
     ),
     KeySpec(
         "kafka.security.saslMechanism",
         "str",
         UNSET,
         "SASL mechanism; required with SASL_* protocols.",
-        choices=("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"),
+        choices=SASL_MECHANISMS,
     ),
     KeySpec("kafka.security.usernameFile", "str", UNSET, "File holding the SASL username."),
     KeySpec("kafka.security.passwordFile", "str", UNSET, "File holding the SASL password."),
