@@ -565,3 +565,46 @@ async def test_jwks_from_a_url_and_clarion_tail(
     finally:
         server.shutdown()
         server.server_close()
+
+
+async def test_routing_from_headers_batch_frames_and_limits(
+    start_worker: StartWorker,
+    topics: ChannelTopics,
+    keys: Keys,
+    producer: Producer,
+    collect: Collect,
+) -> None:
+    worker = start_worker(
+        routing={"organizationHeader": "org", "typeHeader": "type"},
+        limits={"maxConnections": 2},
+    )
+    batched = collect(worker.ws, keys.token(["org-a"], "alice"), batch=True, extra_headers=ORIGIN)
+    await _connected(batched)
+    # Routing facts in headers: the JSON body carries only the payload.
+    for n in range(50):
+        await producer.raw(
+            topics.approvals,
+            json.dumps({"data": {"n": n}}).encode(),
+            headers=[("org", b"org-a"), ("type", b"KPI_UPDATE")],
+        )
+    await producer.raw(
+        topics.approvals,
+        json.dumps({"data": {}}).encode(),
+        headers=[("org", b"org-b"), ("type", b"X")],
+    )
+    await batched.wait_count(50)
+    assert [e["data"]["n"] for e in batched.events] == list(range(50))
+    assert {(e["eventType"], e["organizationId"]) for e in batched.events} == {
+        ("KPI_UPDATE", "org-a")
+    }
+    assert (
+        worker.metric("clarion_worker_frames_sent_total", transport="websocket", kind="batch") >= 1
+    )
+
+    headers = {**ORIGIN, "Authorization": f"Bearer {keys.token(['org-a'], 'alice')}"}
+    async with connect(worker.ws, additional_headers=headers) as second:
+        assert json.loads(await second.recv())["type"] == "welcome"
+        async with connect(worker.ws, additional_headers=headers) as third:
+            assert await _close_code(third) == 4013
+        await second.send("x" * 5000)  # above limits.maxClientFrameBytes (4 KiB)
+        assert await _close_code(second) == 1009
