@@ -71,7 +71,32 @@ KWOK = GoBuild(
     module="devstack/go/kwok",
     packages=("sigs.k8s.io/kwok/cmd/kwok",),
 )
-GO_BUILDS = (ETCD, KUBE, KWOK)
+
+
+def _helm_ldflags() -> str:
+    # What Helm's own release build stamps: its version, and the Kubernetes version its
+    # client-go speaks (1.MINOR for client-go v0.MINOR) as the default for lint and template.
+    minor = versions.HELM_CLIENT_GO.split(".")[1]
+    flags = [
+        "-s",
+        "-w",
+        f"-X helm.sh/helm/v3/internal/version.version=v{versions.HELM}",
+        "-X helm.sh/helm/v3/internal/version.gitTreeState=clean",
+    ]
+    for pkg in ("helm.sh/helm/v3/pkg/lint/rules", "helm.sh/helm/v3/pkg/chartutil"):
+        flags += [f"-X {pkg}.k8sVersionMajor=1", f"-X {pkg}.k8sVersionMinor={minor}"]
+    return " ".join(flags)
+
+
+#: Helm renders, lints, installs and tests charts/clarion against the local control plane.
+HELM = GoBuild(
+    name="helm",
+    version=versions.HELM,
+    module="devstack/go/helm",
+    packages=("helm.sh/helm/v3/cmd/helm",),
+    ldflags=_helm_ldflags(),
+)
+GO_BUILDS = (ETCD, KUBE, KWOK, HELM)
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,9 @@ KAFKA: Final = "4.1.1"
 KUBERNETES: Final = "1.34.4"
 ETCD: Final = "3.6.4"
 KWOK: Final = "0.7.0"
+HELM: Final = "3.22.0"
+#: The client-go Helm's release builds against (its go.mod); stamps its default Kubernetes version.
+HELM_CLIENT_GO: Final = "0.37.0"
 
 #: Kubernetes publishes each staging module (k8s.io/api, client-go, ...) as v0.MINOR.PATCH.
 KUBERNETES_STAGING: Final = "0." + KUBERNETES.split(".", 1)[1]

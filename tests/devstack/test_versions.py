@@ -47,3 +47,13 @@ def test_kafka_pin_matches_pom_default() -> None:
 @pytest.mark.parametrize("pkg", ["k8s.io/component-base/version", "k8s.io/client-go/pkg/version"])
 def test_kubernetes_binaries_are_stamped_with_the_pinned_version(pkg: str) -> None:
     assert f"-X {pkg}.gitVersion=v{versions.KUBERNETES}" in install.KUBE.ldflags
+
+
+def test_helm_pin_matches_go_mod() -> None:
+    assert _require("helm", "helm.sh/helm/v3") == f"v{versions.HELM}"
+    assert _require("helm", "k8s.io/client-go") == f"v{versions.HELM_CLIENT_GO}"
+
+
+def test_helm_is_built_with_the_other_go_components_and_stamped() -> None:
+    assert install.HELM in install.GO_BUILDS
+    assert f"internal/version.version=v{versions.HELM}" in install.HELM.ldflags
