@@ -89,6 +89,10 @@ def register(
         _raise(outcome, retry=retry)
 
 
+#: Characters that make a --namespace a kopf pattern (glob or negation), not a name.
+_PATTERN_CHARS = frozenset("!*?,")
+
+
 def _not_deleting(meta: Mapping[str, Any], **_: Any) -> bool:
     return not meta.get("deletionTimestamp")
 
@@ -109,5 +113,11 @@ def kopf_settings(settings: ProcessSettings) -> kopf.OperatorSettings:
     ks.peering.name = settings.peering_name
     ks.peering.standalone = not settings.peering
     ks.peering.clusterwide = settings.clusterwide
+    # Exact namespaces need no cluster-scoped reads: kopf's scanning would list and watch
+    # Namespaces and CRDs, which a namespaced Role (the chart's) refuses, and kopf retries
+    # each 403 with backoff for about a minute before falling back to these same names.
+    ks.scanning.disabled = not settings.clusterwide and all(
+        not set(ns) & _PATTERN_CHARS for ns in settings.namespaces
+    )
     ks.networking.request_timeout = 60.0
     return ks
