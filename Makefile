@@ -29,7 +29,7 @@ $(STAMP): pyproject.toml constraints.txt
 venv: $(STAMP) ## Create .venv with the pinned Python dependencies
 
 .PHONY: stack-build
-stack-build: venv ## Fetch Kafka and build etcd, Kubernetes and KWOK into the cache
+stack-build: venv ## Fetch Kafka and build etcd, Kubernetes, KWOK and Helm into the cache
 	@$(PY) -m clarion_devstack build
 
 .PHONY: setup
@@ -38,6 +38,15 @@ setup: venv stack-build ## Install everything the tests and the demo need
 .PHONY: crds
 crds: venv ## Regenerate the CRD files and the operator spec reference from crd.py
 	@$(PY) -m clarion_operator.crdgen --write
+
+.PHONY: manifests
+manifests: venv ## Render manifests/install.yaml and the values reference of docs/install.md from the chart
+	@$(PY) -m clarion_devstack.charts --write
+
+.PHONY: charts-check
+charts-check: setup ## Generated files in sync, then tests/charts: lint, render, dry-run, install, RBAC
+	@$(PY) -m clarion_devstack.charts --check
+	@$(BIN)/pytest tests/charts $(PYTEST_ARGS)
 
 .PHONY: lint
 lint: venv ## ruff lint and format check
