@@ -1,0 +1,1 @@
+"""End-to-end harness: the operator, the UnionFlow channel, workers behind HAProxy."""

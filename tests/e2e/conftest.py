@@ -1,0 +1,55 @@
+"""The end-to-end arrangement, once per module: operator, UnionFlow channel, three worker
+processes configured from the rendered ConfigMap, HAProxy in front (clarion_devstack.e2e)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+
+from clarion_devstack.e2e.cluster import Deployment
+from clarion_devstack.e2e.events import UnionFlowProducer
+from clarion_devstack.pytest_plugin import LocalStack
+
+
+@pytest.fixture(scope="module")
+def deployment(
+    local_stack: LocalStack, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Deployment]:
+    workdir = tmp_path_factory.mktemp("e2e")
+    dep = Deployment(
+        local_stack.env,
+        workdir,
+        namespace=f"e2e-{uuid.uuid4().hex[:8]}",
+        replicas=3,
+        drain_window_seconds=2,
+        quiet=True,
+    )
+    dep.up()
+    try:
+        yield dep
+    finally:
+        dep.down()
+
+
+@pytest.fixture
+def healthy(deployment: Deployment) -> Deployment:
+    """The deployment with every replica up (a previous test may have failed midway)."""
+    deployment.ensure_all_up()
+    return deployment
+
+
+@pytest.fixture
+async def producer(local_stack: LocalStack) -> AsyncIterator[UnionFlowProducer]:
+    p = UnionFlowProducer(local_stack.kafka_bootstrap)
+    yield p
+    p.flush(30)
+
+
+@pytest.fixture
+def artifacts(local_stack: LocalStack) -> Path:
+    path = Path(local_stack.env["logs_dir"]) / "e2e"
+    path.mkdir(parents=True, exist_ok=True)
+    return path

@@ -1,0 +1,223 @@
+"""End to end as UnionFlow would run it: the operator's rendering, three worker processes
+behind HAProxy with cookie stickiness, events from confluent-kafka, mobile-style clients.
+
+Every check is exact: each event carries a sequence number, and each client must get
+every event meant for it once, in partition order, and nothing else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import statistics
+import time
+
+import pytest
+
+from clarion_devstack import stack
+from clarion_devstack.e2e.clients import (
+    Viewer,
+    all_welcomed,
+    produce_steadily,
+    report,
+    settle,
+    viewer,
+)
+from clarion_devstack.e2e.cluster import Deployment, replica_counts
+from clarion_devstack.e2e.events import Person, Traffic, UnionFlowProducer
+from clarion_devstack.pytest_plugin import LocalStack
+
+pytestmark = pytest.mark.integration
+
+ORGS = ("org-abidjan", "org-dakar", "org-lome", "org-bamako")
+PEOPLE = (
+    Person("awa", ("org-abidjan",)),
+    Person("kofi", ("org-lome",)),
+    Person("fatou", ("org-dakar", "org-abidjan")),
+    Person("moussa", ("org-bamako",)),
+    Person("aminata", ("org-dakar",)),
+    Person("ibrahim", ("org-abidjan", "org-lome", "org-bamako")),
+    Person("mariam", ("org-lome",)),
+    Person("seydou", ()),
+    Person("adjoa", ("org-bamako", "org-dakar")),
+)
+
+
+def _connect(dep: Deployment, people: tuple[Person, ...] = PEOPLE) -> list[Viewer]:
+    return [viewer(dep.ws_url, dep.token(p), p) for p in people]
+
+
+def _traffic(seed: int) -> Traffic:
+    return Traffic(ORGS, PEOPLE, random.Random(seed))
+
+
+def _print_totals(title: str, totals: dict[str, int], extra: str = "") -> None:
+    print(
+        f"\n[e2e] {title}: produced {totals['produced']}, expected deliveries "
+        f"{totals['expected']}, delivered {totals['delivered']}, lost {totals['lost']}, "
+        f"duplicated {totals['duplicated']}, unexpected {totals['unexpected']}{extra}"
+    )
+
+
+async def _stop_all(viewers: list[Viewer]) -> None:
+    for v in viewers:
+        await v.stop()
+
+
+async def test_each_client_gets_exactly_its_events_through_the_lb(
+    healthy: Deployment, producer: UnionFlowProducer
+) -> None:
+    viewers = _connect(healthy)
+    try:
+        await all_welcomed(viewers)
+        # leastconn spreads the clients over every replica.
+        assert len(replica_counts(viewers)) == 3, replica_counts(viewers)
+        traffic = _traffic(1)
+        for _ in range(400):
+            traffic.next(producer)
+        await settle(producer, viewers)
+        totals, problems = report(producer, viewers)
+        _print_totals("isolation", totals)
+        assert not problems, problems
+        for v in viewers:
+            orgs = set(v.person.organizations)
+            assert {e["organizationId"] for e in v.events if e["organizationId"]} <= orgs
+            assert {e.get("userId") for e in v.events} <= {None, v.person.user}
+    finally:
+        await _stop_all(viewers)
+
+
+async def test_a_reconnecting_client_with_its_cookie_lands_on_the_same_replica(
+    healthy: Deployment,
+) -> None:
+    first = _connect(healthy)
+    try:
+        await all_welcomed(first)
+        cookie = healthy.rendered.cookie_name if healthy.rendered else ""
+        for v in first:
+            # HAProxy's cookie names the server, and the server is the replica.
+            assert v.client.cookies.get(cookie) == v.replica
+    finally:
+        await _stop_all(first)
+    again = [
+        viewer(healthy.ws_url, healthy.token(v.person), v.person, cookies=dict(v.client.cookies))
+        for v in first
+    ]
+    try:
+        await all_welcomed(again)
+        assert [v.replica for v in again] == [v.replica for v in first]
+    finally:
+        await _stop_all(again)
+
+
+async def test_sigkill_of_a_replica_under_load_loses_nothing(
+    healthy: Deployment, producer: UnionFlowProducer
+) -> None:
+    people = PEOPLE * 2  # 18 clients, six per replica
+    viewers = _connect(healthy, people)
+    stop = asyncio.Event()
+    try:
+        await all_welcomed(viewers)
+        load = asyncio.create_task(produce_steadily(producer, _traffic(2), stop, rate=150))
+        await asyncio.gather(*(v.wait(lambda x: len(x.events) >= 5) for v in viewers))
+        counts = replica_counts(viewers)
+        victim_id = max(counts, key=lambda r: counts[r])
+        victims = [v for v in viewers if v.replica == victim_id]
+        victim = healthy.worker(victim_id)
+        killed_at = time.monotonic()
+        victim.kill()
+        for v in victims:
+            await v.wait(lambda x: x.replica not in (None, victim_id), within=30)
+        reconnect = [
+            next(w.at for w in v.welcomes if w.at > killed_at) - killed_at for v in victims
+        ]
+        # Resumed: the first event after the reconnect has arrived.
+        for v in victims:
+            await v.wait(lambda x: bool(x.arrivals) and x.arrivals[-1] > x.welcomes[-1].at, 30)
+        resumed = [
+            next(t for t in v.arrivals if t > v.welcomes[-1].at) - killed_at for v in victims
+        ]
+        # Keep the load on a little after everyone is back.
+        mark = producer.produced
+        await asyncio.gather(
+            *(v.wait(lambda x, m=mark: max(x.seqs(), default=0) > m) for v in viewers)
+        )
+        stop.set()
+        await load
+        await settle(producer, viewers)
+        totals, problems = report(producer, viewers)
+        _print_totals(
+            "SIGKILL failover",
+            totals,
+            f"; {len(victims)} clients of {victim_id} reconnected in "
+            f"max {max(reconnect):.2f}s (median {statistics.median(reconnect):.2f}s), "
+            f"all resumed within {max(resumed):.2f}s",
+        )
+        assert not problems, problems
+        assert all(v.replica != victim_id for v in victims)
+    finally:
+        stop.set()
+        await _stop_all(viewers)
+        healthy.ensure_all_up()
+
+
+async def test_rolling_restart_with_drain_loses_nothing(
+    healthy: Deployment, producer: UnionFlowProducer
+) -> None:
+    viewers = _connect(healthy)
+    stop = asyncio.Event()
+    try:
+        await all_welcomed(viewers)
+        load = asyncio.create_task(produce_steadily(producer, _traffic(3), stop, rate=100))
+        # A cursor exists once a client has an event: resume covers everything after it.
+        await asyncio.gather(*(v.wait(lambda x: len(x.events) >= 3) for v in viewers))
+        for replica in healthy.workers:
+            replica.terminate()
+            assert await asyncio.to_thread(replica.wait_exit, 30) == 0
+            await asyncio.to_thread(healthy.restart, replica)
+        mark = producer.produced
+        await asyncio.gather(
+            *(v.wait(lambda x, m=mark: max(x.seqs(), default=0) > m) for v in viewers)
+        )
+        stop.set()
+        await load
+        await settle(producer, viewers)
+        totals, problems = report(producer, viewers)
+        advice = sum(v.client.stats.reconnect_advice for v in viewers)
+        _print_totals("rolling restart", totals, f"; drain advice received {advice}")
+        assert not problems, problems
+        # Every client was drained (reconnect advice), none was just cut.
+        assert all(v.client.stats.reconnect_advice >= 1 for v in viewers)
+    finally:
+        stop.set()
+        await _stop_all(viewers)
+
+
+async def test_kafka_restart_workers_reconnect_and_continue(
+    healthy: Deployment, producer: UnionFlowProducer, local_stack: LocalStack
+) -> None:
+    viewers = _connect(healthy)
+    traffic = _traffic(4)
+    try:
+        await all_welcomed(viewers)
+        for _ in range(150):
+            traffic.next(producer)
+        await asyncio.to_thread(producer.flush, 30)
+        await asyncio.to_thread(stack.stop_component, local_stack.env, "kafka")
+        try:
+            # Queued in librdkafka while the broker is down, delivered once it is back.
+            for _ in range(150):
+                traffic.next(producer)
+        finally:
+            await asyncio.to_thread(
+                stack.start_component, local_stack.settings, local_stack.env, "kafka"
+            )
+        for _ in range(150):
+            traffic.next(producer)
+        await settle(producer, viewers, within=90)
+        totals, problems = report(producer, viewers)
+        _print_totals("Kafka restart", totals)
+        assert not problems, problems
+        assert all(w.ready() for w in healthy.workers)
+    finally:
+        await _stop_all(viewers)
