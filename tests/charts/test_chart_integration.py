@@ -408,3 +408,50 @@ def test_operator_with_the_charts_service_account_reconciles_and_nothing_more(
             '{"metadata":{"finalizers":null}}',
             check=False,
         )
+
+
+def test_cluster_wide_rbac_grants_every_namespace_and_still_no_more(
+    helm: Helm, cluster: LocalStack, namespace: str, tmp_path: Path
+) -> None:
+    """The ClusterRole scenario, applied for real: what it grants and what it refuses."""
+    release = f"cw-{uuid.uuid4().hex[:6]}"
+    docs = [
+        d
+        for d in yaml.safe_load_all(
+            helm.run(
+                "template", release, str(CHART), f"--namespace={namespace}",
+                "--set=watch.allNamespaces=true", "--show-only=templates/serviceaccount.yaml",
+                "--show-only=templates/rbac.yaml",
+            ).stdout
+        )
+        if d
+    ]  # fmt: skip
+    assert {d["kind"] for d in docs} == {"ServiceAccount", "ClusterRole", "ClusterRoleBinding"}
+    manifest = yaml.safe_dump_all(docs)
+    cluster.kubectl("apply", "-f", "-", stdin=manifest)
+    try:
+        account = next(d for d in docs if d["kind"] == "ServiceAccount")["metadata"]["name"]
+        token = cluster.kubectl("create", "token", account, "-n", namespace, "--duration=10m")
+        kubeconfig = _token_kubeconfig(cluster, token.strip(), tmp_path / "cw.kubeconfig")
+        rtc = "realtimechannels.realtime.clarion.dev"
+        granted = [
+            ("watch", rtc, "-A"),
+            ("patch", f"{rtc}/status", "-n", "default"),
+            ("create", "deployments.apps", "-n", "kube-public"),
+            ("delete", "ingresses.networking.k8s.io", "-n", "default"),
+            ("list", "customresourcedefinitions.apiextensions.k8s.io"),
+            ("get", "secrets", "-n", "default"),
+        ]
+        refused = [
+            ("list", "secrets", "-A"),
+            ("create", "pods", "-n", "default"),
+            ("delete", rtc, "-n", "default"),
+            ("create", "customresourcedefinitions.apiextensions.k8s.io"),
+            ("list", "nodes"),
+            ("create", "clusterrolebindings.rbac.authorization.k8s.io"),
+        ]
+        assert [_can_i(cluster, kubeconfig, *g) for g in granted] == ["yes"] * len(granted)
+        assert [_can_i(cluster, kubeconfig, *r) for r in refused] == ["no"] * len(refused)
+        assert _get_as(kubeconfig, "/api/v1/secrets") == 403
+    finally:
+        cluster.kubectl("delete", "-f", "-", "--ignore-not-found", stdin=manifest, check=False)
