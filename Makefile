@@ -32,8 +32,12 @@ venv: $(STAMP) ## Create .venv with the pinned Python dependencies
 stack-build: venv ## Fetch Kafka and build etcd, Kubernetes, KWOK and Helm into the cache
 	@$(PY) -m clarion_devstack build
 
+.PHONY: sysdeps
+sysdeps: venv ## apt-get install HAProxy and Chromium (+ chromedriver) when missing
+	@$(PY) -m clarion_devstack.e2e.sysdeps
+
 .PHONY: setup
-setup: venv stack-build ## Install everything the tests and the demo need
+setup: venv stack-build sysdeps ## Install everything the tests and the demo need
 
 .PHONY: crds
 crds: venv ## Regenerate the CRD files and the operator spec reference from crd.py
@@ -80,6 +84,10 @@ integration: setup ## Integration tests against the real local stack
 .PHONY: test
 test: setup check ## Everything: install, static checks, unit and integration tests
 	@$(BIN)/pytest $(PYTEST_ARGS)
+
+.PHONY: demo
+demo: setup ## The stack, the operator, 2 workers behind HAProxy and a live dashboard (Ctrl-C stops)
+	@$(PY) -m clarion_devstack.e2e.demo
 
 .PHONY: env-up
 env-up: setup ## Start Kafka and the Kubernetes control plane; writes .clarion/env.json
