@@ -13,7 +13,6 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -27,6 +26,7 @@ import jwt
 from aiokafka import AIOKafkaProducer
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
+from clarion_devstack.procs import free_port
 from clarion_worker.client import ClarionClient
 
 AUDIENCE = "clarion-tests"
@@ -102,12 +102,6 @@ class Keys:
             key = {"HS256": self.hmac_secret, "RS256": self.rsa_key, "ES256": self.ec_key}[alg]
         kid = kid or {"RS256": "rsa-1", "ES256": "ec-1"}.get(alg)
         return jwt.encode(claims, key, algorithm=alg, headers={"kid": kid} if kid else None)
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass
@@ -198,7 +192,7 @@ def start_worker_process(
         doc.setdefault(section, {}).update(values)
     config = directory / f"{name}.json"
     config.write_text(json.dumps(doc))
-    port = _free_port()
+    port = free_port()
     log = directory / f"{name}.log"
     env = {**os.environ, "CLARION_REPLICA_ID": name}  # noqa: TID251 - child process env
     with log.open("wb") as out:

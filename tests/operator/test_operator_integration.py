@@ -12,7 +12,6 @@ import asyncio
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -29,6 +28,7 @@ from kubernetes import client as k8s
 from kubernetes import watch
 
 from clarion_devstack import stack
+from clarion_devstack.procs import free_port
 from clarion_devstack.pytest_plugin import LocalStack
 from clarion_operator.core import crd
 
@@ -54,12 +54,6 @@ def crd_installed(local_stack: LocalStack) -> None:
     )
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @dataclass
 class OperatorProcess:
     """One ``python -m clarion_operator`` subprocess watching one namespace."""
@@ -67,8 +61,8 @@ class OperatorProcess:
     stack: LocalStack
     namespace: str
     log: Path
-    metrics_port: int = field(default_factory=_free_port)
-    liveness_port: int = field(default_factory=_free_port)
+    metrics_port: int = field(default_factory=free_port)
+    liveness_port: int = field(default_factory=free_port)
     proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:

@@ -608,3 +608,26 @@ async def test_routing_from_headers_batch_frames_and_limits(
             assert await _close_code(third) == 4013
         await second.send("x" * 5000)  # above limits.maxClientFrameBytes (4 KiB)
         assert await _close_code(second) == 1009
+
+
+async def test_a_client_dropped_before_its_first_event_resumes_from_the_welcome(
+    start_worker: StartWorker,
+    topics: ChannelTopics,
+    keys: Keys,
+    producer: Producer,
+    collect: Collect,
+) -> None:
+    w1, w2 = start_worker("w1"), start_worker("w2")
+    headers = {**ORIGIN, "Authorization": f"Bearer {keys.token(['org-a'], 'alice')}"}
+    async with connect(w1.ws, additional_headers=headers) as ws:
+        welcome = json.loads(await ws.recv())
+    assert welcome["position"]
+    # Events published while the client is away, before it ever received one.
+    for _ in range(5):
+        await producer.send(topics.approvals, "APPROVAL_PENDING", "org-a", key="k")
+    await consumed_reaches(w2, 5)
+    back = collect(
+        w2.ws, keys.token(["org-a"], "alice"), last_id=welcome["position"], extra_headers=ORIGIN
+    )
+    await settle(producer, [w2], [back], topics.bcast)
+    assert back.seqs() == [1, 2, 3, 4, 5, 6]

@@ -145,13 +145,13 @@ async def _serve_websocket(
         await _close(websocket, CloseCode.OVERLOADED, "connection limit reached")
         runtime.metrics.disconnects.labels("websocket", str(int(CloseCode.OVERLOADED))).inc()
         return
-    session.welcome()
-    writer = asyncio.create_task(_ws_writer(runtime, websocket, session))
     last_id = _last_id(websocket)
     if last_id is None:
-        runtime.register(session)
+        session.join_live()
     else:
+        session.welcome()
         session.resume_task = asyncio.create_task(session.start(last_id))
+    writer = asyncio.create_task(_ws_writer(runtime, websocket, session))
     try:
         await _ws_reader(runtime, websocket, session, settings.limits.max_client_frame_bytes)
     finally:
@@ -202,7 +202,7 @@ async def _ws_reader(
                 runtime.unregister(session)
                 session.outbox.clear()
                 if session.frames_written == 0:
-                    session.welcome()
+                    session.welcome()  # the cleared outbox held the first one
                 session.resume_task = asyncio.create_task(session.start(frame.last_id))
 
 
@@ -280,12 +280,15 @@ def _sse_endpoint(runtime: WorkerRuntime) -> Any:
             runtime.metrics.disconnects.labels("sse", str(int(CloseCode.OVERLOADED))).inc()
             return _denial(503, "overloaded", "connection limit reached")
         session = Session(runtime, principal, "sse", batch=False)
-        session.welcome()
         last_id = _last_id(request)
+        if last_id is None:
+            session.join_live()
+        else:
+            session.welcome()
 
         async def stream() -> AsyncIterator[str]:
             runtime.handler_opened()
-            starter = asyncio.create_task(session.start(last_id))
+            starter = asyncio.create_task(session.start(last_id)) if last_id else None
             deliveries = runtime.metrics.deliveries.labels("sse")
             try:
                 while True:
@@ -304,7 +307,8 @@ def _sse_endpoint(runtime: WorkerRuntime) -> Any:
                     deliveries.inc(chunk.count('data: {"type":"event"'))
                     session.drained.set()
             finally:
-                starter.cancel()
+                if starter is not None:
+                    starter.cancel()
                 if session.close_code is None:
                     session.request_close(CloseCode.NORMAL, "client left")
                 session.finish()

@@ -169,6 +169,9 @@ class ClarionClient:
                         self.last_id = event["id"]
                         yield event
                 elif kind == "welcome":
+                    if self.last_id is None and message.get("position"):
+                        # No event yet: resume from "when we joined" after a disconnect.
+                        self.last_id = message["position"]
                     self.replica = message.get("replicaId")
                     self.stats.replicas.append(self.replica or "")
                     if self.on_welcome:

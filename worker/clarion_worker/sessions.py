@@ -75,24 +75,39 @@ class Session:
     # ---- lifecycle -----------------------------------------------------------------
 
     def welcome(self) -> None:
-        frame = welcome_frame(
+        """Queue the welcome of a session that resumes (its client holds its own cursor)."""
+        self.offer_control(self._welcome_frame(None))
+
+    def join_live(self) -> None:
+        """Welcome and register in one synchronous step, with the position of "now".
+
+        Every event dispatched after this step reaches the session live, and the
+        welcome's ``position`` names exactly that point: a client disconnected before
+        its first event resumes from it without missing anything.
+        """
+        position = self.runtime.state.position.current_id()
+        frame = self._welcome_frame(position)
+        if self.connection.sse:
+            frame = sse_message(frame, position)
+        self.outbox.offer_control(frame, len(frame.encode()))
+        self.runtime.register(self)
+
+    def _welcome_frame(self, position: str | None) -> str:
+        return welcome_frame(
             connection_id=self.id,
             replica_id=self.runtime.settings.replica_id,
             heartbeat_seconds=self.runtime.settings.heartbeat.interval_seconds,
             batch=self.connection.batch,
+            position=position,
         )
-        self.offer_control(frame)
 
     def offer_control(self, frame: str) -> None:
         if self.connection.sse:
             frame = sse_message(frame)
         self.outbox.offer_control(frame, len(frame.encode()))
 
-    async def start(self, last_id: str | None) -> None:
-        """Join live delivery, replaying from ``last_id`` first when given."""
-        if last_id is None:
-            self.runtime.register(self)
-            return
+    async def start(self, last_id: str) -> None:
+        """Replay from ``last_id``, then join live delivery (see the module docstring)."""
         await self._wait_for_cursor(last_id)
         if self.close_code is not None:
             return

@@ -26,8 +26,8 @@ from typing import Any
 from clarion_devstack import stack
 from clarion_devstack.e2e import sysdeps
 from clarion_devstack.e2e.cluster import Deployment
-from clarion_devstack.e2e.deploy import free_port
 from clarion_devstack.e2e.events import Person, Traffic, UnionFlowProducer
+from clarion_devstack.procs import free_port
 from clarion_devstack.progress import say, step
 from clarion_devstack.settings import DevstackSettings
 

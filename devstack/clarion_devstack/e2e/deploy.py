@@ -15,9 +15,7 @@ import base64
 import copy
 import json
 import os
-import random
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -31,30 +29,13 @@ import httpx
 import yaml
 
 from clarion_devstack.harness import WorkerProcess
+from clarion_devstack.procs import free_port
 from clarion_devstack.settings import CHECKOUT
 from clarion_devstack.stack import StackEnv
 
 CHANNEL_FILE = Path(__file__).with_name("unionflow.yaml")
 CRD_FILE = CHECKOUT / "manifests" / "crd.yaml"
 FIELD_MANAGER = "clarion-e2e"
-
-
-def free_port() -> int:
-    """A free TCP port below the kernel's ephemeral range.
-
-    A port picked by binding port 0 comes from the ephemeral range, where the very next
-    outgoing connection (of the process we hand it to, say) may take it before it binds.
-    """
-    rng = random.SystemRandom()
-    for _ in range(200):
-        port = rng.randrange(20000, 32000)
-        with socket.socket() as sock:
-            try:
-                sock.bind(("0.0.0.0", port))
-            except OSError:
-                continue
-            return port
-    raise DeployError("no free port in 20000-32000")
 
 
 class DeployError(RuntimeError):

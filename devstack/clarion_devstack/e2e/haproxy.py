@@ -28,9 +28,8 @@ from pathlib import Path
 
 import httpx
 
-from clarion_devstack.e2e.deploy import free_port
 from clarion_devstack.e2e.sysdeps import HAPROXY
-from clarion_devstack.procs import port_open
+from clarion_devstack.procs import free_port, port_open
 
 
 @dataclass(frozen=True)

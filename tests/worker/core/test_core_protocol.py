@@ -192,3 +192,18 @@ def test_sse_message() -> None:
     assert sse_message('{"a":1}') == 'data: {"a":1}\n\n'
     envelope = with_id("x", render_body(make_event(data_json=json.dumps("line\nbreak"))))
     assert "\n" not in envelope  # one data line is enough
+
+
+def test_welcome_carries_a_position_only_when_given() -> None:
+    from clarion_worker.core.protocol import welcome_frame
+
+    plain = json.loads(
+        welcome_frame(connection_id="c", replica_id="r", heartbeat_seconds=25, batch=False)
+    )
+    live = json.loads(
+        welcome_frame(
+            connection_id="c", replica_id="r", heartbeat_seconds=25, batch=False, position="AQ"
+        )
+    )
+    assert "position" not in plain
+    assert live["position"] == "AQ"

@@ -107,22 +107,33 @@ PING_FRAME: Final = '{"type":"ping"}'
 
 
 def welcome_frame(
-    *, connection_id: str, replica_id: str, heartbeat_seconds: float, batch: bool
+    *,
+    connection_id: str,
+    replica_id: str,
+    heartbeat_seconds: float,
+    batch: bool,
+    position: str | None = None,
 ) -> str:
-    """The first frame of every session: identity, heartbeat cadence and negotiated features."""
+    """The first frame of every session: identity, heartbeat cadence and negotiated features.
+
+    ``position`` (sessions that start live) is a resume id for "now": a client that gets
+    disconnected before its first event resumes from it instead of losing what was sent
+    while it was away.
+    """
     heartbeat: float | int = heartbeat_seconds
     if float(heartbeat_seconds).is_integer():
         heartbeat = int(heartbeat_seconds)  # "25" reads better than "25.0" for clients
-    return _dumps(
-        {
-            "type": "welcome",
-            "connectionId": connection_id,
-            "replicaId": replica_id,
-            "heartbeatSeconds": heartbeat,
-            "resumable": True,
-            "batch": batch,
-        }
-    )
+    frame: dict[str, object] = {
+        "type": "welcome",
+        "connectionId": connection_id,
+        "replicaId": replica_id,
+        "heartbeatSeconds": heartbeat,
+        "resumable": True,
+        "batch": batch,
+    }
+    if position is not None:
+        frame["position"] = position
+    return _dumps(frame)
 
 
 def reconnect_frame(*, after_ms: int, reason: str = "drain") -> str:

@@ -54,6 +54,8 @@ class Viewer {
     ws.onmessage = (m) => {
       const msg = JSON.parse(m.data);
       if (msg.type === "welcome") {
+        // No event yet: the welcome's position is where to resume after a drop.
+        if (!this.lastId && msg.position) this.lastId = msg.position;
         this.connects += 1; this.state = "open"; this.replica = msg.replicaId;
         this.replicas.push(msg.replicaId);
         this.ping = setInterval(() => ws.readyState === 1 && ws.send('{"type":"ping"}'),
