@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import base64
 import os
-import random
 import signal
-import socket
 import subprocess
 import sys
 import urllib.error
@@ -24,6 +22,7 @@ import pytest
 import yaml
 
 from clarion_devstack.charts import Helm
+from clarion_devstack.procs import free_port
 from clarion_devstack.pytest_plugin import LocalStack
 from clarion_operator.core import crd
 
@@ -229,23 +228,6 @@ def test_helm_install_makes_the_operator_pod_ready(
     assert f"sh.helm.release.v1.{release}.v1" in notes
 
 
-def _free_ports() -> tuple[int, int]:
-    """Two free ports below the ephemeral range, so no client connection (kubectl's, made
-    while the operator starts) can take one as its local port before the operator binds."""
-    low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
-    ports: list[int] = []
-    for port in random.sample(range(max(1024, low - 10000), low), 200):
-        with socket.socket() as s:
-            try:
-                s.bind(("0.0.0.0", port))
-            except OSError:
-                continue
-        ports.append(port)
-        if len(ports) == 2:
-            return ports[0], ports[1]
-    raise AssertionError("no free port below the ephemeral range")
-
-
 def _token_kubeconfig(stack: LocalStack, token: str, path: Path) -> Path:
     admin = yaml.safe_load(stack.kubeconfig.read_text())
     cluster = admin["clusters"][0]["cluster"]
@@ -322,7 +304,7 @@ def test_operator_with_the_charts_service_account_reconciles_and_nothing_more(
     assert _get_as(kubeconfig, "/api/v1/namespaces/kube-system/secrets/anything") == 403
     assert _get_as(kubeconfig, "/apis/apps/v1/namespaces/default/deployments") == 403
 
-    metrics_port, liveness_port = _free_ports()
+    metrics_port, liveness_port = free_port(), free_port()
     log = cluster.logs_dir / f"operator-chart-{namespace}.log"
     argv = [
         sys.executable,
