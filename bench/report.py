@@ -73,6 +73,63 @@ def w2_steps_table(runs: list[Json]) -> str:
     return "\n".join(lines)
 
 
+def other_table(result: Json) -> str:
+    lines = [
+        "| workload | connections | result | p50 / p99 ms | server CPU | losses | load average |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    w1 = result.get("w1")
+    if w1:
+        lat = w1["loadgen"]["latency_ms"]
+        lines.append(
+            f"| W1 dashboard, {w1['organizations']} orgs, {w1['events_per_s']:.0f} events/s "
+            f"| {w1['connections']:,} | {w1['loadgen']['deliveries_per_s']:,.0f} deliveries/s "
+            f"| {lat['p50']:.0f} / {lat['p99']:.0f} | {w1['server_cpu_percent']} % "
+            f"| {w1['losses']} | {w1['loadavg'].split()[0]} |"
+        )
+    w3 = result.get("w3")
+    if w3:
+        lat = w3["broadcast_1_per_s"]["latency_ms"]
+        lines.append(
+            f"| W3 idle (then 1 broadcast/s) | {w3['connections']:,} "
+            f"| {w3['kib_per_connection']} KiB RSS per connection "
+            f"({w3['rss_before_kib'] // 1024} -> {w3['rss_after_kib'] // 1024} MiB) "
+            f"| {lat['p50']:.0f} / {lat['p99']:.0f} | - | {w3['losses']} "
+            f"| {w3['loadavg'].split()[0]} |"
+        )
+    w4 = result.get("w4")
+    if w4:
+        storm = w4["storm"]
+        lines.append(
+            f"| W4 reconnect storm ({w4['events_per_s']:.0f} events/s throughout) "
+            f"| {w4['connections']:,} | all welcomed on the 2nd worker after "
+            f"{storm.get('all_welcomed_s', float('nan')):.1f} s, all got a post-resume event "
+            f"after {storm.get('all_event_after_s', float('nan')):.1f} s "
+            f"({storm.get('resumed', 0):,} resumed); gaps {w4['gaps']}, "
+            f"duplicates {w4['duplicates']} | - | {w4['second_worker_cpu_percent']} % (2nd) "
+            f"| {w4['losses']} | {w4['loadavg'].split()[0]} |"
+        )
+    return "\n".join(lines)
+
+
+def profile_table(runs: list[Json]) -> str:
+    out = []
+    for run in runs:
+        profile = run.get("profile")
+        if not profile:
+            continue
+        out.append(
+            f"py-spy, {_name(run)} at {profile['rate']} events/s, {profile['samples']} samples:\n"
+        )
+        out.append("| self time | % | inclusive | % |\n|---|---|---|---|")
+        for (own, own_pct), (inc, inc_pct) in zip(
+            profile["self"][:15], profile["inclusive"][:15], strict=False
+        ):
+            out.append(f"| `{own}` | {own_pct} | `{inc}` | {inc_pct} |")
+        out.append("")
+    return "\n".join(out)
+
+
 def plots(runs: list[Json]) -> list[Path]:
     DOCS.mkdir(parents=True, exist_ok=True)
     made = []
@@ -117,7 +174,9 @@ def main(argv: list[str]) -> int:
     runs: list[Json] = result.get("w2", [])
     print(f"Run {result['date']}: `{result['command']}`")
     print(f"load average at start {result['loadavg_start']}, end {result['loadavg_end']}\n")
+    print(other_table(result) + "\n")
     if runs:
+        print(profile_table(runs) + "\n")
         print(w2_table(runs) + "\n")
         print(w2_steps_table(runs) + "\n")
         for path in plots(runs):

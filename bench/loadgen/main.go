@@ -126,6 +126,7 @@ type connStats struct {
 	gaps       int64
 	missing    int64
 	dups       int64
+	resets     int64
 	keys       map[string]*keyState
 	lastID     string
 	connected  bool
@@ -259,7 +260,7 @@ func (g *loadgen) connectAll() {
 		wg.Add(1)
 		go func(c *client) {
 			defer wg.Done()
-			conn := g.dialRetry(c, g.opt.urls[c.index%len(g.opt.urls)], "", deadline)
+			conn := g.dialRetry(c, g.opt.urls[c.index%len(g.opt.urls)], "", deadline, 50*time.Millisecond)
 			<-sem
 			if conn != nil {
 				g.up.Add(1)
@@ -270,20 +271,29 @@ func (g *loadgen) connectAll() {
 	wg.Wait()
 }
 
-func (g *loadgen) dialRetry(c *client, base, lastID string, deadline time.Time) *websocket.Conn {
-	delay := 50 * time.Millisecond
+// dialRetry dials until it succeeds or the deadline passes. Backoff starts at first and
+// doubles, capped; full jitter when first >= 1 s (the reference client's reconnect policy).
+func (g *loadgen) dialRetry(c *client, base, lastID string, deadline time.Time, first time.Duration) *websocket.Conn {
+	delay := first
 	for attempt := 0; ; attempt++ {
 		conn, err := g.dial(c, base, lastID, attempt)
 		if err == nil {
 			return conn
 		}
-		g.dialFails.Add(1)
+		if g.dialFails.Add(1) <= 10 {
+			fmt.Fprintln(os.Stderr, "dial:", err)
+		}
 		if time.Now().Add(delay).After(deadline) {
 			fmt.Fprintln(os.Stderr, "dial failed for good:", err)
 			return nil
 		}
-		time.Sleep(delay + time.Duration(rand.Int63n(int64(delay))))
-		delay = min(delay*2, 2*time.Second)
+		if first >= time.Second {
+			time.Sleep(time.Duration(rand.Int63n(int64(delay))))
+			delay = min(delay*2, 60*time.Second)
+		} else {
+			time.Sleep(delay + time.Duration(rand.Int63n(int64(delay))))
+			delay = min(delay*2, 2*time.Second)
+		}
 	}
 }
 
@@ -346,6 +356,8 @@ func (g *loadgen) dial(c *client, base, lastID string, attempt int) (*websocket.
 	return conn, nil
 }
 
+var gapLog atomic.Int64
+
 var (
 	seqTag     = []byte(`"seq":`)
 	keyTag     = []byte(`"key":"`)
@@ -353,6 +365,7 @@ var (
 	kafkaTsTag = []byte(`"kafkaTs":`)
 	idTag      = []byte(`{"type":"event","id":"`)
 	welcomeTag = []byte(`{"type":"welcome"`)
+	resetTag   = []byte(`{"type":"reset"`)
 	pingFrame  = []byte(`{}`)
 )
 
@@ -372,7 +385,7 @@ func (g *loadgen) serve(c *client, conn *websocket.Conn) {
 		if g.opt.jitter > 0 {
 			time.Sleep(time.Duration(rand.Int63n(int64(g.opt.jitter))))
 		}
-		next := g.dialRetry(c, g.opt.reconnectURL, lastID, time.Now().Add(g.opt.connectWithin))
+		next := g.dialRetry(c, g.opt.reconnectURL, lastID, time.Now().Add(g.opt.connectWithin), 2*time.Second)
 		if next == nil {
 			return
 		}
@@ -422,10 +435,13 @@ func (g *loadgen) frame(c *client, conn *websocket.Conn, msg []byte, now time.Ti
 	defer s.mu.Unlock()
 	s.frames++
 	s.bytes += int64(len(msg))
-	if g.opt.dialect == "centrifugo" && bytes.Equal(msg, pingFrame) {
-		// Centrifugo's application ping: answer with an empty command.
+	if g.opt.dialect == "centrifugo" && hasPing(msg) {
+		// Centrifugo's application ping (an empty reply, alone or among pushes in one
+		// newline-separated frame): answer with an empty command, or it closes with 3012.
 		_ = conn.WriteMessage(websocket.TextMessage, pingFrame)
-		return
+	}
+	if bytes.HasPrefix(msg, resetTag) {
+		s.resets++
 	}
 	if bytes.HasPrefix(msg, welcomeTag) && s.reconnects > 0 && s.resumedAt.IsZero() {
 		s.resumedAt = now
@@ -481,6 +497,10 @@ func (g *loadgen) frame(c *client, conn *websocket.Conn, msg []byte, now time.Ti
 			ks.last = seq
 			ks.delivered++
 		case seq > ks.last+1:
+			if gapLog.Add(1) <= 20 {
+				fmt.Fprintf(os.Stderr, "gap: conn %d key %s after %d got %d (reconnects %d)\n",
+					c.index, key, ks.last, seq, s.reconnects)
+			}
 			s.gaps++
 			s.missing += seq - ks.last - 1
 			ks.last = seq
@@ -489,6 +509,11 @@ func (g *loadgen) frame(c *client, conn *websocket.Conn, msg []byte, now time.Ti
 			s.dups++
 		}
 	}
+}
+
+func hasPing(msg []byte) bool {
+	return bytes.Equal(msg, pingFrame) || bytes.HasPrefix(msg, []byte("{}\n")) ||
+		bytes.HasSuffix(msg, []byte("\n{}")) || bytes.Contains(msg, []byte("\n{}\n"))
 }
 
 func parseInt(b []byte) (int64, int) {
@@ -522,7 +547,7 @@ func (g *loadgen) snapshot(label string, reset bool) map[string]any {
 	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
 	elapsed := time.Since(g.markStart).Seconds()
 	var h histogram
-	var events, frames, nbytes, gaps, missing, dups int64
+	var events, frames, nbytes, gaps, missing, dups, resets int64
 	connected, reconnected, resumed, gotAfter := 0, 0, 0, 0
 	var lastResumed, lastFirstAfter time.Time
 	keys := map[string]map[string]int64{}
@@ -537,6 +562,7 @@ func (g *loadgen) snapshot(label string, reset bool) map[string]any {
 		gaps += s.gaps
 		missing += s.missing
 		dups += s.dups
+		resets += s.resets
 		if s.connected {
 			connected++
 		}
@@ -587,6 +613,7 @@ func (g *loadgen) snapshot(label string, reset bool) map[string]any {
 		"gaps":            gaps,
 		"missing":         missing,
 		"duplicates":      dups,
+		"resets":          resets,
 		"connected":       connected,
 		"closes":          closes,
 		"dial_fails":      g.dialFails.Load(),
