@@ -196,7 +196,15 @@ def topics_condition(topics: Sequence[TopicStatus] | Failure) -> Condition:
     return Condition(TOPICS_READY, "True", Reason.RECONCILED, f"{len(topics)} topic(s) in sync")
 
 
-def workers_condition(workers: DeploymentObservation | Failure | None) -> Condition:
+def workers_condition(
+    workers: DeploymentObservation | Failure | None, previous: Mapping[str, Any] | None = None
+) -> Condition:
+    """WorkersReady from the Deployment; ``previous`` is the last WorkersReady condition.
+
+    No available worker is ``WorkersUnavailable`` (a Warning) only when workers were
+    ready before or the rollout hit its progress deadline; while a new channel's first
+    Pods start it is ``WorkersProgressing``, which is normal, not a fault.
+    """
     if isinstance(workers, Failure):
         return Condition(WORKERS_READY, workers.status, workers.reason, _clip(workers.message))
     if workers is None:
@@ -206,6 +214,11 @@ def workers_condition(workers: DeploymentObservation | Failure | None) -> Condit
     w = workers
     counts = f"{w.ready}/{w.desired} ready, {w.updated} updated, {w.available} available"
     if w.desired > 0 and w.available == 0:
+        was_starting = previous is None or previous.get("reason") == Reason.WORKERS_PROGRESSING
+        if was_starting and not w.progress_deadline_exceeded:
+            return Condition(
+                WORKERS_READY, "False", Reason.WORKERS_PROGRESSING, f"starting: {counts}"
+            )
         return Condition(
             WORKERS_READY, "False", Reason.WORKERS_UNAVAILABLE, f"no worker available ({counts})"
         )
@@ -304,7 +317,7 @@ def compute_status(
     stamp = format_time(now)
     prev = _previous_conditions(previous)
     tc = topics_condition(topics)
-    wc = workers_condition(workers)
+    wc = workers_condition(workers, prev.get(WORKERS_READY))
     rc = ready_condition(tc, wc)
     status: ChannelStatusBody = {
         "observedGeneration": generation,

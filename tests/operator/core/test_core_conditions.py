@@ -108,7 +108,7 @@ def test_transition_time_kept_while_status_unchanged() -> None:
 def test_transition_time_kept_when_only_reason_changes() -> None:
     progressing = DeploymentObservation(2, 2, 1, 2, 1)
     first = _status(workers=progressing, now=T0)
-    unavailable = DeploymentObservation(2, 2, 0, 2, 0)
+    unavailable = DeploymentObservation(2, 2, 0, 2, 0, progress_deadline_exceeded=True)
     second = _status(first, workers=unavailable, now=T1)
     cond = _cond(second, "WorkersReady")
     assert cond["reason"] == "WorkersUnavailable"
@@ -200,7 +200,12 @@ def test_workers_unknown_before_deployment_exists() -> None:
     [
         (DeploymentObservation(2, 2, 2, 2, 2), "True", "WorkersReady"),
         (DeploymentObservation(0, 0, 0, 0, 0), "True", "WorkersReady"),
-        (DeploymentObservation(2, 2, 0, 0, 0), "False", "WorkersUnavailable"),
+        (DeploymentObservation(2, 2, 0, 0, 0), "False", "WorkersProgressing"),
+        (
+            DeploymentObservation(2, 2, 0, 0, 0, progress_deadline_exceeded=True),
+            "False",
+            "WorkersUnavailable",
+        ),
         (DeploymentObservation(2, 3, 2, 1, 2), "False", "WorkersProgressing"),
         (
             DeploymentObservation(2, 2, 2, 2, 2, generation_observed=False),
@@ -291,9 +296,19 @@ def test_message_is_clipped() -> None:
     assert message.endswith("...")
 
 
+def test_workers_that_were_ready_and_are_all_gone_are_unavailable() -> None:
+    ready = _status(workers=DeploymentObservation(2, 2, 2, 2, 2), now=T0)
+    gone = _status(ready, workers=DeploymentObservation(2, 2, 0, 2, 0), now=T1)
+    assert _cond(gone, "WorkersReady")["reason"] == "WorkersUnavailable"
+    starting = _status(workers=DeploymentObservation(2, 2, 0, 0, 0), now=T0)
+    still = _status(starting, workers=DeploymentObservation(2, 2, 0, 2, 0), now=T1)
+    assert _cond(still, "WorkersReady")["reason"] == "WorkersProgressing"
+
+
 def test_events_on_ready_transitions() -> None:
-    failing = _status(workers=DeploymentObservation(2, 2, 0, 0, 0))
-    assert transition_events(None, failing) == [
+    ready = _status(workers=DeploymentObservation(2, 2, 2, 2, 2), now=T0)
+    failing = _status(ready, workers=DeploymentObservation(2, 2, 0, 0, 0))
+    assert transition_events(ready, failing) == [
         Event("Warning", "WorkersUnavailable", _cond(failing, "Ready")["message"])
     ]
     healthy = _status(failing, now=T1)
