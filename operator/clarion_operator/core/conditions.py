@@ -441,7 +441,10 @@ def transition_events(old: Mapping[str, Any] | None, new: Mapping[str, Any]) -> 
             continue
         reason = str(topic.get("reason") or state)
         message = str(topic.get("message") or f"topic {topic.get('name')} is {state}")
-        events.append(Event("Warning", reason, message))
+        event = Event("Warning", reason, message)
+        # With one topic in trouble, Ready carries the very same reason and message.
+        if event not in events:
+            events.append(event)
     return events
 
 
