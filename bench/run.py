@@ -19,6 +19,7 @@ import hashlib
 import json
 import os
 import platform
+import resource
 import selectors
 import signal
 import socket
@@ -506,7 +507,9 @@ def pick_bcast(_n: int) -> tuple[str, str | None]:
 # ---- workloads ------------------------------------------------------------------------
 
 
-async def w1_dashboard(bench: Bench, conns: int, orgs: int, rate: float, seconds: float) -> Json:
+async def w1_dashboard(
+    bench: Bench, conns: int, orgs: int, rate: float, seconds: float, profile: bool = False
+) -> Json:
     """Organization-scoped events over many organizations: each reaches conns/orgs clients."""
     topics = await bench.topics()
     server = bench.clarion("w1", topics)
@@ -526,8 +529,12 @@ async def w1_dashboard(bench: Bench, conns: int, orgs: int, rate: float, seconds
             org = org_of(n * 7919, orgs)  # spread over organizations
             return org, org
 
+        spy = start_profile(bench, server.pid, seconds, "profile-w1") if profile else None
         await paced(publisher, rate, seconds, pick)
         server_cpu = server.cpu_percent()
+        folded = bench.workdir / "profile-w1.folded"
+        if spy is not None:
+            spy.wait(timeout=30)
         settle(gen, publisher.produced, audience, 30)
         stats = gen.mark("w1")
         lost = losses(stats, publisher.produced, audience)
@@ -541,6 +548,7 @@ async def w1_dashboard(bench: Bench, conns: int, orgs: int, rate: float, seconds
             "server_cpu_percent": server_cpu,
             "server_rss_kib": rss_kib(server.pid),
             "losses": lost,
+            "profile": profile_summary(folded) if spy is not None and folded.exists() else None,
             "loadavg": load,
             "loadgen": summary(stats),
         }
@@ -620,7 +628,7 @@ async def w2_steps(
             spy = None
             if rate == profile_rate:
                 spy = start_profile(bench, target.server.pid, seconds, f"profile-{label}")
-            await paced(target.publisher, rate, seconds, pick_bcast)
+            sent = await paced(target.publisher, rate, seconds, pick_bcast)
             cpu = target.server.cpu_percent()
             if spy is not None:
                 spy.wait(timeout=30)
@@ -631,9 +639,11 @@ async def w2_steps(
             catch_up = time.monotonic() - started - seconds
             stats = gen.mark(f"{rate}")
             lost = losses(peek, target.publisher.produced, audience)
-            offered = rate * audience["all"]
+            # What was really published: a slow publish API can fall short of the rate.
+            offered = sent / seconds * audience["all"]
             step = {
                 "rate": rate,
+                "published": sent,
                 "offered_per_s": offered,
                 "deliveries_per_s": round(stats["events"] / seconds),
                 "catch_up_s": round(catch_up, 2),
@@ -775,7 +785,7 @@ async def w2_run(
         await target.close()
 
 
-async def w3_idle(bench: Bench, conns: int) -> Json:
+async def w3_idle(bench: Bench, conns: int, profile: bool = False) -> Json:
     """Idle connections: RSS per connection, and one broadcast's latency with all open."""
     topics = await bench.topics()
     server = bench.clarion("w3", topics)
@@ -785,7 +795,12 @@ async def w3_idle(bench: Bench, conns: int) -> Json:
     try:
         ready = gen.ready(timeout=400)
         bench.say(f"W3 connected: {ready}")
-        await asyncio.sleep(5)
+        server.mark()
+        spy = start_profile(bench, server.pid, 10, "profile-w3-idle") if profile else None
+        await asyncio.sleep(10)
+        idle_cpu = server.cpu_percent()  # nothing published: heartbeats and timers only
+        if spy is not None:
+            spy.wait(timeout=30)
         after = rss_kib(server.pid)
         connected = int(ready["connected"])
         gen.mark("warm")
@@ -802,6 +817,12 @@ async def w3_idle(bench: Bench, conns: int) -> Json:
             "rss_before_kib": before,
             "rss_after_kib": after,
             "kib_per_connection": round((after - before) / max(connected, 1), 2),
+            "idle_cpu_percent": idle_cpu,
+            "idle_profile": (
+                profile_summary(bench.workdir / "profile-w3-idle.folded")
+                if profile and (bench.workdir / "profile-w3-idle.folded").exists()
+                else None
+            ),
             "broadcast_1_per_s": summary(stats),
             "losses": losses(stats, publisher.produced, {"all": connected}),
             "loadavg": load,
@@ -987,7 +1008,9 @@ async def run(args: argparse.Namespace, bench: Bench) -> Json:
     rates = [float(r) for r in args.rates.split(",")]
     if "w1" in wanted:
         bench.say("W1 dashboard")
-        result["w1"] = await w1_dashboard(bench, conns, 100, 500, args.seconds)
+        result["w1"] = await w1_dashboard(
+            bench, conns, 100, 500, args.seconds, args.profile_rate is not None
+        )
     if "w2" in wanted:
         w2: list[Json] = []
         for kind in args.servers.split(","):
@@ -1025,7 +1048,7 @@ async def run(args: argparse.Namespace, bench: Bench) -> Json:
         result["w2"] = w2
     if "w3" in wanted:
         bench.say("W3 idle")
-        result["w3"] = await w3_idle(bench, args.idle_conns)
+        result["w3"] = await w3_idle(bench, args.idle_conns, args.profile_rate is not None)
     if "w4" in wanted:
         bench.say("W4 reconnect storm")
         result["w4"] = await w4_storm(bench, conns, 100, 200)
@@ -1040,7 +1063,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workloads", default="w1,w2,w3,w4")
     parser.add_argument("--servers", default="uvicorn,ws_broadcast,centrifugo,granian")
     parser.add_argument("--conns", type=int, default=10000)
-    parser.add_argument("--idle-conns", type=int, default=20000)
+    parser.add_argument("--idle-conns", type=int, default=25000)
     parser.add_argument("--rates", default="2,4,6,8,10,15,20,30,40")
     parser.add_argument("--seconds", type=float, default=10)
     parser.add_argument(
@@ -1049,6 +1072,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep", action="store_true", help="keep logs in bench/results/tmp")
     parser.add_argument("--output", help="result file (default bench/results/<date>.json)")
     args = parser.parse_args(argv)
+    # Servers and the load generator inherit this; 20k+ sockets need more than the usual
+    # hard limit of 20000 (raising the hard limit needs root; otherwise keep what we have).
+    with contextlib.suppress(ValueError, OSError):
+        resource.setrlimit(resource.RLIMIT_NOFILE, (200_000, 200_000))
     with bench_context(args) as bench:
         result = asyncio.run(run(args, bench))
     text = json.dumps(result, indent=2)
