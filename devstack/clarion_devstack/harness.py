@@ -194,7 +194,10 @@ def start_worker_process(
     config.write_text(json.dumps(doc))
     port = free_port()
     log = directory / f"{name}.log"
-    env = {**os.environ, "CLARION_REPLICA_ID": name}  # noqa: TID251 - child process env
+    # A pod gets no CLARION_* variables but those the operator sets; the worker rejects
+    # unknown ones, so the test process's own (CLARION_STATE_DIR, ...) must not leak in.
+    inherited = {k: v for k, v in os.environ.items() if not k.startswith("CLARION_")}  # noqa: TID251
+    env = {**inherited, "CLARION_REPLICA_ID": name}
     with log.open("wb") as out:
         proc = subprocess.Popen(
             [

@@ -31,6 +31,7 @@ from clarion_worker.core.settings import SettingsError
 from clarion_worker.runtime import WorkerRuntime
 
 log = logging.getLogger("clarion.worker")
+_BACKLOG = 16384
 #: After the drain window, how long the last writers get to flush and close.
 _FLUSH_SECONDS = 5.0
 
@@ -103,6 +104,9 @@ def build_server(args: argparse.Namespace, environ: dict[str, str]) -> DrainingS
         log_config=None,
         access_log=False,
         lifespan="on",
+        # A replica's clients all come back at once after a failover or a drain: a
+        # short accept queue would reset most of them (the kernel caps it at somaxconn).
+        backlog=_BACKLOG,
         timeout_graceful_shutdown=int(_FLUSH_SECONDS),
     )
     return DrainingServer(uv_config, runtime)
