@@ -47,6 +47,10 @@ from clarion_worker.sessions import Session
 
 log = logging.getLogger("clarion.worker.app")
 _SSE_CHUNK_BYTES = 64 * 1024
+#: How long the writer may take to flush what must go out before closing.
+_FLUSH_SECONDS = 5.0
+#: How long a closed connection waits for the client's close reply.
+_CLOSE_HANDSHAKE_SECONDS = 2.0
 
 
 def create_app(runtime: WorkerRuntime) -> Starlette:
@@ -152,17 +156,23 @@ async def _serve_websocket(
         session.welcome()
         session.resume_task = asyncio.create_task(session.start(last_id))
     writer = asyncio.create_task(_ws_writer(runtime, websocket, session))
+    reader = asyncio.create_task(
+        _ws_reader(runtime, websocket, session, settings.limits.max_client_frame_bytes)
+    )
     try:
-        await _ws_reader(runtime, websocket, session, settings.limits.max_client_frame_bytes)
+        await asyncio.wait({reader, writer}, return_when=asyncio.FIRST_COMPLETED)
     finally:
         if session.resume_task is not None:
             session.resume_task.cancel()
         if session.close_code is None and session.pending_close is None:
             session.request_close(CloseCode.NORMAL)
-        # The writer sends what must go out (error, reconnect advice) and closes.
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(writer, timeout=5)
-        writer.cancel()
+        # The writer sends what must go out (error, reconnect advice) and closes; the
+        # reader then sees the client's close reply. A client that never answers (it
+        # stopped reading) must not keep the handler, and its socket, alive.
+        for task, grace in ((writer, _FLUSH_SECONDS), (reader, _CLOSE_HANDSHAKE_SECONDS)):
+            with contextlib.suppress(Exception, asyncio.CancelledError):
+                await asyncio.wait_for(task, timeout=grace)
+            task.cancel()
         session.finish()
         code = session.close_code or session.pending_close or CloseCode.NORMAL
         runtime.metrics.disconnects.labels("websocket", str(int(code))).inc()

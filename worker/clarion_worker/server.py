@@ -16,6 +16,7 @@ import importlib.util
 import logging
 import os
 import signal
+import socket
 import sys
 import time
 from pathlib import Path
@@ -112,6 +113,25 @@ def build_server(args: argparse.Namespace, environ: dict[str, str]) -> DrainingS
     return DrainingServer(uv_config, runtime)
 
 
+def listening_socket(host: str, port: int, *, stall_seconds: float) -> socket.socket:
+    """The server's listening socket, with a kernel deadline for stalled peers.
+
+    A client that stops reading fills its receive window; uvicorn's send then waits for
+    the socket to drain, and its ping timeout only *closes* the transport, which also
+    waits for that flush: the connection would hang as long as the peer's kernel answers
+    zero-window probes. TCP_USER_TIMEOUT (inherited by accepted sockets) makes the
+    kernel abort a connection whose data stays unsent or unacknowledged this long.
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, int(stall_seconds * 1000))
+    sock.bind((host, port))
+    sock.listen(_BACKLOG)
+    sock.set_inheritable(True)
+    return sock
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parse(argv)
     environ = dict(os.environ)  # noqa: TID251 - the process edge
@@ -123,7 +143,9 @@ def main(argv: list[str] | None = None) -> int:
     except SettingsError as error:
         print(f"clarion-worker: invalid settings:\n{error}", file=sys.stderr)
         return 2
-    server.run()
+    heartbeat = server.runtime.settings.heartbeat
+    stall = heartbeat.interval_seconds + heartbeat.timeout_seconds
+    server.run(sockets=[listening_socket(args.host, args.port, stall_seconds=stall)])
     return 0 if server.runtime.failed is None else 1
 
 
