@@ -36,13 +36,19 @@ def free_port() -> int:
     rng = random.SystemRandom()
     for _ in range(500):
         port = rng.randrange(max(1024, low - 12000), low)
+        if port in _handed_out:
+            continue  # free now, but promised to a server that has not bound it yet
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
             try:
                 sock.bind(("0.0.0.0", port))
             except OSError:
                 continue
+            _handed_out.add(port)
             return port
     raise StackError("no free TCP port below the ephemeral range")
+
+
+_handed_out: set[int] = set()
 
 
 def port_open(port: int, host: str = "127.0.0.1") -> bool:
