@@ -82,6 +82,7 @@ class ServerDoc(TypedDict, total=False):
     websocketPath: str
     ssePath: str
     sseEnabled: bool
+    directWrites: bool
 
 
 class AuthDoc(TypedDict, total=False):

@@ -48,14 +48,24 @@ def keys(tmp_path: Path) -> Keys:
 
 
 @pytest.fixture
+def write_path(request: pytest.FixtureRequest) -> str:
+    """How workers write to WebSocket clients: "direct" (the write pass, the default) or
+    "asgi" (one ASGI send per frame, ``server.directWrites: false``). Tests parametrize
+    it indirectly to prove both paths."""
+    return str(getattr(request, "param", "direct"))
+
+
+@pytest.fixture
 def start_worker(
-    local_stack: LocalStack, topics: ChannelTopics, keys: Keys, tmp_path: Path
+    local_stack: LocalStack, topics: ChannelTopics, keys: Keys, tmp_path: Path, write_path: str
 ) -> Iterator[Callable[..., WorkerProcess]]:
     """Start real worker processes on the test's channel; all are stopped afterwards."""
     started: list[WorkerProcess] = []
 
     def start(name: str = "w1", **options: Any) -> WorkerProcess:
+        server = {"directWrites": write_path == "direct", **options.pop("server", {})}
         worker = start_worker_process(
+            server=server,
             name=name,
             kafka_bootstrap=local_stack.kafka_bootstrap,
             topics=topics,

@@ -77,7 +77,9 @@ async def _produce_mix(producer: Producer, topics: ChannelTopics, count: int, se
             await producer.send(topics.bcast, "ANNOUNCEMENT", None, key="all")
 
 
+@pytest.mark.parametrize("write_path", ["direct", "asgi"], indirect=True)
 async def test_two_workers_each_client_gets_exactly_its_events(
+    write_path: str,
     start_worker: StartWorker,
     topics: ChannelTopics,
     keys: Keys,
@@ -103,6 +105,8 @@ async def test_two_workers_each_client_gets_exactly_its_events(
         assert_exact(
             client.seqs(), expected_for(producer.sent, set(orgs), user, topics), producer.sent
         )
+    passes = w1.metric("clarion_worker_write_pass_duration_seconds_count")
+    assert (passes > 0) == (write_path == "direct")
 
 
 @pytest.mark.parametrize("seed", [7, 42])
@@ -275,6 +279,7 @@ async def test_sse_with_last_event_id_resumes_exactly(
     assert [e["data"]["seq"] for e in first + second] == list(range(1, 13))
 
 
+@pytest.mark.parametrize("write_path", ["direct", "asgi"], indirect=True)
 async def test_a_client_that_stops_reading_is_closed_slow_while_others_keep_up(
     start_worker: StartWorker,
     topics: ChannelTopics,
@@ -413,6 +418,7 @@ async def test_bad_tokens_are_refused_before_the_upgrade(
     )
 
 
+@pytest.mark.parametrize("write_path", ["direct", "asgi"], indirect=True)
 async def test_tokens_by_query_and_subprotocol_and_expiry_during_the_connection(
     start_worker: StartWorker, keys: Keys
 ) -> None:
@@ -437,6 +443,7 @@ async def test_tokens_by_query_and_subprotocol_and_expiry_during_the_connection(
         assert await _close_code(by_protocol) == 4004
 
 
+@pytest.mark.parametrize("write_path", ["direct", "asgi"], indirect=True)
 async def test_protocol_narrowing_and_bad_frames(
     start_worker: StartWorker, topics: ChannelTopics, keys: Keys, producer: Producer
 ) -> None:
@@ -457,6 +464,7 @@ async def test_protocol_narrowing_and_bad_frames(
         assert await _close_code(ws) == 4009
 
 
+@pytest.mark.parametrize("write_path", ["direct", "asgi"], indirect=True)
 async def test_drain_fails_readiness_spreads_reconnect_advice_and_exits(
     start_worker: StartWorker, keys: Keys
 ) -> None:
@@ -573,6 +581,7 @@ async def test_jwks_from_a_url_and_clarion_tail(
         server.server_close()
 
 
+@pytest.mark.parametrize("write_path", ["direct", "asgi"], indirect=True)
 async def test_routing_from_headers_batch_frames_and_limits(
     start_worker: StartWorker,
     topics: ChannelTopics,
@@ -616,6 +625,7 @@ async def test_routing_from_headers_batch_frames_and_limits(
         assert await _close_code(second) == 1009
 
 
+@pytest.mark.parametrize("write_path", ["direct", "asgi"], indirect=True)
 async def test_a_client_dropped_before_its_first_event_resumes_from_the_welcome(
     start_worker: StartWorker,
     topics: ChannelTopics,

@@ -1,9 +1,12 @@
 """The worker's HTTP edge: WebSocket and SSE endpoints, probes and metrics.
 
-Handlers authenticate before upgrading, then hand the connection to a ``Session`` and
-run two loops: a writer that drains the session's outbox (the only place that awaits
-the client) and a reader that answers pings, narrows subscriptions and notices the
-client leaving. Fan-out never awaits a client: it only appends to outboxes.
+Handlers authenticate before upgrading, then hand the connection to a ``Session``.
+Fan-out never awaits a client: it only appends to outboxes. What drains them depends on
+the server: under ``clarion-worker`` (uvicorn with the ``clarion.direct`` extension, see
+``direct``) the write pass (``flusher``) writes every client's queue in one socket write
+and the handler only reads; elsewhere a writer task per connection sends frame by frame
+through ASGI. The reader answers pings, narrows subscriptions and notices the client
+leaving.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from clarion_worker.core.auth import (
     read_handshake,
     unverified_principal,
 )
+from clarion_worker.core.coalesce import kafka_ts_ms
 from clarion_worker.core.envelope import SSE_HEARTBEAT
 from clarion_worker.core.principal import Principal
 from clarion_worker.core.protocol import (
@@ -42,6 +46,7 @@ from clarion_worker.core.protocol import (
     error_frame,
     parse_client_frame,
 )
+from clarion_worker.direct import DirectSink, sink_of
 from clarion_worker.runtime import WorkerRuntime
 from clarion_worker.sessions import Session
 
@@ -130,14 +135,69 @@ def _websocket_endpoint(runtime: WorkerRuntime) -> Any:
                 _denial(503, "unavailable", "this replica is not ready; retry with backoff")
             )
             return
+        sink = sink_of(websocket.scope) if runtime.settings.server.direct_writes else None
         await websocket.accept(subprotocol=subprotocol)
         runtime.handler_opened()
         try:
-            await _serve_websocket(runtime, websocket, principal, batch)
+            if sink is not None:
+                await _serve_direct(runtime, websocket, sink, principal, batch)
+            else:
+                await _serve_websocket(runtime, websocket, principal, batch)
         finally:
             runtime.handler_closed()
 
     return endpoint
+
+
+def _open_session(runtime: WorkerRuntime, websocket: WebSocket, session: Session) -> None:
+    """Welcome, and either join live delivery now or start resuming from ``lastId``."""
+    last_id = _last_id(websocket)
+    if last_id is None:
+        session.join_live()
+    else:
+        session.welcome()
+        session.resume_task = asyncio.create_task(session.start(last_id))
+
+
+def _refuse_over_capacity(runtime: WorkerRuntime) -> bool:
+    if not runtime.at_capacity():
+        return False
+    runtime.metrics.disconnects.labels("websocket", str(int(CloseCode.OVERLOADED))).inc()
+    return True
+
+
+async def _serve_direct(
+    runtime: WorkerRuntime,
+    websocket: WebSocket,
+    sink: DirectSink,
+    principal: Principal,
+    batch: bool,
+) -> None:
+    """The handler only reads; the write pass writes and closes (see ``flusher``)."""
+    session = Session(runtime, principal, "websocket", batch)
+    session.attach(sink, runtime.flusher)
+    if _refuse_over_capacity(runtime):
+        session.request_close(CloseCode.OVERLOADED, "connection limit reached")
+        runtime.flusher.flush_session(session)
+        return
+    _open_session(runtime, websocket, session)
+    try:
+        await _ws_reader(
+            runtime, websocket, session, runtime.settings.limits.max_client_frame_bytes
+        )
+    except (WebSocketDisconnect, RuntimeError, OSError):
+        session.request_close(CloseCode.NORMAL, "client left")
+    finally:
+        if session.resume_task is not None:
+            session.resume_task.cancel()
+        if session.close_code is None and session.pending_close is None:
+            session.request_close(CloseCode.NORMAL)
+        # What must still go out (an error frame, the close) goes now: once the handler
+        # returns, uvicorn closes a transport that has no close handshake under way.
+        runtime.flusher.flush_session(session)
+        session.finish()
+        code = session.close_code or session.pending_close or CloseCode.NORMAL
+        runtime.metrics.disconnects.labels("websocket", str(int(code))).inc()
 
 
 async def _serve_websocket(
@@ -145,16 +205,10 @@ async def _serve_websocket(
 ) -> None:
     settings = runtime.settings
     session = Session(runtime, principal, "websocket", batch)
-    if runtime.at_capacity():
+    if _refuse_over_capacity(runtime):
         await _close(websocket, CloseCode.OVERLOADED, "connection limit reached")
-        runtime.metrics.disconnects.labels("websocket", str(int(CloseCode.OVERLOADED))).inc()
         return
-    last_id = _last_id(websocket)
-    if last_id is None:
-        session.join_live()
-    else:
-        session.welcome()
-        session.resume_task = asyncio.create_task(session.start(last_id))
+    _open_session(runtime, websocket, session)
     writer = asyncio.create_task(_ws_writer(runtime, websocket, session))
     reader = asyncio.create_task(
         _ws_reader(runtime, websocket, session, settings.limits.max_client_frame_bytes)
@@ -184,7 +238,8 @@ async def _ws_reader(
     while session.close_code is None:
         message = await websocket.receive()
         if message["type"] == "websocket.disconnect":
-            session.request_close(CloseCode.NORMAL, "client left")
+            if session.pending_close is None:  # a drain's close keeps its own code
+                session.request_close(CloseCode.NORMAL, "client left")
             return
         payload = message.get("text")
         if payload is None:
@@ -256,15 +311,9 @@ async def _ws_writer(runtime: WorkerRuntime, websocket: WebSocket, session: Sess
 
 def _observe(frame: str, latency: Any) -> None:
     """Kafka timestamp of the frame's first (oldest) event to now."""
-    at = frame.find('"kafkaTs":')
-    if at < 0:
-        return
-    start = at + 10
-    end = start
-    while end < len(frame) and frame[end].isdigit():
-        end += 1
-    if end > start:
-        latency.observe(max(0.0, time.time() - int(frame[start:end]) / 1000))
+    kafka_ms = kafka_ts_ms(frame)
+    if kafka_ms is not None:
+        latency.observe(max(0.0, time.time() - kafka_ms / 1000))
 
 
 async def _close(websocket: WebSocket, code: CloseCode, reason: str) -> None:

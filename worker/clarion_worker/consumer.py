@@ -36,6 +36,9 @@ log = logging.getLogger("clarion.worker.consumer")
 PAUSE_LAG_SECONDS = 0.5
 RESUME_LAG_SECONDS = 0.1
 _MAX_RECORDS = 2000
+#: Events queued per write pass at most: enough to share each socket write among many
+#: events, few enough that a big fetch neither overflows outboxes nor stalls the loop.
+PASS_EVENTS = 64
 
 
 class TopicRecreatedError(RuntimeError):
@@ -160,8 +163,17 @@ class ChannelConsumer:
         refreshed = time.monotonic()
         while True:
             batches = await consumer.getmany(timeout_ms=200, max_records=_MAX_RECORDS)
+            in_pass = 0
             for tp, records in batches.items():
-                self._dispatch_partition(tp.topic, records)
+                for start in range(0, len(records), PASS_EVENTS):
+                    chunk = records[start : start + PASS_EVENTS]
+                    if in_pass and in_pass + len(chunk) > PASS_EVENTS:
+                        # Let the write pass run (it is scheduled with call_soon) and
+                        # clients be read before the next slice is queued.
+                        await asyncio.sleep(0)
+                        in_pass = 0
+                    self._dispatch_partition(tp.topic, chunk)
+                    in_pass += len(chunk)
             if batches:
                 self.advanced.set()
                 self.advanced.clear()

@@ -13,6 +13,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 _FANOUT_BUCKETS = (0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1)
+_PASS_BUCKETS = (0.0001, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
 
 
 @dataclass(frozen=True)
@@ -28,6 +29,7 @@ class WorkerMetrics:
     drops: Counter
     delivery_latency: Histogram
     broadcast_duration: Histogram
+    write_pass_duration: Histogram
     consumer_lag: Gauge
     paused_partitions: Gauge
     resumes: Counter
@@ -88,7 +90,8 @@ class WorkerMetrics:
             ),
             delivery_latency=Histogram(
                 f"{ns}_delivery_latency_seconds",
-                "Kafka record timestamp to frame written, for the oldest event of each frame.",
+                "Kafka record timestamp to frame written, for the oldest event of each frame "
+                "(direct writes: of each distinct frame sequence in a write pass).",
                 ["transport"],
                 buckets=_LATENCY_BUCKETS,
                 registry=registry,
@@ -97,6 +100,12 @@ class WorkerMetrics:
                 f"{ns}_broadcast_duration_seconds",
                 "Time to route one event and queue it for all its recipients.",
                 buckets=_FANOUT_BUCKETS,
+                registry=registry,
+            ),
+            write_pass_duration=Histogram(
+                f"{ns}_write_pass_duration_seconds",
+                "Time of one write pass: encoding and writing every client's queued frames.",
+                buckets=_PASS_BUCKETS,
                 registry=registry,
             ),
             consumer_lag=Gauge(

@@ -21,6 +21,7 @@ from clarion_worker.core.events import RecordDecoder
 from clarion_worker.core.hub import Connection, Hub
 from clarion_worker.core.protocol import CloseCode, reconnect_frame
 from clarion_worker.core.settings import WorkerSettings
+from clarion_worker.flusher import Flusher
 from clarion_worker.jwks import JwksRefresher
 from clarion_worker.metrics import WorkerMetrics
 from clarion_worker.sessions import Session
@@ -47,6 +48,7 @@ class WorkerRuntime:
             {"channel": settings.channel, "replica": settings.replica_id, "version": version}
         )
         self.hub = Hub()
+        self.flusher = Flusher(settings.limits, self.metrics)
         self.sessions: dict[str, Session] = {}
         self.decoder = RecordDecoder(
             settings.routing,

@@ -30,6 +30,7 @@ from clarion_contract import WORKER_PORT
 from clarion_worker import config, logs
 from clarion_worker.app import create_app
 from clarion_worker.core.settings import SettingsError
+from clarion_worker.direct import DirectWebSocketProtocol
 from clarion_worker.runtime import WorkerRuntime
 
 log = logging.getLogger("clarion.worker")
@@ -97,7 +98,8 @@ def build_server(args: argparse.Namespace, environ: dict[str, str]) -> DrainingS
         port=args.port,
         loop="uvloop" if has_uvloop else "asyncio",
         http="httptools" if has_httptools else "h11",
-        ws="websockets-sansio",
+        # uvicorn's websockets-sansio protocol plus the direct-write extension.
+        ws=DirectWebSocketProtocol,
         # Deflate costs ~50 KiB and CPU per connection; events are small JSON.
         ws_per_message_deflate=False,
         ws_max_size=settings.limits.max_client_frame_bytes,

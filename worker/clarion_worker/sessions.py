@@ -27,6 +27,8 @@ from clarion_worker.core.resume import FromKafka, FromWindow, Reset, plan_resume
 from clarion_worker.replayer import Skipped, read_ranges
 
 if TYPE_CHECKING:
+    from clarion_worker.direct import DirectSink
+    from clarion_worker.flusher import Flusher
     from clarion_worker.runtime import WorkerRuntime
 
 log = logging.getLogger("clarion.worker.session")
@@ -71,6 +73,25 @@ class Session:
         #: The task running ``start`` (registration and any replay).
         self.resume_task: asyncio.Task[None] | None = None
         self.closed = asyncio.Event()
+        #: Direct writes: the socket the write pass writes to (None: a writer task does).
+        self.sink: DirectSink | None = None
+        self._flusher: Flusher | None = None
+        #: Already in the current write pass's list.
+        self.marked = False
+
+    def attach(self, sink: DirectSink, flusher: Flusher) -> None:
+        """Let the write pass drain this session straight into its socket."""
+        self.sink = sink
+        self._flusher = flusher
+        self.outbox.on_ready = self._notify
+        sink.on_writable = self._notify
+
+    def _notify(self) -> None:
+        """Something to write or to close: schedule the writer (pass or task)."""
+        if self._flusher is not None:
+            self._flusher.mark(self)
+        else:
+            self.wakeup.set()
 
     # ---- lifecycle -----------------------------------------------------------------
 
@@ -201,7 +222,7 @@ class Session:
         self.outbox.clear()
         if code not in (CloseCode.NORMAL, CloseCode.GOING_AWAY) and self.transport == "websocket":
             self.offer_control(error_frame(code, self.close_reason))
-        self.wakeup.set()
+        self._notify()
         self.drained.set()
 
     def close_after_flush(self, code: CloseCode, reason: str) -> None:
@@ -211,7 +232,7 @@ class Session:
         self.pending_close = code
         self.close_reason = reason
         self.runtime.unregister(self)
-        self.wakeup.set()
+        self._notify()
 
     def finish(self) -> None:
         self.runtime.unregister(self)

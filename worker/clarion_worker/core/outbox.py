@@ -4,9 +4,11 @@ Live fan-out calls ``offer`` for every recipient, so it does a few attribute upd
 two deque appends (the frame and its precomputed size), no allocation. Over either bound
 ``offer`` returns False and the edge closes the connection with ``SLOW_CONSUMER``.
 
-One writer per connection drains it with ``take_frame`` (WebSocket) or ``take_chunk``
-(SSE). ``on_ready`` is called only on the empty -> non-empty transition, so the edge sets
-its wake-up ``asyncio.Event`` once per burst, not once per event.
+It is drained in one of three ways: ``take_all`` by the fan-out pass that writes a
+client's whole queue to its socket at once (WebSocket, direct writes), ``take_frame`` by a
+per-connection writer (WebSocket through plain ASGI sends), ``take_chunk`` by the SSE
+stream. ``on_ready`` is called only on the empty -> non-empty transition, so the edge
+schedules a client once per burst, not once per event.
 
 Resume support ("replay, then live"): while ``holding``, live offers go to a separate,
 equally bounded held queue; replay frames go in with ``offer_replay`` (False = no room
@@ -146,6 +148,15 @@ class Outbox:
             taken.append(self._pop())
             used += size
         return taken[0] if len(taken) == 1 else batch_frame(taken)
+
+    def take_all(self) -> tuple[str, ...]:
+        """Everything queued, oldest first (the fan-out pass writes it in one go)."""
+        items = tuple(self._items)
+        self._items.clear()
+        self._sizes.clear()
+        self.count = 0
+        self.nbytes = 0
+        return items
 
     def take_chunk(self, max_bytes: int) -> str | None:
         """Several queued frames joined into one write (SSE), at least one, up to max_bytes."""

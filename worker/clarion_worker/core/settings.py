@@ -129,6 +129,13 @@ KEYS: Final[tuple[KeySpec, ...]] = (
     KeySpec("server.ssePath", "str", "/sse/dashboard", "HTTP path of the SSE endpoint."),
     KeySpec("server.sseEnabled", "bool", True, "Serve the SSE endpoint."),
     KeySpec(
+        "server.directWrites",
+        "bool",
+        True,
+        "Write pre-built WebSocket frames straight to each socket, one write per client per "
+        "fan-out pass (false: one ASGI send per frame, several times slower).",
+    ),
+    KeySpec(
         "auth.mode",
         "str",
         REQUIRED,
@@ -275,6 +282,7 @@ class ServerSettings:
     websocket_path: str
     sse_path: str
     sse_enabled: bool
+    direct_writes: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -672,6 +680,7 @@ def _build(v: _Values, topics: tuple[TopicSettings, ...], replica_id: str) -> Wo
             websocket_path=v.text("server.websocketPath"),
             sse_path=v.text("server.ssePath"),
             sse_enabled=v.flag("server.sseEnabled"),
+            direct_writes=v.flag("server.directWrites"),
         ),
         auth=AuthSettings(
             mode=mode,

@@ -1,0 +1,99 @@
+"""Direct writes: an ASGI extension that lets the fan-out pass write to the socket itself.
+
+Through plain ASGI every frame costs a task wake-up and a ``send`` coroutine per client;
+GUIDE §7 measured that at 3-5x below what one core can write. This uvicorn WebSocket
+protocol (the ``websockets-sansio`` one) adds the extension ``clarion.direct`` to the
+scope of each upgrade request. Its ``DirectSink`` writes pre-built frames straight to
+the transport, reports whether the transport still accepts data (uvicorn's own
+``pause_writing`` flow control), and closes with the same steps uvicorn's
+``websocket.close`` takes. Everything else — handshake, denial responses, reading client
+frames, protocol pings — stays uvicorn's.
+
+Frames written here are whole, unfragmented server frames (never masked), written from
+the event loop thread like uvicorn's own, so they never interleave inside a frame.
+Servers without the extension (granian, or ``server.directWrites: false``) fall back to
+one ASGI send per frame.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Final
+
+from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+from websockets.http11 import Request
+
+#: The scope extension's name; its value is ``{"sink": DirectSink}``.
+EXTENSION: Final = "clarion.direct"
+
+
+class DirectSink:
+    """The socket of one accepted WebSocket, as the fan-out pass sees it."""
+
+    __slots__ = ("_protocol", "on_writable")
+
+    def __init__(self, protocol: DirectWebSocketProtocol) -> None:
+        self._protocol = protocol
+        #: Called when a paused transport accepts data again (the session has more).
+        self.on_writable: Callable[[], None] | None = None
+
+    @property
+    def open(self) -> bool:
+        """Accepted, not closing and not lost."""
+        p = self._protocol
+        return p.handshake_complete and not p.close_sent and not p.disconnected
+
+    @property
+    def writable(self) -> bool:
+        """Open and below the transport's high-water mark."""
+        return self.open and self._protocol.writable.is_set()
+
+    def write(self, data: bytes) -> None:
+        self._protocol.transport.write(data)
+
+    def close(self, code: int, reason: str, *, handshake_seconds: float) -> None:
+        """Send a close frame and end the ASGI side now; the socket follows.
+
+        Same steps as uvicorn's ``websocket.close`` except the deadline: a client that
+        never answers the close (it may have stopped reading) is aborted after
+        ``handshake_seconds`` rather than waiting on a flush that cannot happen.
+        """
+        p = self._protocol
+        if p.close_sent or p.disconnected or p.transport.is_closing():
+            return
+        p.queue.put_nowait({"type": "websocket.disconnect", "code": code, "reason": reason})
+        p.conn.send_close(code, reason)
+        p.transport.write(b"".join(p.conn.data_to_send()))
+        p.close_sent = True
+        if p.read_paused:
+            p.read_paused = False
+            p.transport.resume_reading()
+        p.close_timer = p.loop.call_later(handshake_seconds, p.transport.abort)
+
+
+class DirectWebSocketProtocol(WebSocketsSansIOProtocol):
+    """uvicorn's sans-I/O WebSocket protocol plus the ``clarion.direct`` extension."""
+
+    sink: DirectSink | None = None
+
+    def handle_connect(self, event: Request) -> None:
+        super().handle_connect(event)
+        # The ASGI task is created but has not run yet: extending its scope is safe.
+        scope: Any = getattr(self, "scope", None)
+        if scope is not None and self.response.status_code == 101:
+            self.sink = DirectSink(self)
+            scope["extensions"][EXTENSION] = {"sink": self.sink}
+
+    def resume_writing(self) -> None:
+        super().resume_writing()
+        if self.sink is not None and self.sink.on_writable is not None:
+            self.sink.on_writable()
+
+
+def sink_of(scope: dict[str, Any] | Any) -> DirectSink | None:
+    """The direct sink of a WebSocket scope, if its server offers one."""
+    extension = (scope.get("extensions") or {}).get(EXTENSION)
+    if not extension:
+        return None
+    sink = extension.get("sink")
+    return sink if isinstance(sink, DirectSink) else None

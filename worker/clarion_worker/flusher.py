@@ -1,0 +1,119 @@
+"""The write pass: every client with queued frames gets them in one socket write.
+
+Fan-out only appends to outboxes. A session whose outbox goes from empty to non-empty
+is marked here, and the first mark of an event-loop turn schedules one pass with
+``call_soon``: it runs after the consumer's synchronous dispatch of a fetch, so every
+event of the fetch (and any control frame of the turn) goes out together. Per client
+the pass takes the whole outbox, asks the pass's ``PassEncoder`` for its bytes (built
+once per distinct sequence) and writes them: no task, no wake-up, no await per client.
+
+Flow control stays per client: a transport above its high-water mark is skipped and its
+outbox keeps filling until the transport drains (``on_writable`` marks it again) or the
+outbox overflows (close 4008, slow consumer). A session that must close now has its
+error frame and close frame written regardless; one draining (``pending_close``)
+closes once its outbox is empty.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import TYPE_CHECKING
+
+from clarion_worker.core.coalesce import Encoded, PassEncoder
+from clarion_worker.core.settings import LimitsSettings
+from clarion_worker.metrics import WorkerMetrics
+
+if TYPE_CHECKING:
+    from clarion_worker.sessions import Session
+
+#: How long a closed connection waits for the client's close reply before aborting.
+CLOSE_HANDSHAKE_SECONDS = 2.0
+
+
+class Flusher:
+    def __init__(self, limits: LimitsSettings, metrics: WorkerMetrics) -> None:
+        self._batch_max_events = limits.batch_max_events
+        self._batch_max_bytes = limits.batch_max_bytes
+        self._dirty: list[Session] = []
+        self._scheduled = False
+        self._deliveries = metrics.deliveries.labels("websocket")
+        self._one = metrics.frames_sent.labels("websocket", "one")
+        self._batch = metrics.frames_sent.labels("websocket", "batch")
+        self._latency = metrics.delivery_latency.labels("websocket")
+        self._duration = metrics.write_pass_duration
+
+    def mark(self, session: Session) -> None:
+        """The session has something to write: include it in this turn's pass."""
+        if session.marked:
+            return
+        session.marked = True
+        self._dirty.append(session)
+        if not self._scheduled:
+            self._scheduled = True
+            asyncio.get_running_loop().call_soon(self.flush)
+
+    def flush(self) -> None:
+        """One pass over every marked session."""
+        self._scheduled = False
+        dirty, self._dirty = self._dirty, []
+        if not dirty:
+            return
+        started = time.perf_counter()
+        encoder = self._encoder()
+        events = one = batch = 0
+        sampled: set[int] = set()
+        now = time.time()
+        for session in dirty:
+            session.marked = False
+            written = self._write(session, encoder)
+            if written is None:
+                continue
+            events += written.events
+            one += written.one_frames
+            batch += written.batch_frames
+            if written.oldest_kafka_ms is not None and id(written) not in sampled:
+                # One latency sample per distinct sequence: its recipients got it together.
+                sampled.add(id(written))
+                self._latency.observe(max(0.0, now - written.oldest_kafka_ms / 1000))
+        if events:
+            self._deliveries.inc(events)
+        if one:
+            self._one.inc(one)
+        if batch:
+            self._batch.inc(batch)
+        self._duration.observe(time.perf_counter() - started)
+
+    def flush_session(self, session: Session) -> None:
+        """Write one session's queue now (its handler is about to return)."""
+        session.marked = False
+        self._write(session, self._encoder())
+
+    def _encoder(self) -> PassEncoder:
+        return PassEncoder(
+            batch_max_events=self._batch_max_events, batch_max_bytes=self._batch_max_bytes
+        )
+
+    def _write(self, session: Session, encoder: PassEncoder) -> Encoded | None:
+        sink = session.sink
+        if sink is None or not sink.open:
+            return None  # lost: the handler sees the disconnect and cleans up
+        closing = session.close_code is not None
+        written = None
+        outbox = session.outbox
+        if outbox.count and (closing or sink.writable):
+            items = outbox.take_all()
+            written = encoder.encode(items, session.connection.batch)
+            sink.write(written.data)
+            session.frames_written += written.one_frames + written.batch_frames
+            if written.events:
+                session.events_written = True
+            if session.resume_task is not None:
+                session.drained.set()  # a paced replay may queue more
+        if outbox.count == 0:
+            code = session.close_code or session.pending_close
+            if code is not None:
+                sink.close(
+                    int(code), session.close_reason, handshake_seconds=CLOSE_HANDSHAKE_SECONDS
+                )
+        return written
