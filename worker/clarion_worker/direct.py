@@ -84,6 +84,14 @@ class DirectWebSocketProtocol(WebSocketsSansIOProtocol):
             self.sink = DirectSink(self)
             scope["extensions"][EXTENSION] = {"sink": self.sink}
 
+    async def send(self, message: Any) -> None:
+        await super().send(message)
+        if message["type"] == "websocket.accept" and self.handshake_complete:
+            # Parsed request and prepared response are not read again once the handshake
+            # is done; dropping them saves ~4 KiB per idle connection (W3).
+            self.request = None  # type: ignore[assignment]
+            self.response = None  # type: ignore[assignment]
+
     def resume_writing(self) -> None:
         super().resume_writing()
         if self.sink is not None and self.sink.on_writable is not None:

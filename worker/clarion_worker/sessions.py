@@ -49,15 +49,16 @@ class Session:
         limits = runtime.settings.limits
         self.runtime = runtime
         self.transport = transport
-        self.wakeup = asyncio.Event()
-        #: Set whenever the writer sent something: a paced replay waits for it.
-        self.drained = asyncio.Event()
+        # Events are made on first use: each costs ~0.8 KiB, and a session written by the
+        # write pass that never resumes needs neither (memory per idle connection, W3).
+        self._wakeup: asyncio.Event | None = None
+        self._drained: asyncio.Event | None = None
         self.outbox = Outbox(
             max_events=limits.queue_max_events,
             max_bytes=limits.queue_max_bytes,
             batch_max_events=limits.batch_max_events if batch else 1,
             batch_max_bytes=limits.batch_max_bytes,
-            on_ready=self.wakeup.set,
+            on_ready=self._notify,
         )
         self.id = f"{_PREFIX}-{next(_ids)}"
         self.connection = Connection(
@@ -72,18 +73,30 @@ class Session:
         self.events_written = False
         #: The task running ``start`` (registration and any replay).
         self.resume_task: asyncio.Task[None] | None = None
-        self.closed = asyncio.Event()
         #: Direct writes: the socket the write pass writes to (None: a writer task does).
         self.sink: DirectSink | None = None
         self._flusher: Flusher | None = None
         #: Already in the current write pass's list.
         self.marked = False
 
+    @property
+    def wakeup(self) -> asyncio.Event:
+        """Set when a writer task (not the write pass) has something to send."""
+        if self._wakeup is None:
+            self._wakeup = asyncio.Event()
+        return self._wakeup
+
+    @property
+    def drained(self) -> asyncio.Event:
+        """Set whenever the writer sent something: a paced replay waits for it."""
+        if self._drained is None:
+            self._drained = asyncio.Event()
+        return self._drained
+
     def attach(self, sink: DirectSink, flusher: Flusher) -> None:
         """Let the write pass drain this session straight into its socket."""
         self.sink = sink
         self._flusher = flusher
-        self.outbox.on_ready = self._notify
         sink.on_writable = self._notify
 
     def _notify(self) -> None:
@@ -223,7 +236,8 @@ class Session:
         if code not in (CloseCode.NORMAL, CloseCode.GOING_AWAY) and self.transport == "websocket":
             self.offer_control(error_frame(code, self.close_reason))
         self._notify()
-        self.drained.set()
+        if self._drained is not None:
+            self._drained.set()
 
     def close_after_flush(self, code: CloseCode, reason: str) -> None:
         """Stop live delivery, let the writer send what is queued, then close (drain)."""
@@ -236,4 +250,3 @@ class Session:
 
     def finish(self) -> None:
         self.runtime.unregister(self)
-        self.closed.set()

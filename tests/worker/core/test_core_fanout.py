@@ -260,3 +260,16 @@ def test_sse_count_tracks_membership() -> None:
 # Micro-benchmark (dev box, CPython 3.11, not asserted: timing tests are flaky):
 #   hub.publish to 10_000 organization recipients: ~13 ms => ~0.8M offers/s per core,
 #   about 1.3 us per recipient: well above the ~100k deliveries/s the socket writes allow.
+
+
+def test_a_queue_that_never_empties_keeps_order_and_compacts() -> None:
+    box = Outbox(max_events=10, max_bytes=10**6)
+    taken: list[str] = []
+    box.offer("0", 1)
+    for n in range(1, 5000):
+        box.offer(str(n), 1)  # one in, one out: the queue is never empty
+        taken.append(box.take_frame(batch=False) or "")
+    assert taken == [str(n) for n in range(4999)]
+    assert (len(box), box.nbytes) == (1, 1)
+    assert len(box._items) < 2100  # the consumed prefix was dropped, not kept forever
+    assert box.take_all() == ("4999",)
