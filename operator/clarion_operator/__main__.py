@@ -1,7 +1,8 @@
 """``clarion-operator`` / ``python -m clarion_operator``: the operator process.
 
 Builds the settings (flags and environment, read here and nowhere else), JSON logging,
-the kubernetes client, the /metrics server, and runs kopf with the handlers.
+the kubernetes client and its thread pool, the /metrics server, and runs kopf with the
+handlers.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import kopf
@@ -43,6 +45,13 @@ def kube_configuration(settings: ProcessSettings) -> k8s.Configuration:
     return configuration
 
 
+def _sized(configuration: k8s.Configuration, threads: int) -> k8s.Configuration:
+    # One pooled connection per thread: urllib3's pool defaults to 5 per CPU, and past it
+    # every extra concurrent call opens a connection, then drops it with a warning.
+    configuration.connection_pool_maxsize = threads
+    return configuration
+
+
 def _login(configuration: k8s.Configuration) -> kopf.ConnectionInfo:
     """kopf's credentials from the same configuration the kubernetes client uses."""
     header = configuration.get_api_key_with_prefix(
@@ -73,9 +82,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     kopf.configure(verbose=settings.verbose, log_format=_LOG_FORMATS[settings.log_format])
     log = logging.getLogger("clarion_operator")
 
-    configuration = kube_configuration(settings)
+    configuration = _sized(kube_configuration(settings), settings.kube_api_threads)
     api = k8s.ApiClient(configuration)
-    kube = KubeClient(api, field_manager=settings.field_manager, namespaces=settings.namespaces)
+    threads = ThreadPoolExecutor(settings.kube_api_threads, thread_name_prefix="kube-api")
+    kube = KubeClient(
+        api,
+        field_manager=settings.field_manager,
+        namespaces=settings.namespaces,
+        executor=threads,
+    )
     metrics = Metrics()
     reconciler = Reconciler(
         kube,
@@ -100,6 +115,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "drift_interval": settings.drift_interval,
             "metrics_port": settings.metrics_port,
             "liveness_port": settings.liveness_port,
+            "kube_api_threads": settings.kube_api_threads,
         },
     )
     try:
@@ -113,6 +129,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             liveness_endpoint=settings.liveness_endpoint,
         )
     finally:
+        # kopf has cancelled every handler by now: nothing waits on a queued call.
+        threads.shutdown(wait=False, cancel_futures=True)
         api.close()
     return 0
 

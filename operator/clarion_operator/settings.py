@@ -43,6 +43,10 @@ class ProcessSettings:
     peering_name: str = "clarion-operator"
     #: Kafka admin request timeout: bounds how long a reconcile waits on a dead broker.
     kafka_request_timeout_ms: int = 10_000
+    #: Threads of the operator's own pool for the (blocking) Kubernetes client calls, and
+    #: the client's connection pool size. asyncio's default pool is min(32, CPUs + 4)
+    #: threads, 6 on two cores: with hundreds of channels every reconcile queued behind it.
+    kube_api_threads: int = 32
     log_format: LogFormat = "json"
     verbose: bool = False
     #: kubeconfig file; None: in-cluster service account, then the default kubeconfig.
@@ -62,6 +66,8 @@ class ProcessSettings:
             raise SettingsError("--drift-interval must be positive")
         if self.kafka_request_timeout_ms < 100:
             raise SettingsError("--kafka-request-timeout-ms must be at least 100")
+        if self.kube_api_threads < 1:
+            raise SettingsError("--kube-api-threads must be at least 1")
         if not self.field_manager:
             raise SettingsError("--field-manager must not be empty")
 
@@ -114,6 +120,9 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--peering-name", help="name of the KopfPeering object")
     p.add_argument("--kafka-request-timeout-ms", type=int, help="Kafka admin request timeout")
+    p.add_argument(
+        "--kube-api-threads", type=int, help="threads for Kubernetes API calls (and connections)"
+    )
     p.add_argument("--log-format", choices=("json", "plain", "full"), help="log format")
     p.add_argument("--verbose", "-v", action="store_true", default=None, help="debug logs")
     p.add_argument("--kubeconfig", help="kubeconfig file (default: in-cluster, then KUBECONFIG)")
@@ -182,6 +191,7 @@ def from_args(argv: Sequence[str], environ: Mapping[str, str]) -> ProcessSetting
         kafka_request_timeout_ms=pick_int(
             a.kafka_request_timeout_ms, "KAFKA_REQUEST_TIMEOUT_MS", 10_000
         ),
+        kube_api_threads=pick_int(a.kube_api_threads, "KUBE_API_THREADS", 32),
         log_format=log_format,  # type: ignore[arg-type]
         verbose=bool(a.verbose) or (raw_verbose is not None and _bool(raw_verbose)),
         kubeconfig=a.kubeconfig or environ.get("KUBECONFIG") or None,

@@ -15,6 +15,7 @@ def test_flags_build_frozen_settings() -> None:
     assert s.namespaces == ("a", "b")
     assert (s.clusterwide, s.peering, s.drift_interval, s.metrics_port) == (False, False, 3.0, 0)
     assert s.field_manager == "clarion-operator"
+    assert s.kube_api_threads == 32
     with pytest.raises(AttributeError):
         s.peering = True  # type: ignore[misc]
 
@@ -26,10 +27,13 @@ def test_environment_is_the_fallback_and_flags_win() -> None:
         "CLARION_OPERATOR_DRIFT_INTERVAL": "30",
         "CLARION_OPERATOR_KAFKA_REQUEST_TIMEOUT_MS": "5000",
         "CLARION_OPERATOR_LOG_FORMAT": "plain",
+        "CLARION_OPERATOR_KUBE_API_THREADS": "8",
     }
     s = from_args([], env)
     assert (s.clusterwide, s.peering, s.drift_interval) == (True, True, 30.0)
     assert (s.kafka_request_timeout_ms, s.log_format) == (5000, "plain")
+    assert s.kube_api_threads == 8
+    assert from_args(["--kube-api-threads", "64"], env).kube_api_threads == 64
     assert from_args(["--standalone", "--drift-interval", "5"], env).peering is False
     assert s.liveness_endpoint == "http://0.0.0.0:8081/healthz"
 
@@ -42,6 +46,8 @@ def test_environment_is_the_fallback_and_flags_win() -> None:
         (["-n", "a", "--metrics-port", "70000"], {}),
         (["-n", "a"], {"CLARION_OPERATOR_METRICS_PORT": "x"}),
         (["-n", "a"], {"CLARION_OPERATOR_PEERING": "maybe"}),
+        (["-n", "a", "--kube-api-threads", "0"], {}),
+        (["-n", "a"], {"CLARION_OPERATOR_KUBE_API_THREADS": "many"}),
     ],
 )
 def test_refuses_settings_it_cannot_run_with(argv: list[str], env: dict[str, str]) -> None:
