@@ -18,6 +18,7 @@ import kopf
 from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 
+from clarion_operator.claims import IndexedClaims
 from clarion_operator.handlers import kopf_settings, register
 from clarion_operator.kafka_admin import AiokafkaFactory
 from clarion_operator.kube import KubeClient
@@ -85,21 +86,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     configuration = _sized(kube_configuration(settings), settings.kube_api_threads)
     api = k8s.ApiClient(configuration)
     threads = ThreadPoolExecutor(settings.kube_api_threads, thread_name_prefix="kube-api")
-    kube = KubeClient(
-        api,
-        field_manager=settings.field_manager,
-        namespaces=settings.namespaces,
-        executor=threads,
-    )
+    kube = KubeClient(api, field_manager=settings.field_manager, executor=threads)
     metrics = Metrics()
+    claims = IndexedClaims()
     reconciler = Reconciler(
         kube,
         AiokafkaFactory(settings.kafka_request_timeout_ms),
+        claims,
         field_manager=settings.field_manager,
         metrics=metrics,
     )
     registry = kopf.OperatorRegistry()
-    register(registry, reconciler, settings)
+    register(registry, reconciler, settings, claims)
 
     @kopf.on.login(registry=registry)
     def login(**_: Any) -> kopf.ConnectionInfo:

@@ -3,7 +3,8 @@
 * create / update / resume share one idempotent function (``ensure``);
 * a timer re-runs it every ``drift_interval`` seconds to repair what was changed or
   deleted outside the resource (topic configs, partitions, children);
-* the delete handler runs behind kopf's finalizer (``ProcessSettings.finalizer``).
+* the delete handler runs behind kopf's finalizer (``ProcessSettings.finalizer``);
+* an index of every watched channel's topic claims (``claims.py``) feeds the reconciler.
 
 Each handler writes the status the core computed (only when it changed), posts the
 Events the core listed, and maps the core's error to kopf's: ``RetryableError`` to
@@ -20,8 +21,10 @@ from typing import Any
 
 import kopf
 
+from clarion_operator.claims import INDEX_ID, IndexedClaims, index_entry
 from clarion_operator.core import crd
 from clarion_operator.core.errors import PermanentError, RetryableError
+from clarion_operator.core.topics import ChannelClaim
 from clarion_operator.reconcile import Outcome, Reconciler, workers_retry_delay
 from clarion_operator.settings import ProcessSettings
 
@@ -50,9 +53,22 @@ def _raise(outcome: Outcome, *, retry: int) -> None:
 
 
 def register(
-    registry: kopf.OperatorRegistry, reconciler: Reconciler, settings: ProcessSettings
+    registry: kopf.OperatorRegistry,
+    reconciler: Reconciler,
+    settings: ProcessSettings,
+    claims: IndexedClaims,
 ) -> None:
-    """Register every handler of the operator on ``registry``."""
+    """Register every handler of the operator on ``registry``; ``claims`` is the
+    reconciler's claim port, bound to kopf's index at startup."""
+
+    # async: a sync index function would run in kopf's thread pool on every watch event.
+    @kopf.index(crd.GROUP, crd.VERSION, crd.PLURAL, registry=registry, id=INDEX_ID)
+    async def channel_claims(body: kopf.Body, **_: Any) -> dict[str, ChannelClaim]:
+        return index_entry(body)
+
+    @kopf.on.startup(registry=registry, id="bind_claims")
+    async def bind_claims(**kwargs: Any) -> None:
+        claims.bind(kwargs[INDEX_ID])
 
     @kopf.on.resume(crd.GROUP, crd.VERSION, crd.PLURAL, registry=registry, id="ensure")
     @kopf.on.create(crd.GROUP, crd.VERSION, crd.PLURAL, registry=registry, id="ensure")

@@ -66,13 +66,11 @@ class KubeClient:
         api: k8s.ApiClient,
         *,
         field_manager: str,
-        namespaces: tuple[str, ...] = (),
         executor: Executor | None = None,
         request_timeout: float = 30.0,
     ) -> None:
         self._api = api
         self._field_manager = field_manager
-        self._namespaces = namespaces
         #: None: asyncio's default pool (tests); the process passes its own, sized pool.
         self._executor = executor
         self._timeout = request_timeout
@@ -178,20 +176,6 @@ class KubeClient:
                 return False
             raise
         return True
-
-    async def list_channels(self) -> list[Body]:
-        try:
-            listed = await self._run("GET", object_path(crd.API_VERSION, crd.KIND, None))
-            return list((listed or {}).get("items") or [])
-        except ApiError as exc:
-            # Namespace-scoped RBAC: claims are then resolved among the watched namespaces.
-            if exc.status != 403 or not self._namespaces:
-                raise
-        items: list[Body] = []
-        for ns in self._namespaces:
-            listed = await self._run("GET", object_path(crd.API_VERSION, crd.KIND, ns))
-            items.extend((listed or {}).get("items") or [])
-        return items
 
     async def read_secret(self, namespace: str, name: str) -> dict[str, bytes] | None:
         secret = await self._get(object_path("v1", "Secret", namespace, name))

@@ -1,8 +1,10 @@
-"""The ports the reconciler drives: Kafka's admin API and the Kubernetes API.
+"""The ports the reconciler drives: Kafka's admin API, the Kubernetes API, and the
+topic claims of the channels the operator watches.
 
-The reconciler (``reconcile.py``) only sees these Protocols; ``kafka_admin.py`` and
-``kube.py`` implement them with aiokafka and the kubernetes client. Unit tests hand in
-fakes, so the orchestration is tested without a broker or an API server.
+The reconciler (``reconcile.py``) only sees these Protocols; ``kafka_admin.py``,
+``kube.py`` and ``claims.py`` implement them with aiokafka, the kubernetes client and a
+kopf index. Unit tests hand in fakes, so the orchestration is tested without a broker or
+an API server.
 
 Error contract: a Kafka port raises whatever the client raised for "could not talk to
 Kafka" (classified by class names, ``errors.classify_kafka_exception``) and returns
@@ -18,7 +20,13 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from clarion_operator.core.render import ObjectRef
-from clarion_operator.core.topics import AlterConfigs, CreateTopic, GrowPartitions, ObservedTopic
+from clarion_operator.core.topics import (
+    AlterConfigs,
+    ChannelClaim,
+    CreateTopic,
+    GrowPartitions,
+    ObservedTopic,
+)
 
 Body = dict[str, Any]
 
@@ -99,14 +107,24 @@ class KubeApi(Protocol):
         """The object, or None when it does not exist."""
         ...
 
-    async def list_channels(self) -> list[Body]:
-        """Every RealtimeChannel the operator may see (for topic claims)."""
-        ...
-
     async def read_secret(self, namespace: str, name: str) -> dict[str, bytes] | None:
         """A Secret's decoded data, or None when it does not exist."""
         ...
 
     async def service_monitor_available(self) -> bool:
         """Whether monitoring.coreos.com/v1 ServiceMonitor is served."""
+        ...
+
+
+class ClaimIndex(Protocol):
+    """The topic claims of every RealtimeChannel the operator watches, kept in memory.
+
+    Kept up to date by the watch (a kopf index), so resolving claims costs no API call:
+    listing every channel on every reconcile made the total work grow with the square of
+    the channel count.
+    """
+
+    def claims(self, cluster_key: str) -> list[ChannelClaim]:
+        """Every watched channel's claim on the Kafka cluster ``cluster_key``
+        (:func:`~clarion_operator.core.topics.kafka_cluster_key`), this one included."""
         ...

@@ -1,4 +1,4 @@
-"""One reconcile of one RealtimeChannel: drive the core against the two ports.
+"""One reconcile of one RealtimeChannel: drive the core against its ports.
 
 This module makes no decisions of its own. ``core`` validates the spec, renders the
 children, plans the topics and computes the status; this module only performs the I/O
@@ -72,7 +72,14 @@ from clarion_operator.core.topics import (
 )
 from clarion_operator.kafka_admin import KafkaCodeError
 from clarion_operator.metrics import Metrics
-from clarion_operator.ports import ApiError, KafkaAdmin, KafkaAdminFactory, KafkaConnection, KubeApi
+from clarion_operator.ports import (
+    ApiError,
+    ClaimIndex,
+    KafkaAdmin,
+    KafkaAdminFactory,
+    KafkaConnection,
+    KubeApi,
+)
 
 log = logging.getLogger(__name__)
 
@@ -143,6 +150,7 @@ class Reconciler:
         self,
         kube: KubeApi,
         kafka: KafkaAdminFactory,
+        claims: ClaimIndex,
         *,
         field_manager: str,
         metrics: Metrics | None = None,
@@ -150,6 +158,7 @@ class Reconciler:
     ) -> None:
         self._kube = kube
         self._kafka = kafka
+        self._claim_index = claims
         self._field_manager = field_manager
         self._metrics = metrics or Metrics()
         self._clock = clock
@@ -244,8 +253,8 @@ class Reconciler:
     async def _topics(
         self, namespace: str, name: str, spec: ChannelSpec, desired: DesiredState
     ) -> _TopicsResult:
+        claims = resolve_claims(self._claims(spec))
         try:
-            claims = resolve_claims(await self._claims(spec))
             connection = await self._connection(namespace, spec)
         except ApiError as exc:
             err = _api_error(exc)
@@ -288,32 +297,9 @@ class Reconciler:
             )
         return _TopicsResult(plan.settled(failures), actions, failures, retry)
 
-    async def _claims(self, spec: ChannelSpec) -> list[ChannelClaim]:
-        """Every channel claiming topics on the same Kafka cluster (this one included)."""
-        key = kafka_cluster_key(spec.kafka.bootstrap_servers)
-        claims: list[ChannelClaim] = []
-        for item in await self._kube.list_channels():
-            meta = item.get("metadata") or {}
-            raw = item.get("spec") or {}
-            servers = (raw.get("kafka") or {}).get("bootstrapServers")
-            if not isinstance(servers, str) or kafka_cluster_key(servers) != key:
-                continue
-            # The raw names, not a parsed spec: an invalid sibling still claims its topics.
-            topics = tuple(
-                str(t["name"])
-                for t in raw.get("topics") or []
-                if isinstance(t, Mapping) and isinstance(t.get("name"), str)
-            )
-            claims.append(
-                ChannelClaim(
-                    namespace=str(meta.get("namespace")),
-                    name=str(meta.get("name")),
-                    creation_timestamp=str(meta.get("creationTimestamp")),
-                    uid=str(meta.get("uid")),
-                    topics=topics,
-                )
-            )
-        return claims
+    def _claims(self, spec: ChannelSpec) -> list[ChannelClaim]:
+        """Every watched channel claiming topics on the same Kafka cluster (this one too)."""
+        return self._claim_index.claims(kafka_cluster_key(spec.kafka.bootstrap_servers))
 
     async def _connection(self, namespace: str, spec: ChannelSpec) -> KafkaConnection:
         """The admin connection, with the Secrets the spec names read from the API."""
@@ -377,7 +363,7 @@ class Reconciler:
             return Outcome(old, None, logs=(f"invalid spec, no topic deleted: {err.message}",))
         desired = render(ChannelContext(name, namespace, str(meta["uid"]), generation, spec))
         try:
-            claims = resolve_claims(await self._claims(spec))
+            claims = resolve_claims(self._claims(spec))
             doomed = plan_deletion(desired.topics, claims, channel=ChannelRef(namespace, name))
             if not doomed:
                 return Outcome(old, None)

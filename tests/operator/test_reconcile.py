@@ -1,4 +1,4 @@
-"""The reconciler drives the core through fake ports: no broker, no API server."""
+"""The reconciler drives the core through fake ports: no broker, no API server, no watch."""
 
 from __future__ import annotations
 
@@ -11,7 +11,14 @@ import pytest
 
 from clarion_operator.core.errors import PermanentError, RetryableError
 from clarion_operator.core.render import ObjectRef
-from clarion_operator.core.topics import AlterConfigs, CreateTopic, GrowPartitions, ObservedTopic
+from clarion_operator.core.topics import (
+    AlterConfigs,
+    ChannelClaim,
+    CreateTopic,
+    GrowPartitions,
+    ObservedTopic,
+    channel_claim,
+)
 from clarion_operator.metrics import Metrics
 from clarion_operator.ports import ApiError, Body, KafkaAdmin, KafkaConnection
 from clarion_operator.reconcile import Reconciler
@@ -62,6 +69,8 @@ class FakeKafka:
 
 
 class FakeKube:
+    """The Kubernetes port, and the claim index port over the channels it holds."""
+
     def __init__(self) -> None:
         self.objects: dict[tuple[str, str], Body] = {}
         self.channels: list[Body] = []
@@ -88,8 +97,10 @@ class FakeKube:
     async def get(self, ref: ObjectRef) -> Body | None:
         return self.objects.get((ref.kind, ref.name))
 
-    async def list_channels(self) -> list[Body]:
-        return self.channels
+    def claims(self, cluster_key: str) -> list[ChannelClaim]:
+        # What the kopf index holds: each channel's entry, filed under its cluster key.
+        found = (channel_claim(body) for body in self.channels)
+        return [claim for key, claim in filter(None, found) if key == cluster_key]
 
     async def read_secret(self, namespace: str, name: str) -> dict[str, bytes] | None:
         return None
@@ -126,7 +137,7 @@ def parts() -> tuple[FakeKube, FakeKafka, Reconciler]:
     return (
         kube,
         kafka,
-        Reconciler(kube, kafka, field_manager="fm", metrics=Metrics(), clock=lambda: NOW),
+        Reconciler(kube, kafka, kube, field_manager="fm", metrics=Metrics(), clock=lambda: NOW),
     )
 
 
@@ -240,3 +251,49 @@ async def test_younger_claimant_gets_resource_conflict(
     assert out.status is not None
     assert out.status["conditions"][0]["reason"] == "ResourceConflict"
     assert kafka.calls == []
+
+
+async def test_invalid_older_sibling_still_claims_its_topics(
+    parts: tuple[FakeKube, FakeKafka, Reconciler],
+) -> None:
+    kube, kafka, rec = parts
+    older = channel({**spec(), "auth": {"mode": "bogus"}}, name="older", uid="u0")
+    younger = channel(spec(), name="younger", uid="u9", creationTimestamp="2026-02-01T00:00:00Z")
+    kube.channels = [younger, older]
+    out = await rec.ensure(younger)
+    assert out.status is not None
+    assert out.status["conditions"][0]["reason"] == "ResourceConflict"
+    assert kafka.calls == []
+
+
+async def test_claims_on_another_kafka_cluster_do_not_conflict(
+    parts: tuple[FakeKube, FakeKafka, Reconciler],
+) -> None:
+    kube, kafka, rec = parts
+    elsewhere = channel(
+        {**spec(), "kafka": {"bootstrapServers": "other:9092"}}, name="older", uid="u0"
+    )
+    younger = channel(spec(), name="younger", uid="u9", creationTimestamp="2026-02-01T00:00:00Z")
+    kube.channels = [younger, elsewhere]
+    out = await rec.ensure(younger)
+    assert out.error is None
+    assert kafka.calls == ["create orders"]
+
+
+async def test_delete_leaves_a_topic_an_older_channel_owns(
+    parts: tuple[FakeKube, FakeKafka, Reconciler],
+) -> None:
+    kube, kafka, rec = parts
+    older = channel(spec(), name="older", uid="u0")
+    younger = channel(
+        spec(deletionPolicy="Delete"),
+        name="younger",
+        uid="u9",
+        creationTimestamp="2026-02-01T00:00:00Z",
+    )
+    kube.channels = [older, younger]
+    await rec.ensure(older)
+    out = await rec.delete(younger)
+    assert out.error is None
+    assert "orders" in kafka.topics
+    assert not any(c.startswith("delete") for c in kafka.calls)

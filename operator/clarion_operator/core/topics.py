@@ -25,7 +25,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from enum import StrEnum
 from types import MappingProxyType
-from typing import Final
+from typing import Any, Final
 
 from clarion_operator.core.reasons import Reason
 from clarion_operator.core.spec import DeletionPolicy, TopicSpec
@@ -210,6 +210,33 @@ def kafka_cluster_key(bootstrap_servers: str) -> str:
     """Normalized bootstrap list: claims conflict only between channels with equal keys."""
     hosts = sorted({h.strip().lower() for h in bootstrap_servers.split(",") if h.strip()})
     return ",".join(hosts)
+
+
+def channel_claim(body: Mapping[str, Any]) -> tuple[str, ChannelClaim] | None:
+    """A RealtimeChannel's claim from its raw body, with its Kafka cluster key.
+
+    The raw topic names, not a parsed spec: an invalid channel still claims its topics,
+    so a sibling never takes them over while it is being fixed. None when the body names
+    no bootstrap servers (then it claims nothing anywhere).
+    """
+    meta = body.get("metadata") or {}
+    raw = body.get("spec") or {}
+    servers = (raw.get("kafka") or {}).get("bootstrapServers")
+    if not isinstance(servers, str):
+        return None
+    topics = tuple(
+        str(t["name"])
+        for t in raw.get("topics") or []
+        if isinstance(t, Mapping) and isinstance(t.get("name"), str)
+    )
+    claim = ChannelClaim(
+        namespace=str(meta.get("namespace")),
+        name=str(meta.get("name")),
+        creation_timestamp=str(meta.get("creationTimestamp")),
+        uid=str(meta.get("uid")),
+        topics=topics,
+    )
+    return kafka_cluster_key(servers), claim
 
 
 def _created(ts: str | datetime) -> datetime:

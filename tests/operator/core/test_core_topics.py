@@ -19,6 +19,7 @@ from clarion_operator.core.topics import (
     ObservedTopic,
     TopicFailure,
     TopicState,
+    channel_claim,
     is_force_delete,
     kafka_cluster_key,
     plan_deletion,
@@ -209,6 +210,32 @@ def test_resolve_claims_uid_breaks_ties() -> None:
         ]
     )
     assert owners == {"orders": ChannelRef("ns", "a")}
+
+
+def test_channel_claim_from_the_raw_body_even_when_invalid() -> None:
+    body = {
+        "metadata": {
+            "namespace": "team",
+            "name": "older",
+            "uid": "u0",
+            "creationTimestamp": "2026-01-01T00:00:00Z",
+        },
+        # No auth, a topic without a name, an invalid name: the raw names still claim.
+        "spec": {
+            "kafka": {"bootstrapServers": "B:9092, a:9092"},
+            "topics": [{"name": "orders"}, {"partitions": 2}, {"name": ".."}, "junk"],
+        },
+    }
+    assert channel_claim(body) == (
+        "a:9092,b:9092",
+        ChannelClaim("team", "older", "2026-01-01T00:00:00Z", "u0", ("orders", "..")),
+    )
+
+
+@pytest.mark.parametrize("kafka", [None, {}, {"bootstrapServers": 9092}])
+def test_channel_claim_needs_bootstrap_servers(kafka: object) -> None:
+    body = {"metadata": {"name": "x"}, "spec": {"kafka": kafka, "topics": [{"name": "t"}]}}
+    assert channel_claim(body) is None
 
 
 def test_kafka_cluster_key_normalizes() -> None:
