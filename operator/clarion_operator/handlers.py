@@ -2,7 +2,12 @@
 
 * create / update / resume share one idempotent function (``ensure``);
 * a timer re-runs it every ``drift_interval`` seconds to repair what was changed or
-  deleted outside the resource (topic configs, partitions, children);
+  deleted outside the resource (topic configs, partitions, children). Its first tick
+  comes one interval after the channel is seen, and a tick is skipped while ``ensure``
+  has not settled for the channel (the reconciler tracks that): kopf's timer options
+  cannot say "not while a change handler is pending" (``idle=`` counts from the last
+  watch event with an unhandled change, and a handler waiting out a 60 s backoff makes
+  no event, so the timer would still fire; ``when=`` would stop and respawn the timer);
 * the delete handler runs behind kopf's finalizer (``ProcessSettings.finalizer``);
 * an index of every watched channel's topic claims (``claims.py``) feeds the reconciler.
 
@@ -92,6 +97,9 @@ def register(
     )
     async def drift(body: kopf.Body, patch: kopf.Patch, logger: kopf.Logger, **_: Any) -> None:
         outcome = await reconciler.ensure(body, "timer")
+        if outcome.skipped:
+            logger.debug("drift check skipped: the create/update handler has not settled")
+            return
         _publish(outcome, body, patch, logger)
         if outcome.error is not None:
             logger.warning(f"drift check: {outcome.error.reason}: {outcome.error.message}")

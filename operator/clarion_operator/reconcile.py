@@ -10,6 +10,11 @@ it is unit-tested with fake ports.
 Order of work: topics first (workers consume them), then children. A Kafka outage does
 not stop the children from being applied: the workers retry Kafka themselves, and the
 status says truthfully that the topics could not be checked.
+
+A drift check (``trigger="timer"``) is skipped while the create/update handler of the same
+channel has not settled (still running, or retrying: Kafka down, workers rolling out):
+that handler comes back on its own and does the same work, so the timer would only
+double it, which at a few hundred channels starting at once is most of the load.
 """
 
 from __future__ import annotations
@@ -104,6 +109,8 @@ class Outcome:
     workers_ready: bool = True
     topics_owned: int | None = None
     logs: tuple[str, ...] = field(default_factory=tuple)
+    #: A drift check that did nothing because the channel's handler has not settled.
+    skipped: bool = False
 
     @property
     def status_patch(self) -> dict[str, Any] | None:
@@ -165,6 +172,9 @@ class Reconciler:
         # The create/update handler and the drift timer may fire together for one
         # channel; serialising them keeps status writes and topic actions ordered.
         self._locks: dict[str, asyncio.Lock] = {}
+        # Channels whose create/update/resume handler has not settled: it is running or
+        # kopf will run it again (retryable error, workers not ready yet).
+        self._unsettled: set[str] = set()
 
     def _lock(self, uid: str) -> asyncio.Lock:
         return self._locks.setdefault(uid, asyncio.Lock())
@@ -174,9 +184,15 @@ class Reconciler:
     async def ensure(self, body: Mapping[str, Any], trigger: Trigger = "handler") -> Outcome:
         meta = body.get("metadata") or {}
         uid = str(meta.get("uid", ""))
+        if trigger == "timer" and uid in self._unsettled:
+            return Outcome(dict(body.get("status") or {}), None, skipped=True)
+        if trigger == "handler":
+            self._unsettled.add(uid)
         started = time.monotonic()
         async with self._lock(uid):
             outcome = await self._ensure(body)
+        if trigger == "handler" and _settled(outcome):
+            self._unsettled.discard(uid)
         self._metrics.duration.labels(trigger).observe(time.monotonic() - started)
         self._metrics.reconciles.labels(_result(outcome), trigger).inc()
         if outcome.topics_owned is not None:
@@ -338,6 +354,8 @@ class Reconciler:
     async def delete(self, body: Mapping[str, Any]) -> Outcome:
         meta = body.get("metadata") or {}
         uid = str(meta.get("uid", ""))
+        # Deletion supersedes a pending create/update: kopf does not run it again.
+        self._unsettled.discard(uid)
         started = time.monotonic()
         async with self._lock(uid):
             outcome = await self._delete(body)
@@ -436,6 +454,13 @@ def _condition_true(status: Mapping[str, Any], type_: str) -> bool:
     return any(
         c.get("type") == type_ and c.get("status") == "True" for c in status.get("conditions") or []
     )
+
+
+def _settled(outcome: Outcome) -> bool:
+    """Whether the handler is done with this outcome (kopf will not run it again)."""
+    if isinstance(outcome.error, PermanentError):
+        return True
+    return outcome.error is None and outcome.workers_ready
 
 
 def _result(outcome: Outcome) -> str:

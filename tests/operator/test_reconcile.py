@@ -75,13 +75,15 @@ class FakeKube:
         self.objects: dict[tuple[str, str], Body] = {}
         self.channels: list[Body] = []
         self.fail_apply: int | None = None
+        #: False: a Deployment's pods are still starting (nothing ready yet).
+        self.pods_ready = True
 
     async def apply(self, body: Mapping[str, Any]) -> Body:
         if self.fail_apply is not None:
             raise ApiError(self.fail_apply, "nope")
         obj = dict(body)
         if obj["kind"] == "Deployment":
-            replicas = obj["spec"].get("replicas", 1)
+            replicas = obj["spec"].get("replicas", 1) if self.pods_ready else 0
             obj["status"] = {
                 "replicas": replicas,
                 "readyReplicas": replicas,
@@ -297,3 +299,42 @@ async def test_delete_leaves_a_topic_an_older_channel_owns(
     assert out.error is None
     assert "orders" in kafka.topics
     assert not any(c.startswith("delete") for c in kafka.calls)
+
+
+async def test_drift_check_waits_until_the_handler_settles(
+    parts: tuple[FakeKube, FakeKafka, Reconciler],
+) -> None:
+    kube, kafka, rec = parts
+    body = channel(spec())
+    kube.channels = [body]
+    kube.pods_ready = False
+    first = await rec.ensure(body, "handler")
+    assert first.error is None
+    assert not first.workers_ready  # kopf runs the handler again: it has not settled
+    calls = list(kafka.calls)
+    skipped = await rec.ensure(body, "timer")
+    assert skipped.skipped
+    assert (skipped.status_patch, skipped.events) == (None, ())
+    assert kafka.calls == calls
+
+    kube.pods_ready = True
+    settled = await rec.ensure({**body, "status": first.status}, "handler")
+    assert settled.workers_ready
+    drift = await rec.ensure({**body, "status": settled.status}, "timer")
+    assert not drift.skipped
+
+
+async def test_drift_check_runs_after_a_permanent_error_and_after_deletion_starts(
+    parts: tuple[FakeKube, FakeKafka, Reconciler],
+) -> None:
+    kube, _kafka, rec = parts
+    invalid = channel(spec(name=".."))
+    out = await rec.ensure(invalid, "handler")
+    assert isinstance(out.error, PermanentError)
+    assert not (await rec.ensure(invalid, "timer")).skipped
+
+    body = channel(spec(), uid="u2")
+    kube.pods_ready = False
+    await rec.ensure(body, "handler")
+    await rec.delete(body)
+    assert not (await rec.ensure(body, "timer")).skipped
