@@ -16,13 +16,21 @@ Events the core listed, and maps the core's error to kopf's: ``RetryableError`` 
 ``kopf.TemporaryError(delay=...)``, ``PermanentError`` to ``kopf.PermanentError``. The
 timer never raises: its next tick is its retry, and a raised error would only make kopf
 back off the drift check itself.
+
+Waiting for the workers to roll out is not a failure, but kopf has one way to run a
+handler again later, ``kopf.TemporaryError``, and logs every one at ERROR ("Handler
+'ensure' failed temporarily: waiting for the workers", once per retry and channel).
+:class:`WorkersWaitLogFilter` logs exactly that line at INFO; any other temporary error
+stays an ERROR. A filter rather than finishing the handler and polling from a second
+short timer: the retry keeps its backoff (2 s, 4 s, ... 60 s) and kopf's bookkeeping, and
+a filter that stops matching (kopf rewording the line) only brings the ERROR back.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Final
 
 import kopf
 
@@ -45,6 +53,30 @@ def _publish(outcome: Outcome, body: kopf.Body, patch: kopf.Patch, logger: Any) 
         logger.info(line)
 
 
+#: The TemporaryError message of the deliberate wait for the workers.
+WAITING_FOR_WORKERS: Final = "waiting for the workers"
+#: kopf's logger of every per-object line (handler outcomes included).
+KOPF_OBJECTS_LOGGER: Final = "kopf.objects"
+
+
+class WorkersWaitLogFilter(logging.Filter):
+    """Logs kopf's "failed temporarily: waiting for the workers" at INFO, not ERROR."""
+
+    _SUFFIX: Final = f" failed temporarily: {WAITING_FOR_WORKERS}"
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno == logging.ERROR and record.getMessage().endswith(self._SUFFIX):
+            record.levelno, record.levelname = logging.INFO, logging.getLevelName(logging.INFO)
+        return True
+
+
+def quiet_workers_wait(logger: logging.Logger | None = None) -> WorkersWaitLogFilter:
+    """Install :class:`WorkersWaitLogFilter` on kopf's per-object logger."""
+    log_filter = WorkersWaitLogFilter()
+    (logger or logging.getLogger(KOPF_OBJECTS_LOGGER)).addFilter(log_filter)
+    return log_filter
+
+
 def _raise(outcome: Outcome, *, retry: int) -> None:
     err = outcome.error
     if isinstance(err, PermanentError):
@@ -54,7 +86,7 @@ def _raise(outcome: Outcome, *, retry: int) -> None:
     if not outcome.workers_ready:
         # Not an error: the handler stays unfinished and runs again shortly, so the
         # status follows the rollout instead of waiting for the next drift tick.
-        raise kopf.TemporaryError("waiting for the workers", delay=workers_retry_delay(retry))
+        raise kopf.TemporaryError(WAITING_FOR_WORKERS, delay=workers_retry_delay(retry))
 
 
 def register(

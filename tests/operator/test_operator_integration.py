@@ -31,6 +31,7 @@ from clarion_devstack import stack
 from clarion_devstack.procs import free_port
 from clarion_devstack.pytest_plugin import LocalStack
 from clarion_operator.core import crd
+from clarion_operator.handlers import WAITING_FOR_WORKERS
 
 ROOT = Path(__file__).resolve().parents[2]
 DRIFT_INTERVAL = 2.0
@@ -108,6 +109,16 @@ class OperatorProcess:
         url = f"http://127.0.0.1:{self.metrics_port}/metrics"
         with urllib.request.urlopen(url, timeout=2) as response:
             return bytes(response.read()).decode()
+
+    def log_lines(self) -> list[dict[str, Any]]:
+        """The JSON log lines written so far (kopf's JSON format, the default)."""
+        lines = []
+        for raw in self.log.read_text().splitlines():
+            try:
+                lines.append(dict(json.loads(raw)))
+            except ValueError:
+                continue  # a traceback, or the line being written right now
+        return lines
 
     def stop(self) -> None:
         if self.proc is None:
@@ -434,6 +445,10 @@ def test_apply_creates_topics_children_and_reports_ready(
         )
         assert "clarion_operator_topics_managed 1.0" in exposition
         assert "clarion_operator_reconcile_duration_seconds_count" in exposition
+
+        # Waiting for the workers is retried through kopf, but never logged as an error.
+        waits = [line for line in operator.log_lines() if WAITING_FOR_WORKERS in line["message"]]
+        assert {line["severity"] for line in waits} <= {"info"}, waits
     finally:
         delete_topics(kafka, [topic])
 
