@@ -833,7 +833,9 @@ async def w3_idle(bench: Bench, conns: int, profile: bool = False) -> Json:
         server.stop()
 
 
-async def w4_storm(bench: Bench, conns: int, orgs: int, rate: float) -> Json:
+async def w4_storm(
+    bench: Bench, conns: int, orgs: int, rate: float, profile: bool = False
+) -> Json:
     """Kill the worker holding every client; they resume on a second worker with lastId."""
     topics = await bench.topics()
     first = bench.clarion("w4a", topics)
@@ -868,6 +870,7 @@ async def w4_storm(bench: Bench, conns: int, orgs: int, rate: float) -> Json:
         killed_at = time.monotonic()
         first.stop(signal.SIGKILL)
         bench.say("W4: first worker killed")
+        spy = start_profile(bench, second.pid, 15, "profile-w4") if profile else None
         storm: Json = {}
         while time.monotonic() - killed_at < 45:
             await asyncio.sleep(1)
@@ -875,8 +878,11 @@ async def w4_storm(bench: Bench, conns: int, orgs: int, rate: float) -> Json:
             if storm.get("event_after", 0) >= conns:
                 break
         await producing
+        if spy is not None:
+            spy.wait(timeout=30)
         settle(gen, publisher.produced, audience, 30)
         stats = gen.mark("w4")
+        folded = bench.workdir / "profile-w4.folded"
         return {
             "workload": "W4 reconnect storm",
             "connections": ready["connected"],
@@ -887,6 +893,7 @@ async def w4_storm(bench: Bench, conns: int, orgs: int, rate: float) -> Json:
             "duplicates": stats["duplicates"],
             "resets": stats.get("resets", 0),
             "second_worker_cpu_percent": second.cpu_percent(),
+            "profile": profile_summary(folded) if spy is not None and folded.exists() else None,
             "loadavg": load,
             "loadgen": summary(stats),
         }
@@ -1051,7 +1058,7 @@ async def run(args: argparse.Namespace, bench: Bench) -> Json:
         result["w3"] = await w3_idle(bench, args.idle_conns, args.profile_rate is not None)
     if "w4" in wanted:
         bench.say("W4 reconnect storm")
-        result["w4"] = await w4_storm(bench, conns, 100, 200)
+        result["w4"] = await w4_storm(bench, conns, 100, 200, args.profile_rate is not None)
     result["versions"] = versions("centrifugo" in args.servers)
     result["loadavg_end"] = loadavg()
     return result

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Literal
 
 from clarion_worker.core.cursor import CursorError, decode_cursor, name_tag
 from clarion_worker.core.envelope import sse_message
-from clarion_worker.core.hub import Connection
+from clarion_worker.core.hub import Connection, route_keys
 from clarion_worker.core.outbox import Outbox
 from clarion_worker.core.principal import Principal
 from clarion_worker.core.protocol import CloseCode, error_frame, reset_frame, welcome_frame
@@ -157,6 +157,7 @@ class Session:
             windows=state.windows,
             bounds=self.runtime.settings.resume,
             now_ms=int(time.time() * 1000),
+            keys=route_keys(self.connection.principal),
         )
         # ---- end of the boundary --------------------------------------------------------
         if isinstance(plan, Reset):
@@ -173,7 +174,9 @@ class Session:
         try:
             if isinstance(plan, FromWindow):
                 self.runtime.metrics.resumes.labels("window").inc()
-                replay.feed_items(plan.items)
+                for scope, items in plan.segments:
+                    replay.feed_items(items)
+                    replay.end_range(scope.topic, scope.partition, scope.end)
                 await self._pump(replay)
             elif isinstance(plan, FromKafka):
                 self.runtime.metrics.resumes.labels("kafka").inc()

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+import random
 
 import pytest
 
 from clarion_worker.core.cursor import ChannelPosition, TopicLayout, decode_cursor
 from clarion_worker.core.dispatch import Dispatcher
 from clarion_worker.core.events import Event
-from clarion_worker.core.hub import Connection, Hub
+from clarion_worker.core.hub import Connection, Hub, route_key, route_keys
 from clarion_worker.core.outbox import Outbox
 from clarion_worker.core.principal import Principal
 from clarion_worker.core.replay import ReplaySession
@@ -275,3 +276,78 @@ def test_replay_to_sse_clients_uses_sse_framing() -> None:
     assert chunk is not None
     assert chunk.startswith("id: ")
     assert chunk.endswith("\n\n")
+
+
+# ---- keyed windows: a resume reads only what can concern its client ------------------
+
+
+def any_event(offset: int, partition: int, kind: str) -> Event:
+    """An organization event of ``o<n>``, a user event ``u:<user>@<org>``, or a broadcast;
+    its data is ``[partition, offset]``."""
+    data = f"[{partition},{offset}]"
+    ts = NOW_MS - 1000
+    if kind == "all":
+        return Event("t", partition, offset, ts, "T", None, None, "broadcast", data, None)
+    if kind.startswith("u:"):
+        user, org = kind[2:].split("@")
+        return Event("t", partition, offset, ts, "T", org, user, "user", data, None)
+    return Event("t", partition, offset, ts, "T", kind, None, "organization", data, None)
+
+
+def test_window_index_returns_exactly_the_entries_under_the_keys_after_evictions() -> None:
+    window = PartitionWindow(6, start_offset=0)
+    kinds = ["o1", "o2", "all", "u:ann@o1", "o1", "o3", "all", "o2", "u:bob@o2", "o1"]
+    for offset, kind in enumerate(kinds):
+        window.append(Dispatched(any_event(offset, 0, kind), "{}"))
+    keys = route_keys(Principal(frozenset({"o1"}), "ann"))
+    assert keys == {"*", "o:o1", "u:ann"}
+    everything = window.since(4)
+    assert [d.event.offset for d in everything] == [4, 5, 6, 7, 8, 9]  # 0-3 evicted
+    assert [d.event.offset for d in window.since(4, keys)] == [
+        d.event.offset for d in everything if route_key(d.event) in keys
+    ]
+    assert window.since(4, {"o:nobody"}) == []
+
+
+@pytest.mark.parametrize("seed", range(25))
+def test_keyed_replay_delivers_the_same_events_and_its_ids_resume_exactly(seed: int) -> None:
+    rng = random.Random(seed)
+    channel = Channel(window=1000)
+    kinds = ["o1", "o2", "o3", "all", "u:ann@o1", "u:bob@o1", "u:ann@o2"]
+    next_offset = [10, 10]
+    for _ in range(rng.randint(5, 60)):
+        partition = rng.randint(0, 1)
+        channel.dispatcher.dispatch(any_event(next_offset[partition], partition, rng.choice(kinds)))
+        next_offset[partition] += rng.choice([1, 1, 1, 2])  # gaps: markers, skipped records
+    principal = Principal(frozenset(rng.sample(["o1", "o2", "o3"], rng.randint(1, 2))), "ann")
+    live = channel.position.snapshot()
+    start = {"t": tuple(rng.randint(10, end) for end in live["t"])}
+    cursor = ChannelPosition([TopicLayout("t", INC["t"], start["t"])]).current_id()
+
+    def replay(from_id: str, keyed: bool) -> list[tuple[int, int, str]]:
+        client = Connection("c", principal, Outbox(max_events=10**6, max_bytes=10**9))
+        plan = plan_resume(
+            from_id,
+            live=live,
+            topics={"t": TopicFacts(INC["t"], (0, 0))},
+            windows=channel.windows,
+            bounds=ResumeSettings(window_events=1000, max_replay_events=10**6),
+            now_ms=NOW_MS,
+            keys=route_keys(principal) if keyed else None,
+        )
+        assert isinstance(plan, FromWindow)
+        session = ReplaySession(client, start=plan.start, live=plan.live, incarnations=INC)
+        for scope, items in plan.segments:
+            session.feed_items(items)
+            session.end_range(scope.topic, scope.partition, scope.end)
+        assert session.pump()
+        envelopes = [json.loads(frame) for frame in client.outbox.take_all()]
+        return [(e["data"][1], e["data"][0], e["id"]) for e in envelopes]
+
+    keyed, unkeyed = replay(cursor, True), replay(cursor, False)
+    assert [(o, p) for o, p, _ in keyed] == [(o, p) for o, p, _ in unkeyed]
+    # Resuming from any replayed id gives exactly the events after it: no gap, no duplicate.
+    for index, (_o, _p, event_id) in enumerate(keyed):
+        assert [(o, p) for o, p, _ in replay(event_id, True)] == [
+            (o, p) for o, p, _ in keyed[index + 1 :]
+        ]

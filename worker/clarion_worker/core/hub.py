@@ -51,6 +51,29 @@ class Connection:
 
 _NOBODY: frozenset[Connection] = frozenset()
 
+#: The routing key of broadcast events: every principal holds it.
+BROADCAST_KEY = "*"
+
+
+def route_key(event: Event) -> str:
+    """The one index an event is found under (window and replay use the hub's rule)."""
+    if event.audience == "organization":
+        return "o:" + (event.organization or "")
+    if event.audience == "user":
+        return "u:" + (event.user or "")
+    return BROADCAST_KEY
+
+
+def route_keys(principal: Principal) -> frozenset[str]:
+    """Every key under which an event meant for ``principal`` can be indexed.
+
+    A superset: ``Hub.wants`` still decides (event types, a user event's organization).
+    """
+    keys = {BROADCAST_KEY, *("o:" + org for org in principal.organizations)}
+    if principal.user is not None:
+        keys.add("u:" + principal.user)
+    return frozenset(keys)
+
 
 class Hub:
     def __init__(self) -> None:

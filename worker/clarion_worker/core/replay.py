@@ -67,6 +67,16 @@ class ReplaySession:
             frame = sse_message(frame, event_id)
         self._pending.append((frame, utf8_size(frame)))
 
+    def end_range(self, topic: str, partition: int, end: int) -> None:
+        """Everything of the range before ``end`` was fed: ids from now on claim it.
+
+        Window plans feed only the items that can concern the client, so the position
+        would otherwise stop at its last delivered event in each partition; the events
+        in between were not for it, and later ids may claim them.
+        """
+        if end - 1 >= self._position.next_offset(topic, partition):
+            self._position.skip(topic, partition, end - 1)
+
     def skip(self, topic: str, partition: int, offset: int) -> None:
         """An undeliverable record inside a range: the replay position moves past it."""
         if offset >= self._position.next_offset(topic, partition):

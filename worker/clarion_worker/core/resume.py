@@ -17,7 +17,7 @@ The boundary rule the edge must follow (no gap, no duplicate):
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Final, Literal
 
@@ -64,11 +64,19 @@ Vector = Mapping[str, tuple[int, ...]]
 
 @dataclass(frozen=True, slots=True)
 class FromWindow:
-    """Every missed event is in the windows: ``items`` in per-partition order, unfiltered."""
+    """Every missed event is in the windows, per range in per-partition order.
+
+    With routing ``keys`` the items are only those indexed under them (still to be
+    filtered by ``Hub.wants``); without, every entry of the range.
+    """
 
     start: Vector
     live: Vector
-    items: tuple[Dispatched, ...]
+    segments: tuple[tuple[ReplayRange, tuple[Dispatched, ...]], ...]
+
+    @property
+    def items(self) -> tuple[Dispatched, ...]:
+        return tuple(item for _range, items in self.segments for item in items)
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,8 +104,13 @@ def plan_resume(
     windows: WindowSet,
     bounds: ResumeSettings,
     now_ms: int,
+    keys: Collection[str] | None = None,
 ) -> ResumePlan:
-    """Decide how to bring a client from ``cursor`` to the ``live`` position."""
+    """Decide how to bring a client from ``cursor`` to the ``live`` position.
+
+    ``keys``: the client's routing keys (``hub.route_keys``); window items under other
+    keys cannot concern it and are left out of the plan.
+    """
     if isinstance(cursor, str):
         try:
             cursor = decode_cursor(cursor)
@@ -134,11 +147,12 @@ def plan_resume(
         return Reset("too_far_behind")
 
     oldest_allowed_ms = now_ms - int(bounds.max_replay_age_seconds * 1000)
-    items = _from_windows(start, live, windows)
-    if items is not None:
-        if items and min(_kafka_ts(item) for item in items) < oldest_allowed_ms:
+    segments = _from_windows(start, live, windows, keys)
+    if segments is not None:
+        oldest = min((_kafka_ts(items[0]) for _range, items in segments if items), default=None)
+        if oldest is not None and oldest < oldest_allowed_ms:
             return Reset("too_old")
-        return FromWindow(start, dict(live), tuple(items))
+        return FromWindow(start, dict(live), segments)
     # Without reading Kafka, the cursor's own event time bounds the missed events' age.
     if cursor.timestamp_s and cursor.timestamp_s * 1000 < oldest_allowed_ms:
         return Reset("too_old")
@@ -151,8 +165,10 @@ def plan_resume(
     return FromKafka(start, dict(live), ranges)
 
 
-def _from_windows(start: Vector, live: Vector, windows: WindowSet) -> list[Dispatched] | None:
-    items: list[Dispatched] = []
+def _from_windows(
+    start: Vector, live: Vector, windows: WindowSet, keys: Collection[str] | None
+) -> tuple[tuple[ReplayRange, tuple[Dispatched, ...]], ...] | None:
+    segments: list[tuple[ReplayRange, tuple[Dispatched, ...]]] = []
     for topic, live_offsets in live.items():
         for partition, end in enumerate(live_offsets):
             begin = start[topic][partition]
@@ -161,8 +177,10 @@ def _from_windows(start: Vector, live: Vector, windows: WindowSet) -> list[Dispa
             window = windows.get(topic, partition)
             if window is None or not window.covers(begin):
                 return None
-            items.extend(window.since(begin))
-    return items
+            # Entries are oldest first, so a segment's first item is its oldest.
+            items = tuple(window.since(begin, keys))
+            segments.append((ReplayRange(topic, partition, begin, end), items))
+    return tuple(segments)
 
 
 def _kafka_ts(item: Dispatched) -> int:
