@@ -603,6 +603,20 @@ def profile_summary(folded: Path, top: int = 25) -> Json:
     return {"samples": total, "self": ranked(own), "inclusive": ranked(inclusive)}
 
 
+def write_passes(server: Server) -> tuple[float, float] | None:
+    """A Clarion worker's write-pass seconds and count so far (None for other servers)."""
+    try:
+        text = httpx.get(f"{server.http}/metrics", timeout=5).text
+    except httpx.HTTPError:
+        return None
+    found: dict[str, float] = {}
+    for line in text.splitlines():
+        for part in ("sum", "count"):
+            if line.startswith(f"clarion_worker_write_pass_duration_seconds_{part} "):
+                found[part] = float(line.rsplit(" ", 1)[1])
+    return (found["sum"], found["count"]) if len(found) == 2 else None
+
+
 async def w2_steps(
     bench: Bench,
     target: Target,
@@ -625,6 +639,7 @@ async def w2_steps(
             load = loadavg()
             target.server.mark()
             started = time.monotonic()
+            passes_before = write_passes(target.server)
             spy = None
             if rate == profile_rate:
                 spy = start_profile(bench, target.server.pid, seconds, f"profile-{label}")
@@ -638,6 +653,7 @@ async def w2_steps(
             peek = settle(gen, target.publisher.produced, audience, 20)
             catch_up = time.monotonic() - started - seconds
             stats = gen.mark(f"{rate}")
+            passes_after = write_passes(target.server)
             lost = losses(peek, target.publisher.produced, audience)
             # What was really published: a slow publish API can fall short of the rate.
             offered = sent / seconds * audience["all"]
@@ -653,6 +669,12 @@ async def w2_steps(
                 "loadavg": load,
                 "loadgen": summary(stats),
             }
+            if passes_before and passes_after and passes_after[1] > passes_before[1]:
+                # At a low rate each pass carries one event to every client: one round.
+                seconds_spent = passes_after[0] - passes_before[0]
+                step["write_pass_ms_mean"] = round(
+                    1000 * seconds_spent / (passes_after[1] - passes_before[1]), 1
+                )
             steps.append(step)
             bench.say(
                 f"W2 {label} rate {rate}/s: {step['deliveries_per_s']}/s "
@@ -833,9 +855,7 @@ async def w3_idle(bench: Bench, conns: int, profile: bool = False) -> Json:
         server.stop()
 
 
-async def w4_storm(
-    bench: Bench, conns: int, orgs: int, rate: float, profile: bool = False
-) -> Json:
+async def w4_storm(bench: Bench, conns: int, orgs: int, rate: float, profile: bool = False) -> Json:
     """Kill the worker holding every client; they resume on a second worker with lastId."""
     topics = await bench.topics()
     first = bench.clarion("w4a", topics)
@@ -1053,6 +1073,26 @@ async def run(args: argparse.Namespace, bench: Bench) -> Json:
                     )
                 )
         result["w2"] = w2
+    if args.scaling:
+        # Deliveries/s against connections: Clarion both ways, and Centrifugo.
+        scaling: list[Json] = []
+        for count in (int(n) for n in args.scaling.split(",")):
+
+            async def make_clarion() -> Target:
+                return await clarion_target(bench, "uvicorn")
+
+            for batch in (True, False):
+                bench.say(f"W2 scaling: clarion {count} batch={batch}")
+                scaling.append(await w2_run(bench, make_clarion, count, rates, args.seconds, batch))
+            if "centrifugo" in args.servers:
+                binary = build_centrifugo(bench.settings)
+
+                async def make_peer(binary: Path = binary, count: int = count) -> Target:
+                    return await centrifugo_target(bench, binary, count)
+
+                bench.say(f"W2 scaling: centrifugo {count}")
+                scaling.append(await w2_run(bench, make_peer, count, rates, args.seconds, None))
+        result["w2_scaling"] = scaling
     if "w3" in wanted:
         bench.say("W3 idle")
         result["w3"] = await w3_idle(bench, args.idle_conns, args.profile_rate is not None)
@@ -1075,6 +1115,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=10)
     parser.add_argument(
         "--profile-rate", type=float, default=None, help="py-spy the uvicorn worker at this W2 rate"
+    )
+    parser.add_argument(
+        "--scaling", default="", help="W2 also at these connection counts, e.g. 1000,5000"
     )
     parser.add_argument("--keep", action="store_true", help="keep logs in bench/results/tmp")
     parser.add_argument("--output", help="result file (default bench/results/<date>.json)")

@@ -28,6 +28,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -550,6 +551,7 @@ func (g *loadgen) snapshot(label string, reset bool) map[string]any {
 	var events, frames, nbytes, gaps, missing, dups, resets int64
 	connected, reconnected, resumed, gotAfter := 0, 0, 0, 0
 	var lastResumed, lastFirstAfter time.Time
+	var resumedAts []time.Time
 	keys := map[string]map[string]int64{}
 	closes := map[string]int64{}
 	for _, c := range g.clients {
@@ -570,6 +572,7 @@ func (g *loadgen) snapshot(label string, reset bool) map[string]any {
 			reconnected++
 			if !s.resumedAt.IsZero() {
 				resumed++
+				resumedAts = append(resumedAts, s.resumedAt)
 				if s.resumedAt.After(lastResumed) {
 					lastResumed = s.resumedAt
 				}
@@ -625,6 +628,18 @@ func (g *loadgen) snapshot(label string, reset bool) map[string]any {
 		storm := map[string]any{"reconnected": reconnected, "resumed": resumed, "event_after": gotAfter}
 		if !lastResumed.IsZero() {
 			storm["all_welcomed_s"] = lastResumed.Sub(time.Unix(0, killed)).Seconds()
+		}
+		if len(resumedAts) > 0 {
+			// How long clients took to be welcomed back, from the kill: the storm's shape.
+			waits := make([]float64, len(resumedAts))
+			for i, at := range resumedAts {
+				waits[i] = at.Sub(time.Unix(0, killed)).Seconds()
+			}
+			sort.Float64s(waits)
+			pick := func(q float64) float64 { return waits[int(q*float64(len(waits)-1))] }
+			storm["welcomed_s"] = map[string]float64{
+				"p50": pick(0.50), "p90": pick(0.90), "p99": pick(0.99), "max": waits[len(waits)-1],
+			}
 		}
 		if !lastFirstAfter.IsZero() {
 			storm["all_event_after_s"] = lastFirstAfter.Sub(time.Unix(0, killed)).Seconds()
