@@ -82,6 +82,71 @@ def w2_steps_table(runs: list[Json]) -> str:
     return "\n".join(lines)
 
 
+def round_table(runs: list[Json]) -> str:
+    """W2 latency target: p99 against the time of one fan-out round (Clarion only).
+
+    A round is the mean write pass at the lowest rate, where each pass carries one event
+    to every client (the worker's own ``write_pass_duration`` histogram).
+    """
+    lines = [
+        "| server (clients) | connections | one round (ms) | events/s | p99 (ms) "
+        "| p99 / round | target <= 1.5 |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for run in runs:
+        rounds = [s for s in run["steps"] if "write_pass_ms_mean" in s]
+        if not rounds:
+            continue
+        one_round = rounds[0]["write_pass_ms_mean"]
+        for step in run["steps"]:
+            if step["cumulative_losses"] > 0 or step["catch_up_s"] > 2:
+                continue  # saturated: latency is queueing, not a round
+            p99 = step["loadgen"]["latency_ms"]["p99"]
+            ratio = p99 / one_round if one_round else 0
+            lines.append(
+                f"| {_name(run)} | {run['connections']:,} | {one_round:.0f} | {step['rate']} "
+                f"| {p99:.0f} | {ratio:.2f} | {'met' if ratio <= 1.5 else 'not met'} |"
+            )
+    return "\n".join(lines)
+
+
+def scaling_table(runs: list[Json]) -> str:
+    lines = [
+        "| server (clients) | connections | max sustained deliveries/s | at events/s "
+        "| p99 there (ms) |",
+        "|---|---|---|---|---|",
+    ]
+    for run in sorted(runs, key=lambda r: (_name(r), r["connections"])):
+        rate, best = sustained(run)
+        p99 = best["loadgen"]["latency_ms"]["p99"] if best else 0
+        lines.append(
+            f"| {_name(run)} | {run['connections']:,} | {rate:,} "
+            f"| {best['rate'] if best else '-'} | {p99:.0f} |"
+        )
+    return "\n".join(lines)
+
+
+def scaling_plot(runs: list[Json]) -> Path:
+    DOCS.mkdir(parents=True, exist_ok=True)
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    by_name: dict[str, list[tuple[int, int]]] = {}
+    for run in runs:
+        by_name.setdefault(_name(run), []).append((run["connections"], sustained(run)[0]))
+    for name, points in sorted(by_name.items()):
+        points.sort()
+        ax.plot([c for c, _ in points], [d for _, d in points], marker="o", label=name)
+    ax.set_xlabel("connections")
+    ax.set_ylabel("max sustained deliveries/s")
+    ax.set_title("W2 broadcast: deliveries/s against connections (one server core)")
+    ax.legend(fontsize=7)
+    ax.grid(True, alpha=0.3)
+    path = DOCS / "w2-connections.png"
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def other_table(result: Json) -> str:
     lines = [
         "| workload | connections | result | p50 / p99 ms | server CPU | losses | load average |",
@@ -114,22 +179,32 @@ def other_table(result: Json) -> str:
             f"| {w4['connections']:,} | all welcomed on the 2nd worker after "
             f"{storm.get('all_welcomed_s', float('nan')):.1f} s, all got a post-resume event "
             f"after {storm.get('all_event_after_s', float('nan')):.1f} s "
-            f"({storm.get('resumed', 0):,} resumed); gaps {w4['gaps']}, "
+            f"({storm.get('resumed', 0):,} resumed; welcomed p50/p90/p99 "
+            f"{_quantiles(storm.get('welcomed_s'))} s); gaps {w4['gaps']}, "
             f"duplicates {w4['duplicates']} | - | {w4['second_worker_cpu_percent']} % (2nd) "
             f"| {w4['losses']} | {w4['loadavg'].split()[0]} |"
         )
     return "\n".join(lines)
 
 
-def profile_table(runs: list[Json]) -> str:
+def _quantiles(values: Json | None) -> str:
+    if not values:
+        return "-"
+    return " / ".join(f"{values[q]:.1f}" for q in ("p50", "p90", "p99"))
+
+
+def profile_table(runs: list[Json], result: Json | None = None) -> str:
     out = []
-    for run in runs:
+    named = [(f"{_name(run)} at {run['profile']['rate']} events/s", run) for run in runs]
+    for key, title in (("w1", "W1"), ("w3", "W3 (idle)"), ("w4", "W4, second worker")):
+        section = (result or {}).get(key) or {}
+        if section.get("profile") or section.get("idle_profile"):
+            named.append((title, {"profile": section.get("profile") or section["idle_profile"]}))
+    for title, run in named:
         profile = run.get("profile")
         if not profile:
             continue
-        out.append(
-            f"py-spy, {_name(run)} at {profile['rate']} events/s, {profile['samples']} samples:\n"
-        )
+        out.append(f"py-spy, {title}, {profile['samples']} samples:\n")
         out.append("| self time | % | inclusive | % |\n|---|---|---|---|")
         for (own, own_pct), (inc, inc_pct) in zip(
             profile["self"][:15], profile["inclusive"][:15], strict=False
@@ -184,12 +259,20 @@ def main(argv: list[str]) -> int:
     print(f"Run {result['date']}: `{result['command']}`")
     print(f"load average at start {result['loadavg_start']}, end {result['loadavg_end']}\n")
     print(other_table(result) + "\n")
+    print(profile_table([r for r in runs if r.get("profile")], result) + "\n")
     if runs:
-        print(profile_table(runs) + "\n")
         print(w2_table(runs) + "\n")
+        print(round_table(runs) + "\n")
         print(w2_steps_table(runs) + "\n")
         for path in plots(runs):
             print(f"wrote {path}")
+    scaling = result.get("w2_scaling", [])
+    if scaling:
+        counted = scaling + [
+            r for r in runs if r["target"].startswith(("clarion-uvicorn", "centrifugo"))
+        ]
+        print(scaling_table(counted) + "\n")
+        print(f"wrote {scaling_plot(counted)}")
     return 0
 
 

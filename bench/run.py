@@ -1099,6 +1099,11 @@ async def run(args: argparse.Namespace, bench: Bench) -> Json:
     if "w4" in wanted:
         bench.say("W4 reconnect storm")
         result["w4"] = await w4_storm(bench, conns, 100, 200, args.profile_rate is not None)
+    if "w5" in wanted:
+        bench.say(f"W5 operator, {args.channels} channels")
+        import w5  # type: ignore[import-not-found]  # bench/w5.py, beside this script
+
+        result["w5"] = await w5.w5_operator(args.channels, bench.say, settings=bench.settings)
     result["versions"] = versions("centrifugo" in args.servers)
     result["loadavg_end"] = loadavg()
     return result
@@ -1107,7 +1112,8 @@ async def run(args: argparse.Namespace, bench: Bench) -> Json:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--smoke", action="store_true", help="a short run (< 60 s) for tests")
-    parser.add_argument("--workloads", default="w1,w2,w3,w4")
+    parser.add_argument("--workloads", default="w1,w2,w3,w4,w5")
+    parser.add_argument("--channels", type=int, default=200, help="W5: channels applied at once")
     parser.add_argument("--servers", default="uvicorn,ws_broadcast,centrifugo,granian")
     parser.add_argument("--conns", type=int, default=10000)
     parser.add_argument("--idle-conns", type=int, default=25000)
