@@ -105,7 +105,8 @@ env-down: venv ## Stop every process of the local stack
 BENCH_ARGS ?=
 
 .PHONY: bench
-bench: setup ## Benchmarks W1-W4 side by side with the peers; writes bench/results/<date>.json
+bench: setup ## Benchmarks W1-W5 side by side with the peers (~35 min); results + tables
 	@$(PY) -m pip install --quiet --progress-bar off -c constraints.txt -e '.[dev,bench]'
 	@$(PY) -m clarion_devstack up
 	@$(PY) bench/run.py $(BENCH_ARGS)
+	@$(PY) bench/report.py $$(ls -t bench/results/*.json | head -1)

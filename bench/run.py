@@ -1036,7 +1036,7 @@ async def run(args: argparse.Namespace, bench: Bench) -> Json:
     if "w1" in wanted:
         bench.say("W1 dashboard")
         result["w1"] = await w1_dashboard(
-            bench, conns, 100, 500, args.seconds, args.profile_rate is not None
+            bench, conns, 100, 500, args.seconds, bool(args.profile_rate)
         )
     if "w2" in wanted:
         w2: list[Json] = []
@@ -1047,7 +1047,7 @@ async def run(args: argparse.Namespace, bench: Bench) -> Json:
                 async def make(kind: str = kind) -> Target:
                     return await clarion_target(bench, kind)
 
-                profile = args.profile_rate if kind == "uvicorn" else None
+                profile = args.profile_rate if kind == "uvicorn" and args.profile_rate else None
                 w2.append(await w2_run(bench, make, conns, rates, args.seconds, True, profile))
                 w2.append(await w2_run(bench, make, conns, rates, args.seconds, False, profile))
             elif kind == "ws_broadcast":
@@ -1095,10 +1095,16 @@ async def run(args: argparse.Namespace, bench: Bench) -> Json:
         result["w2_scaling"] = scaling
     if "w3" in wanted:
         bench.say("W3 idle")
-        result["w3"] = await w3_idle(bench, args.idle_conns, args.profile_rate is not None)
+        idle = args.idle_conns
+        if idle is None:
+            # Past the hard open-file limit (not raisable without root privileges) the
+            # server could not accept more: measure up to it, and say so.
+            hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+            idle = 25000 if hard == resource.RLIM_INFINITY else min(25000, hard - 50)
+        result["w3"] = await w3_idle(bench, idle, bool(args.profile_rate))
     if "w4" in wanted:
         bench.say("W4 reconnect storm")
-        result["w4"] = await w4_storm(bench, conns, 100, 200, args.profile_rate is not None)
+        result["w4"] = await w4_storm(bench, conns, 100, 200, bool(args.profile_rate))
     if "w5" in wanted:
         bench.say(f"W5 operator, {args.channels} channels")
         import w5  # type: ignore[import-not-found]  # bench/w5.py, beside this script
@@ -1116,14 +1122,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--channels", type=int, default=200, help="W5: channels applied at once")
     parser.add_argument("--servers", default="uvicorn,ws_broadcast,centrifugo,granian")
     parser.add_argument("--conns", type=int, default=10000)
-    parser.add_argument("--idle-conns", type=int, default=25000)
-    parser.add_argument("--rates", default="2,4,6,8,10,15,20,30,40")
-    parser.add_argument("--seconds", type=float, default=10)
     parser.add_argument(
-        "--profile-rate", type=float, default=None, help="py-spy the uvicorn worker at this W2 rate"
+        "--idle-conns",
+        type=int,
+        default=None,
+        help="W3 connections (default: 25000, or 50 under the open-file hard limit)",
+    )
+    parser.add_argument("--rates", default="1,2,4,8,16,32,64,128,256,512")
+    parser.add_argument("--seconds", type=float, default=6)
+    parser.add_argument(
+        "--profile-rate",
+        type=float,
+        default=2,
+        help="py-spy the uvicorn worker at this W2 rate (and W1, W3, W4); 0: no profiles",
     )
     parser.add_argument(
-        "--scaling", default="", help="W2 also at these connection counts, e.g. 1000,5000"
+        "--scaling", default="1000,5000", help="W2 also at these connection counts ('': none)"
     )
     parser.add_argument("--keep", action="store_true", help="keep logs in bench/results/tmp")
     parser.add_argument("--output", help="result file (default bench/results/<date>.json)")

@@ -17,6 +17,7 @@ one ASGI send per frame.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from typing import Any, Final
 
@@ -25,6 +26,9 @@ from websockets.http11 import Request
 
 #: The scope extension's name; its value is ``{"sink": DirectSink}``.
 EXTENSION: Final = "clarion.direct"
+CLOSED: Final = 0
+PAUSED: Final = 1
+WRITABLE: Final = 2
 
 
 class DirectSink:
@@ -47,6 +51,13 @@ class DirectSink:
     def writable(self) -> bool:
         """Open and below the transport's high-water mark."""
         return self.open and self._protocol.writable.is_set()
+
+    def state(self) -> int:
+        """``CLOSED``, ``PAUSED`` or ``WRITABLE`` in one call (the write pass's hot path)."""
+        p = self._protocol
+        if p.close_sent or p.disconnected or not p.handshake_complete:
+            return CLOSED
+        return WRITABLE if p.writable.is_set() else PAUSED
 
     def write(self, data: bytes) -> None:
         self._protocol.transport.write(data)
@@ -71,10 +82,47 @@ class DirectSink:
         p.close_timer = p.loop.call_later(handshake_seconds, p.transport.abort)
 
 
+class _Inbox:
+    """What uvicorn needs of its per-connection ``asyncio.Queue``, for a single reader.
+
+    ``asyncio.Queue`` allocates three deques and an Event per connection (~3 KiB and a
+    few microseconds per handshake, measured with bench/memory.py and py-spy under W4);
+    uvicorn only calls ``put_nowait``, ``get`` and ``empty``, from one ASGI task.
+    """
+
+    __slots__ = ("_items", "_waiter")
+
+    def __init__(self) -> None:
+        self._items: list[Any] = []
+        self._waiter: asyncio.Future[None] | None = None
+
+    def put_nowait(self, item: Any) -> None:
+        self._items.append(item)
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def get(self) -> Any:
+        while not self._items:
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        return self._items.pop(0)
+
+    def empty(self) -> bool:
+        return not self._items
+
+
 class DirectWebSocketProtocol(WebSocketsSansIOProtocol):
     """uvicorn's sans-I/O WebSocket protocol plus the ``clarion.direct`` extension."""
 
     sink: DirectSink | None = None
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.queue = _Inbox()  # type: ignore[assignment]
 
     def handle_connect(self, event: Request) -> None:
         super().handle_connect(event)

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 
 from clarion_worker.core.coalesce import Encoded, PassEncoder
 from clarion_worker.core.settings import LimitsSettings
+from clarion_worker.direct import CLOSED, WRITABLE
 from clarion_worker.metrics import WorkerMetrics
 
 if TYPE_CHECKING:
@@ -96,12 +97,15 @@ class Flusher:
 
     def _write(self, session: Session, encoder: PassEncoder) -> Encoded | None:
         sink = session.sink
-        if sink is None or not sink.open:
+        if sink is None:
+            return None
+        state = sink.state()
+        if state == CLOSED:
             return None  # lost: the handler sees the disconnect and cleans up
         closing = session.close_code is not None
         written = None
         outbox = session.outbox
-        if outbox.count and (closing or sink.writable):
+        if outbox.count and (closing or state == WRITABLE):
             items = outbox.take_all()
             written = encoder.encode(items, session.connection.batch)
             sink.write(written.data)

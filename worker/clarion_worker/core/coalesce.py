@@ -41,22 +41,29 @@ class Encoded:
 
 
 class PassEncoder:
-    __slots__ = ("_batch_budget", "_batch_max_events", "_frames", "_memo", "_payloads")
+    __slots__ = (
+        "_batch_budget",
+        "_batch_max_events",
+        "_batch_memo",
+        "_frames",
+        "_memo",
+        "_payloads",
+    )
 
     def __init__(self, *, batch_max_events: int, batch_max_bytes: int) -> None:
         self._batch_max_events = batch_max_events
         self._batch_budget = batch_max_bytes - BATCH_OVERHEAD_BYTES
-        self._memo: dict[tuple[bool, tuple[str, ...]], Encoded] = {}
+        self._memo: dict[tuple[str, ...], Encoded] = {}
+        self._batch_memo: dict[tuple[str, ...], Encoded] = {}
         self._payloads: dict[str, bytes] = {}
         self._frames: dict[str, bytes] = {}
 
     def encode(self, items: tuple[str, ...], batch: bool) -> Encoded:
         """The wire bytes for ``items`` (queued frames, oldest first); memoized."""
-        key = (batch, items)
-        found = self._memo.get(key)
+        memo = self._batch_memo if batch else self._memo
+        found = memo.get(items)
         if found is None:
-            found = self._build(items, batch)
-            self._memo[key] = found
+            found = memo[items] = self._build(items, batch)
         return found
 
     def _build(self, items: tuple[str, ...], batch: bool) -> Encoded:
