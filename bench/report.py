@@ -184,6 +184,19 @@ def other_table(result: Json) -> str:
             f"duplicates {w4['duplicates']} | - | {w4['second_worker_cpu_percent']} % (2nd) "
             f"| {w4['losses']} | {w4['loadavg'].split()[0]} |"
         )
+    w5 = result.get("w5")
+    if w5:
+        ready, usage = w5["ready"], w5["operator_usage"]
+        per = ready.get("per_channel_s") or {}
+        all_s = ready.get("all_ready_s", float("nan"))
+        lines.append(
+            f"| W5 operator: {w5['channels']} RealtimeChannels at once | - "
+            f"| all Ready: {ready['all_ready']} after {all_s:.1f} s "
+            f"(per channel p50 {per.get('p50', float('nan')):.1f} s); cleanup verified "
+            f"{w5['cleanup']['verified']}; operator RSS peak {usage['rss_kib_peak'] // 1024} MiB "
+            f"| - | {usage['cpu_seconds_to_all_ready']} s CPU to all Ready | - "
+            f"| {w5['loadavg_start'].split()[0]} |"
+        )
     return "\n".join(lines)
 
 
