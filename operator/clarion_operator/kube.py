@@ -7,8 +7,8 @@ changed by hand is taken back on the next apply. The client is blocking, so ever
 runs in a worker thread and kopf's loop never stalls: in the operator's own pool
 (``--kube-api-threads``), not asyncio's default one, which is only min(32, CPUs + 4)
 threads and is shared with DNS lookups (``getaddrinfo``) of every Kafka connection. With
-200 channels on two cores, the default pool's 6 threads were all busy here while the
-loop sat idle, and a new channel waited 30 to 50 s for its first status.
+200 channels applied at once on two cores (``bench/w5.py``), the default pool's 6 threads
+were all busy here while the loop sat idle.
 
 Paths are built from a small table of the kinds the operator touches instead of API
 discovery: the set is fixed by ``core.render`` and discovery would cost a round of
