@@ -17,17 +17,21 @@ closes once its outbox is empty.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from typing import TYPE_CHECKING
 
 from clarion_worker.core.coalesce import Encoded, PassEncoder
+from clarion_worker.core.protocol import CloseCode
 from clarion_worker.core.settings import LimitsSettings
 from clarion_worker.direct import CLOSED, WRITABLE
+from clarion_worker.logs import RateLimitedLog
 from clarion_worker.metrics import WorkerMetrics
 
 if TYPE_CHECKING:
     from clarion_worker.sessions import Session
 
+log = logging.getLogger("clarion.worker.flusher")
 #: How long a closed connection waits for the client's close reply before aborting.
 CLOSE_HANDSHAKE_SECONDS = 2.0
 
@@ -43,6 +47,7 @@ class Flusher:
         self._batch = metrics.frames_sent.labels("websocket", "batch")
         self._latency = metrics.delivery_latency.labels("websocket")
         self._duration = metrics.write_pass_duration
+        self._failed_log = RateLimitedLog(log)
 
     def mark(self, session: Session) -> None:
         """The session has something to write: include it in this turn's pass."""
@@ -67,7 +72,14 @@ class Flusher:
         now = time.time()
         for session in dirty:
             session.marked = False
-            written = self._write(session, encoder)
+            try:
+                written = self._write(session, encoder)
+            except Exception as error:  # one broken socket must not starve everyone else
+                self._failed_log.warning(
+                    "write", "write pass failed for a client", error=repr(error)
+                )
+                session.request_close(CloseCode.INTERNAL_ERROR, "write failed")
+                continue
             if written is None:
                 continue
             events += written.events
