@@ -1,0 +1,118 @@
+"""The write pass's decisions with stand-in sockets: what is written, skipped or closed.
+
+The real sockets are exercised by tests/worker/test_worker_integration.py (both write
+paths); these pin the pass's rules, including that one failing client cannot stall it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from prometheus_client import CollectorRegistry
+
+from clarion_worker.core.hub import Connection
+from clarion_worker.core.outbox import Outbox
+from clarion_worker.core.principal import Principal
+from clarion_worker.core.protocol import CloseCode
+from clarion_worker.core.settings import LimitsSettings
+from clarion_worker.direct import CLOSED, PAUSED, WRITABLE
+from clarion_worker.flusher import Flusher
+from clarion_worker.metrics import WorkerMetrics
+
+
+class FakeSink:
+    def __init__(self, state: int = WRITABLE, fail: bool = False) -> None:
+        self._state = state
+        self.fail = fail
+        self.written: list[bytes] = []
+        self.closed_with: tuple[int, str] | None = None
+
+    def state(self) -> int:
+        return self._state
+
+    def write(self, data: bytes) -> None:
+        if self.fail:
+            raise RuntimeError("transport is closed")
+        self.written.append(data)
+
+    def close(self, code: int, reason: str, *, handshake_seconds: float) -> None:
+        self.closed_with = (code, reason)
+
+
+class FakeSession:
+    """The attributes the pass reads and writes, nothing else."""
+
+    def __init__(self, sink: FakeSink) -> None:
+        self.sink = sink
+        self.marked = False
+        self.outbox = Outbox(max_events=100, max_bytes=10**6)
+        self.connection = Connection("c", Principal(frozenset({"o"}), None), self.outbox)
+        self.close_code: CloseCode | None = None
+        self.pending_close: CloseCode | None = None
+        self.close_reason = ""
+        self.resume_task: Any = None
+        self.frames_written = 0
+        self.events_written = False
+
+    def request_close(self, code: CloseCode, reason: str = "") -> None:
+        self.close_code = code
+        self.close_reason = reason
+
+
+def flusher() -> Flusher:
+    return Flusher(LimitsSettings(), WorkerMetrics.create(CollectorRegistry()))
+
+
+EVENT = '{"type":"event","id":"x","data":1}'
+
+
+async def test_a_failing_client_is_closed_and_the_others_still_get_their_frames() -> None:
+    flush = flusher()
+    broken, healthy = FakeSession(FakeSink(fail=True)), FakeSession(FakeSink())
+    for session in (broken, healthy):
+        session.outbox.offer(EVENT, len(EVENT))
+        flush.mark(session)  # type: ignore[arg-type]
+    await asyncio.sleep(0)  # the pass runs with call_soon
+    assert healthy.sink.written == [b"\x81" + bytes([len(EVENT)]) + EVENT.encode()]
+    assert healthy.events_written
+    assert broken.close_code is CloseCode.INTERNAL_ERROR
+    assert not broken.marked
+    assert not healthy.marked
+
+
+async def test_paused_sockets_wait_lost_ones_are_skipped_closing_ones_flush_and_close() -> None:
+    flush = flusher()
+    paused = FakeSession(FakeSink(PAUSED))
+    lost = FakeSession(FakeSink(CLOSED))
+    closing = FakeSession(FakeSink(PAUSED))
+    for session in (paused, lost, closing):
+        session.outbox.offer(EVENT, len(EVENT))
+    closing.close_code = CloseCode.SLOW_CONSUMER  # must go out even into a full socket
+    closing.close_reason = "slow"
+    for session in (paused, lost, closing):
+        flush.mark(session)  # type: ignore[arg-type]
+    await asyncio.sleep(0)
+    assert paused.sink.written == []
+    assert len(paused.outbox) == 1  # kept until resume_writing marks it again
+    assert lost.sink.written == []
+    assert len(closing.sink.written) == 1
+    assert closing.sink.closed_with == (int(CloseCode.SLOW_CONSUMER), "slow")
+    paused.sink._state = WRITABLE
+    flush.mark(paused)  # type: ignore[arg-type]
+    await asyncio.sleep(0)
+    assert len(paused.sink.written) == 1
+    assert len(paused.outbox) == 0
+
+
+async def test_a_drain_closes_only_once_the_queue_is_written() -> None:
+    flush = flusher()
+    session = FakeSession(FakeSink())
+    session.outbox.offer_control('{"type":"reconnect"}', 20)
+    session.pending_close = CloseCode.DRAIN
+    session.close_reason = "draining"
+    flush.mark(session)  # type: ignore[arg-type]
+    flush.mark(session)  # type: ignore[arg-type]  # marked twice: written once
+    await asyncio.sleep(0)
+    assert len(session.sink.written) == 1
+    assert session.sink.closed_with == (int(CloseCode.DRAIN), "draining")
