@@ -38,6 +38,7 @@ import httpx
 import jwt
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from procstat import cpu_seconds, loadavg, process_tree, rss_kib  # type: ignore[import-not-found]
 from websockets.asyncio.client import ClientConnection, connect
 
 from clarion_devstack.harness import AUDIENCE, ISSUER, ChannelTopics, Keys
@@ -91,48 +92,6 @@ def build_centrifugo(settings: DevstackSettings) -> Path:
 
 # ---- processes ------------------------------------------------------------------------
 
-_TICK = os.sysconf("SC_CLK_TCK")
-
-
-def _children(pid: int) -> list[int]:
-    found: list[int] = []
-    with contextlib.suppress(OSError):
-        for task in Path(f"/proc/{pid}/task").iterdir():
-            text = (task / "children").read_text().split()
-            found += [int(child) for child in text]
-    return found
-
-
-def process_tree(pid: int) -> list[int]:
-    pids = [pid]
-    for child in _children(pid):
-        pids += process_tree(child)
-    return pids
-
-
-def cpu_seconds(pid: int) -> float:
-    """User plus system CPU of ``pid`` and its descendants (from /proc)."""
-    total = 0.0
-    for one in process_tree(pid):
-        with contextlib.suppress(OSError):
-            fields = Path(f"/proc/{one}/stat").read_text().rsplit(")", 1)[1].split()
-            total += (int(fields[11]) + int(fields[12])) / _TICK
-    return total
-
-
-def rss_kib(pid: int) -> int:
-    total = 0
-    for one in process_tree(pid):
-        with contextlib.suppress(OSError):
-            for line in Path(f"/proc/{one}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    total += int(line.split()[1])
-    return total
-
-
-def loadavg() -> str:
-    return Path("/proc/loadavg").read_text().strip()
-
 
 def pin(pid: int, cpu: int) -> None:
     for one in process_tree(pid):
@@ -171,7 +130,8 @@ class Server:
 
     def cpu_percent(self) -> float:
         elapsed = time.monotonic() - self._time_mark
-        return round(100 * (cpu_seconds(self.pid) - self._cpu_mark) / max(elapsed, 1e-9), 1)
+        used = float(cpu_seconds(self.pid)) - self._cpu_mark
+        return round(100 * used / max(elapsed, 1e-9), 1)
 
     def stop(self, sig: int = signal.SIGKILL) -> None:
         if self.proc.poll() is None:

@@ -56,6 +56,15 @@ from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 from kubernetes import watch
 from kubernetes.client.exceptions import ApiException
+from procstat import (  # type: ignore[import-not-found]  # bench/procstat.py, beside this
+    cpu_seconds as tree_cpu_seconds,
+)
+from procstat import (
+    loadavg,
+    process_tree,
+    rss_kib,
+    thread_count,
+)
 
 from clarion_devstack import stack
 from clarion_devstack.e2e import deploy
@@ -78,58 +87,14 @@ SAMPLE_SECONDS: Final = 0.2
 #: Server-side timeout of one watch request; bounds how long stopping the watch takes.
 WATCH_SECONDS: Final = 2
 WORKER_LABEL: Final = "app.kubernetes.io/name=clarion-worker"
-_TICK: Final = os.sysconf("SC_CLK_TCK")
 
 
-# ---- the operator's process, from /proc (local copies of bench/run.py's helpers) ----------
-
-
-def _children(pid: int) -> list[int]:
-    found: list[int] = []
-    with contextlib.suppress(OSError):
-        for task in Path(f"/proc/{pid}/task").iterdir():
-            found += [int(child) for child in (task / "children").read_text().split()]
-    return found
-
-
-def process_tree(pid: int) -> list[int]:
-    pids = [pid]
-    for child in _children(pid):
-        pids += process_tree(child)
-    return pids
+# ---- the machine, from /proc -----------------------------------------------------------
 
 
 def cpu_seconds(pid: int) -> float:
-    """utime+stime of ``pid`` and its live descendants, plus the children it reaped."""
-    total = 0.0
-    for one in process_tree(pid):
-        with contextlib.suppress(OSError):
-            fields = Path(f"/proc/{one}/stat").read_text().rsplit(")", 1)[1].split()
-            ticks = int(fields[11]) + int(fields[12])
-            if one == pid:
-                ticks += int(fields[13]) + int(fields[14])
-            total += ticks / _TICK
-    return total
-
-
-def _status_field(pid: int, key: str) -> int:
-    with contextlib.suppress(OSError):
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith(key + ":"):
-                return int(line.split()[1])
-    return 0
-
-
-def rss_kib(pid: int) -> int:
-    return sum(_status_field(one, "VmRSS") for one in process_tree(pid))
-
-
-def thread_count(pid: int) -> int:
-    return sum(_status_field(one, "Threads") for one in process_tree(pid))
-
-
-def loadavg() -> str:
-    return Path("/proc/loadavg").read_text().strip()
+    """CPU of ``pid``'s tree, including children it has reaped (the operator's helpers)."""
+    return float(tree_cpu_seconds(pid, reaped=True))
 
 
 def machine_ticks() -> dict[str, tuple[int, int]]:
@@ -204,8 +169,8 @@ class Meter:
     def sample(self) -> int:
         rss = rss_kib(self.pid)
         self.peak_rss_kib = max(self.peak_rss_kib, rss)
-        self.peak_threads = max(self.peak_threads, thread_count(self.pid))
-        return rss
+        self.peak_threads = max(self.peak_threads, int(thread_count(self.pid)))
+        return int(rss)
 
     async def run(self) -> None:
         last = -math.inf

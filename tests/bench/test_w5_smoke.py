@@ -30,6 +30,9 @@ def load_w5() -> W5:
     name = "clarion_bench_w5"
     module = sys.modules.get(name)
     if module is None:
+        # w5.py imports its sibling bench/procstat.py, as it does when run as a script.
+        if str(CHECKOUT / "bench") not in sys.path:
+            sys.path.insert(0, str(CHECKOUT / "bench"))
         spec = importlib.util.spec_from_file_location(name, CHECKOUT / "bench/w5.py")
         assert spec is not None
         assert spec.loader is not None
