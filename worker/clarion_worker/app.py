@@ -63,7 +63,7 @@ def create_app(runtime: WorkerRuntime) -> Starlette:
 
     @asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
-        await runtime.start()
+        await runtime.launch()  # Kafka is waited for in the background (see runtime)
         try:
             yield
         finally:

@@ -24,6 +24,7 @@ from clarion_worker.core.settings import WorkerSettings
 from clarion_worker.flusher import Flusher
 from clarion_worker.jwks import JwksRefresher
 from clarion_worker.metrics import WorkerMetrics
+from clarion_worker.replayer import ReplayBudget
 from clarion_worker.sessions import Session
 
 log = logging.getLogger("clarion.worker")
@@ -49,6 +50,8 @@ class WorkerRuntime:
         )
         self.hub = Hub()
         self.flusher = Flusher(settings.limits, self.metrics)
+        #: Replay work per event-loop turn, shared by every resume of this process.
+        self.replay_budget = ReplayBudget()
         self.sessions: dict[str, Session] = {}
         self.decoder = RecordDecoder(
             settings.routing,
@@ -69,6 +72,7 @@ class WorkerRuntime:
         self.idle.set()
         self.drained = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
+        self._consume_task: asyncio.Task[None] | None = None
         self._connections = {
             transport: self.metrics.connections.labels(transport)
             for transport in ("websocket", "sse")
@@ -117,20 +121,42 @@ class WorkerRuntime:
 
     # ---- lifecycle -----------------------------------------------------------------
 
-    async def start(self) -> None:
+    async def launch(self) -> None:
+        """Start the background work; waiting for Kafka is part of it, not of start-up.
+
+        The server (which calls this from its lifespan) listens at once: liveness
+        answers, readiness fails until the consumer is assigned, and a SIGTERM while
+        Kafka is unreachable stops the process at once (``stop`` cancels the wait)
+        instead of going unheard until Kafka answers.
+        """
         if self.jwks is not None:
             await self.jwks.fetch()
             self._spawn(self.jwks.run())
-        await self.consumer.start()
-        self._spawn(self.consumer.run(), fatal=True)
+        self._consume_task = self._spawn(self._consume(), fatal=True)
         self._spawn(self._loop_probe())
         self._spawn(self._chores())
 
-    def _spawn(self, coro: Coroutine[Any, Any, None], *, fatal: bool = False) -> None:
+    async def start(self) -> None:
+        """``launch``, then wait until the consumer is assigned (embedding, tests)."""
+        await self.launch()
+        consume = self._consume_task
+        assert consume is not None
+        ready = asyncio.ensure_future(self.consumer.ready.wait())
+        await asyncio.wait({ready, consume}, return_when=asyncio.FIRST_COMPLETED)
+        ready.cancel()
+        if consume.done():
+            consume.result()  # the consumer's error, if it stopped before being ready
+
+    async def _consume(self) -> None:
+        await self.consumer.start()
+        await self.consumer.run()
+
+    def _spawn(self, coro: Coroutine[Any, Any, None], *, fatal: bool = False) -> asyncio.Task[None]:
         task = asyncio.create_task(coro)
         if fatal:
             task.add_done_callback(self._fatal)
         self._tasks.append(task)
+        return task
 
     def _fatal(self, task: asyncio.Task[None]) -> None:
         if task.cancelled():
@@ -156,7 +182,8 @@ class WorkerRuntime:
         while True:
             started = time.monotonic()
             await asyncio.sleep(_LOOP_PROBE_SECONDS)
-            lag = time.monotonic() - started - _LOOP_PROBE_SECONDS
+            lag = max(0.0, time.monotonic() - started - _LOOP_PROBE_SECONDS)
+            self.metrics.loop_lag.observe(lag)
             self.consumer.apply_loop_lag(lag)
 
     async def _chores(self) -> None:
@@ -164,7 +191,7 @@ class WorkerRuntime:
         leeway = self.settings.auth.leeway_seconds
         while True:
             await asyncio.sleep(_LAG_SECONDS)
-            self.consumer.update_lag()
+            await self.consumer.update_lag()
             now = time.time()
             for session in list(self.sessions.values()):
                 expires = session.connection.principal.expires_at

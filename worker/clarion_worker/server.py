@@ -136,7 +136,16 @@ def listening_socket(host: str, port: int, *, stall_seconds: float) -> socket.so
     return sock
 
 
+def _exit_at_once(signum: int, _frame: FrameType | None) -> None:
+    """SIGTERM or SIGINT before uvicorn serves (settings, secrets): nothing to drain yet."""
+    raise SystemExit(0)
+
+
 def main(argv: list[str] | None = None) -> int:
+    # From the first instant: uvicorn installs its own handlers (our drain) while it
+    # serves and restores these after; Kafka is waited for while serving (see runtime).
+    signal.signal(signal.SIGTERM, _exit_at_once)
+    signal.signal(signal.SIGINT, _exit_at_once)
     args = _parse(argv)
     environ = dict(os.environ)  # noqa: TID251 - the process edge
     logs.configure(args.log_level or environ.get("CLARION_LOG_LEVEL", "info"))
