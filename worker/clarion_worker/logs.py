@@ -1,14 +1,33 @@
-"""JSON log lines on stderr, and a rate limit for messages that a bad producer could flood."""
+"""JSON log lines on stderr, credentials redacted, and a rate limit for messages that a
+bad producer could flood."""
 
 from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 import time
-from typing import Any
+from typing import Any, Final
 
 _RESERVED = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
+REDACTED: Final = "[redacted]"
+#: Credentials a line may carry: a token in a query (``access_token=``, as uvicorn's
+#: per-connection line "WebSocket /ws?access_token=..." logs it), an Authorization
+#: value, a ``bearer.<token>`` subprotocol, and anything shaped like a JWT wherever it
+#: appears (an exception's text, a header dump).
+_CREDENTIALS: Final = (
+    (re.compile(r"(?i)(access_token=)[^&\s\"'#\\]+"), r"\1" + REDACTED),
+    (re.compile(r"(?i)\b(bearer[ .]|basic )[^\s\"',;\\]+"), r"\1" + REDACTED),
+    (re.compile(r"\beyJ[\w-]*\.[\w-]+\.[\w-]*"), REDACTED),
+)
+
+
+def redact(text: str) -> str:
+    """``text`` with every credential it carries replaced by ``[redacted]``."""
+    for pattern, replacement in _CREDENTIALS:
+        text = pattern.sub(replacement, text)
+    return text
 
 
 class JsonFormatter(logging.Formatter):
@@ -26,7 +45,8 @@ class JsonFormatter(logging.Formatter):
                 line[key] = value
         if record.exc_info:
             line["exc"] = self.formatException(record.exc_info)
-        return json.dumps(line, default=str, ensure_ascii=False)
+        # The whole line, so no field (message, extra, traceback) can carry a token out.
+        return redact(json.dumps(line, default=str, ensure_ascii=False))
 
 
 def configure(level: str = "INFO") -> None:
