@@ -40,6 +40,10 @@ SASL_MECHANISMS: Final = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
 
 Audience = Literal["organization", "user", "broadcast"]
 AUDIENCES: Final[tuple[Audience, ...]] = ("organization", "user", "broadcast")
+#: What a ``user`` topic does with an event that names no user: deliver it to the
+#: members of the organization it names (counted apart), or skip it as a bad record.
+WithoutUser = Literal["organization", "reject"]
+WITHOUT_USER_RULES: Final[tuple[WithoutUser, ...]] = ("organization", "reject")
 
 
 class KafkaSecurityDoc(TypedDict, total=False):
@@ -62,6 +66,7 @@ class KafkaDoc(TypedDict):
 class TopicDoc(TypedDict):
     name: str
     audience: Audience
+    withoutUser: NotRequired[WithoutUser]
 
 
 class RoutingDoc(TypedDict, total=False):
@@ -72,6 +77,7 @@ class RoutingDoc(TypedDict, total=False):
     userField: str
     dataField: str
     timestampField: str
+    timestampZone: str
     typeHeader: str
     organizationHeader: str
     userHeader: str
