@@ -36,6 +36,10 @@ stack-build: venv ## Fetch Kafka and build etcd, Kubernetes, KWOK and Helm into 
 sysdeps: venv ## apt-get install HAProxy and Chromium (+ chromedriver) when missing
 	@$(PY) -m clarion_devstack.e2e.sysdeps
 
+.PHONY: images
+images: sysdeps ## Build the worker and operator images daemonless (podman) into the cache
+	@$(PY) -m clarion_devstack.images
+
 .PHONY: setup
 setup: venv stack-build sysdeps ## Install everything the tests and the demo need
 

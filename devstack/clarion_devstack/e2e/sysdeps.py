@@ -1,4 +1,6 @@
-"""Debian packages the end-to-end harness and the demo need: HAProxy and Chromium.
+"""Debian packages the end-to-end harness, the demo and the images need.
+
+HAProxy and Chromium; podman, runc and debootstrap for ``make images``.
 
 ``python -m clarion_devstack.e2e.sysdeps`` (run by ``make setup``) installs each missing
 one with ``apt-get`` (after one ``apt-get update``) and does nothing when all are
@@ -22,6 +24,11 @@ PACKAGES: Mapping[str, str] = {
     "/usr/sbin/haproxy": "haproxy",
     "/usr/bin/chromium": "chromium",
     "/usr/bin/chromedriver": "chromium-driver",
+    # `make images` (clarion_devstack.images): daemonless builds with runc, the base from
+    # debootstrap.
+    "/usr/bin/podman": "podman",
+    "/usr/sbin/runc": "runc",
+    "/usr/sbin/debootstrap": "debootstrap",
 }
 
 HAPROXY = Path("/usr/sbin/haproxy")

@@ -136,6 +136,14 @@ KEYS: Final[tuple[KeySpec, ...]] = (
         "fan-out pass (false: one ASGI send per frame, several times slower).",
     ),
     KeySpec(
+        "server.handshakeTimeoutSeconds",
+        "float",
+        10.0,
+        "Time a new connection gets to send its whole request head; then 408 and closed "
+        "(slow-loris).",
+        minimum=0.1,
+    ),
+    KeySpec(
         "auth.mode",
         "str",
         REQUIRED,
@@ -163,7 +171,36 @@ KEYS: Final[tuple[KeySpec, ...]] = (
         "Allowed Origin values (exact, or *.example.com); empty: any origin.",
     ),
     KeySpec("auth.leewaySeconds", "int", 30, "Clock skew allowed for exp/nbf.", minimum=0),
+    KeySpec(
+        "auth.requiredClaims",
+        "str_list",
+        (),
+        "Claims every token must carry, non-empty (e.g. sub, organizations: the claim "
+        "names); empty: at least one of the user and organizations claims.",
+    ),
     KeySpec("limits.maxConnections", "int", 20000, "Connections per replica.", minimum=1),
+    KeySpec(
+        "limits.maxPendingHandshakes",
+        "int",
+        1000,
+        "Connections still sending their request head; more are refused (503) at once.",
+        minimum=1,
+    ),
+    KeySpec(
+        "limits.maxUrlBytes",
+        "int",
+        8 * KiB,
+        "Longest request target (path and query, a ?access_token= included); longer: 414.",
+        minimum=256,
+    ),
+    KeySpec(
+        "limits.maxHeaderBytes",
+        "int",
+        16 * KiB,
+        "Largest request header section (Authorization and bearer. subprotocol included); "
+        "larger: 431.",
+        minimum=1024,
+    ),
     KeySpec("limits.queueMaxEvents", "int", 1000, "Queued events per connection.", minimum=1),
     KeySpec("limits.queueMaxBytes", "int", MiB, "Queued bytes per connection.", minimum=1),
     KeySpec("limits.maxClientFrameBytes", "int", 4 * KiB, "Largest client frame.", minimum=16),
@@ -283,6 +320,7 @@ class ServerSettings:
     sse_path: str
     sse_enabled: bool
     direct_writes: bool = True
+    handshake_timeout_seconds: float = 10.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -298,11 +336,15 @@ class AuthSettings:
     user_claim: str
     allowed_origins: tuple[str, ...]
     leeway_seconds: int
+    required_claims: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
 class LimitsSettings:
     max_connections: int = 20000
+    max_pending_handshakes: int = 1000
+    max_url_bytes: int = 8 * KiB
+    max_header_bytes: int = 16 * KiB
     queue_max_events: int = 1000
     queue_max_bytes: int = MiB
     max_client_frame_bytes: int = 4 * KiB
@@ -681,6 +723,7 @@ def _build(v: _Values, topics: tuple[TopicSettings, ...], replica_id: str) -> Wo
             sse_path=v.text("server.ssePath"),
             sse_enabled=v.flag("server.sseEnabled"),
             direct_writes=v.flag("server.directWrites"),
+            handshake_timeout_seconds=v.number("server.handshakeTimeoutSeconds"),
         ),
         auth=AuthSettings(
             mode=mode,
@@ -694,9 +737,13 @@ def _build(v: _Values, topics: tuple[TopicSettings, ...], replica_id: str) -> Wo
             user_claim=v.text("auth.userClaim"),
             allowed_origins=v.texts("auth.allowedOrigins"),
             leeway_seconds=v.integer("auth.leewaySeconds"),
+            required_claims=v.texts("auth.requiredClaims"),
         ),
         limits=LimitsSettings(
             max_connections=v.integer("limits.maxConnections"),
+            max_pending_handshakes=v.integer("limits.maxPendingHandshakes"),
+            max_url_bytes=v.integer("limits.maxUrlBytes"),
+            max_header_bytes=v.integer("limits.maxHeaderBytes"),
             queue_max_events=v.integer("limits.queueMaxEvents"),
             queue_max_bytes=v.integer("limits.queueMaxBytes"),
             max_client_frame_bytes=v.integer("limits.maxClientFrameBytes"),
