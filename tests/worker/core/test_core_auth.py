@@ -228,3 +228,48 @@ def test_unverified_principal_for_mode_none() -> None:
         frozenset({"o1", "o2"}), "u", None
     )
     assert unverified_principal({}) == Principal(frozenset(), None, None)
+
+
+# ---- required claims (issue 12, item 9) -------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("token_claims", "principal"),
+    [
+        (claims(sub=None), Principal(frozenset({"o1", "o2"}), None, NOW + 600)),
+        (claims(organizations=None), Principal(frozenset(), "u-1", NOW + 600)),
+    ],
+)
+def test_default_policy_accepts_a_token_naming_a_user_or_organizations(
+    token_claims: dict[str, Any], principal: Principal
+) -> None:
+    """Default: one of the two suffices (a user-only token gets its user's events only)."""
+    token = jwt.encode(token_claims, SECRET, algorithm="HS256")
+    assert TokenVerifier(settings(), hmac_secret=SECRET).verify(token, now=NOW) == principal
+
+
+@pytest.mark.parametrize("missing", ["sub", "organizations"])
+@pytest.mark.parametrize("absent", [None, ""])
+def test_required_claims_refuse_a_token_without_them(missing: str, absent: object) -> None:
+    verifier = TokenVerifier(settings(required_claims=("sub", "organizations")), hmac_secret=SECRET)
+    full = jwt.encode(claims(), SECRET, algorithm="HS256")
+    assert verifier.verify(full, now=NOW).user == "u-1"
+    payload = {k: v for k, v in claims().items() if k != missing}
+    if absent is not None:
+        payload[missing] = absent
+    with pytest.raises(AuthError) as refused:
+        verifier.verify(jwt.encode(payload, SECRET, algorithm="HS256"), now=NOW)
+    assert refused.value.reason == "missing_claims"
+    assert refused.value.http_status == 403
+    assert refused.value.close_code == CloseCode.FORBIDDEN
+    assert missing in str(refused.value)
+
+
+def test_required_claims_follow_the_configured_claim_names() -> None:
+    verifier = TokenVerifier(
+        settings(organizations_claim="orgs", required_claims=("orgs",)), hmac_secret=SECRET
+    )
+    good = jwt.encode(claims(organizations=None, orgs=["o9"]), SECRET, algorithm="HS256")
+    assert verifier.verify(good, now=NOW).organizations == {"o9"}
+    with pytest.raises(AuthError):
+        verifier.verify(jwt.encode(claims(), SECRET, algorithm="HS256"), now=NOW)

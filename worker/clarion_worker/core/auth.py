@@ -206,9 +206,21 @@ class TokenVerifier:
         user = claims.get(self._settings.user_claim)
         if not isinstance(user, str) or not user:
             user = None
+        for name in self._settings.required_claims:
+            if not _present(claims.get(name)):
+                raise AuthError("missing_claims", f"token has no {name!r} claim")
         if not organizations and user is None:
             raise AuthError("missing_claims", "token names no organization and no user")
         return Principal(organizations, user, expires_at)
+
+
+def _present(value: object) -> bool:
+    """A required claim counts when it holds something: not absent, null, "" or []."""
+    if value is None:
+        return False
+    if isinstance(value, str | list | dict):
+        return bool(value)
+    return True
 
 
 def _number(value: object) -> float | None:
