@@ -54,6 +54,8 @@ class FakeSession:
         self.resume_task: Any = None
         self.frames_written = 0
         self.events_written = False
+        self.replaying = False
+        self.replay_done = False
 
     def request_close(self, code: CloseCode, reason: str = "") -> None:
         self.close_code = code

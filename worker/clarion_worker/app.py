@@ -278,10 +278,15 @@ async def _ws_writer(runtime: WorkerRuntime, websocket: WebSocket, session: Sess
     frames = {
         kind: runtime.metrics.frames_sent.labels("websocket", kind) for kind in ("one", "batch")
     }
-    latency = runtime.metrics.delivery_latency.labels("websocket")
+    live_latency = runtime.metrics.delivery_latency.labels("websocket")
+    replay_latency = runtime.metrics.replay_latency.labels("websocket")
     try:
         while True:
             frame = outbox.take_frame(batch)
+            # Frames of a resume (replayed, as old as the cursor) have their own series.
+            latency = replay_latency if session.replaying else live_latency
+            if session.replay_done and not outbox.count:
+                session.replaying = False
             if frame is None:
                 session.drained.set()
                 code = session.close_code or session.pending_close

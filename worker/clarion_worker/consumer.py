@@ -20,7 +20,7 @@ from aiokafka.errors import KafkaError
 
 from clarion_worker.core.cursor import ChannelPosition, TopicLayout
 from clarion_worker.core.dispatch import Dispatcher
-from clarion_worker.core.events import BadRecord, RawRecord, RecordDecoder
+from clarion_worker.core.events import BAD_RECORD_REASONS, BadRecord, RawRecord, RecordDecoder
 from clarion_worker.core.hub import Connection, Hub
 from clarion_worker.core.resume import TopicFacts
 from clarion_worker.core.settings import WorkerSettings
@@ -39,6 +39,10 @@ _MAX_RECORDS = 2000
 #: Events queued per write pass at most: enough to share each socket write among many
 #: events, few enough that a big fetch neither overflows outboxes nor stalls the loop.
 PASS_EVENTS = 64
+#: A partition Kafka has not answered a fetch for this long: ask for its end offset.
+STALE_FETCH_SECONDS = 5.0
+#: How long that question may take before the lag is left as it was (the broker is gone).
+END_OFFSETS_TIMEOUT_SECONDS = 2.0
 
 
 class TopicRecreatedError(RuntimeError):
@@ -89,6 +93,10 @@ class ChannelConsumer:
         self._partitions: dict[str, int] = {}
         self._paused = False
         self._consumed = {t: metrics.events_consumed.labels(t) for t in self._topics}
+        for topic in self._topics:  # 0, not absent, until the first bad record
+            for reason in BAD_RECORD_REASONS:
+                metrics.bad_records.labels(topic, reason)
+        self._assigned_ms = 0.0
 
     @property
     def client(self) -> AIOKafkaConsumer:
@@ -147,6 +155,7 @@ class ChannelConsumer:
             },
         )
         self._partitions = {t: meta[t].partitions for t in self._topics}
+        self._assigned_ms = time.time() * 1000
         log.info("assigned", extra={"partitions": self._partitions, "start": offsets})
         self.ready.set()
 
@@ -249,17 +258,52 @@ class ChannelConsumer:
             for tp in assignment:
                 consumer.seek(tp, state.position.next_offset(tp.topic, tp.partition))
 
-    def update_lag(self) -> None:
-        """Consumer lag per partition, from the high watermarks of the last fetches."""
+    async def update_lag(self) -> None:
+        """Consumer lag and fetch age per partition.
+
+        The lag comes from the high watermark of the partition's last fetch answer. When
+        Kafka has not answered a fetch for ``STALE_FETCH_SECONDS`` (fetching paused, a
+        leader gone, the broker frozen), that watermark is as old as the answer: the end
+        offset is asked for instead, and if that is not answered either, the lag keeps its
+        last value (never 0 for want of news) while ``consumer_fetch_age_seconds`` grows.
+        """
         state = self.state
-        if state is None or self._consumer is None:
+        consumer = self._consumer
+        if state is None or consumer is None:
             return
+        now_ms = time.time() * 1000
+        stale: list[TopicPartition] = []
         for topic, count in self._partitions.items():
             for partition in range(count):
-                high = self._consumer.highwater(TopicPartition(topic, partition))
-                if high is not None:
-                    lag = max(0, high - state.position.next_offset(topic, partition))
-                    self._metrics.consumer_lag.labels(topic, str(partition)).set(lag)
+                tp = TopicPartition(topic, partition)
+                polled = consumer.last_poll_timestamp(tp)
+                age = max(0.0, (now_ms - (polled or self._assigned_ms)) / 1000)
+                self._metrics.fetch_age.labels(topic, str(partition)).set(age)
+                high = consumer.highwater(tp)
+                if high is None or age > STALE_FETCH_SECONDS:
+                    stale.append(tp)
+                else:
+                    self._set_lag(tp, high)
+        if not stale:
+            return
+        try:
+            ends = await asyncio.wait_for(
+                consumer.end_offsets(stale), timeout=END_OFFSETS_TIMEOUT_SECONDS
+            )
+        except (TimeoutError, KafkaError, OSError) as error:
+            log.warning(
+                "no fetch answer and no end offsets: lag unknown",
+                extra={"partitions": len(stale), "error": repr(error)},
+            )
+            return
+        for tp, end in ends.items():
+            self._set_lag(tp, end)
+
+    def _set_lag(self, tp: TopicPartition, end: int) -> None:
+        state = self.state
+        assert state is not None
+        lag = max(0, end - state.position.next_offset(tp.topic, tp.partition))
+        self._metrics.consumer_lag.labels(tp.topic, str(tp.partition)).set(lag)
 
     def apply_loop_lag(self, lag_seconds: float) -> None:
         """Pause fetching while the event loop is behind; resume once it has caught up.

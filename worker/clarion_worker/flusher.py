@@ -46,6 +46,7 @@ class Flusher:
         self._one = metrics.frames_sent.labels("websocket", "one")
         self._batch = metrics.frames_sent.labels("websocket", "batch")
         self._latency = metrics.delivery_latency.labels("websocket")
+        self._replay_latency = metrics.replay_latency.labels("websocket")
         self._duration = metrics.write_pass_duration
         self._failed_log = RateLimitedLog(log)
 
@@ -82,13 +83,18 @@ class Flusher:
                 continue
             if written is None:
                 continue
+            replayed = session.replaying
+            if replayed and session.replay_done:
+                session.replaying = False  # this write handed over to live
             events += written.events
             one += written.one_frames
             batch += written.batch_frames
             if written.oldest_kafka_ms is not None and id(written) not in sampled:
                 # One latency sample per distinct sequence: its recipients got it together.
+                # Replayed events are as old as the client's cursor: a series of their own.
                 sampled.add(id(written))
-                self._latency.observe(max(0.0, now - written.oldest_kafka_ms / 1000))
+                latency = self._replay_latency if replayed else self._latency
+                latency.observe(max(0.0, now - written.oldest_kafka_ms / 1000))
         if events:
             self._deliveries.inc(events)
         if one:

@@ -3,25 +3,41 @@
 A short-lived consumer (no group) is assigned the partitions of the plan's ranges,
 seeks each to its start and reads until each reaches its end (the live position when
 the resume was planned). Records are decoded by the same decoder as the live path and
-handed over in per-partition order, a batch at a time, so a large replay never sits
+handed over in per-partition order, a slice at a time, so a large replay never sits
 in memory whole: the session feeds, pumps and waits for the client before reading on.
+
+Two rules keep read-backs from hurting anyone else:
+
+* The consumer is stopped whatever happens: its ``start()`` is inside the ``try``, and
+  the caller closes the generator (``contextlib.aclosing``) when its client leaves, so
+  the ``finally`` runs then, not whenever the garbage collector reaches the generator.
+* Every slice (decode here, filter and encode by the session right after the yield, no
+  ``await`` in between) is granted by the process-wide ``ReplayBudget`` first: at most
+  ``REPLAY_EVENTS_PER_TURN`` replayed events per event-loop turn, whatever the number of
+  read-backs, so live delivery and the write pass run between slices.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+import asyncio
+from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from clarion_worker.core.events import BadRecord, Event, RawRecord, RecordDecoder
+from clarion_worker.core.replay import TurnBudget
 from clarion_worker.core.resume import ReplayRange
 from clarion_worker.core.settings import KafkaSettings
 from clarion_worker.kafka_client import client_options
 
 #: Give up on a replay that makes no progress for this long (the broker is gone).
 STALL_SECONDS = 30.0
+#: Replayed events decoded, filtered and encoded per event-loop turn, all replays together.
+REPLAY_EVENTS_PER_TURN = 128
+#: Records taken from the read-back consumer per call (parsed in one step by aiokafka).
+FETCH_RECORDS = 256
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,14 +49,59 @@ class Skipped:
     offset: int
 
 
+class OpenCount(Protocol):
+    """Where open read-back consumers are counted (a Prometheus gauge)."""
+
+    def inc(self) -> None: ...
+
+    def dec(self) -> None: ...
+
+
 class ReplayStalledError(RuntimeError):
     """Kafka returned nothing for too long while records were still owed."""
 
 
+class ReplayBudget:
+    """The event-loop edge of ``TurnBudget``: turns are numbered by a ``call_soon`` tick.
+
+    A tick is scheduled by the first grant of a turn and runs in the loop's next
+    iteration, after everything already ready (the write pass, readers, the consumer):
+    that is where the turn number moves on and the budget is whole again.
+    """
+
+    def __init__(self, per_turn: int = REPLAY_EVENTS_PER_TURN) -> None:
+        self._budget = TurnBudget(per_turn)
+        self._turn = 0
+        self._ticking = False
+
+    def _tick(self) -> None:
+        self._turn += 1
+        self._ticking = False
+
+    async def take(self, want: int) -> int:
+        """At least one and at most ``want`` events of this turn's budget (waits turns)."""
+        while True:
+            grant = self._budget.take(want, self._turn)
+            if not self._ticking:
+                self._ticking = True
+                asyncio.get_running_loop().call_soon(self._tick)
+            if grant:
+                return grant
+            await asyncio.sleep(0)
+
+
 async def read_ranges(
-    kafka: KafkaSettings, decoder: RecordDecoder, ranges: Sequence[ReplayRange]
-) -> AsyncIterator[list[Event | Skipped]]:
-    """Yield decoded records of ``ranges`` in per-partition offset order, batch by batch."""
+    kafka: KafkaSettings,
+    decoder: RecordDecoder,
+    ranges: Sequence[ReplayRange],
+    budget: ReplayBudget,
+    open_count: OpenCount | None = None,
+) -> AsyncGenerator[list[Event | Skipped], None]:
+    """Yield decoded records of ``ranges`` in per-partition offset order, slice by slice.
+
+    Close the generator when done with it (``contextlib.aclosing``): that stops the
+    consumer at once, also when the caller leaves half-way.
+    """
     ends = {TopicPartition(r.topic, r.partition): r.end for r in ranges}
     consumer = AIOKafkaConsumer(
         **client_options(kafka),
@@ -48,8 +109,10 @@ async def read_ranges(
         enable_auto_commit=False,
         auto_offset_reset="none",
     )
-    await consumer.start()
+    if open_count is not None:
+        open_count.inc()
     try:
+        await consumer.start()
         consumer.assign(list(ends))
         for replay_range in ranges:
             consumer.seek(
@@ -57,18 +120,21 @@ async def read_ranges(
             )
         pending = set(ends)
         while pending:
-            batches = await consumer.getmany(*pending, timeout_ms=int(STALL_SECONDS * 1000))
+            batches = await consumer.getmany(
+                *pending, timeout_ms=int(STALL_SECONDS * 1000), max_records=FETCH_RECORDS
+            )
             if not batches:
                 raise ReplayStalledError(
                     f"no records for {STALL_SECONDS:.0f}s from {sorted(map(str, pending))}"
                 )
-            out: list[Event | Skipped] = []
             for tp, records in batches.items():
                 end = ends[tp]
-                for record in records:
-                    if record.offset >= end:
-                        break
-                    out.append(_decode(decoder, record))
+                wanted = [record for record in records if record.offset < end]
+                done = 0
+                while done < len(wanted):
+                    size = await budget.take(len(wanted) - done)
+                    yield [_decode(decoder, record) for record in wanted[done : done + size]]
+                    done += size
                 # Offsets can have gaps (transaction markers, compaction): the consumer's
                 # position, not the last record, says whether the range is done.
                 if (records and records[-1].offset >= end - 1) or (
@@ -76,10 +142,12 @@ async def read_ranges(
                 ):
                     pending.discard(tp)
                     consumer.pause(tp)
-            if out:
-                yield out
     finally:
-        await consumer.stop()
+        try:
+            await consumer.stop()
+        finally:
+            if open_count is not None:
+                open_count.dec()
 
 
 def _decode(decoder: RecordDecoder, record: Any) -> Event | Skipped:

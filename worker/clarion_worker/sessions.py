@@ -10,6 +10,7 @@ held frames are released behind the replay. No gap, no duplicate.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import logging
 import os
@@ -78,6 +79,10 @@ class Session:
         self._flusher: Flusher | None = None
         #: Already in the current write pass's list.
         self.marked = False
+        #: From the plan of a replay to the write that hands over to live: what is written
+        #: meanwhile is replayed (its latency goes to the replay series, not the live one).
+        self.replaying = False
+        self.replay_done = False
 
     @property
     def wakeup(self) -> asyncio.Event:
@@ -171,17 +176,27 @@ class Session:
             live=plan.live,
             incarnations=state.incarnations,
         )
+        self.replaying = True
         try:
             if isinstance(plan, FromWindow):
                 self.runtime.metrics.resumes.labels("window").inc()
+                budget = self.runtime.replay_budget
                 for scope, items in plan.segments:
-                    replay.feed_items(items)
+                    done = 0
+                    while done < len(items):  # in slices: see replayer.ReplayBudget
+                        size = await budget.take(len(items) - done)
+                        replay.feed_items(items[done : done + size])
+                        done += size
+                        await self._pump(replay)
                     replay.end_range(scope.topic, scope.partition, scope.end)
                 await self._pump(replay)
             elif isinstance(plan, FromKafka):
                 self.runtime.metrics.resumes.labels("kafka").inc()
                 await self._replay_from_kafka(replay, plan)
             replay.finish()
+            self.replay_done = True
+            if not self.outbox.count:
+                self.replaying = False
         except Exception as error:  # a failed replay must not leave live frames held
             log.warning("resume failed", extra={"session": self.id, "error": repr(error)})
             self.runtime.metrics.resumes.labels("failed").inc()
@@ -220,13 +235,23 @@ class Session:
 
     async def _replay_from_kafka(self, replay: ReplaySession, plan: FromKafka) -> None:
         runtime = self.runtime
-        async for batch in read_ranges(runtime.settings.kafka, runtime.decoder, plan.ranges):
-            for item in batch:
-                if isinstance(item, Skipped):
-                    replay.skip(item.topic, item.partition, item.offset)
-                else:
-                    replay.feed_events((item,))
-            await self._pump(replay)
+        batches = read_ranges(
+            runtime.settings.kafka,
+            runtime.decoder,
+            plan.ranges,
+            runtime.replay_budget,
+            runtime.metrics.readbacks_open,
+        )
+        # Closed on every way out (the client left: this task is cancelled), so the
+        # read-back's consumer stops now, not when the garbage collector finds it.
+        async with contextlib.aclosing(batches):
+            async for batch in batches:
+                for item in batch:
+                    if isinstance(item, Skipped):
+                        replay.skip(item.topic, item.partition, item.offset)
+                    else:
+                        replay.feed_events((item,))
+                await self._pump(replay)
 
     def request_close(self, code: CloseCode, reason: str = "") -> None:
         """Stop delivery now; the transport closes once it notices (wakeup)."""

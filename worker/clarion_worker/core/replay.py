@@ -103,3 +103,32 @@ class ReplaySession:
         if self._pending:
             raise RuntimeError("finish() before every replayed frame was pumped")
         self.connection.outbox.release()
+
+
+class TurnBudget:
+    """Replay work allowed per event-loop turn, shared by every replay of the process.
+
+    A replay decodes, filters and encodes its events in slices; each slice asks for a
+    share of the current turn's budget first. Once the turn's budget is spent, replays
+    wait for a later turn, so the live path (one fetch slice and one write pass per turn)
+    keeps running between slices however many replays are under way. The edge numbers
+    the turns; the count starts afresh when the number changes.
+    """
+
+    __slots__ = ("_turn", "_used", "per_turn")
+
+    def __init__(self, per_turn: int) -> None:
+        if per_turn < 1:
+            raise ValueError("per_turn must be at least 1")
+        self.per_turn = per_turn
+        self._turn = -1
+        self._used = 0
+
+    def take(self, want: int, turn: int) -> int:
+        """Grant up to ``want`` events in ``turn``; 0 means "wait for a later turn"."""
+        if turn != self._turn:
+            self._turn = turn
+            self._used = 0
+        grant = max(0, min(want, self.per_turn - self._used))
+        self._used += grant
+        return grant

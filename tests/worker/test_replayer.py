@@ -1,0 +1,47 @@
+"""The replay budget on a real event loop: replays share it turn by turn, and the loop
+keeps running other tasks between their slices (the read-backs themselves, against the
+real broker: tests/worker/test_readback_integration.py)."""
+
+from __future__ import annotations
+
+import asyncio
+
+from clarion_worker.replayer import ReplayBudget
+
+
+async def test_concurrent_replays_share_each_turn_and_all_progress() -> None:
+    budget = ReplayBudget(per_turn=10)
+    turn = 0
+    granted: dict[int, int] = {}  # turn -> events granted in it, all replays together
+    done: dict[str, int] = {}
+
+    async def ticker() -> None:
+        nonlocal turn
+        while True:
+            await asyncio.sleep(0)
+            turn += 1
+
+    async def replay(name: str, total: int) -> None:
+        got = 0
+        while got < total:
+            size = await budget.take(total - got)
+            assert 1 <= size <= total - got
+            granted[turn] = granted.get(turn, 0) + size
+            got += size
+            await asyncio.sleep(0)  # the session pumps, then asks again
+        done[name] = got
+
+    tick = asyncio.create_task(ticker())
+    await asyncio.gather(*(replay(f"r{i}", 95) for i in range(4)))
+    tick.cancel()
+    assert done == {f"r{i}": 95 for i in range(4)}
+    # The ticker counts loop iterations: never more than the budget in one of them.
+    assert max(granted.values()) <= 10, granted
+    assert sum(granted.values()) == 4 * 95
+
+
+async def test_a_lone_replay_is_not_slowed_below_its_budget() -> None:
+    budget = ReplayBudget(per_turn=50)
+    sizes = [await budget.take(40) for _ in range(3)]
+    # 40, then the 10 left in this turn, then a fresh turn.
+    assert sizes == [40, 10, 40]
