@@ -20,10 +20,11 @@ from aiokafka.errors import KafkaError
 
 from clarion_worker.core.cursor import ChannelPosition, TopicLayout
 from clarion_worker.core.dispatch import Dispatcher
-from clarion_worker.core.events import BAD_RECORD_REASONS, BadRecord, RawRecord, RecordDecoder
+from clarion_worker.core.events import BAD_RECORD_REASONS, BadRecord, Event, RawRecord, RecordDecoder
 from clarion_worker.core.hub import Connection, Hub
 from clarion_worker.core.resume import TopicFacts
 from clarion_worker.core.settings import WorkerSettings
+from clarion_worker.core.timestamps import TIMESTAMP_PROBLEMS
 from clarion_worker.core.window import WindowSet
 from clarion_worker.kafka_client import client_options
 from clarion_worker.kafka_metadata import TopicMetadata, describe_topics
@@ -79,11 +80,7 @@ class ChannelConsumer:
         self._metrics = metrics
         self._on_overflow = on_overflow
         self._topics = [topic.name for topic in settings.topics]
-        self._decoder = RecordDecoder(
-            settings.routing,
-            {topic.name: topic.audience for topic in settings.topics},
-            max_record_bytes=settings.limits.max_record_bytes,
-        )
+        self._decoder = RecordDecoder.for_settings(settings)
         self._bad_log = RateLimitedLog(log)
         self._consumer: AIOKafkaConsumer | None = None
         self.state: ChannelState | None = None
@@ -93,6 +90,11 @@ class ChannelConsumer:
         self._partitions: dict[str, int] = {}
         self._paused = False
         self._consumed = {t: metrics.events_consumed.labels(t) for t in self._topics}
+        for item in settings.topics:  # 0, not absent, until the first one
+            for problem in TIMESTAMP_PROBLEMS:
+                metrics.timestamps_ignored.labels(item.name, problem)
+            if item.audience == "user" and item.without_user == "organization":
+                metrics.userless_events.labels(item.name)
         for topic in self._topics:  # 0, not absent, until the first bad record
             for reason in BAD_RECORD_REASONS:
                 metrics.bad_records.labels(topic, reason)
@@ -220,12 +222,30 @@ class ChannelConsumer:
                 )
                 dispatcher.skip(topic, raw.partition, raw.offset)
                 continue
+            if event.timestamp_problem is not None or event.userless:
+                self._note(event)
             started = time.perf_counter()
             overflowed = dispatcher.dispatch(event)
             observe(time.perf_counter() - started)
             consumed.inc()
             for connection in overflowed:
                 self._on_overflow(connection)
+
+    def _note(self, event: Event) -> None:
+        """Count (and log, rate-limited) what the decoder decided instead of the producer."""
+        if event.userless:
+            self._metrics.userless_events.labels(event.topic).inc()
+        problem = event.timestamp_problem
+        if problem is not None:
+            self._metrics.timestamps_ignored.labels(event.topic, problem).inc()
+            self._bad_log.warning(
+                f"ts:{event.topic}:{problem}",
+                "producer timestamp ignored; the Kafka timestamp stands in",
+                topic=event.topic,
+                partition=event.partition,
+                offset=event.offset,
+                reason=problem,
+            )
 
     async def _refresh_partitions(self) -> None:
         state = self.state

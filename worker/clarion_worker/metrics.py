@@ -62,6 +62,8 @@ class WorkerMetrics:
     readbacks_open: Gauge
     auth_failures: Counter
     draining: Gauge
+    timestamps_ignored: Counter
+    userless_events: Counter
     pending_handshakes: Gauge
     handshake_refusals: Counter
 
@@ -214,6 +216,20 @@ class WorkerMetrics:
             ),
             draining=Gauge(
                 f"{ns}_draining", "1 while the worker drains its clients.", registry=registry
+            ),
+            timestamps_ignored=Counter(
+                f"{ns}_timestamps_ignored_total",
+                "Producer timestamps present but not used (the Kafka timestamp stood in), "
+                "by reason: unparsable, wrong_type, implausible.",
+                ["topic", "reason"],
+                registry=registry,
+            ),
+            userless_events=Counter(
+                f"{ns}_userless_events_total",
+                "Events of user topics that named no user, delivered to the members of "
+                "their organization (topics[].withoutUser: organization).",
+                ["topic"],
+                registry=registry,
             ),
             pending_handshakes=Gauge(
                 f"{ns}_pending_handshakes",

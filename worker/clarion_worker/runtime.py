@@ -53,11 +53,7 @@ class WorkerRuntime:
         #: Replay work per event-loop turn, shared by every resume of this process.
         self.replay_budget = ReplayBudget()
         self.sessions: dict[str, Session] = {}
-        self.decoder = RecordDecoder(
-            settings.routing,
-            {topic.name: topic.audience for topic in settings.topics},
-            max_record_bytes=settings.limits.max_record_bytes,
-        )
+        self.decoder = RecordDecoder.for_settings(settings)
         self.consumer = ChannelConsumer(settings, self.hub, self.metrics, self._overflowed)
         self.verifier = TokenVerifier(
             settings.auth, hmac_secret=secrets.hmac_secret, jwks=secrets.jwks

@@ -1,4 +1,6 @@
-"""Record decoding: seed shape, header/key routing, every bad-record reason, hostile bytes."""
+"""Record decoding: seed shape, header/key routing, user events without a user, producer
+timestamps (the forms themselves: test_core_timestamps), every bad-record reason, hostile
+bytes."""
 
 from __future__ import annotations
 
@@ -8,13 +10,23 @@ import random
 import pytest
 
 from clarion_worker.core.events import BAD_RECORD_REASONS, BadRecord, RawRecord, RecordDecoder
-from clarion_worker.core.settings import RoutingSettings
+from clarion_worker.core.settings import RoutingSettings, SettingsError, load_settings
 
 AUDIENCES = {"approvals": "organization", "notes": "user", "news": "broadcast"}
+KAFKA_TS = 1_773_500_000_000  # 2026-03-14T14:53:20Z, a few hours after SEED's timestamp
 
 
-def decoder(routing: RoutingSettings | None = None, max_bytes: int = 10_000) -> RecordDecoder:
-    return RecordDecoder(routing or RoutingSettings(), AUDIENCES, max_record_bytes=max_bytes)  # type: ignore[arg-type]
+def decoder(
+    routing: RoutingSettings | None = None,
+    max_bytes: int = 10_000,
+    without_user: dict[str, str] | None = None,
+) -> RecordDecoder:
+    return RecordDecoder(
+        routing or RoutingSettings(),
+        AUDIENCES,  # type: ignore[arg-type]
+        max_record_bytes=max_bytes,
+        without_user=without_user,  # type: ignore[arg-type]
+    )
 
 
 def record(value: object, topic: str = "approvals", **kw: object) -> RawRecord:
@@ -23,7 +35,7 @@ def record(value: object, topic: str = "approvals", **kw: object) -> RawRecord:
         topic=topic,
         partition=kw.get("partition", 0),  # type: ignore[arg-type]
         offset=kw.get("offset", 5),  # type: ignore[arg-type]
-        timestamp_ms=1_700_000_000_000,
+        timestamp_ms=kw.get("kafka_ts", KAFKA_TS),  # type: ignore[arg-type]
         key=kw.get("key"),  # type: ignore[arg-type]
         value=raw,
         headers=kw.get("headers", ()),  # type: ignore[arg-type]
@@ -48,12 +60,67 @@ def test_seed_shape() -> None:
     assert json.loads(event.data_json) == {"id": 7, "title": "Crédit"}
     assert "Crédit" in event.data_json  # ensure_ascii=False: no \\u escapes on the wire
     assert event.producer_ts_ms == 1_773_482_400_000
-    assert event.timestamp_ms == 1_700_000_000_000
+    assert event.timestamp_ms == KAFKA_TS
 
 
 def test_user_notification() -> None:
     event = decoder().decode(record({**SEED, "userId": "u-1"}, topic="notes"))
     assert (event.audience, event.user, event.organization) == ("user", "u-1", "org-1")
+
+
+# The seed's publishBroadcastNotification: the user notifications topic, an organization,
+# no userId. UnionFlow means every member of that organization.
+BROADCAST_NOTIFICATION = {
+    "type": "BROADCAST_NOTIFICATION",
+    "organizationId": "org-1",
+    "data": {"title": "Maintenance"},
+    "timestamp": "2026-03-14T10:00:00",
+}
+
+
+def test_user_event_without_user_goes_to_its_organization_by_default() -> None:
+    event = decoder().decode(record(BROADCAST_NOTIFICATION, topic="notes"))
+    assert (event.audience, event.organization, event.user) == ("organization", "org-1", None)
+    assert event.userless
+    assert not decoder().decode(record({**SEED, "userId": "u-1"}, topic="notes")).userless
+    assert not decoder().decode(record(SEED)).userless
+
+
+def test_user_event_without_user_is_rejected_when_the_topic_says_so() -> None:
+    strict = decoder(without_user={"notes": "reject"})
+    with pytest.raises(BadRecord) as caught:
+        strict.decode(record(BROADCAST_NOTIFICATION, topic="notes"))
+    assert caught.value.reason == "missing_user"
+    assert strict.decode(record({**SEED, "userId": "u-1"}, topic="notes")).user == "u-1"
+
+
+def test_user_event_naming_neither_user_nor_organization_is_missing_user() -> None:
+    with pytest.raises(BadRecord) as caught:
+        decoder().decode(record({"type": "BROADCAST_NOTIFICATION", "data": {}}, topic="notes"))
+    assert caught.value.reason == "missing_user"
+
+
+def test_decoder_from_settings_takes_rule_and_zone() -> None:
+    settings = load_settings(
+        {
+            "apiVersion": "clarion.dev/worker-config/v1",
+            "channel": "c",
+            "kafka": {"bootstrapServers": "127.0.0.1:9092"},
+            "topics": [
+                {"name": "notes", "audience": "user", "withoutUser": "reject"},
+                {"name": "news", "audience": "user"},
+            ],
+            "routing": {"timestampZone": "Europe/Paris"},
+            "auth": {"mode": "none"},
+        },
+        hostname="h",
+    )
+    each = RecordDecoder.for_settings(settings)
+    with pytest.raises(BadRecord):
+        each.decode(record(BROADCAST_NOTIFICATION, topic="notes"))
+    event = each.decode(record(BROADCAST_NOTIFICATION, topic="news"))
+    assert event.userless
+    assert event.producer_ts_ms == 1_773_478_800_000  # 10:00 in Paris (UTC+1) is 09:00Z
 
 
 def test_broadcast_needs_no_organization() -> None:
@@ -114,7 +181,7 @@ def test_headers_and_key_win_over_fields() -> None:
             "approvals",
             "missing_organization",
         ),
-        (json.dumps({"type": "A", "organizationId": "o"}).encode(), "notes", "missing_user"),
+        (json.dumps({"type": "A"}).encode(), "notes", "missing_user"),
         (b" " * 10_001, "approvals", "oversized"),
     ],
 )
@@ -136,23 +203,34 @@ def test_header_routing_with_bad_header_bytes() -> None:
 
 
 @pytest.mark.parametrize(
-    ("timestamp", "expected"),
+    ("timestamp", "expected", "problem"),
     [
-        ("2026-03-14T10:00:00+01:00", 1_773_478_800_000),
-        ("2026-03-14T10:00:00", None),  # no zone: not guessed
-        ("yesterday", None),
-        (True, None),
-        (-5, None),
-        (float("inf"), None),
-        (10**30, None),
-        ("9999-12-31T23:59:59-23:59", None),
+        ("2026-03-14T10:00:00+01:00", 1_773_478_800_000, None),
+        ("2026-03-14T10:00:00", 1_773_482_400_000, None),  # zoneless: the zone setting (UTC)
+        ([2026, 3, 14, 10, 0], 1_773_482_400_000, None),
+        (1_773_482_400, 1_773_482_400_000, None),  # seconds, not 1970
+        (1_773_482_400.5, 1_773_482_400_500, None),
+        (None, None, None),
+        ("yesterday", None, "unparsable"),
+        (True, None, "wrong_type"),
+        (-5, None, "implausible"),
+        (float("inf"), None, "implausible"),
+        (10**30, None, "implausible"),
+        ("9999-12-31T23:59:59-23:59", None, "unparsable"),
     ],
 )
-def test_producer_timestamps(timestamp: object, expected: int | None) -> None:
+def test_producer_timestamps(timestamp: object, expected: int | None, problem: str | None) -> None:
     body = json.dumps({**SEED, "timestamp": timestamp}, allow_nan=True).encode()
     if b"Infinity" in body:
         body = body.replace(b"Infinity", b"1e999")  # a legal JSON number that overflows
-    assert decoder().decode(record(body)).producer_ts_ms == expected
+    event = decoder().decode(record(body))
+    assert (event.producer_ts_ms, event.timestamp_problem) == (expected, problem)
+
+
+def test_missing_timestamp_field() -> None:
+    body = {key: value for key, value in SEED.items() if key != "timestamp"}
+    event = decoder().decode(record(body))
+    assert (event.producer_ts_ms, event.timestamp_problem) == (None, None)
 
 
 def test_unknown_topic_is_an_edge_bug() -> None:
@@ -200,3 +278,62 @@ def test_decoder_raises_only_bad_record_on_hostile_bytes() -> None:
     assert decoded > 0  # the corpus also exercises the success path
     assert reasons <= set(BAD_RECORD_REASONS)
     assert len(reasons) >= 4
+
+
+def _doc(topics: list[dict[str, str]], **routing: str) -> dict[str, object]:
+    return {
+        "apiVersion": "clarion.dev/worker-config/v1",
+        "channel": "c",
+        "kafka": {"bootstrapServers": "127.0.0.1:9092"},
+        "topics": topics,
+        "routing": routing,
+        "auth": {"mode": "none"},
+    }
+
+
+def test_settings_default_rule_and_zone() -> None:
+    settings = load_settings(_doc([{"name": "n", "audience": "user"}]), hostname="h")
+    assert settings.topics[0].without_user == "organization"
+    assert settings.routing.timestamp_zone == "UTC"
+
+
+@pytest.mark.parametrize(
+    ("topics", "routing", "problem"),
+    [
+        (
+            [{"name": "n", "audience": "user", "withoutUser": "everyone"}],
+            {},
+            "topics[0].withoutUser: must be one of organization, reject",
+        ),
+        (
+            [{"name": "n", "audience": "organization", "withoutUser": "reject"}],
+            {},
+            "topics[0].withoutUser: only for topics of audience user",
+        ),
+        (
+            [{"name": "n", "audience": "user"}],
+            {"timestampZone": "Mars/Olympus"},
+            "routing.timestampZone: 'Mars/Olympus': unknown time zone",
+        ),
+        (
+            [{"name": "n", "audience": "user"}],
+            {"timestampZone": "CET+1"},
+            "routing.timestampZone: 'CET+1': unknown time zone",
+        ),
+    ],
+)
+def test_settings_refuse_bad_rule_or_zone(
+    topics: list[dict[str, str]], routing: dict[str, str], problem: str
+) -> None:
+    with pytest.raises(SettingsError) as caught:
+        load_settings(_doc(topics, **routing), hostname="h")
+    assert problem in caught.value.problems
+
+
+def test_zone_from_the_environment() -> None:
+    settings = load_settings(
+        _doc([{"name": "n", "audience": "user"}]),
+        {"CLARION_ROUTING__TIMESTAMP_ZONE": "Africa/Abidjan"},
+        hostname="h",
+    )
+    assert settings.routing.timestamp_zone == "Africa/Abidjan"

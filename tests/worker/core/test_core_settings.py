@@ -255,6 +255,7 @@ def test_key_reference_covers_every_key_with_env_names() -> None:
         "topics",
         "topics[].name",
         "topics[].audience",
+        "topics[].withoutUser",
     }
     assert rows["limits.maxConnections"].default == "20000"
     assert rows["limits.maxConnections"].env == "CLARION_LIMITS__MAX_CONNECTIONS"

@@ -10,7 +10,16 @@ is one of ``BAD_RECORD_REASONS`` (a metric label).
 
 Audiences: ``organization`` events need an organization; ``user`` events need a user (an
 organization on a user event narrows delivery further, see ``hub``); ``broadcast`` events
-need neither.
+need neither. A ``user`` event that names no user follows its topic's ``withoutUser``
+rule: ``organization`` (the default) routes it as an organization event to the members
+of the organization it names (``Event.userless`` is set, so the edge counts it apart);
+``reject`` skips it as ``missing_user``. Naming neither is always ``missing_user``.
+
+The producer timestamp (``routing.timestampField``) is read by ``timestamps``: ISO-8601
+with or without offset, Jackson's array form, epoch seconds, milliseconds, micro- or
+nanoseconds. A value that is present but unusable leaves ``producer_ts_ms`` unset and
+names the reason in ``Event.timestamp_problem`` (the edge counts and logs it); the
+envelope then carries the Kafka timestamp.
 """
 
 from __future__ import annotations
@@ -18,11 +27,11 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Final, Literal
 
-from clarion_contract.worker_config import Audience
-from clarion_worker.core.settings import RoutingSettings
+from clarion_contract.worker_config import Audience, WithoutUser
+from clarion_worker.core.settings import RoutingSettings, WorkerSettings
+from clarion_worker.core.timestamps import TimestampProblem, read_timestamp, resolve_zone
 
 BadRecordReason = Literal[
     "not_json",
@@ -72,6 +81,10 @@ class Event:
     audience: Audience
     data_json: str
     producer_ts_ms: int | None
+    #: Why a timestamp the producer gave was ignored (``timestamps.TIMESTAMP_PROBLEMS``).
+    timestamp_problem: TimestampProblem | None = None
+    #: A ``user`` topic's event that named no user, routed to its organization.
+    userless: bool = False
 
 
 class BadRecord(Exception):  # noqa: N818 -- the name the edges and metrics use
@@ -100,10 +113,28 @@ class RecordDecoder:
         audiences: Mapping[str, Audience],
         *,
         max_record_bytes: int,
+        without_user: Mapping[str, WithoutUser] | None = None,
     ) -> None:
         self._routing = routing
         self._audiences = dict(audiences)
         self._max_record_bytes = max_record_bytes
+        #: Topics whose user events without a user go to their organization.
+        self._userless_to_org = frozenset(
+            topic
+            for topic, audience in self._audiences.items()
+            if audience == "user" and (without_user or {}).get(topic, "organization") != "reject"
+        )
+        self._zone = resolve_zone(routing.timestamp_zone)
+
+    @classmethod
+    def for_settings(cls, settings: WorkerSettings) -> RecordDecoder:
+        """The decoder of a worker's channel: its routing, topics and record size limit."""
+        return cls(
+            settings.routing,
+            {topic.name: topic.audience for topic in settings.topics},
+            max_record_bytes=settings.limits.max_record_bytes,
+            without_user={topic.name: topic.without_user for topic in settings.topics},
+        )
 
     def decode(self, record: RawRecord) -> Event:
         """The record as an ``Event``; raises ``BadRecord`` and nothing else for any bytes.
@@ -147,13 +178,23 @@ class RecordDecoder:
         user = _routing_value(body, routing.user_field, headers, routing.user_header)
         if audience == "organization" and organization is None:
             raise BadRecord("missing_organization")
+        userless = False
         if audience == "user" and user is None:
-            raise BadRecord("missing_user")
+            if organization is None or record.topic not in self._userless_to_org:
+                raise BadRecord("missing_user")
+            audience, userless = "organization", True
         data_json = _dumps(body.get(routing.data_field))
         # Lone surrogates ("\ud800") parse fine but cannot be sent as UTF-8: refuse them here,
         # once, instead of failing in every connection's writer.
         if not data_json.isascii():
             data_json.encode("utf-8")
+        reading = read_timestamp(
+            body.get(routing.timestamp_field),
+            self._zone,
+            reference_ms=record.timestamp_ms,
+            raw=value,
+            field=routing.timestamp_field,
+        )
         return Event(
             topic=record.topic,
             partition=record.partition,
@@ -164,7 +205,9 @@ class RecordDecoder:
             user=user,
             audience=audience,
             data_json=data_json,
-            producer_ts_ms=_timestamp_ms(body.get(routing.timestamp_field)),
+            producer_ts_ms=reading.millis,
+            timestamp_problem=reading.problem,
+            userless=userless,
         )
 
 
@@ -188,26 +231,3 @@ def _text(raw: bytes | None) -> str | None:
         return raw.decode("utf-8")
     except UnicodeDecodeError:
         return None
-
-
-_MAX_EPOCH_MS: Final = 253402300799999  # 9999-12-31T23:59:59.999Z
-
-
-def _timestamp_ms(value: object) -> int | None:
-    """Producer timestamp as epoch milliseconds: ISO-8601 text or a number of ms."""
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int | float):
-        if value != value or not 0 <= value <= _MAX_EPOCH_MS:
-            return None
-        return int(value)
-    if isinstance(value, str) and 10 <= len(value) <= 40:
-        try:
-            parsed = datetime.fromisoformat(value)
-            if parsed.tzinfo is None:
-                return None  # a wall-clock time without zone would be guessed; leave it out
-            millis = int(parsed.timestamp() * 1000)
-        except (ValueError, OverflowError):
-            return None
-        return millis if 0 <= millis <= _MAX_EPOCH_MS else None
-    return None

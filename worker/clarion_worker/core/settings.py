@@ -35,8 +35,11 @@ from clarion_contract.worker_config import (
     JWT_ALGORITHMS_HMAC,
     SASL_MECHANISMS,
     SECURITY_PROTOCOLS,
+    WITHOUT_USER_RULES,
     Audience,
+    WithoutUser,
 )
+from clarion_worker.core.timestamps import resolve_zone
 
 ENV_PREFIX: Final = "CLARION_"
 REPLICA_ID_ENV: Final = "CLARION_REPLICA_ID"
@@ -121,6 +124,13 @@ KEYS: Final[tuple[KeySpec, ...]] = (
     KeySpec("routing.userField", "str", "userId", "JSON field: target user (user topics)."),
     KeySpec("routing.dataField", "str", "data", "JSON field holding the payload sent to clients."),
     KeySpec("routing.timestampField", "str", "timestamp", "JSON field: producer timestamp."),
+    KeySpec(
+        "routing.timestampZone",
+        "str",
+        "UTC",
+        "Zone of producer timestamps written without an offset (Java's LocalDateTime): "
+        "UTC, +HH:MM or an IANA name such as Africa/Abidjan.",
+    ),
     KeySpec("routing.typeHeader", "str", UNSET, "Record header holding the type (wins if set)."),
     KeySpec("routing.organizationHeader", "str", UNSET, "Record header holding the organization."),
     KeySpec("routing.userHeader", "str", UNSET, "Record header holding the target user."),
@@ -250,6 +260,14 @@ def key_reference() -> tuple[KeyReference, ...]:
             "Who receives its events: " + ", ".join(AUDIENCES) + ".",
             "-",
         ),
+        KeyReference(
+            "topics[].withoutUser",
+            "str",
+            "organization",
+            "User topics only: an event naming no user goes to the members of its "
+            "organization (organization), or is skipped as a bad record (reject).",
+            "-",
+        ),
     ]
     for spec in KEYS:
         rows.append(
@@ -299,6 +317,8 @@ class KafkaSettings:
 class TopicSettings:
     name: str
     audience: Audience
+    #: ``user`` topics: what happens to an event that names no user.
+    without_user: WithoutUser = "organization"
 
 
 @dataclass(frozen=True, slots=True)
@@ -308,6 +328,8 @@ class RoutingSettings:
     user_field: str = "userId"
     data_field: str = "data"
     timestamp_field: str = "timestamp"
+    #: Zone of zoneless producer timestamps (``resolve_zone`` accepts it).
+    timestamp_zone: str = "UTC"
     type_header: str | None = None
     organization_header: str | None = None
     user_header: str | None = None
@@ -569,9 +591,10 @@ def _check_topics(raw: object, problems: list[str]) -> tuple[TopicSettings, ...]
             problems.append(f"{where}: must be an object")
             continue
         for key in item:
-            if key not in ("name", "audience"):
+            if key not in ("name", "audience", "withoutUser"):
                 problems.append(f"{where}.{key}: unknown key")
         name, audience = item.get("name"), item.get("audience")
+        without_user = item.get("withoutUser", "organization")
         ok = True
         if not isinstance(name, str) or not _TOPIC_NAME.fullmatch(name):
             problems.append(f"{where}.name: must be a Kafka topic name ([A-Za-z0-9._-], 1-249)")
@@ -582,9 +605,16 @@ def _check_topics(raw: object, problems: list[str]) -> tuple[TopicSettings, ...]
         if audience not in AUDIENCES:
             problems.append(f"{where}.audience: must be one of {', '.join(AUDIENCES)}")
             ok = False
+        if without_user not in WITHOUT_USER_RULES:
+            problems.append(f"{where}.withoutUser: must be one of {', '.join(WITHOUT_USER_RULES)}")
+            ok = False
+        elif "withoutUser" in item and audience != "user":
+            problems.append(f"{where}.withoutUser: only for topics of audience user")
+            ok = False
         if ok and isinstance(name, str):
             seen.add(name)
-            topics.append(TopicSettings(name, _audience(audience)))
+            rule: WithoutUser = "reject" if without_user == "reject" else "organization"
+            topics.append(TopicSettings(name, _audience(audience), rule))
     return tuple(topics)
 
 
@@ -641,6 +671,10 @@ def _cross_check(values: _Values, problems: list[str]) -> None:
         problems.append(
             "routing.organizationFromKey: set either organizationFromKey or organizationHeader"
         )
+    try:
+        resolve_zone(values.text("routing.timestampZone"))
+    except ValueError as error:
+        problems.append(f"routing.timestampZone: {error}")
     for key in ("server.websocketPath", "server.ssePath"):
         if not values.text(key).startswith("/"):
             problems.append(f"{key}: must start with /")
@@ -713,6 +747,7 @@ def _build(v: _Values, topics: tuple[TopicSettings, ...], replica_id: str) -> Wo
             user_field=v.text("routing.userField"),
             data_field=v.text("routing.dataField"),
             timestamp_field=v.text("routing.timestampField"),
+            timestamp_zone=v.text("routing.timestampZone"),
             type_header=v.optional("routing.typeHeader"),
             organization_header=v.optional("routing.organizationHeader"),
             user_header=v.optional("routing.userHeader"),
