@@ -20,7 +20,13 @@ from aiokafka.errors import KafkaError
 
 from clarion_worker.core.cursor import ChannelPosition, TopicLayout
 from clarion_worker.core.dispatch import Dispatcher
-from clarion_worker.core.events import BAD_RECORD_REASONS, BadRecord, Event, RawRecord, RecordDecoder
+from clarion_worker.core.events import (
+    BAD_RECORD_REASONS,
+    BadRecord,
+    Event,
+    RawRecord,
+    RecordDecoder,
+)
 from clarion_worker.core.hub import Connection, Hub
 from clarion_worker.core.resume import TopicFacts
 from clarion_worker.core.settings import WorkerSettings
