@@ -13,8 +13,9 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -42,24 +43,21 @@ class _Worker:
             time.sleep(0.05)
 
 
-@pytest.fixture
-def unreachable_worker(tmp_path: Path) -> Iterator[_Worker]:
-    """A worker whose Kafka bootstrap refuses every connection."""
-    config = tmp_path / "worker.json"
-    config.write_text(
-        json.dumps(
-            {
-                "apiVersion": "clarion.dev/worker-config/v1",
-                "channel": "tests",
-                "kafka": {"bootstrapServers": f"127.0.0.1:{_free_port()}"},
-                "topics": [{"name": "t.approvals", "audience": "organization"}],
-                "auth": {"mode": "none"},
-                "drain": {"windowSeconds": 30},
-            }
-        )
-    )
+def _start(directory: Path, name: str = "worker", **sections: dict[str, Any]) -> _Worker:
+    doc: dict[str, Any] = {
+        "apiVersion": "clarion.dev/worker-config/v1",
+        "channel": "tests",
+        "kafka": {"bootstrapServers": f"127.0.0.1:{_free_port()}"},
+        "topics": [{"name": "t.approvals", "audience": "organization"}],
+        "auth": {"mode": "none"},
+        "drain": {"windowSeconds": 30},
+    }
+    for section, values in sections.items():
+        doc.setdefault(section, {}).update(values)
+    config = directory / f"{name}.json"
+    config.write_text(json.dumps(doc))
     port = _free_port()
-    log = tmp_path / "worker.log"
+    log = directory / f"{name}.log"
     env = {k: v for k, v in os.environ.items() if not k.startswith("CLARION_")}  # noqa: TID251
     with log.open("wb") as out:
         proc = subprocess.Popen(
@@ -71,20 +69,36 @@ def unreachable_worker(tmp_path: Path) -> Iterator[_Worker]:
             stderr=subprocess.STDOUT,
             env={**env, "CLARION_REPLICA_ID": "w-unreachable"},
         )
-    worker = _Worker(proc, log, port)
-    try:
-        yield worker
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait(timeout=10)
+    return _Worker(proc, log, port)
+
+
+@pytest.fixture
+def start_unreachable(tmp_path: Path) -> Iterator[Callable[..., _Worker]]:
+    """Start workers whose Kafka bootstrap refuses every connection; all stopped after."""
+    started: list[_Worker] = []
+
+    def start(**sections: dict[str, Any]) -> _Worker:
+        worker = _start(tmp_path, f"w{len(started)}", **sections)
+        started.append(worker)
+        worker.wait_for_log("Kafka not ready; retrying")
+        return worker
+
+    yield start
+    for worker in started:
+        if worker.proc.poll() is None:
+            worker.proc.kill()
+        worker.proc.wait(timeout=10)
+
+
+@pytest.fixture
+def unreachable_worker(start_unreachable: Callable[..., _Worker]) -> _Worker:
+    return start_unreachable()
 
 
 def test_sigterm_while_waiting_for_kafka_exits_promptly_and_cleanly(
     unreachable_worker: _Worker,
 ) -> None:
     worker = unreachable_worker
-    worker.wait_for_log("Kafka not ready; retrying")
     started = time.monotonic()
     worker.proc.send_signal(signal.SIGTERM)
     try:
@@ -101,9 +115,126 @@ def test_sigterm_while_waiting_for_kafka_exits_promptly_and_cleanly(
 def test_probes_answer_while_waiting_for_kafka(unreachable_worker: _Worker) -> None:
     """Alive (the process is fine) but not ready (no Kafka yet): liveness must not kill it."""
     worker = unreachable_worker
-    worker.wait_for_log("Kafka not ready; retrying")
     base = f"http://127.0.0.1:{worker.port}"
     assert httpx.get(f"{base}/healthz", timeout=5).status_code == 200
     ready = httpx.get(f"{base}/readyz", timeout=5)
     assert ready.status_code == 503
     assert "consumer not assigned yet" in ready.text
+
+
+# ---- request heads: size, time and number (issue 12, items 1 and 2) ------------------------
+
+WS_HEAD = (
+    "GET {target} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+    "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{extra}\r\n"
+)
+#: Past websockets' 8 KiB line limit (the hang) but within the defaults (8 KiB URL, 16 KiB
+#: of headers); HUGE_TOKEN is past the defaults.
+BIG_TOKEN = "eyJhbGciOiJIUzI1NiJ9." + "x" * 9000 + ".sig"
+HUGE_TOKEN = "eyJhbGciOiJIUzI1NiJ9." + "x" * 20000 + ".sig"
+
+
+def _exchange(port: int, head: str, within: float = 5.0) -> tuple[bytes, bool]:
+    """Send ``head`` on a raw socket; what came back, and whether the server then closed."""
+    with socket.create_connection(("127.0.0.1", port), timeout=within) as sock:
+        sock.sendall(head.encode())
+        received = b""
+        deadline = time.monotonic() + within
+        while time.monotonic() < deadline:
+            sock.settimeout(max(0.01, deadline - time.monotonic()))
+            try:
+                chunk = sock.recv(65536)
+            except TimeoutError:
+                return received, False
+            if not chunk:
+                return received, True
+            received += chunk
+        return received, False
+
+
+def _status(response: bytes) -> int:
+    return int(response.split(b" ", 2)[1]) if response.startswith(b"HTTP/1.1 ") else 0
+
+
+@pytest.mark.parametrize(
+    ("where", "status"),
+    [("authorization", 431), ("subprotocol", 431), ("query", 414), ("sse", 431)],
+)
+def test_an_oversized_request_head_is_answered_at_once(
+    unreachable_worker: _Worker, where: str, status: int
+) -> None:
+    """Past the limits: an immediate HTTP refusal and a closed socket, never a hang."""
+    target, extra = "/ws/dashboard", ""
+    if where == "authorization":
+        extra = f"Authorization: Bearer {HUGE_TOKEN}\r\n"
+    elif where == "subprotocol":
+        extra = f"Sec-WebSocket-Protocol: clarion.v1, bearer.{HUGE_TOKEN}\r\n"
+    elif where == "query":
+        target = f"/ws/dashboard?access_token={BIG_TOKEN}"
+    head = WS_HEAD.format(target=target, extra=extra)
+    if where == "sse":
+        head = f"GET /sse/dashboard HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {HUGE_TOKEN}\r\n"
+        head += "\r\n"
+    response, closed = _exchange(unreachable_worker.port, head)
+    assert _status(response) == status, response[:200]
+    assert closed
+    body = json.loads(response.partition(b"\r\n\r\n")[2])
+    assert body["error"] == {414: "url_too_long", 431: "headers_too_large"}[status]
+    metrics = httpx.get(f"http://127.0.0.1:{unreachable_worker.port}/metrics", timeout=5).text
+    assert f'clarion_worker_handshake_refusals_total{{reason="{body["error"]}"}} 1.0' in metrics
+
+
+@pytest.mark.parametrize(
+    ("limits", "token"), [({}, BIG_TOKEN), ({"maxHeaderBytes": 65536}, HUGE_TOKEN)]
+)
+def test_a_big_token_within_the_limits_reaches_the_app(
+    start_unreachable: Callable[..., _Worker], limits: dict[str, int], token: str
+) -> None:
+    """Past websockets' own 8 KiB line limit too (where it hung): the app answers."""
+    worker = start_unreachable(limits=limits)
+    for extra in (f"Authorization: Bearer {token}", f"Sec-WebSocket-Protocol: bearer.{token}"):
+        head = WS_HEAD.format(target="/ws/dashboard", extra=extra + "\r\n")
+        response, _closed = _exchange(worker.port, head, within=3.0)
+        assert _status(response) not in (0, 414, 431), response[:200]
+
+
+def test_a_head_that_stops_midway_is_closed_after_the_deadline_and_counted(
+    start_unreachable: Callable[..., _Worker],
+) -> None:
+    worker = start_unreachable(
+        server={"handshakeTimeoutSeconds": 1}, limits={"maxPendingHandshakes": 4}
+    )
+    metrics_url = f"http://127.0.0.1:{worker.port}/metrics"
+    stalled = [socket.create_connection(("127.0.0.1", worker.port)) for _ in range(4)]
+    try:
+        for sock in stalled:
+            sock.sendall(b"GET /ws/dashboard HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgr")
+        # The fifth is over the limit: refused at once, before sending anything.
+        response, closed = _exchange(worker.port, "", within=3.0)
+        assert (_status(response), closed) == (503, True)
+        deadline = time.monotonic() + 5
+        for sock in stalled:
+            sock.settimeout(max(0.1, deadline - time.monotonic()))
+            answer = sock.recv(4096)
+            assert _status(answer) == 408, answer
+            assert sock.recv(4096) == b""  # and closed
+    finally:
+        for sock in stalled:
+            sock.close()
+    metrics = httpx.get(metrics_url, timeout=5).text
+    assert 'clarion_worker_handshake_refusals_total{reason="handshake_timeout"} 4.0' in metrics
+    assert 'clarion_worker_handshake_refusals_total{reason="unavailable"} 1.0' in metrics
+    assert "clarion_worker_pending_handshakes 0.0" in metrics
+
+
+def test_pending_handshakes_are_a_metric(start_unreachable: Callable[..., _Worker]) -> None:
+    worker = start_unreachable(server={"handshakeTimeoutSeconds": 30})
+    stalled = [socket.create_connection(("127.0.0.1", worker.port)) for _ in range(3)]
+    try:
+        for sock in stalled:
+            sock.sendall(b"GET /sse/dashboard HTTP/1.1\r\n")
+        metrics = httpx.get(f"http://127.0.0.1:{worker.port}/metrics", timeout=5).text
+        assert "clarion_worker_pending_handshakes 3.0" in metrics
+    finally:
+        for sock in stalled:
+            sock.close()

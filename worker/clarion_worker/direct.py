@@ -124,6 +124,16 @@ class DirectWebSocketProtocol(WebSocketsSansIOProtocol):
         super().__init__(*args, **kwargs)
         self.queue = _Inbox()  # type: ignore[assignment]
 
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        # websockets refused the head itself (a line above its MAX_LINE_LENGTH, not HTTP):
+        # it queued a 414/431 or an EOF that uvicorn's protocol never writes, and the
+        # client would wait on an open socket forever.
+        refused = not self.handshake_initiated and self.conn.handshake_exc is not None
+        if refused and not self.transport.is_closing():
+            self.transport.write(b"".join(self.conn.data_to_send()))
+            self.transport.close()
+
     def handle_connect(self, event: Request) -> None:
         super().handle_connect(event)
         # The ASGI task is created but has not run yet: extending its scope is safe.

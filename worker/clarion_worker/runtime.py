@@ -56,7 +56,10 @@ class WorkerRuntime:
         self.decoder = RecordDecoder.for_settings(settings)
         self.consumer = ChannelConsumer(settings, self.hub, self.metrics, self._overflowed)
         self.verifier = TokenVerifier(
-            settings.auth, hmac_secret=secrets.hmac_secret, jwks=secrets.jwks
+            settings.auth,
+            hmac_secret=secrets.hmac_secret,
+            jwks=secrets.jwks,
+            max_token_chars=max(settings.limits.max_header_bytes, settings.limits.max_url_bytes),
         )
         self.jwks = (
             JwksRefresher(settings.auth.jwks_url, self.verifier) if settings.auth.jwks_url else None

@@ -122,8 +122,12 @@ class TokenVerifier:
         *,
         hmac_secret: bytes | None = None,
         jwks: Mapping[str, Any] | None = None,
+        max_token_chars: int = MAX_TOKEN_CHARS,
     ) -> None:
         self._settings = settings
+        #: The edge bounds request heads (limits.maxHeaderBytes); a token that fits in one
+        #: must not then be refused as "too long" here.
+        self._max_token_chars = max_token_chars
         self._hmac_secret = hmac_secret
         self._keys: dict[str, jwt.PyJWK] = {}
         self._single_key: jwt.PyJWK | None = None
@@ -140,7 +144,7 @@ class TokenVerifier:
         settings = self._settings
         if not token:
             raise AuthError("missing")
-        if len(token) > MAX_TOKEN_CHARS:
+        if len(token) > self._max_token_chars:
             raise AuthError("malformed", "token too long")
         try:
             header = jwt.get_unverified_header(token)
