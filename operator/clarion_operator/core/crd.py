@@ -64,6 +64,11 @@ QUANTITY_PATTERN: Final = (
 )
 
 AUDIENCES: Final = ("organization", "user", "broadcast")
+WITHOUT_USER_RULES: Final = ("organization", "reject")
+#: UTC, a fixed offset or an IANA zone name; the operator checks that the name is known.
+TIMESTAMP_ZONE_PATTERN: Final = (
+    r"^(UTC|Z|[+-][0-9]{2}:[0-9]{2}|[A-Za-z][A-Za-z0-9_+-]*(/[A-Za-z0-9_+-]+)*)$"
+)
 DELETION_POLICIES: Final = ("Retain", "Delete")
 AUTH_MODES: Final = ("jwt", "none")
 PULL_POLICIES: Final = ("Always", "IfNotPresent", "Never")
@@ -373,6 +378,13 @@ def _topics() -> Schema:
                 enum=AUDIENCES,
                 default="organization",
             ),
+            "withoutUser": string(
+                "Topics of audience user only: what an event that names no user becomes. "
+                "organization (the workers' default): delivered to every member of the "
+                "organization it names, counted in clarion_worker_userless_events_total; "
+                "reject: skipped as a missing_user bad record.",
+                enum=WITHOUT_USER_RULES,
+            ),
             "deletionPolicy": string(
                 "What happens to the Kafka topic when the channel is deleted.",
                 enum=DELETION_POLICIES,
@@ -403,6 +415,13 @@ def _routing() -> Schema:
             "userField": field("JSON field holding the user id."),
             "dataField": field("JSON field holding the payload sent to clients."),
             "timestampField": field("JSON field holding the event time."),
+            "timestampZone": string(
+                "Zone of producer timestamps written without an offset (Java's "
+                "LocalDateTime): UTC (the workers' default), a fixed offset such as +01:00, "
+                "or an IANA name such as Africa/Abidjan.",
+                pattern=TIMESTAMP_ZONE_PATTERN,
+                max_length=64,
+            ),
             "typeHeader": field("Record header holding the event type."),
             "organizationHeader": field("Record header holding the organization id."),
             "userHeader": field("Record header holding the user id."),

@@ -211,7 +211,12 @@ def worker_config(name: str, namespace: str, spec: ChannelSpec) -> WorkerConfigD
             security["keyFile"] = _secret_file("kafka-tls", sec.tls.key_key)
     kafka["security"] = security
 
-    topics: list[TopicDoc] = [{"name": t.name, "audience": t.audience} for t in spec.topics]
+    topics: list[TopicDoc] = []
+    for t in spec.topics:
+        topic: TopicDoc = {"name": t.name, "audience": t.audience}
+        if t.without_user is not None:
+            topic["withoutUser"] = "reject" if t.without_user == "reject" else "organization"
+        topics.append(topic)
 
     rt = spec.routing
     routing: RoutingDoc = {}
@@ -221,6 +226,7 @@ def worker_config(name: str, namespace: str, spec: ChannelSpec) -> WorkerConfigD
         ("userField", rt.user_field),
         ("dataField", rt.data_field),
         ("timestampField", rt.timestamp_field),
+        ("timestampZone", rt.timestamp_zone),
         ("typeHeader", rt.type_header),
         ("organizationHeader", rt.organization_header),
         ("userHeader", rt.user_header),

@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Final, Literal, TypedDict, cast
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from clarion_contract.worker_config import (
     AUDIENCES,
@@ -69,6 +70,7 @@ class RawTopic(TypedDict, total=False):
     config: dict[str, str]
     audience: str
     deletionPolicy: str
+    withoutUser: str
 
 
 class RawRouting(TypedDict, total=False):
@@ -77,6 +79,7 @@ class RawRouting(TypedDict, total=False):
     userField: str
     dataField: str
     timestampField: str
+    timestampZone: str
     typeHeader: str
     organizationHeader: str
     userHeader: str
@@ -248,6 +251,8 @@ class TopicSpec:
     config: Mapping[str, str] = field(default_factory=lambda: _EMPTY)
     audience: Audience = "organization"
     deletion_policy: DeletionPolicy = "Retain"
+    #: ``user`` topics: what an event naming no user becomes (None: the worker's default).
+    without_user: str | None = None
 
 
 @dataclass(frozen=True)
@@ -257,6 +262,7 @@ class RoutingSpec:
     user_field: str | None = None
     data_field: str | None = None
     timestamp_field: str | None = None
+    timestamp_zone: str | None = None
     type_header: str | None = None
     organization_header: str | None = None
     user_header: str | None = None
@@ -731,9 +737,35 @@ def _topics(r: _Reader, root: Mapping[str, object]) -> tuple[TopicSpec, ...]:
                     DeletionPolicy,
                     r.str_default(t, "deletionPolicy", tpath, "Retain", enum=crd.DELETION_POLICIES),
                 ),
+                without_user=_without_user(r, t, tpath),
             )
         )
     return tuple(out)
+
+
+def _without_user(r: _Reader, t: Mapping[str, object], tpath: str) -> str | None:
+    rule = r.opt_str(t, "withoutUser", tpath, enum=crd.WITHOUT_USER_RULES)
+    if rule is not None and t.get("audience") != "user":
+        r.fail(f"{tpath}.withoutUser", "only for topics of audience user")
+    return rule
+
+
+def _timestamp_zone(r: _Reader, raw: Mapping[str, object], p: str) -> str | None:
+    """The zone as the workers will resolve it: UTC, +HH:MM up to 18 h, or a known name."""
+    zone = r.opt_str(raw, "timestampZone", p, pattern=crd.TIMESTAMP_ZONE_PATTERN, max_length=64)
+    if zone is None or zone in ("UTC", "Z"):
+        return zone
+    if zone[0] in "+-":
+        if int(zone[1:3]) > 18 or int(zone[4:6]) > 59:
+            r.fail(f"{p}.timestampZone", f"offset out of range (got {zone!r})")
+            return None
+        return zone
+    try:
+        ZoneInfo(zone)
+    except (ZoneInfoNotFoundError, ValueError, OSError):
+        r.fail(f"{p}.timestampZone", f"unknown time zone {zone!r}")
+        return None
+    return zone
 
 
 def _routing(r: _Reader, raw: Mapping[str, object]) -> RoutingSpec:
@@ -744,6 +776,7 @@ def _routing(r: _Reader, raw: Mapping[str, object]) -> RoutingSpec:
         user_field=r.opt_str(raw, "userField", p),
         data_field=r.opt_str(raw, "dataField", p),
         timestamp_field=r.opt_str(raw, "timestampField", p),
+        timestamp_zone=_timestamp_zone(r, raw, p),
         type_header=r.opt_str(raw, "typeHeader", p),
         organization_header=r.opt_str(raw, "organizationHeader", p),
         user_header=r.opt_str(raw, "userHeader", p),
