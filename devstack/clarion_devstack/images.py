@@ -36,6 +36,7 @@ import tempfile
 import tomllib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from fnmatch import fnmatch
 from pathlib import Path
 
 from .install import _complete, _fingerprint, _locked, _run
@@ -80,8 +81,6 @@ CONTEXT_PATHS = (
     "operator",
     "devstack",
 )
-#: Never part of the context (as .dockerignore says).
-_IGNORED_PARTS = frozenset({"__pycache__", ".mypy_cache", ".ruff_cache", ".pytest_cache"})
 #: The host's CA bundle, bind-mounted read-only into each build step (pip), never copied.
 CA_CERTS = Path("/etc/ssl/certs")
 #: The soft and hard nofile/nproc limit given to containers: at most this, at most ours.
@@ -378,19 +377,43 @@ def ensure_base(settings: DevstackSettings, podman: Podman) -> str:
 # --- the images -----------------------------------------------------------------------
 
 
+def dockerignore(checkout: Path) -> list[str]:
+    """The patterns of the build context's ``.dockerignore`` (comments and blanks dropped)."""
+    path = checkout / ".dockerignore"
+    lines = path.read_text().splitlines() if path.is_file() else []
+    return [line.strip() for line in lines if line.strip() and not line.startswith("#")]
+
+
+def ignored(relative: str, patterns: Sequence[str]) -> bool:
+    """Whether ``.dockerignore`` keeps ``relative`` (or a folder above it) out of the context.
+
+    The subset of the syntax this repository uses: plain paths and globs from the root,
+    and ``**/NAME`` for a name at any depth; ``!`` exceptions are not supported.
+    """
+    parts = relative.split("/")
+    for pattern in patterns:
+        if pattern.startswith("!"):
+            raise StackError(f".dockerignore: exceptions are not supported ({pattern})")
+        if pattern.startswith("**/"):
+            if any(fnmatch(part, pattern[3:]) for part in parts):
+                return True
+        elif any(
+            fnmatch("/".join(parts[:i]), pattern.rstrip("/")) for i in range(1, len(parts) + 1)
+        ):
+            return True
+    return False
+
+
 def context_files(checkout: Path) -> list[Path]:
     """Every file of the build context the Dockerfiles copy, sorted."""
+    patterns = dockerignore(checkout)
     found: list[Path] = []
     for entry in CONTEXT_PATHS:
         path = checkout / entry
-        if path.is_file():
-            found.append(path)
-            continue
-        for candidate in path.rglob("*"):
-            relative = candidate.relative_to(checkout)
-            if _IGNORED_PARTS & set(relative.parts) or candidate.suffix == ".pyc":
-                continue
-            if candidate.is_file():
+        candidates = [path] if path.is_file() else path.rglob("*")
+        for candidate in candidates:
+            relative = candidate.relative_to(checkout).as_posix()
+            if candidate.is_file() and not ignored(relative, patterns):
                 found.append(candidate)
     return sorted(found)
 

@@ -192,8 +192,14 @@ def test_monitoring_objects_are_off_by_default_and_complete_when_on(helm: Helm) 
         "ClarionWorkerDown",
         "ClarionConsumerLagHigh",
         "ClarionSlowClientDisconnects",
+        "ClarionWorkerEventLoopLag",
+        "ClarionWorkerMemoryHigh",
+        "ClarionWorkerConsumerStale",
         "ClarionReconcileErrors",
     }
+    assert "clarion_worker_event_loop_lag_seconds_bucket" in alerts["ClarionWorkerEventLoopLag"]
+    assert "process_resident_memory_bytes" in alerts["ClarionWorkerMemoryHigh"]
+    assert "clarion_worker_consumer_fetch_age_seconds" in alerts["ClarionWorkerConsumerStale"]
     assert "clarion_worker_consumer_lag" in alerts["ClarionConsumerLagHigh"]
     assert 'clarion_worker_disconnects_total{code="4008"}' in alerts["ClarionSlowClientDisconnects"]
     assert "clarion_operator_reconciles_total" in alerts["ClarionReconcileErrors"]
@@ -307,7 +313,7 @@ def test_each_image_installs_exactly_its_own_dependencies(image: str, package: s
     assert needed <= declared, needed - declared
     assert declared - needed <= {"cryptography"}, declared - needed
     # The pip install line right under the comment installs exactly the declared list.
-    run = text.split("# requirements:", 1)[1].split("\n", 1)[1].split("&& rm -rf", 1)[0]
+    run = text.split("# requirements:", 1)[1].split("\n", 1)[1].split("\nRUN ", 1)[0]
     installed = run.split("-c /tmp/constraints.txt", 1)[1].replace("\\", " ").replace('"', "")
     assert {re.sub(r"\[.*\]", "", r) for r in installed.split()} == declared
     assert "--no-deps /tmp/wheels/clarion-*.whl" in text

@@ -1,0 +1,174 @@
+"""The image build's pure parts: tags, build context, fingerprints, configuration."""
+
+from __future__ import annotations
+
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+
+from clarion_devstack import images
+from clarion_operator.core.crd import DEFAULT_IMAGE
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_tags_are_what_the_chart_and_the_operator_defaults_expect() -> None:
+    version = images.project_version(ROOT)
+    chart = yaml.safe_load((ROOT / "charts/clarion/Chart.yaml").read_text())
+    values = yaml.safe_load((ROOT / "charts/clarion/values.yaml").read_text())
+    assert images.WORKER.reference(version) == DEFAULT_IMAGE
+    # The chart's operator image: its repository with an empty tag, meaning appVersion.
+    assert values["image"]["tag"] == ""
+    expected = f"{values['image']['repository']}:{chart['appVersion']}"
+    assert images.OPERATOR.reference(version) == expected
+
+
+def _copy_sources(dockerfile: Path) -> set[str]:
+    sources: set[str] = set()
+    for line in dockerfile.read_text().splitlines():
+        words = line.split()
+        if words[:1] == ["COPY"] and not any(w.startswith("--from") for w in words):
+            sources.update(w.rstrip("/") for w in words[1:-1])
+        sources.update(re.findall(r"--mount=type=bind,source=([^,\s]+)", line))
+    return sources
+
+
+@pytest.mark.parametrize("spec", images.IMAGES, ids=lambda s: s.name)
+def test_the_fingerprinted_context_holds_everything_the_dockerfile_copies(
+    spec: images.ImageSpec,
+) -> None:
+    copied = _copy_sources(ROOT / spec.dockerfile)
+    assert copied, "no COPY found: the parser is broken"
+    assert copied <= set(images.CONTEXT_PATHS), copied - set(images.CONTEXT_PATHS)
+
+
+@pytest.mark.parametrize("spec", images.IMAGES, ids=lambda s: s.name)
+def test_dependencies_install_in_a_layer_before_the_code(spec: images.ImageSpec) -> None:
+    """A code change must not reinstall the dependencies: they come first in the final stage."""
+    text = (ROOT / spec.dockerfile).read_text()
+    final = text.rsplit("\nFROM ", 1)[1]
+    deps = final.index("pip install -c /tmp/constraints.txt")
+    wheel = final.index("/tmp/wheels/clarion-*.whl")
+    assert deps < wheel
+    # Nothing of ours is copied into the final stage before the dependencies.
+    assert "COPY" not in final[:deps]
+    # Neither the constraints nor the wheels are left in a layer: they are mounted.
+    assert "COPY" not in final
+    assert final.splitlines()[0] == images.BASE_IMAGE
+
+
+def test_context_files_skip_caches_and_follow_the_sources(tmp_path: Path) -> None:
+    for entry in (*images.CONTEXT_PATHS, ".dockerignore"):
+        if "." in entry:
+            shutil.copy(ROOT / entry, tmp_path / entry)
+    (tmp_path / "devstack/go/kube").mkdir(parents=True)
+    (tmp_path / "devstack/go/kube/go.mod").write_text("module x\n")
+    (tmp_path / "worker/clarion_worker/__pycache__").mkdir(parents=True)
+    (tmp_path / "worker/clarion_worker/app.py").write_text("x = 1\n")
+    (tmp_path / "worker/clarion_worker/__pycache__/app.cpython-311.pyc").write_bytes(b"\0")
+    (tmp_path / "worker/clarion_worker/stale.pyc").write_bytes(b"\0")
+    (tmp_path / "worker/Dockerfile").write_text((ROOT / "worker/Dockerfile").read_text())
+    names = [str(p.relative_to(tmp_path)) for p in images.context_files(tmp_path)]
+    assert "worker/clarion_worker/app.py" in names
+    assert not [n for n in names if "__pycache__" in n or n.endswith(".pyc")]
+    assert "devstack/go/kube/go.mod" not in names  # .dockerignore keeps it out
+
+    before = images.image_fingerprint(tmp_path, images.WORKER, "base")
+    # A compiled file appearing does not count; a source change does, and so does the base.
+    (tmp_path / "worker/clarion_worker/other.pyc").write_bytes(b"\1")
+    assert images.image_fingerprint(tmp_path, images.WORKER, "base") == before
+    (tmp_path / "worker/clarion_worker/app.py").write_text("x = 2\n")
+    after = images.image_fingerprint(tmp_path, images.WORKER, "base")
+    assert after != before
+    assert images.image_fingerprint(tmp_path, images.WORKER, "other base") != after
+
+
+def test_dockerignore_patterns_as_the_builders_read_them() -> None:
+    patterns = images.dockerignore(ROOT)
+    assert images.ignored("worker/clarion_worker/__pycache__/app.cpython-311.pyc", patterns)
+    assert images.ignored("operator/x.pyc", patterns)
+    assert images.ignored("devstack/go/kube/go.sum", patterns)
+    assert images.ignored(".clarion/env.json", patterns)
+    assert not images.ignored("devstack/clarion_devstack/images.py", patterns)
+    assert not images.ignored("worker/clarion_worker/app.py", patterns)
+    with pytest.raises(images.StackError, match="not supported"):
+        images.ignored("a", ["!a"])
+
+
+def test_containers_conf_keeps_the_limits_at_or_below_the_hard_ones() -> None:
+    conf = images.containers_conf(hard_nofile=20000, hard_nproc=96365)
+    assert 'default_ulimits = ["nofile=20000:20000", "nproc=20000:20000"]' in conf
+    low = images.containers_conf(hard_nofile=4096, hard_nproc=512)
+    assert '"nofile=4096:4096", "nproc=512:512"' in low
+    assert 'runtime = "runc"' in conf
+    assert 'cgroup_manager = "cgroupfs"' in conf
+
+
+def test_the_build_uses_no_registry_and_mounts_the_ca_bundle_read_only() -> None:
+    argv = images.build_argv(ROOT, images.WORKER, "ghcr.io/clarion/worker:9", "fp")
+    assert "--pull=never" in argv
+    assert "--volume=/etc/ssl/certs:/etc/ssl/certs:ro" in argv
+    assert "--network=host" in argv  # no bridge, no firewall rule for a build
+    assert argv[-1] == str(ROOT)
+    assert argv[argv.index("--tag") + 1] == "ghcr.io/clarion/worker:9"
+
+
+def test_podman_is_confined_to_the_cache(tmp_path: Path) -> None:
+    from clarion_devstack.settings import DevstackSettings
+
+    settings = DevstackSettings.from_environ({"CLARION_CACHE_DIR": str(tmp_path)}, checkout=ROOT)
+    podman = images.Podman.for_settings(settings)
+    argv = podman.argv("images")
+    assert argv[argv.index("--root") + 1] == str(tmp_path / "containers/storage")
+    assert argv[argv.index("--runtime") + 1] == "runc"
+    assert podman.env({"PATH": "/bin"}) == {
+        "PATH": "/bin",
+        "CONTAINERS_CONF": str(tmp_path / "containers/containers.conf"),
+    }
+    other = images.Podman.for_settings(
+        DevstackSettings.from_environ({"CLARION_CACHE_DIR": str(tmp_path / "b")}, checkout=ROOT)
+    )
+    assert other.runroot != podman.runroot
+
+
+def test_debian_mirror_from_deb822_sources(tmp_path: Path) -> None:
+    sources = tmp_path / "debian.sources"
+    sources.write_text(
+        "Types: deb\n"
+        "# a comment: with a colon\n"
+        "URIs: http://mirror.invalid/debian\n"
+        "Suites: bookworm bookworm-updates\n"
+        "Components: main\n"
+        "\n"
+        "Types: deb\n"
+        "URIs: http://mirror.invalid/debian-security\n"
+        "Suites: bookworm-security\n"
+    )
+    assert images.debian_mirror([tmp_path / "absent.list", sources]) == (
+        "http://mirror.invalid/debian"
+    )
+
+
+def test_debian_mirror_from_a_one_line_list(tmp_path: Path) -> None:
+    listing = tmp_path / "sources.list"
+    listing.write_text(
+        "deb http://mirror.invalid/debian-security bookworm-security main\n"
+        "deb [arch=amd64] http://mirror.invalid/debian bookworm main\n"
+    )
+    assert images.debian_mirror([listing]) == "http://mirror.invalid/debian"
+
+
+def test_no_debian_source_is_a_clear_error(tmp_path: Path) -> None:
+    listing = tmp_path / "sources.list"
+    listing.write_text("deb http://mirror.invalid/ubuntu jammy main\n")
+    with pytest.raises(images.StackError, match="no Debian bookworm source"):
+        images.debian_mirror([listing])
+
+
+def test_the_base_fingerprint_follows_its_recipe(monkeypatch: pytest.MonkeyPatch) -> None:
+    before = images.base_fingerprint()
+    monkeypatch.setattr(images, "BASE_PACKAGES", (*images.BASE_PACKAGES, "curl"))
+    assert images.base_fingerprint() != before
