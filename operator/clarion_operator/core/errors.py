@@ -21,6 +21,10 @@ from clarion_operator.core.reasons import Reason
 #: Default delays (seconds). Short for blips, long where a human or the cluster must act.
 SHORT_RETRY: Final = 10.0
 LONG_RETRY: Final = 120.0
+#: Cap of the backoff of failures that heal by themselves (no answer, 5xx, a conflict,
+#: Kafka unreachable): 1, 2, 4, 5, 5, ... seconds, so a channel caught by an outage is
+#: retried within this many seconds of the service coming back, however long it lasted.
+QUICK_RETRY: Final = 5.0
 
 
 class ReconcileError(Exception):
@@ -217,15 +221,30 @@ def classify_kafka_exception(type_names: Iterable[str]) -> KafkaErrorClass:
     return KafkaErrorClass(KafkaOutcome.RETRY, Reason.KAFKA_ERROR, SHORT_RETRY, first)
 
 
+def retry_delay(error: RetryableError, attempt: int) -> float:
+    """The delay before retry number ``attempt`` (0 for the first) after ``error``.
+
+    Errors expected to heal by themselves (their own delay at most :data:`SHORT_RETRY`)
+    back off exponentially from 1 s up to :data:`QUICK_RETRY` (never beyond their own
+    delay); the others (403, a Kafka refusal, a missing Secret) wait their own delay.
+    """
+    if error.delay > SHORT_RETRY:
+        return error.delay
+    return float(min(error.delay, QUICK_RETRY, 2.0 ** max(0, min(attempt, 10))))
+
+
 def classify_api_status(code: int) -> RetryableError | PermanentError:
     """Classify a Kubernetes API error status code from applying a child object.
 
-    409 (conflict) and 429/5xx are retried soon; 422 (the rendered object is invalid, a
-    bug or a spec value the API server rejects) and 403 (missing RBAC) need a human.
+    409 (conflict), 0 (no answer at all: connection refused or reset, a timeout), 408,
+    429 and 5xx are retried soon; 422 (the rendered object is invalid, a bug or a spec
+    value the API server rejects) and 403 (missing RBAC) need a human.
     """
     if code == 409:
         return RetryableError(Reason.API_CONFLICT, "conflict applying a child object", 2.0)
-    if code == 429 or code >= 500:
+    if code == 0:
+        return RetryableError(Reason.KUBERNETES_API_ERROR, "no answer from the API server")
+    if code in (408, 429) or code >= 500:
         return RetryableError(Reason.KUBERNETES_API_ERROR, f"API server answered {code}")
     if code == 422:
         return PermanentError(Reason.INVALID_SPEC, "the API server rejected a rendered object")

@@ -6,12 +6,16 @@ import pytest
 
 from clarion_operator.core import errors
 from clarion_operator.core.errors import (
+    LONG_RETRY,
+    QUICK_RETRY,
+    SHORT_RETRY,
     KafkaOutcome,
     PermanentError,
     RetryableError,
     classify_api_status,
     classify_kafka_error,
     classify_kafka_exception,
+    retry_delay,
 )
 from clarion_operator.core.reasons import Reason
 
@@ -123,6 +127,30 @@ def test_api_status(code: int, kind: type[Exception], reason: Reason) -> None:
     err = classify_api_status(code)
     assert type(err) is kind
     assert err.reason is reason
+
+
+@pytest.mark.parametrize("code", [0, 408, 429, 500, 503])
+def test_no_answer_is_retried_like_a_5xx_not_like_a_403(code: int) -> None:
+    # Status 0 (connection refused/reset, timeout) used to fall through to the 120 s branch.
+    err = classify_api_status(code)
+    assert isinstance(err, RetryableError)
+    assert err.reason is Reason.KUBERNETES_API_ERROR
+    assert err.delay <= SHORT_RETRY
+    assert [retry_delay(err, n) for n in range(6)] == [1.0, 2.0, 4.0, 5.0, 5.0, 5.0]
+    forbidden = classify_api_status(403)
+    assert isinstance(forbidden, RetryableError)
+    assert forbidden.delay == LONG_RETRY
+
+
+def test_retry_delay_backs_off_to_the_quick_cap_or_keeps_a_long_delay() -> None:
+    conflict = classify_api_status(409)
+    assert isinstance(conflict, RetryableError)
+    assert [retry_delay(conflict, n) for n in range(3)] == [1.0, 2.0, 2.0]
+    unreachable = classify_kafka_exception(["KafkaConnectionError"]).to_error("down")
+    assert isinstance(unreachable, RetryableError)
+    assert retry_delay(unreachable, 50) == QUICK_RETRY
+    slow = RetryableError(Reason.KAFKA_ERROR, "Secret missing", SHORT_RETRY * 3)
+    assert retry_delay(slow, 0) == SHORT_RETRY * 3
 
 
 def test_reasons_are_camel_case() -> None:
