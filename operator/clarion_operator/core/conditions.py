@@ -1,7 +1,8 @@
 """Status and conditions of a RealtimeChannel, in Kubernetes API conventions.
 
 Three conditions: ``TopicsReady`` (Kafka matches the spec), ``WorkersReady`` (the worker
-Deployment is rolled out and ready) and ``Ready`` (both, and the spec is valid). Each has
+Deployment is rolled out and ready, or why not: a worker pod failing says so with the
+worker's own exit message) and ``Ready`` (both, and the spec is valid). Each has
 ``type``, ``status`` ("True"/"False"/"Unknown"), a CamelCase ``reason``, ``message``,
 ``lastTransitionTime`` and ``observedGeneration``.
 
@@ -105,7 +106,8 @@ class Failure:
 class Condition:
     type: str
     status: ConditionStatus
-    reason: Reason
+    #: A :class:`Reason` (a str); a condition read back from a status may carry any text.
+    reason: str
     message: str
 
 
@@ -121,6 +123,9 @@ class DeploymentObservation:
     #: status.observedGeneration has caught up with metadata.generation.
     generation_observed: bool = True
     progress_deadline_exceeded: bool = False
+    #: A rollout of this Deployment completed once (Progressing: NewReplicaSetAvailable):
+    #: no available worker then means workers were lost, not that they are starting.
+    rolled_out_before: bool = False
 
 
 @dataclass(frozen=True)
@@ -144,11 +149,11 @@ def observe_deployment(raw: Mapping[str, Any] | None) -> DeploymentObservation |
     # An absent spec.replicas means the API server's default of 1.
     desired = spec.get("replicas", 1)
     conditions = status.get("conditions") or []
-    deadline = any(
-        c.get("type") == "Progressing" and c.get("reason") == "ProgressDeadlineExceeded"
-        for c in conditions
-        if isinstance(c, Mapping)
-    )
+    progressing = [
+        c for c in conditions if isinstance(c, Mapping) and c.get("type") == "Progressing"
+    ]
+    deadline = any(c.get("reason") == "ProgressDeadlineExceeded" for c in progressing)
+    completed = any(c.get("reason") == "NewReplicaSetAvailable" for c in progressing)
     return DeploymentObservation(
         desired=_int(desired),
         replicas=_int(status.get("replicas")),
@@ -157,7 +162,70 @@ def observe_deployment(raw: Mapping[str, Any] | None) -> DeploymentObservation |
         available=_int(status.get("availableReplicas")),
         generation_observed=_int(status.get("observedGeneration")) >= _int(meta.get("generation")),
         progress_deadline_exceeded=deadline,
+        rolled_out_before=completed,
     )
+
+
+#: Waiting reasons of a container that will not start by itself (a crash loop, a bad
+#: image, a missing ConfigMap or Secret key, a refused container config).
+_FAILING_WAIT_REASONS: Final = frozenset(
+    {
+        "CrashLoopBackOff",
+        "CreateContainerConfigError",
+        "CreateContainerError",
+        "ErrImagePull",
+        "ImagePullBackOff",
+        "InvalidImageName",
+        "RunContainerError",
+        "ErrImageNeverPull",
+    }
+)
+
+
+def pod_problem(pod: Mapping[str, Any] | None) -> str | None:
+    """Why a worker pod fails, in the worker's own words when it left any; None if it does not.
+
+    The worker's exit message reaches ``lastState.terminated.message`` (the pod template's
+    ``terminationMessagePolicy: FallbackToLogsOnError`` puts the last log lines there); a
+    container still starting normally (ContainerCreating, probes not yet passed) is not a
+    problem, one that crashed stays a problem until it is ready again.
+    """
+    if pod is None:
+        return None
+    meta = pod.get("metadata") or {}
+    if meta.get("deletionTimestamp"):
+        return None
+    status = pod.get("status") or {}
+    name = str(meta.get("name", "?"))
+    statuses = [
+        *(status.get("initContainerStatuses") or []),
+        *(status.get("containerStatuses") or []),
+    ]
+    for cs in statuses:
+        if not isinstance(cs, Mapping) or cs.get("ready"):
+            continue
+        state = cs.get("state") or {}
+        waiting = state.get("waiting") or {}
+        terminated = state.get("terminated") or (cs.get("lastState") or {}).get("terminated") or {}
+        exit_code = _int(terminated.get("exitCode"))
+        wait_reason = str(waiting.get("reason") or "")
+        # A container running again after a crash but not ready since is still failing:
+        # clearing the problem at each restart would flap the condition with the loop.
+        if wait_reason not in _FAILING_WAIT_REASONS and not (terminated and exit_code != 0):
+            continue
+        what = [wait_reason] if wait_reason else []
+        if terminated:
+            what.append(f"exit code {exit_code} ({terminated.get('reason') or 'Error'})")
+        restarts = _int(cs.get("restartCount"))
+        if restarts:
+            what.append(f"{restarts} restart(s)")
+        said = str(terminated.get("message") or waiting.get("message") or "").strip()
+        head = f"pod {name}, container {cs.get('name')}: {', '.join(what)}"
+        return _clip(f"{head}: {said}" if said else head)
+    if status.get("phase") == "Failed":
+        said = str(status.get("message") or status.get("reason") or "failed")
+        return _clip(f"pod {name}: {said}")
+    return None
 
 
 def _clip(message: str) -> str:
@@ -197,13 +265,19 @@ def topics_condition(topics: Sequence[TopicStatus] | Failure) -> Condition:
 
 
 def workers_condition(
-    workers: DeploymentObservation | Failure | None, previous: Mapping[str, Any] | None = None
+    workers: DeploymentObservation | Failure | None,
+    previous: Mapping[str, Any] | None = None,
+    problem: str | None = None,
 ) -> Condition:
-    """WorkersReady from the Deployment; ``previous`` is the last WorkersReady condition.
+    """WorkersReady from the Deployment; ``previous`` is the last WorkersReady condition,
+    ``problem`` a failing worker pod's :func:`pod_problem`.
 
-    No available worker is ``WorkersUnavailable`` (a Warning) only when workers were
-    ready before or the rollout hit its progress deadline; while a new channel's first
-    Pods start it is ``WorkersProgressing``, which is normal, not a fault.
+    Workers not all ready with a pod failing is ``WorkersFailing`` with the pod's message
+    (the worker refusing its settings, a crash loop, a bad image). No available worker is
+    ``WorkersUnavailable`` (a Warning) only when workers were ready before (the previous
+    condition, or a completed rollout of the Deployment) or the rollout hit its progress
+    deadline; while a new channel's first Pods start it is ``WorkersProgressing``, which
+    is normal, not a fault, whatever failed before (an API error of a first reconcile).
     """
     if isinstance(workers, Failure):
         return Condition(WORKERS_READY, workers.status, workers.reason, _clip(workers.message))
@@ -213,21 +287,27 @@ def workers_condition(
         )
     w = workers
     counts = f"{w.ready}/{w.desired} ready, {w.updated} updated, {w.available} available"
-    if w.desired > 0 and w.available == 0:
-        was_starting = previous is None or previous.get("reason") == Reason.WORKERS_PROGRESSING
-        if was_starting and not w.progress_deadline_exceeded:
-            return Condition(
-                WORKERS_READY, "False", Reason.WORKERS_PROGRESSING, f"starting: {counts}"
-            )
-        return Condition(
-            WORKERS_READY, "False", Reason.WORKERS_UNAVAILABLE, f"no worker available ({counts})"
-        )
     rolling = (
         not w.generation_observed
         or w.updated < w.desired
         or w.ready < w.desired
         or w.replicas > w.desired
     )
+    if rolling and problem is not None:
+        return Condition(
+            WORKERS_READY, "False", Reason.WORKERS_FAILING, _clip(f"{problem} ({counts})")
+        )
+    if w.desired > 0 and w.available == 0:
+        was_ready = previous is not None and (
+            previous.get("status") == "True" or previous.get("reason") == Reason.WORKERS_UNAVAILABLE
+        )
+        if not (was_ready or w.rolled_out_before or w.progress_deadline_exceeded):
+            return Condition(
+                WORKERS_READY, "False", Reason.WORKERS_PROGRESSING, f"starting: {counts}"
+            )
+        return Condition(
+            WORKERS_READY, "False", Reason.WORKERS_UNAVAILABLE, f"no worker available ({counts})"
+        )
     if rolling:
         stuck = " (rollout stuck: ProgressDeadlineExceeded)" if w.progress_deadline_exceeded else ""
         return Condition(
@@ -308,16 +388,18 @@ def compute_status(
     endpoint: str | None = None,
     selector: str | None = None,
     config_hash: str | None = None,
+    problem: str | None = None,
 ) -> ChannelStatusBody:
     """The whole status the operator owns, from this round's observations.
 
     ``topics`` is :meth:`TopicPlan.settled` (or a :class:`Failure` when Kafka could not be
-    asked); ``workers`` is :func:`observe_deployment` of the Deployment.
+    asked); ``workers`` is :func:`observe_deployment` of the Deployment; ``problem`` is a
+    failing worker pod's :func:`pod_problem`.
     """
     stamp = format_time(now)
     prev = _previous_conditions(previous)
     tc = topics_condition(topics)
-    wc = workers_condition(workers, prev.get(WORKERS_READY))
+    wc = workers_condition(workers, prev.get(WORKERS_READY), problem)
     rc = ready_condition(tc, wc)
     status: ChannelStatusBody = {
         "observedGeneration": generation,
@@ -335,14 +417,12 @@ def compute_status(
         status["topics"] = [_topic_body(t) for t in topics]
         status["topicsSummary"] = f"{sum(t.ready for t in topics)}/{len(topics)}"
     if isinstance(workers, DeploymentObservation):
-        status["workers"] = {
-            "desired": workers.desired,
-            "ready": workers.ready,
-            "updated": workers.updated,
-            "available": workers.available,
-        }
-        status["workersSummary"] = f"{workers.ready}/{workers.desired}"
-        status["replicas"] = workers.replicas
+        _set_workers(status, workers)
+    elif isinstance(workers, Failure):
+        # The Deployment was not read: the last known counts are still the best answer.
+        for key in ("workers", "workersSummary", "replicas"):
+            if key in (previous or {}):
+                status[key] = (previous or {})[key]
     if endpoint is not None:
         status["endpoint"] = endpoint
     if selector is not None:
@@ -350,6 +430,74 @@ def compute_status(
     if config_hash is not None:
         status["configHash"] = config_hash
     return status
+
+
+def _set_workers(status: ChannelStatusBody, workers: DeploymentObservation) -> None:
+    status["workers"] = {
+        "desired": workers.desired,
+        "ready": workers.ready,
+        "updated": workers.updated,
+        "available": workers.available,
+    }
+    status["workersSummary"] = f"{workers.ready}/{workers.desired}"
+    status["replicas"] = workers.replicas
+
+
+#: Ready reasons that stop reconciliation: following the workers leaves them in place.
+_BLOCKING_REASONS: Final = frozenset({Reason.INVALID_SPEC, Reason.DELETION_BLOCKED})
+
+
+def follow_workers(
+    previous: Mapping[str, Any] | None,
+    *,
+    workers: DeploymentObservation | None,
+    problem: str | None,
+    now: datetime,
+) -> ChannelStatusBody | None:
+    """The status once the workers changed, between two reconciles (a watch event of the
+    Deployment or of a worker pod): ``WorkersReady`` and ``Ready`` recomputed from the
+    Deployment and the pods, everything else (topics, generation) kept as it was.
+
+    None when there is nothing to follow yet: no status written by a reconcile (it will
+    read the Deployment itself).
+    """
+    if not previous:
+        return None
+    prev = _previous_conditions(previous)
+    topics = prev.get(TOPICS_READY)
+    if topics is None:
+        return None
+    generation = _int(previous.get("observedGeneration"))
+    stamp = format_time(now)
+    tc = Condition(
+        TOPICS_READY,
+        _status_of(topics.get("status")),
+        str(topics.get("reason") or ""),
+        str(topics.get("message") or ""),
+    )
+    wc = workers_condition(workers, prev.get(WORKERS_READY), problem)
+    status: ChannelStatusBody = {}
+    for key in MANAGED_KEYS:
+        if key in previous:
+            status[key] = previous[key]  # type: ignore[literal-required]
+    ready = prev.get(READY)
+    blocked = ready is not None and ready.get("reason") in _BLOCKING_REASONS
+    rc = ready_condition(tc, wc)
+    bodies: list[Any] = [
+        dict(ready) if blocked and ready is not None else _body(rc, prev, generation, stamp),
+        dict(topics),
+        _body(wc, prev, generation, stamp),
+    ]
+    status["conditions"] = bodies
+    if workers is not None:
+        _set_workers(status, workers)
+    return status
+
+
+def _status_of(value: object) -> ConditionStatus:
+    if value == "True":
+        return "True"
+    return "False" if value == "False" else "Unknown"
 
 
 def blocked_status(
@@ -448,10 +596,45 @@ def transition_events(old: Mapping[str, Any] | None, new: Mapping[str, Any]) -> 
     return events
 
 
-def action_events(
-    actions: Sequence[TopicAction], failures: Mapping[str, TopicFailure] | None = None
+def adoption_events(
+    previous: Mapping[str, Any] | None,
+    topics: Sequence[TopicStatus] | Failure,
+    actions: Sequence[TopicAction] = (),
 ) -> list[Event]:
-    """Events for the topic actions the edge just executed."""
+    """``TopicAdopted`` for each topic this channel now owns that existed before it was
+    created here and that no earlier status recorded: created by hand or by another tool,
+    or created by this operator just before it crashed and lost the round's Events."""
+    if isinstance(topics, Failure):
+        return []
+    known = {
+        t.get("name")
+        for t in (previous or {}).get("topics") or []
+        if isinstance(t, Mapping)
+        and t.get("partitions") is not None
+        and t.get("state") not in (TopicState.CREATING, TopicState.ERROR)
+    }
+    acted = {a.name for a in actions if isinstance(a, CreateTopic)}
+    return [
+        Event(
+            "Normal",
+            Reason.TOPIC_ADOPTED,
+            f"adopted existing topic {t.name} with {t.partitions} partition(s)",
+        )
+        for t in topics
+        if t.name not in known
+        and t.name not in acted
+        and t.partitions is not None
+        and t.state is not TopicState.RESOURCE_CONFLICT
+    ]
+
+
+def action_events(
+    actions: Sequence[TopicAction],
+    failures: Mapping[str, TopicFailure] | None = None,
+    existed: frozenset[str] = frozenset(),
+) -> list[Event]:
+    """Events for the topic actions the edge just executed; ``existed`` names the topics
+    whose create found them already there (adopted, not created)."""
     failures = failures or {}
     events: list[Event] = []
     for action in actions:
@@ -459,6 +642,14 @@ def action_events(
         if failure is not None:
             events.append(
                 Event("Warning", str(failure.reason), f"{action.name}: {failure.message}")
+            )
+        elif isinstance(action, CreateTopic) and action.name in existed:
+            events.append(
+                Event(
+                    "Normal",
+                    Reason.TOPIC_ADOPTED,
+                    f"adopted existing topic {action.name} (it existed when creating it)",
+                )
             )
         elif isinstance(action, CreateTopic):
             events.append(
@@ -486,3 +677,26 @@ def action_events(
                 )
             )
     return events
+
+
+@dataclass(frozen=True)
+class StateLine:
+    """One log line for a change of a channel's state: ``key`` tells changes apart."""
+
+    level: Literal["info", "warning"]
+    key: tuple[str, str]
+    text: str
+
+
+def state_line(status: Mapping[str, Any] | None) -> StateLine | None:
+    """The line to log when the Ready condition's status or reason changes (the caller
+    compares ``key`` with the last one it logged): a fault at WARNING, anything normal or
+    in progress at INFO."""
+    ready = _previous_conditions(status).get(READY)
+    if ready is None:
+        return None
+    value, reason = str(ready.get("status")), str(ready.get("reason"))
+    level: Literal["info", "warning"] = (
+        "info" if _event_type(reason, value) == "Normal" else "warning"
+    )
+    return StateLine(level, (value, reason), f"Ready={value} {reason}: {ready.get('message')}")

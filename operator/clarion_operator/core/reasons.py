@@ -45,13 +45,25 @@ class Reason(StrEnum):
     TOPIC_CREATED = "TopicCreated"
     TOPIC_UPDATED = "TopicUpdated"
     TOPIC_DELETED = "TopicDeleted"
+    # A topic that already existed is now owned by the channel (not created by it).
+    TOPIC_ADOPTED = "TopicAdopted"
     # Worker Deployment state.
     WORKERS_PROGRESSING = "WorkersProgressing"
     WORKERS_READY = "WorkersReady"
     WORKERS_UNAVAILABLE = "WorkersUnavailable"
+    # A worker pod fails (refuses its settings, crash-loops, cannot pull its image): the
+    # message carries the pod's own words.
+    WORKERS_FAILING = "WorkersFailing"
     # The Kubernetes API refused or conflicted (409, 429, 5xx): retried.
     API_CONFLICT = "ApiConflict"
     KUBERNETES_API_ERROR = "KubernetesApiError"
+    # The channel's HTTPRoute or Ingress is in place and something serves it.
+    EXPOSED = "Exposed"
+    # exposure type gateway on a cluster without the Gateway API CRDs: install them.
+    GATEWAY_API_NOT_INSTALLED = "GatewayAPINotInstalled"
+    # The named Gateway or IngressClass does not exist: create it or fix the name.
+    GATEWAY_NOT_FOUND = "GatewayNotFound"
+    INGRESS_CLASS_NOT_FOUND = "IngressClassNotFound"
     # Deletion waits on Kafka; the force-delete annotation releases it.
     DELETION_BLOCKED = "DeletionBlocked"
     # The force-delete annotation released the finalizer; Kafka was not touched.

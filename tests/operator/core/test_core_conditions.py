@@ -12,10 +12,14 @@ from clarion_operator.core.conditions import (
     Event,
     Failure,
     action_events,
+    adoption_events,
     blocked_status,
     compute_status,
+    follow_workers,
     format_time,
     observe_deployment,
+    pod_problem,
+    state_line,
     status_changed,
     status_patch,
     transition_events,
@@ -351,3 +355,184 @@ def test_action_events() -> None:
         Event("Normal", "TopicUpdated", "set config overrides of topic d (keys: none)"),
         Event("Warning", "InvalidReplicationFactor", "e: rf too big"),
     ]
+
+
+def test_a_new_channel_after_an_api_error_is_starting_not_unavailable() -> None:
+    # The first reconcile failed at the API: WorkersReady carries KubernetesApiError.
+    failed = _status(workers=Failure(Reason.KUBERNETES_API_ERROR, "no answer"), now=T0)
+    starting = _status(failed, workers=DeploymentObservation(2, 2, 0, 2, 0), now=T1)
+    assert _cond(starting, "WorkersReady")["reason"] == "WorkersProgressing"
+    assert transition_events(failed, starting)[0].type == "Normal"
+    # A Deployment that completed a rollout once has lost its workers: that is a Warning.
+    lost = DeploymentObservation(2, 2, 0, 2, 0, rolled_out_before=True)
+    gone = _status(failed, workers=lost, now=T1)
+    assert _cond(gone, "WorkersReady")["reason"] == "WorkersUnavailable"
+
+
+def test_an_api_failure_keeps_the_last_worker_counts() -> None:
+    ready = _status(now=T0)
+    failed = _status(ready, workers=Failure(Reason.KUBERNETES_API_ERROR, "no answer"), now=T1)
+    assert (failed["workersSummary"], failed["workers"]) == (
+        ready["workersSummary"],
+        ready["workers"],
+    )
+
+
+def test_observe_deployment_sees_a_completed_rollout() -> None:
+    raw = {
+        "metadata": {"generation": 1},
+        "spec": {"replicas": 1},
+        "status": {
+            "observedGeneration": 1,
+            "conditions": [{"type": "Progressing", "reason": "NewReplicaSetAvailable"}],
+        },
+    }
+    observed = observe_deployment(raw)
+    assert observed is not None
+    assert observed.rolled_out_before
+
+
+REFUSED = "settings refused: workers.limits.queueMaxEvents (10) < batchMaxEvents (64)"
+
+
+def _pod(container: dict[str, Any], **status: Any) -> dict[str, Any]:
+    return {
+        "metadata": {"name": "dash-worker-abc"},
+        "status": {"phase": "Running", "containerStatuses": [container], **status},
+    }
+
+
+def test_pod_problem_carries_the_workers_own_exit_message() -> None:
+    crash = _pod(
+        {
+            "name": "worker",
+            "ready": False,
+            "restartCount": 3,
+            "state": {"waiting": {"reason": "CrashLoopBackOff", "message": "back-off 40s"}},
+            "lastState": {
+                "terminated": {"exitCode": 2, "reason": "Error", "message": REFUSED + "\n"}
+            },
+        }
+    )
+    assert pod_problem(crash) == (
+        "pod dash-worker-abc, container worker: CrashLoopBackOff, exit code 2 (Error), "
+        f"3 restart(s): {REFUSED}"
+    )
+    image = _pod(
+        {
+            "name": "worker",
+            "ready": False,
+            "state": {"waiting": {"reason": "ImagePullBackOff", "message": "no such image"}},
+        }
+    )
+    assert pod_problem(image) == (
+        "pod dash-worker-abc, container worker: ImagePullBackOff: no such image"
+    )
+    # Running again after the crash, not ready since: still failing (no flapping).
+    again = _pod(
+        {
+            "name": "worker",
+            "ready": False,
+            "restartCount": 4,
+            "state": {"running": {}},
+            "lastState": {"terminated": {"exitCode": 2, "message": REFUSED}},
+        }
+    )
+    assert pod_problem(again) == (
+        f"pod dash-worker-abc, container worker: exit code 2 (Error), 4 restart(s): {REFUSED}"
+    )
+
+
+@pytest.mark.parametrize(
+    "container",
+    [
+        {"name": "worker", "ready": True, "state": {"running": {}}},
+        {"name": "worker", "ready": False, "state": {"waiting": {"reason": "ContainerCreating"}}},
+        # Ready after an old crash.
+        {"name": "worker", "ready": True, "lastState": {"terminated": {"exitCode": 2}}},
+    ],
+)
+def test_pod_problem_ignores_pods_starting_or_recovered(container: dict[str, Any]) -> None:
+    assert pod_problem(_pod(container)) is None
+    assert pod_problem(None) is None
+
+
+def test_failing_pods_make_workers_failing_with_their_message() -> None:
+    starting = DeploymentObservation(2, 2, 0, 2, 0)
+    status = compute_status(
+        None, generation=1, now=T0, topics=(READY_TOPIC,), workers=starting, problem=REFUSED
+    )
+    ready = _cond(dict(status), "Ready")
+    assert (ready["status"], ready["reason"]) == ("False", "WorkersFailing")
+    assert REFUSED in ready["message"]
+    (event,) = transition_events(None, status)
+    assert (event.type, event.reason) == ("Warning", "WorkersFailing")
+    # A failing pod beside a fully rolled-out Deployment (an old crash) changes nothing.
+    healthy = compute_status(
+        None, generation=1, now=T0, topics=(READY_TOPIC,), workers=HEALTHY, problem=REFUSED
+    )
+    assert _cond(dict(healthy), "Ready")["status"] == "True"
+
+
+def test_follow_workers_recomputes_workers_and_ready_and_keeps_the_rest() -> None:
+    progressing = _status(workers=DeploymentObservation(2, 2, 0, 2, 0), now=T0, generation=3)
+    followed = follow_workers(progressing, workers=HEALTHY, problem=None, now=T1)
+    assert followed is not None
+    after = dict(followed)
+    assert _cond(after, "Ready")["status"] == "True"
+    assert _cond(after, "Ready")["observedGeneration"] == 3
+    assert _cond(after, "TopicsReady") == _cond(progressing, "TopicsReady")
+    assert (after["topics"], after["endpoint"]) == (progressing["topics"], progressing["endpoint"])
+    assert after["workersSummary"] == "2/2"
+    # Nothing written by a reconcile yet: nothing to follow.
+    assert follow_workers(None, workers=HEALTHY, problem=None, now=T1) is None
+    assert follow_workers({}, workers=HEALTHY, problem=None, now=T1) is None
+
+
+def test_follow_workers_leaves_a_blocking_ready_alone() -> None:
+    first = _status(now=T0)
+    blocked = dict(
+        blocked_status(first, reason=Reason.INVALID_SPEC, message="bad", generation=2, now=T1)
+    )
+    followed = follow_workers(
+        blocked, workers=DeploymentObservation(2, 2, 0, 2, 0), problem=None, now=T1
+    )
+    assert followed is not None
+    assert _cond(dict(followed), "Ready") == _cond(blocked, "Ready")
+    assert _cond(dict(followed), "WorkersReady")["status"] == "False"
+
+
+def test_adoption_events_for_topics_no_status_recorded() -> None:
+    orders = TopicStatus("orders", TopicState.READY, 6, 1, True)
+    audit = TopicStatus("audit", TopicState.READY, 1, 1, True)
+    # The operator created both, then crashed before writing any status.
+    assert adoption_events({}, (orders, audit)) == [
+        Event("Normal", "TopicAdopted", "adopted existing topic orders with 6 partition(s)"),
+        Event("Normal", "TopicAdopted", "adopted existing topic audit with 1 partition(s)"),
+    ]
+    # Recorded before, or created this round: nothing.
+    recorded = _status(topics=(orders,))
+    assert adoption_events(recorded, (orders,)) == []
+    assert adoption_events({}, (orders,), [CreateTopic("orders", 6, None, {})]) == []
+    conflict = TopicStatus("orders", TopicState.RESOURCE_CONFLICT, 6, 1, True)
+    assert adoption_events({}, (conflict,)) == []
+    assert adoption_events({}, Failure(Reason.KAFKA_UNREACHABLE, "down")) == []
+
+
+def test_a_create_that_finds_the_topic_is_an_adoption() -> None:
+    events = action_events([CreateTopic("a", 6, None, {})], {}, frozenset({"a"}))
+    assert [(e.type, e.reason) for e in events] == [("Normal", "TopicAdopted")]
+
+
+def test_state_line_levels() -> None:
+    ready = state_line(_status())
+    assert ready is not None
+    assert (ready.level, ready.key) == ("info", ("True", "Reconciled"))
+    down = state_line(_status(topics=Failure(Reason.KAFKA_UNREACHABLE, "refused")))
+    assert down is not None
+    assert down.level == "warning"
+    assert down.text == "Ready=False KafkaUnreachable: refused"
+    starting = state_line(_status(workers=DeploymentObservation(2, 2, 0, 2, 0)))
+    assert starting is not None
+    assert starting.level == "info"
+    assert state_line({}) is None
