@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
@@ -35,7 +36,7 @@ from clarion_contract.worker_config import (
     TopicDoc,
     WorkerConfigDoc,
 )
-from clarion_operator.core import crd
+from clarion_operator.core import crd, exposure
 from clarion_operator.core.spec import ChannelSpec
 from clarion_operator.core.topics import DesiredTopic
 
@@ -52,7 +53,7 @@ CONTAINER_NAME: Final = "worker"
 RUN_AS_USER: Final = 65532
 SERVICE_PORT: Final = 80
 #: ingress-nginx defaults to 60 s and silently cuts idle sockets; heartbeats are far below.
-PROXY_TIMEOUT_SECONDS: Final = 3600
+PROXY_TIMEOUT_SECONDS: Final = crd.DEFAULT_STREAM_TIMEOUT
 #: Pods metric the HPA reads for targetConnectionsPerPod (served by a metrics adapter).
 CONNECTIONS_METRIC: Final = "clarion_worker_connections"
 
@@ -109,10 +110,17 @@ class DesiredState:
     endpoint: str
     #: Label selector string of the worker pods (status.selector, scale subresource).
     selector: str
+    #: The HTTPRoute of ``spec.exposure.type: gateway``.
+    http_route: Body | None = None
 
     def objects(self) -> tuple[Body, ...]:
         """Objects to apply, ConfigMap first so pods never start without their settings."""
-        optional = (self.ingress, self.horizontal_pod_autoscaler, self.service_monitor)
+        optional = (
+            self.ingress,
+            self.http_route,
+            self.horizontal_pod_autoscaler,
+            self.service_monitor,
+        )
         return (
             self.config_map,
             self.service,
@@ -129,6 +137,8 @@ class DesiredState:
         out: list[ObjectRef] = []
         if self.ingress is None:
             out.append(ObjectRef("networking.k8s.io/v1", "Ingress", ns, name))
+        if self.http_route is None:
+            out.append(ObjectRef(exposure.HTTP_ROUTE_API_VERSION, "HTTPRoute", ns, name))
         if self.horizontal_pod_autoscaler is None:
             out.append(ObjectRef("autoscaling/v2", "HorizontalPodAutoscaler", ns, name))
         if self.service_monitor is None:
@@ -309,9 +319,20 @@ def worker_config(name: str, namespace: str, spec: ChannelSpec) -> WorkerConfigD
     return doc
 
 
+#: Characters a YAML reader refuses or reads as line breaks (JSON allows them raw in
+#: strings; the worker reads the document with a YAML parser, as JSON is YAML): U+007F to
+#: U+009F (NEL among them), the line and paragraph separators, the BOM, U+FFFE, U+FFFF.
+#: json.dumps already escapes U+0000-U+001F.
+_NOT_YAML_SAFE: Final = re.compile("[\x7f-\x9f\u2028\u2029\ufeff\ufffe\uffff]")
+
+
 def dump_worker_config(doc: WorkerConfigDoc) -> str:
-    """Deterministic JSON text: the hash below must not depend on dict insertion order."""
-    return json.dumps(doc, sort_keys=True, indent=2, ensure_ascii=False) + "\n"
+    """Deterministic JSON text: the hash below must not depend on dict insertion order.
+
+    Non-ASCII text stays readable, except the few characters a YAML reader refuses: they
+    are written as JSON escapes (they can only occur inside strings)."""
+    text = json.dumps(doc, sort_keys=True, indent=2, ensure_ascii=False) + "\n"
+    return _NOT_YAML_SAFE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
 
 
 def config_hash(text: str) -> str:
@@ -400,6 +421,10 @@ def _deployment(ctx: ChannelContext, digest: str) -> Body:
         "image": w.image,
         "imagePullPolicy": w.image_pull_policy,
         "args": ["--config", CONFIG_PATH],
+        # The worker's exit message (a refused setting, Kafka unreachable at start-up)
+        # reaches the pod's lastState, where the operator reads it for the channel's
+        # WorkersReady condition; the last log lines stand in when it wrote none.
+        "terminationMessagePolicy": "FallbackToLogsOnError",
         "ports": [{"name": "http", "containerPort": WORKER_PORT, "protocol": "TCP"}],
         "env": [
             {
@@ -495,7 +520,7 @@ def _service(ctx: ChannelContext) -> Body:
         "selector": selector_labels(ctx.name),
         "ports": [{"name": "http", "port": SERVICE_PORT, "targetPort": "http", "protocol": "TCP"}],
     }
-    if ctx.spec.ingress.enabled:
+    if ctx.spec.exposure.type != "none":
         # The ingress pins clients with its cookie; kube-proxy must not second-guess it.
         # "None" is written explicitly so SSA resets a previously rendered ClientIP.
         spec["sessionAffinity"] = "None"
@@ -504,54 +529,31 @@ def _service(ctx: ChannelContext) -> Body:
         spec["sessionAffinityConfig"] = {
             "clientIP": {"timeoutSeconds": ctx.spec.server.session_affinity_timeout_seconds}
         }
-    return {"apiVersion": "v1", "kind": "Service", "metadata": _metadata(ctx), "spec": spec}
+    # Controllers that read stickiness from the Service (Traefik) find it here.
+    meta = _metadata(ctx, annotations=exposure.service_annotations(ctx.spec.exposure))
+    return {"apiVersion": "v1", "kind": "Service", "metadata": meta, "spec": spec}
 
 
 def ingress_annotations(ctx: ChannelContext) -> dict[str, str]:
-    ing = ctx.spec.ingress
-    prefix = "nginx.ingress.kubernetes.io/"
-    ours = {
-        f"{prefix}affinity": "cookie",
-        # persistent: keep existing clients on their replica even when the replica set
-        # changes (balanced would move them to rebalance).
-        f"{prefix}affinity-mode": "persistent",
-        f"{prefix}session-cookie-name": ing.sticky_cookie_name,
-        f"{prefix}session-cookie-max-age": str(ing.sticky_cookie_max_age_seconds),
-        f"{prefix}session-cookie-expires": str(ing.sticky_cookie_max_age_seconds),
-        # One cookie for both paths, so WS and SSE of a client land on the same replica.
-        f"{prefix}session-cookie-path": "/",
-        f"{prefix}session-cookie-change-on-failure": "true",
-        f"{prefix}proxy-read-timeout": str(PROXY_TIMEOUT_SECONDS),
-        f"{prefix}proxy-send-timeout": str(PROXY_TIMEOUT_SECONDS),
-        f"{prefix}proxy-http-version": "1.1",
-        # SSE frames must reach the client as written, not when a buffer fills.
-        f"{prefix}proxy-buffering": "off",
-    }
-    # User annotations win: they are the documented override for anything above.
-    return dict(sorted({**ours, **ing.annotations}.items()))
+    return exposure.ingress_annotations(ctx.spec.exposure)
 
 
-def _ingress(ctx: ChannelContext) -> Body:
-    ing = ctx.spec.ingress
+def _backend(ctx: ChannelContext) -> exposure.Backend:
     server = ctx.spec.server
-    paths = [server.websocket_path]
-    if server.sse_enabled:
-        paths.append(server.sse_path)
-    backend = {"service": {"name": worker_name(ctx.name), "port": {"name": "http"}}}
-    rule: Body = {
-        "http": {"paths": [{"path": p, "pathType": "Prefix", "backend": backend} for p in paths]}
-    }
-    if ing.host is not None:
-        rule = {"host": ing.host, **rule}
-    spec: Body = {"ingressClassName": ing.class_name, "rules": [rule]}
-    if ing.tls_secret_name is not None and ing.host is not None:
-        spec["tls"] = [{"hosts": [ing.host], "secretName": ing.tls_secret_name}]
-    return {
-        "apiVersion": "networking.k8s.io/v1",
-        "kind": "Ingress",
-        "metadata": _metadata(ctx, annotations=ingress_annotations(ctx)),
-        "spec": spec,
-    }
+    paths = (server.websocket_path, *((server.sse_path,) if server.sse_enabled else ()))
+    return exposure.Backend(worker_name(ctx.name), "http", SERVICE_PORT, paths)
+
+
+def _ingress(ctx: ChannelContext) -> Body | None:
+    if ctx.spec.exposure.type != "ingress":
+        return None
+    return exposure.render_ingress(ctx.spec.exposure, _backend(ctx), _metadata(ctx))
+
+
+def _http_route(ctx: ChannelContext) -> Body | None:
+    if ctx.spec.exposure.type != "gateway":
+        return None
+    return exposure.render_http_route(ctx.spec.exposure, _backend(ctx), _metadata(ctx))
 
 
 def _hpa(ctx: ChannelContext) -> Body | None:
@@ -643,12 +645,12 @@ def _service_monitor(ctx: ChannelContext) -> Body | None:
 def endpoint_url(
     name: str, namespace: str, spec: ChannelSpec, *, cluster_domain: str = "cluster.local"
 ) -> str:
-    """The WebSocket URL clients use: through the ingress host, else the in-cluster Service."""
+    """The WebSocket URL clients use: through the rendered HTTPRoute's or Ingress's host,
+    else (no exposure, or no concrete host) the in-cluster Service."""
     path = spec.server.websocket_path
-    ing = spec.ingress
-    if ing.enabled and ing.host is not None:
-        scheme = "wss" if ing.tls_secret_name is not None else "ws"
-        return f"{scheme}://{ing.host}{path}"
+    public = exposure.public_url(spec.exposure, path)
+    if public is not None:
+        return public
     return f"ws://{worker_name(name)}.{namespace}.svc.{cluster_domain}{path}"
 
 
@@ -661,7 +663,8 @@ def render(ctx: ChannelContext) -> DesiredState:
         deployment=_deployment(ctx, digest),
         service=_service(ctx),
         pod_disruption_budget=_pdb(ctx),
-        ingress=_ingress(ctx) if ctx.spec.ingress.enabled else None,
+        ingress=_ingress(ctx),
+        http_route=_http_route(ctx),
         horizontal_pod_autoscaler=_hpa(ctx),
         service_monitor=_service_monitor(ctx),
         topics=tuple(DesiredTopic.from_spec(t) for t in ctx.spec.topics),
