@@ -1,6 +1,7 @@
 """Build the worker and operator images daemonless, from their Dockerfiles, into the cache.
 
-``python -m clarion_devstack.images`` (``make images``) and :func:`ensure_images`:
+``python -m clarion_devstack.images`` (``make images``) and :func:`ensure_images`;
+``python -m clarion_devstack.images podman ARGS...`` runs podman on the same store.
 
 1. **The base.** Both Dockerfiles start ``FROM python:3.11.13-slim-bookworm``. No registry
    can be pulled from here, so a stand-in with the same name and Python minor is made
@@ -182,6 +183,10 @@ class Podman:
                 f"{result.stderr.strip()[-2000:]}"
             )
         return result
+
+    def image_id(self, reference: str) -> str | None:
+        result = self.run("image", "inspect", "--format", "{{.Id}}", reference, check=False)
+        return result.stdout.strip() if result.returncode == 0 else None
 
     def label(self, reference: str, key: str = FINGERPRINT_LABEL) -> str | None:
         """The image's label ``key``, or None when the image is not in the store."""
@@ -462,6 +467,7 @@ def ensure_image(settings: DevstackSettings, podman: Podman, spec: ImageSpec, ba
         (dest / ".complete").unlink(missing_ok=True)
         log = dest / "build.log"
         log.write_text("")
+        previous = podman.image_id(reference)
         with step(f"podman build {reference} from {spec.dockerfile}"):
             podman.run(*build_argv(settings.checkout, spec, reference, fingerprint), log=log)
         partial = dest / "image.tar.partial"
@@ -477,6 +483,9 @@ def ensure_image(settings: DevstackSettings, podman: Podman, spec: ImageSpec, ba
                 log=dest / "save.log",
             )
         partial.rename(archive)
+        if previous and previous != podman.image_id(reference):
+            # The superseded image (its layers stay while a newer image builds on them).
+            podman.run("image", "rm", previous, check=False)
         (dest / ".complete").write_text(fingerprint)
         return archive
 
@@ -495,8 +504,17 @@ def ensure_images(settings: DevstackSettings) -> dict[str, Path]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    del argv
-    settings = DevstackSettings.from_environ(os.environ)  # noqa: TID251 - the process edge
+    """Build what is missing; or ``podman ARGS...``: run podman on this stack's store."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    environ = os.environ  # noqa: TID251 - the process edge
+    settings = DevstackSettings.from_environ(environ)
+    if args[:1] == ["podman"]:
+        podman = Podman.for_settings(settings)
+        podman.write_conf(*_hard_limits())
+        return subprocess.run(podman.argv(*args[1:]), env=podman.env(environ)).returncode
+    if args:
+        print("usage: python -m clarion_devstack.images [podman ARGS...]", file=sys.stderr)
+        return 2
     try:
         archives = ensure_images(settings)
     except StackError as exc:

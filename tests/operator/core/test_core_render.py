@@ -77,6 +77,7 @@ def test_every_object_has_labels_owner_and_namespace(full_raw: dict[str, Any]) -
         assert LABELS.items() <= meta["labels"].items()
         assert meta["ownerReferences"] == [OWNER]
     assert state.absent() == (
+        ObjectRef("gateway.networking.k8s.io/v1", "HTTPRoute", "apps", "dash-worker"),
         ObjectRef("autoscaling/v2", "HorizontalPodAutoscaler", "apps", "dash-worker"),
     )
 
