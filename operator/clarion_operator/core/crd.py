@@ -46,6 +46,13 @@ DEFAULT_STICKY_COOKIE: Final = "clarion-affinity"
 DEFAULT_STICKY_MAX_AGE: Final = 3600
 DEFAULT_AFFINITY_TIMEOUT: Final = 3600
 DEFAULT_INGRESS_CLASS: Final = "nginx"
+#: Idle read/send timeout asked of the ingress for a WebSocket or SSE stream; heartbeats
+#: (25 s by default) keep a healthy stream far below it.
+DEFAULT_STREAM_TIMEOUT: Final = 3600
+MIN_STREAM_TIMEOUT: Final = 60
+EXPOSURE_TYPES: Final = ("none", "gateway", "ingress")
+INGRESS_PROFILES: Final = ("traefik", "haproxy", "nginx", "generic")
+MAX_HOSTNAMES: Final = 16
 DEFAULT_MIN_REPLICAS: Final = 2
 DEFAULT_MAX_REPLICAS: Final = 10
 DEFAULT_TARGET_CPU: Final = 70
@@ -659,7 +666,8 @@ def _workers() -> Schema:
 
 def _ingress() -> Schema:
     return obj(
-        "An ingress-nginx Ingress in front of the workers, with cookie stickiness and "
+        "Deprecated: use exposure. An ingress-nginx Ingress in front of the workers (read "
+        "as exposure type ingress, profile nginx), with cookie stickiness and "
         "timeouts suited to long-lived connections.",
         {
             "enabled": boolean("Create the Ingress.", default=False),
@@ -704,6 +712,112 @@ def _ingress() -> Schema:
     )
 
 
+def _exposure() -> Schema:
+    return obj(
+        "How clients reach the workers: a Gateway API HTTPRoute, an Ingress for a named "
+        "class and controller, or neither. Replaces the deprecated spec.ingress (do not set "
+        "both).",
+        {
+            "type": string(
+                "gateway renders an HTTPRoute, ingress an Ingress, none neither.",
+                enum=EXPOSURE_TYPES,
+            ),
+            "hostnames": array(
+                "Public host names (HTTPRoute hostnames, one Ingress rule each); the first "
+                "without a wildcard is status.endpoint's host.",
+                string(
+                    "A DNS name, optionally with a leading '*.'.",
+                    pattern=HOST_PATTERN,
+                    max_length=253,
+                ),
+                list_type="set",
+                max_items=MAX_HOSTNAMES,
+            ),
+            "stickyCookie": obj(
+                "Affinity cookie keeping a client on the replica holding its recent events "
+                "(an optimisation: resume works on any replica).",
+                {
+                    "name": string(
+                        "Cookie name.",
+                        default=DEFAULT_STICKY_COOKIE,
+                        pattern=r"^[A-Za-z0-9_-]+$",
+                        max_length=64,
+                    ),
+                    "maxAgeSeconds": integer(
+                        "Cookie lifetime.",
+                        minimum=1,
+                        maximum=31536000,
+                        default=DEFAULT_STICKY_MAX_AGE,
+                    ),
+                },
+                default={},
+            ),
+            "streamTimeoutSeconds": integer(
+                "Idle timeout asked of the ingress controller for WebSocket and SSE streams "
+                "(where the profile can say it); keep it far above the heartbeat interval.",
+                minimum=MIN_STREAM_TIMEOUT,
+                maximum=86400,
+                default=DEFAULT_STREAM_TIMEOUT,
+            ),
+            "gateway": obj(
+                "The Gateway the HTTPRoute attaches to (type gateway).",
+                {
+                    "name": string("Gateway name.", pattern=DNS_SUBDOMAIN_PATTERN, max_length=253),
+                    "namespace": string(
+                        "Gateway namespace; the channel's when empty.",
+                        pattern=DNS_LABEL_PATTERN,
+                        max_length=63,
+                    ),
+                    "sectionName": string(
+                        "Listener of the Gateway to attach to; all of them when empty.",
+                        pattern=DNS_SUBDOMAIN_PATTERN,
+                        max_length=253,
+                    ),
+                    "tls": boolean(
+                        "The listener terminates TLS (status.endpoint then says wss://).",
+                        default=False,
+                    ),
+                },
+                required=("name",),
+            ),
+            "ingress": obj(
+                "The Ingress (type ingress) and the controller that serves its class.",
+                {
+                    "className": string("IngressClass name.", min_length=1, max_length=253),
+                    "profile": string(
+                        "Controller serving className, whose own annotations the operator "
+                        "writes for cookie stickiness, stream timeouts and unbuffered "
+                        "responses: traefik, haproxy (HAProxy Kubernetes Ingress), nginx "
+                        "(ingress-nginx, retired in March 2026: existing clusters only) or "
+                        "generic (only the annotations given here).",
+                        enum=INGRESS_PROFILES,
+                    ),
+                    "tlsSecretName": string(
+                        "Secret holding the TLS certificate for hostnames (wss://).",
+                        pattern=DNS_SUBDOMAIN_PATTERN,
+                        max_length=253,
+                    ),
+                    "annotations": string_map(
+                        "Extra Ingress annotations; they override the operator's.",
+                        value_desc="Annotation value.",
+                    ),
+                },
+                required=("className", "profile"),
+            ),
+        },
+        required=("type",),
+        rules=(
+            rule("self.type != 'gateway' || has(self.gateway)", "type gateway needs gateway"),
+            rule("self.type != 'ingress' || has(self.ingress)", "type ingress needs ingress"),
+            rule(
+                "!has(self.ingress) || !has(self.ingress.tlsSecretName) || "
+                "(has(self.hostnames) && size(self.hostnames) > 0)",
+                "ingress.tlsSecretName needs hostnames",
+            ),
+        ),
+    )
+
+
 def _monitoring() -> Schema:
     return obj(
         "Prometheus scraping. Without a ServiceMonitor the pods carry prometheus.io "
@@ -740,9 +854,17 @@ def spec_schema() -> Schema:
             "auth": _auth(),
             "workers": _workers(),
             "ingress": _ingress(),
+            "exposure": _exposure(),
             "monitoring": _monitoring(),
         },
         required=("kafka", "topics", "auth"),
+        rules=(
+            rule(
+                "!has(self.exposure) || !has(self.ingress) || !has(self.ingress.enabled) "
+                "|| !self.ingress.enabled",
+                "set spec.exposure or the deprecated spec.ingress, not both",
+            ),
+        ),
     )
 
 

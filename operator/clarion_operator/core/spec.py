@@ -170,6 +170,29 @@ class RawIngress(TypedDict, total=False):
     annotations: dict[str, str]
 
 
+class RawExposureGateway(TypedDict, total=False):
+    name: str
+    namespace: str
+    sectionName: str
+    tls: bool
+
+
+class RawExposureIngress(TypedDict, total=False):
+    className: str
+    profile: str
+    tlsSecretName: str
+    annotations: dict[str, str]
+
+
+class RawExposure(TypedDict, total=False):
+    type: str
+    hostnames: list[str]
+    stickyCookie: RawStickyCookie
+    streamTimeoutSeconds: int
+    gateway: RawExposureGateway
+    ingress: RawExposureIngress
+
+
 class RawServiceMonitor(TypedDict, total=False):
     enabled: bool
     labels: dict[str, str]
@@ -188,6 +211,7 @@ class RawChannelSpec(TypedDict, total=False):
     auth: RawAuth
     workers: RawWorkers
     ingress: RawIngress
+    exposure: RawExposure
     monitoring: RawMonitoring
 
 
@@ -349,6 +373,43 @@ class IngressSpec:
     annotations: Mapping[str, str] = field(default_factory=lambda: _EMPTY)
 
 
+ExposureType = Literal["none", "gateway", "ingress"]
+IngressProfile = Literal["traefik", "haproxy", "nginx", "generic"]
+
+
+@dataclass(frozen=True)
+class GatewayParent:
+    """The Gateway an HTTPRoute attaches to (one ``parentRefs`` entry)."""
+
+    name: str
+    namespace: str | None = None
+    section_name: str | None = None
+    #: The Gateway's listener terminates TLS: ``status.endpoint`` says ``wss://``.
+    tls: bool = False
+
+
+@dataclass(frozen=True)
+class ExposureSpec:
+    """How clients reach the workers: an HTTPRoute, an Ingress, or neither.
+
+    ``spec.exposure`` when present; otherwise the deprecated ``spec.ingress`` with
+    ``enabled: true`` converts to ``type: ingress, profile: nginx`` (``legacy``), so
+    channels written before ``exposure`` existed render exactly what they did.
+    """
+
+    type: ExposureType = "none"
+    hostnames: tuple[str, ...] = ()
+    sticky_cookie_name: str = crd.DEFAULT_STICKY_COOKIE
+    sticky_cookie_max_age_seconds: int = crd.DEFAULT_STICKY_MAX_AGE
+    stream_timeout_seconds: int = crd.DEFAULT_STREAM_TIMEOUT
+    gateway: GatewayParent | None = None
+    ingress_class: str | None = None
+    profile: IngressProfile = "generic"
+    tls_secret_name: str | None = None
+    annotations: Mapping[str, str] = field(default_factory=lambda: _EMPTY)
+    legacy: bool = False
+
+
 @dataclass(frozen=True)
 class MonitoringSpec:
     service_monitor_enabled: bool = False
@@ -366,6 +427,8 @@ class ChannelSpec:
     workers: WorkersSpec = field(default_factory=WorkersSpec)
     ingress: IngressSpec = field(default_factory=IngressSpec)
     monitoring: MonitoringSpec = field(default_factory=MonitoringSpec)
+    #: What renders the traffic entry (``spec.exposure``, or the converted ``spec.ingress``).
+    exposure: ExposureSpec = field(default_factory=ExposureSpec)
 
 
 # --- errors --------------------------------------------------------------------------
@@ -616,6 +679,7 @@ def parse_spec(
     server = _server(r, r.obj(root, "server", "spec"))
     workers = _workers(r, r.obj(root, "workers", "spec"))
     ingress = _ingress(r, r.obj(root, "ingress", "spec"))
+    exposure = _exposure(r, root, ingress)
     monitoring = _monitoring(r, r.obj(root, "monitoring", "spec"))
     if r.problems:
         raise SpecError(r.problems)
@@ -628,6 +692,7 @@ def parse_spec(
         workers=workers,
         ingress=ingress,
         monitoring=monitoring,
+        exposure=exposure,
     )
 
 
@@ -967,6 +1032,92 @@ def _ingress(r: _Reader, raw: Mapping[str, object]) -> IngressSpec:
     if ingress.tls_secret_name is not None and raw.get("host") is None:
         r.fail(f"{p}.host", "is required with tlsSecretName")
     return ingress
+
+
+def _exposure(r: _Reader, root: Mapping[str, object], legacy: IngressSpec) -> ExposureSpec:
+    p = "spec.exposure"
+    raw = r.opt_obj(root, "exposure", "spec")
+    if raw is None:
+        if not legacy.enabled:
+            return ExposureSpec()
+        return ExposureSpec(
+            type="ingress",
+            hostnames=() if legacy.host is None else (legacy.host,),
+            sticky_cookie_name=legacy.sticky_cookie_name,
+            sticky_cookie_max_age_seconds=legacy.sticky_cookie_max_age_seconds,
+            ingress_class=legacy.class_name,
+            profile="nginx",
+            tls_secret_name=legacy.tls_secret_name,
+            annotations=legacy.annotations,
+            legacy=True,
+        )
+    if legacy.enabled:
+        r.fail(p, "and spec.ingress.enabled cannot both be set: move spec.ingress into exposure")
+    kind = r.req_str(raw, "type", p, enum=crd.EXPOSURE_TYPES)
+    hostnames = r.str_list(raw, "hostnames", p)
+    for index, host in enumerate(hostnames):
+        if re.search(crd.HOST_PATTERN, host) is None or len(host) > 253:
+            r.fail(f"{p}.hostnames[{index}]", f"must be a DNS name (got {host!r})")
+    if len(hostnames) > crd.MAX_HOSTNAMES:
+        r.fail(f"{p}.hostnames", f"must have at most {crd.MAX_HOSTNAMES} items")
+    cookie = r.obj(raw, "stickyCookie", p)
+    cp = f"{p}.stickyCookie"
+    gateway: GatewayParent | None = None
+    graw = r.opt_obj(raw, "gateway", p)
+    gp = f"{p}.gateway"
+    if graw is not None:
+        gateway = GatewayParent(
+            name=r.req_str(graw, "name", gp, pattern=crd.DNS_SUBDOMAIN_PATTERN, max_length=253),
+            namespace=r.opt_str(
+                graw, "namespace", gp, pattern=crd.DNS_LABEL_PATTERN, max_length=63
+            ),
+            section_name=r.opt_str(
+                graw, "sectionName", gp, pattern=crd.DNS_SUBDOMAIN_PATTERN, max_length=253
+            ),
+            tls=r.bool_default(graw, "tls", gp, False),
+        )
+    elif kind == "gateway":
+        r.fail(gp, "is required with type gateway")
+    iraw = r.opt_obj(raw, "ingress", p)
+    ip = f"{p}.ingress"
+    ingress_class: str | None = None
+    profile = "generic"
+    tls_secret: str | None = None
+    annotations: Mapping[str, str] | None = None
+    if iraw is not None:
+        ingress_class = r.req_str(iraw, "className", ip, max_length=253)
+        profile = r.req_str(iraw, "profile", ip, enum=crd.INGRESS_PROFILES) or "generic"
+        tls_secret = r.opt_str(
+            iraw, "tlsSecretName", ip, pattern=crd.DNS_SUBDOMAIN_PATTERN, max_length=253
+        )
+        annotations = r.str_map(iraw, "annotations", ip)
+        if tls_secret is not None and not hostnames:
+            r.fail(f"{p}.hostnames", "are required with ingress.tlsSecretName")
+    elif kind == "ingress":
+        r.fail(ip, "is required with type ingress")
+    return ExposureSpec(
+        type=cast(ExposureType, kind or "none"),
+        hostnames=hostnames,
+        sticky_cookie_name=r.str_default(
+            cookie, "name", cp, crd.DEFAULT_STICKY_COOKIE, pattern=r"^[A-Za-z0-9_-]+$"
+        ),
+        sticky_cookie_max_age_seconds=r.int_default(
+            cookie, "maxAgeSeconds", cp, crd.DEFAULT_STICKY_MAX_AGE, minimum=1, maximum=31536000
+        ),
+        stream_timeout_seconds=r.int_default(
+            raw,
+            "streamTimeoutSeconds",
+            p,
+            crd.DEFAULT_STREAM_TIMEOUT,
+            minimum=crd.MIN_STREAM_TIMEOUT,
+            maximum=86400,
+        ),
+        gateway=gateway,
+        ingress_class=ingress_class,
+        profile=cast(IngressProfile, profile),
+        tls_secret_name=tls_secret,
+        annotations=_EMPTY if annotations is None else annotations,
+    )
 
 
 def _monitoring(r: _Reader, raw: Mapping[str, object]) -> MonitoringSpec:
