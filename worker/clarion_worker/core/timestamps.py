@@ -40,11 +40,10 @@ package's database (``resolve_zone``), once per zone name.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta, timezone, tzinfo
+from datetime import UTC, datetime, timedelta, timezone, tzinfo
 from decimal import Decimal, InvalidOperation
 from functools import lru_cache
-from typing import Final, Literal
+from typing import Final, Literal, NamedTuple
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 TimestampForm = Literal[
@@ -81,7 +80,6 @@ LATEST_MS: Final = 4_102_444_800_000
 #: How far past the Kafka timestamp a producer's clock may run.
 FUTURE_SLACK_MS: Final = 86_400_000
 _MAX_TEXT: Final = 80
-_EPOCH_ORDINAL: Final = date(1970, 1, 1).toordinal()
 #: Magnitude bands: (upper bound, milliseconds per unit as a divisor or multiplier).
 _SECONDS_BELOW: Final = 10**11
 _MILLIS_BELOW: Final = 10**14
@@ -89,17 +87,22 @@ _MICROS_BELOW: Final = 10**17
 _NANOS_BELOW: Final = 10**20
 
 _ISO: Final = re.compile(
-    r"(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2})(?::(\d{2})(?:[.,](\d{1,9}))?)?"
-    r"(?:([Zz])|([+-])(\d{2})(?::?(\d{2}))?(?::?(\d{2}))?)?"
-    r"(?:\[([A-Za-z0-9_+\-/]{1,64})\])?"
+    r"\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(?::\d{2}(?:[.,]\d{1,9})?)?"
+    r"(?:Z|[+-]\d{2}(?::?\d{2}(?::?\d{2})?)?)?"
+    r"(?:\[(?P<region>[A-Za-z0-9_+\-/]{1,64})\])?"
 )
+_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
+_ONE_MS: Final = timedelta(milliseconds=1)
+_MAX_OFFSET: Final = timedelta(hours=18)
 _ZONE_NAME: Final = re.compile(r"[A-Za-z][A-Za-z0-9_+\-]*(?:/[A-Za-z0-9_+\-]+)*")
 _FIXED_OFFSET: Final = re.compile(r"([+-])(\d{2}):(\d{2})")
 
 
-@dataclass(frozen=True, slots=True)
-class TimestampReading:
-    """What a timestamp value gave: ``millis`` and ``form``, or ``problem`` (or none)."""
+class TimestampReading(NamedTuple):
+    """What a timestamp value gave: ``millis`` and ``form``, or ``problem`` (or none).
+
+    A named tuple, not a dataclass: one is built per record, on the live path.
+    """
 
     millis: int | None = None
     form: TimestampForm | None = None
@@ -233,28 +236,23 @@ def _number_after(field: str) -> re.Pattern[bytes]:
 
 
 def _from_text(text: str, zone: tzinfo) -> TimestampReading:
+    # The pattern decides what is accepted; the C parser then does the arithmetic.
     if len(text) > _MAX_TEXT:
         return _UNPARSABLE
-    match = _ISO.fullmatch(text.strip())
+    match = _ISO.fullmatch(text)
     if match is None:
         return _UNPARSABLE
-    (year, month, day, hour, minute, second, fraction, utc, sign, off_h, off_m, off_s, region) = (
-        match.groups()
-    )
+    region = match.group("region")
     try:
-        wall = datetime(int(year), int(month), int(day), int(hour), int(minute), int(second or 0))
+        parsed = datetime.fromisoformat(text[: match.start("region") - 1] if region else text)
     except ValueError:
         return _UNPARSABLE
-    frac_ms = int((fraction or "").ljust(3, "0")[:3])
-    if utc or sign:
-        offset_s = 0
-        if sign:
-            offset_s = int(off_h) * 3600 + int(off_m or 0) * 60 + int(off_s or 0)
-            if offset_s > 18 * 3600:
-                return _UNPARSABLE
-            if sign == "-":
-                offset_s = -offset_s
-        form: TimestampForm = "iso_region" if region else "iso_offset"
+    form: TimestampForm
+    offset = parsed.utcoffset()
+    if offset is not None:
+        if abs(offset) > _MAX_OFFSET:
+            return _UNPARSABLE
+        form = "iso_region" if region else "iso_offset"
     else:
         if region:
             try:
@@ -264,8 +262,8 @@ def _from_text(text: str, zone: tzinfo) -> TimestampReading:
             form = "iso_region"
         else:
             form = "iso_local"
-        offset_s = _offset_seconds(wall, zone)
-    return TimestampReading(_epoch_ms(wall, offset_s, frac_ms), form)
+        parsed = parsed.replace(tzinfo=zone)
+    return TimestampReading((parsed - _EPOCH) // _ONE_MS, form)
 
 
 def _from_array(items: list[object], zone: tzinfo) -> TimestampReading:
@@ -277,27 +275,11 @@ def _from_array(items: list[object], zone: tzinfo) -> TimestampReading:
     nanos = parts[6] if len(parts) == 7 else 0
     if not 0 <= nanos <= 999_999_999:
         return _UNPARSABLE
+    year, month, day, hour, minute = parts[:5]
     try:
-        year, month, day, hour, minute = parts[:5]
-        wall = datetime(year, month, day, hour, minute, parts[5] if len(parts) > 5 else 0)
+        wall = datetime(
+            year, month, day, hour, minute, parts[5] if len(parts) > 5 else 0, nanos // 1000
+        )
     except (ValueError, OverflowError):
         return _UNPARSABLE
-    return TimestampReading(
-        _epoch_ms(wall, _offset_seconds(wall, zone), nanos // 1_000_000), "array"
-    )
-
-
-def _offset_seconds(wall: datetime, zone: tzinfo) -> int:
-    offset = wall.replace(tzinfo=zone).utcoffset()
-    return int(offset.total_seconds()) if offset is not None else 0
-
-
-def _epoch_ms(wall: datetime, offset_s: int, frac_ms: int) -> int:
-    seconds = (
-        (wall.toordinal() - _EPOCH_ORDINAL) * 86400
-        + wall.hour * 3600
-        + wall.minute * 60
-        + wall.second
-        - offset_s
-    )
-    return seconds * 1000 + frac_ms
+    return TimestampReading((wall.replace(tzinfo=zone) - _EPOCH) // _ONE_MS, "array")
