@@ -6,6 +6,8 @@ on, so every connection attempt is refused at once and the worker keeps retrying
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -19,6 +21,11 @@ from typing import Any
 
 import httpx
 import pytest
+import websockets
+from websockets.asyncio.client import connect
+
+from clarion_devstack.harness import AUDIENCE, ISSUER, Keys
+from clarion_worker.client import ClarionClient, ClientRejectedError
 
 
 def _free_port() -> int:
@@ -238,3 +245,149 @@ def test_pending_handshakes_are_a_metric(start_unreachable: Callable[..., _Worke
     finally:
         for sock in stalled:
             sock.close()
+
+
+# ---- refusals a browser's WebSocket API can see (issue 12, item 3) ---------------------------
+
+ORIGIN = "https://app.unionflow.test"
+
+
+@pytest.fixture
+def keys(tmp_path: Path) -> Keys:
+    return Keys(tmp_path)
+
+
+@pytest.fixture
+def jwt_worker(start_unreachable: Callable[..., _Worker], keys: Keys) -> _Worker:
+    """Checks tokens like a real channel; never ready (no Kafka), which is a refusal too."""
+    return start_unreachable(
+        auth={
+            "mode": "jwt",
+            "hmacSecretFile": str(keys.hmac_file),
+            "audience": AUDIENCE,
+            "issuer": ISSUER,
+            "allowedOrigins": [ORIGIN],
+            "leewaySeconds": 0,
+        }
+    )
+
+
+async def _refusal(url: str, **options: Any) -> tuple[dict[str, Any], int]:
+    """Connect as a browser would; the first frame and the close code."""
+    async with asyncio.timeout(10), connect(url, **options) as ws:
+        frame = json.loads(await ws.recv())
+        with pytest.raises(websockets.exceptions.ConnectionClosed) as closed:
+            await ws.recv()
+    assert closed.value.rcvd is not None
+    return frame, closed.value.rcvd.code
+
+
+@pytest.mark.parametrize(
+    ("case", "code"),
+    [("missing", 4001), ("bad_signature", 4001), ("expired", 4004), ("origin", 4003)],
+)
+async def test_websocket_refusals_are_an_error_frame_and_a_4xxx_close(
+    jwt_worker: _Worker, keys: Keys, case: str, code: int
+) -> None:
+    good = keys.token(["org-a"], "alice")
+    token = {
+        "missing": None,
+        "bad_signature": good[:-4] + ("AAAA" if not good.endswith("AAAA") else "BBBB"),
+        "expired": keys.token(["org-a"], "alice", ttl=-120),
+        "origin": good,
+    }[case]
+    # The way a browser authenticates: a bearer. subprotocol next to clarion.v1.
+    offered = ["clarion.v1"] + ([f"bearer.{token}"] if token else [])
+    origin = "https://evil.example" if case == "origin" else ORIGIN
+    frame, closed = await _refusal(
+        f"ws://127.0.0.1:{jwt_worker.port}/ws/dashboard",
+        subprotocols=offered,
+        origin=origin,
+    )
+    assert (frame["type"], frame["code"], closed) == ("error", code, code)
+    assert frame["message"].startswith(
+        {"origin": "origin_not_allowed", "bad_signature": "bad_signature"}.get(case, case)
+    )
+
+
+async def test_a_replica_that_is_not_ready_refuses_in_band_with_4013(
+    jwt_worker: _Worker, keys: Keys
+) -> None:
+    frame, closed = await _refusal(
+        f"ws://127.0.0.1:{jwt_worker.port}/ws/dashboard",
+        additional_headers={"Authorization": f"Bearer {keys.token(['org-a'], 'alice')}"},
+        origin=ORIGIN,
+    )
+    assert (frame["type"], frame["code"], closed) == ("error", 4013, 4013)
+    assert frame["message"].startswith("unavailable")
+
+
+def test_sse_and_plain_http_keep_their_statuses(jwt_worker: _Worker, keys: Keys) -> None:
+    expired = keys.token(["org-a"], "alice", ttl=-120)
+    response = httpx.get(
+        f"http://127.0.0.1:{jwt_worker.port}/sse/dashboard?access_token={expired}",
+        headers={"Origin": ORIGIN},
+        timeout=5,
+    )
+    assert response.status_code == 401
+    assert response.json()["error"] == "expired"
+
+
+async def test_the_reference_client_stops_on_an_expired_token_without_a_refresher(
+    jwt_worker: _Worker, keys: Keys
+) -> None:
+    client = ClarionClient(
+        f"ws://127.0.0.1:{jwt_worker.port}/ws/dashboard",
+        keys.token(["org-a"], "alice", ttl=-120),
+        extra_headers={"Origin": ORIGIN},
+        backoff_base=0.05,
+    )
+
+    async def run() -> None:
+        async for _event in client.events():
+            pass
+
+    with pytest.raises(ClientRejectedError) as rejected:
+        await asyncio.wait_for(run(), 10)
+    assert rejected.value.code == 4004
+    assert client.stats.close_codes == [4004]
+
+
+async def test_the_reference_client_refreshes_an_expired_token_and_comes_back(
+    jwt_worker: _Worker, keys: Keys
+) -> None:
+    fresh = keys.token(["org-a"], "alice")
+    asked: list[str] = []
+
+    async def provider() -> str:
+        asked.append("refresh")
+        return fresh
+
+    client = ClarionClient(
+        f"ws://127.0.0.1:{jwt_worker.port}/ws/dashboard",
+        keys.token(["org-a"], "alice", ttl=-120),
+        extra_headers={"Origin": ORIGIN},
+        backoff_base=0.05,
+        backoff_cap=0.1,
+        token_provider=provider,
+    )
+
+    async def run() -> None:
+        async for _event in client.events():
+            pass
+
+    task = asyncio.create_task(run())
+    try:
+        async with asyncio.timeout(10):
+            # Refused for the expired token, refreshed, then back with the fresh one: the
+            # replica is not ready (4013), which is worth retrying, not giving up.
+            while client.stats.close_codes.count(4013) < 2:  # noqa: ASYNC110 - no close event
+                await asyncio.sleep(0.02)
+    finally:
+        await client.close()
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    assert client.stats.close_codes[0] == 4004
+    assert asked == ["refresh"]
+    assert client.token == fresh

@@ -43,6 +43,7 @@ from clarion_worker.core.protocol import (
     Ping,
     Resume,
     Subscribe,
+    disconnect_label,
     error_frame,
     parse_client_frame,
 )
@@ -126,13 +127,15 @@ def _websocket_endpoint(runtime: WorkerRuntime) -> Any:
             principal, batch, subprotocol = await _authenticate(runtime, websocket, subprotocols)
         except AuthError as error:
             runtime.metrics.auth_failures.labels(error.reason).inc()
-            await websocket.send_denial_response(
-                _denial(error.http_status, error.reason, str(error))
-            )
+            await _refuse_in_band(runtime, websocket, subprotocols, error.close_code, str(error))
             return
         if runtime.draining or not runtime.consumer.ready.is_set():
-            await websocket.send_denial_response(
-                _denial(503, "unavailable", "this replica is not ready; retry with backoff")
+            await _refuse_in_band(
+                runtime,
+                websocket,
+                subprotocols,
+                CloseCode.OVERLOADED,
+                "unavailable: this replica is not ready; retry with backoff",
             )
             return
         sink = sink_of(websocket.scope) if runtime.settings.server.direct_writes else None
@@ -147,6 +150,30 @@ def _websocket_endpoint(runtime: WorkerRuntime) -> Any:
             runtime.handler_closed()
 
     return endpoint
+
+
+async def _refuse_in_band(
+    runtime: WorkerRuntime,
+    websocket: WebSocket,
+    subprotocols: list[str],
+    code: CloseCode,
+    message: str,
+) -> None:
+    """Accept, send ``error``, close with ``code``: what a browser's WebSocket can see.
+
+    An HTTP refusal before the upgrade reaches the browser's and Dart's WebSocket APIs
+    only as an error and close code 1006, so a client could not tell "refresh your token"
+    (4004) from "fix your setup" (4001, 4003) or "retry later" (4013). Nothing is
+    registered and no event is sent; SSE and plain HTTP keep their statuses.
+    """
+    echo = read_handshake({}, {}, subprotocols).subprotocol
+    try:
+        await websocket.accept(subprotocol=echo)
+        await websocket.send_text(error_frame(code, message))
+    except (WebSocketDisconnect, RuntimeError, OSError):
+        return
+    await _close(websocket, code, message.partition(":")[0])
+    runtime.metrics.disconnects.labels("websocket", str(int(code))).inc()
 
 
 def _open_session(runtime: WorkerRuntime, websocket: WebSocket, session: Session) -> None:
@@ -196,8 +223,8 @@ async def _serve_direct(
         # returns, uvicorn closes a transport that has no close handshake under way.
         runtime.flusher.flush_session(session)
         session.finish()
-        code = session.close_code or session.pending_close or CloseCode.NORMAL
-        runtime.metrics.disconnects.labels("websocket", str(int(code))).inc()
+        label = disconnect_label(session.ended_with())
+        runtime.metrics.disconnects.labels("websocket", label).inc()
 
 
 async def _serve_websocket(
@@ -228,8 +255,8 @@ async def _serve_websocket(
                 await asyncio.wait_for(task, timeout=grace)
             task.cancel()
         session.finish()
-        code = session.close_code or session.pending_close or CloseCode.NORMAL
-        runtime.metrics.disconnects.labels("websocket", str(int(code))).inc()
+        label = disconnect_label(session.ended_with())
+        runtime.metrics.disconnects.labels("websocket", label).inc()
 
 
 async def _ws_reader(
@@ -238,6 +265,7 @@ async def _ws_reader(
     while session.close_code is None:
         message = await websocket.receive()
         if message["type"] == "websocket.disconnect":
+            session.peer_code = int(message.get("code") or CloseCode.NORMAL)
             if session.pending_close is None:  # a drain's close keeps its own code
                 session.request_close(CloseCode.NORMAL, "client left")
             return

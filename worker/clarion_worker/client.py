@@ -5,6 +5,11 @@
   so the server replays what was missed (or answers ``reset``).
 - Reconnect: exponential backoff with full jitter, capped at 60 s, reset after a stable
   connection; a drain's ``reconnect`` advice is honoured with its own delay.
+- Refusals: the server accepts, sends an ``error`` frame and closes with a 4xxx code.
+  4004 (token expired) asks ``token_provider`` for a fresh token and reconnects at once;
+  without one, or when it has nothing new, the client stops (``ClientRejectedError``), as
+  it does on codes that retrying cannot fix (4001, 4003, 4009, 1003, 1009): retrying
+  those forever is what the browser clients did when all they saw was 1006.
 - Heartbeat: an application-level ``ping`` every ``heartbeat_seconds`` (the seed app's 30 s).
 - Stickiness: cookies set on the handshake (a load balancer's affinity cookie) are sent
   back on reconnect, as a browser would.
@@ -17,7 +22,7 @@ import contextlib
 import json
 import random
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlencode, urlsplit, urlunsplit
@@ -48,7 +53,9 @@ class ClientStats:
 
 
 _TERMINAL = {int(c) for c in CloseCode if not c.client_should_reconnect}
-_DENIED_TERMINAL = {401, 403}
+#: HTTP refusals before the upgrade (older workers; heads too large) that retrying
+#: cannot fix. 408 and 503 are worth a retry with backoff.
+_DENIED_TERMINAL = {401, 403, 414, 431}
 
 
 class ClarionClient:
@@ -66,6 +73,7 @@ class ClarionClient:
         backoff_cap: float = 60.0,
         extra_headers: Mapping[str, str] | None = None,
         on_welcome: Callable[[dict[str, Any]], None] | None = None,
+        token_provider: Callable[[], Awaitable[str | None]] | None = None,
     ) -> None:
         self.url = url
         self.token = token
@@ -78,6 +86,10 @@ class ClarionClient:
         self.cookies: dict[str, str] = {}
         self.stats = ClientStats()
         self.on_welcome = on_welcome
+        #: Called after a 4004 close: a fresh token, or None to give up.
+        self.token_provider = token_provider
+        #: The last ``error`` frame the server sent (its reason for the close after it).
+        self.last_error: dict[str, Any] | None = None
         self.replica: str | None = None
         self._ws: ClientConnection | None = None
         self._closing = False
@@ -122,6 +134,8 @@ class ClarionClient:
                     yield event
             except ClientRejectedError:
                 raise
+            except _TokenRefreshed:
+                continue  # a fresh token: straight back, no backoff
             except _ReconnectAdvice as advice:
                 delay = advice.seconds
             except (OSError, websockets.exceptions.WebSocketException, TimeoutError):
@@ -158,48 +172,68 @@ class ClarionClient:
         try:
             if self.event_types:
                 await ws.send(json.dumps({"type": "subscribe", "eventTypes": self.event_types}))
-            async for raw in ws:
-                message = json.loads(raw)
-                kind = message.get("type")
-                if kind == "event":
-                    self.last_id = message["id"]
-                    yield message
-                elif kind == "batch":
-                    for event in message["events"]:
-                        self.last_id = event["id"]
-                        yield event
-                elif kind == "welcome":
-                    if self.last_id is None and message.get("position"):
-                        # No event yet: resume from "when we joined" after a disconnect.
-                        self.last_id = message["position"]
-                    self.replica = message.get("replicaId")
-                    self.stats.replicas.append(self.replica or "")
-                    if self.on_welcome:
-                        self.on_welcome(message)
-                elif kind == "reset":
-                    # The server cannot replay what we missed: refetch state, start live.
-                    self.stats.resets += 1
-                    self.last_id = None
-                    yield message
-                elif kind == "reconnect":
-                    self.stats.reconnect_advice += 1
-                    await ws.close()
-                    raise _ReconnectAdvice(message.get("afterMs", 0) / 1000)
+            # Iterating ends quietly on 1000/1001 only and raises on every other code,
+            # which is exactly when the code matters (4004, 4001, ...): read it below.
+            with contextlib.suppress(websockets.exceptions.ConnectionClosedError):
+                async for raw in ws:
+                    message = json.loads(raw)
+                    kind = message.get("type")
+                    if kind == "event":
+                        self.last_id = message["id"]
+                        yield message
+                    elif kind == "batch":
+                        for event in message["events"]:
+                            self.last_id = event["id"]
+                            yield event
+                    elif kind == "welcome":
+                        if self.last_id is None and message.get("position"):
+                            # No event yet: resume from "when we joined" after a disconnect.
+                            self.last_id = message["position"]
+                        self.replica = message.get("replicaId")
+                        self.stats.replicas.append(self.replica or "")
+                        if self.on_welcome:
+                            self.on_welcome(message)
+                    elif kind == "reset":
+                        # The server cannot replay what we missed: refetch state, start live.
+                        self.stats.resets += 1
+                        self.last_id = None
+                        yield message
+                    elif kind == "reconnect":
+                        self.stats.reconnect_advice += 1
+                        await ws.close()
+                        raise _ReconnectAdvice(message.get("afterMs", 0) / 1000)
+                    elif kind == "error":
+                        self.last_error = message
             code = ws.close_code or 1006
             self.stats.close_codes.append(code)
+            reason = str((self.last_error or {}).get("message") or ws.close_reason or "")
             if code in _TERMINAL:
-                raise ClientRejectedError(code, ws.close_reason or "")
+                raise ClientRejectedError(code, reason)
+            if code == CloseCode.TOKEN_EXPIRED:
+                await self._refresh_token(reason)
         finally:
             heartbeat.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await heartbeat
             self._ws = None
 
+    async def _refresh_token(self, reason: str) -> None:
+        """After 4004: reconnect with a fresh token, or stop (the same one is refused)."""
+        fresh = await self.token_provider() if self.token_provider is not None else None
+        if not fresh or fresh == self.token:
+            raise ClientRejectedError(int(CloseCode.TOKEN_EXPIRED), reason or "token expired")
+        self.token = fresh
+        raise _TokenRefreshed
+
     async def _heartbeat(self, ws: ClientConnection) -> None:
         with contextlib.suppress(websockets.exceptions.ConnectionClosed):
             while True:
                 await asyncio.sleep(self.heartbeat_seconds)
                 await ws.send('{"type":"ping"}')
+
+
+class _TokenRefreshed(Exception):  # noqa: N818 - control flow, not an error
+    pass
 
 
 class _ReconnectAdvice(Exception):  # noqa: N818 - control flow, not an error

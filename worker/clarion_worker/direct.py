@@ -24,6 +24,9 @@ from typing import Any, Final
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from websockets.http11 import Request
 
+from clarion_worker.core.protocol import CloseCode, error_frame
+from clarion_worker.core.wsframe import text_frame
+
 #: The scope extension's name; its value is ``{"sink": DirectSink}``.
 EXTENSION: Final = "clarion.direct"
 CLOSED: Final = 0
@@ -114,6 +117,11 @@ class _Inbox:
     def empty(self) -> bool:
         return not self._items
 
+    def amend_last_disconnect(self, code: int) -> None:
+        """Correct the code of the disconnect message just queued (see connection_lost)."""
+        if self._items and self._items[-1].get("type") == "websocket.disconnect":
+            self._items[-1] = {**self._items[-1], "code": code}
+
 
 class DirectWebSocketProtocol(WebSocketsSansIOProtocol):
     """uvicorn's sans-I/O WebSocket protocol plus the ``clarion.direct`` extension."""
@@ -133,6 +141,23 @@ class DirectWebSocketProtocol(WebSocketsSansIOProtocol):
         if refused and not self.transport.is_closing():
             self.transport.write(b"".join(self.conn.data_to_send()))
             self.transport.close()
+
+    def handle_parser_exception(self) -> None:
+        # websockets failed the connection on a client frame (1009 too big, 1002, 1007)
+        # and holds its close frame, not written yet: the error frame the protocol
+        # promises for client-caused closes goes out right before it.
+        sent = self.conn.close_sent
+        if sent is not None and not self.close_sent and not self.transport.is_closing():
+            self.transport.write(text_frame(error_frame(sent.code, sent.reason).encode()))
+        super().handle_parser_exception()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        # uvicorn reports 1005 for any loss after the handshake; without a close frame
+        # either way it is an abnormal closure, 1006, and counted as one.
+        abnormal = self.handshake_complete and self.conn.close_rcvd is None and not self.close_sent
+        super().connection_lost(exc)
+        if abnormal:
+            self.queue.amend_last_disconnect(int(CloseCode.ABNORMAL))  # type: ignore[attr-defined]
 
     def handle_connect(self, event: Request) -> None:
         super().handle_connect(event)

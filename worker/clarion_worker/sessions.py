@@ -79,6 +79,8 @@ class Session:
         self._flusher: Flusher | None = None
         #: Already in the current write pass's list.
         self.marked = False
+        #: The code of the close the transport reported (the client's, 1006 when lost).
+        self.peer_code: int | None = None
         #: From the plan of a replay to the write that hands over to live: what is written
         #: meanwhile is replayed (its latency goes to the replay series, not the live one).
         self.replaying = False
@@ -278,3 +280,19 @@ class Session:
 
     def finish(self) -> None:
         self.runtime.unregister(self)
+
+    def ended_with(self) -> int:
+        """The close code this session ended with, for ``disconnects_total{code}``.
+
+        A close the server decided (4008, 4004, a drain's 4100, 4009, ...) is what ended
+        it; otherwise whatever the transport reported: the client's own code, 1009 when
+        the protocol layer refused a frame, 1006 when the connection just dropped.
+        """
+        code = self.close_code
+        if code is not None and code is not CloseCode.NORMAL:
+            return int(code)
+        if self.pending_close is not None:
+            return int(self.pending_close)
+        if self.peer_code is not None:
+            return self.peer_code
+        return int(CloseCode.NORMAL)

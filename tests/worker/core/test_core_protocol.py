@@ -24,6 +24,7 @@ from clarion_worker.core.protocol import (
     Pong,
     Resume,
     Subscribe,
+    disconnect_label,
     error_frame,
     parse_client_frame,
     reconnect_frame,
@@ -124,7 +125,8 @@ def test_client_frame_parser_never_raises_anything_else() -> None:
 
 
 def test_close_codes_are_documented_and_classified() -> None:
-    expected = {1000, 1001, 1003, 1009, 1011, 4001, 4003, 4004, 4008, 4009, 4013, 4100}
+    expected = {1000, 1001, 1002, 1003, 1006, 1007, 1009, 1011}
+    expected |= {4001, 4003, 4004, 4008, 4009, 4013, 4100}
     assert {int(code) for code in CloseCode} == expected
     meanings = [code.meaning for code in CloseCode]
     assert all(meanings)
@@ -207,3 +209,14 @@ def test_welcome_carries_a_position_only_when_given() -> None:
     )
     assert "position" not in plain
     assert live["position"] == "AQ"
+
+
+def test_disconnect_labels_are_bounded() -> None:
+    """A client picks its close code: the metric label must not become a client's choice."""
+    assert disconnect_label(1009) == "1009"
+    assert disconnect_label(1006) == "1006"
+    assert disconnect_label(4008) == "4008"
+    assert disconnect_label(1005) == "1000"  # a close frame without a code: a plain close
+    assert disconnect_label(3999) == "other"
+    assert disconnect_label(4321) == "other"
+    assert error_frame(1009, "too big") == '{"type":"error","code":1009,"message":"too big"}'

@@ -47,7 +47,14 @@ class CloseCode(IntEnum):
         1001,
         "The server is stopping without a drain (last resort); reconnect with backoff.",
     )
+    PROTOCOL_ERROR = (1002, "The client broke the WebSocket protocol itself (bad framing).")
     UNSUPPORTED_DATA = (1003, "The client sent a binary frame; the protocol is JSON text only.")
+    ABNORMAL = (
+        1006,
+        "The connection dropped without a close frame (network loss, a killed app); never "
+        "sent, only seen and counted.",
+    )
+    INVALID_DATA = (1007, "The client sent a text frame that is not UTF-8.")
     MESSAGE_TOO_BIG = (1009, "A client frame exceeded ``limits.maxClientFrameBytes``.")
     INTERNAL_ERROR = (1011, "An unexpected server fault; reconnect with backoff and resume.")
     UNAUTHORIZED = (
@@ -60,7 +67,8 @@ class CloseCode(IntEnum):
     )
     TOKEN_EXPIRED = (
         4004,
-        "The token expired (at the handshake or during the connection): refresh, then reconnect.",
+        "The token expired (at the handshake or during the connection): get a fresh token, "
+        "then reconnect; the same token is refused again.",
     )
     SLOW_CONSUMER = (
         4008,
@@ -72,7 +80,8 @@ class CloseCode(IntEnum):
     )
     OVERLOADED = (
         4013,
-        "This replica is at ``limits.maxConnections``: reconnect with backoff (maybe elsewhere).",
+        "This replica cannot take the connection now (at ``limits.maxConnections``, starting "
+        "or draining): reconnect with backoff (maybe elsewhere).",
     )
     DRAIN = (
         4100,
@@ -90,10 +99,24 @@ _TERMINAL_CODES: Final = frozenset(
         CloseCode.UNAUTHORIZED,
         CloseCode.FORBIDDEN,
         CloseCode.BAD_FRAME,
+        CloseCode.PROTOCOL_ERROR,
         CloseCode.UNSUPPORTED_DATA,
+        CloseCode.INVALID_DATA,
         CloseCode.MESSAGE_TOO_BIG,
     }
 )
+#: 1005 ("no status") is what a peer's close frame without a code reads as: a plain close.
+_NO_STATUS: Final = 1005
+_KNOWN_CODES: Final = frozenset(int(code) for code in CloseCode)
+
+
+def disconnect_label(code: int) -> str:
+    """The ``code`` label of a disconnect: known codes as they are, 1005 as 1000, and any
+    other (a client may close with any 3000-4999 code) as ``other``, so a client can never
+    grow the metric's label set."""
+    if code == _NO_STATUS:
+        return str(int(CloseCode.NORMAL))
+    return str(code) if code in _KNOWN_CODES else "other"
 
 
 def _dumps(value: object) -> str:
@@ -146,7 +169,7 @@ def reset_frame(reason: str) -> str:
     return _dumps({"type": "reset", "reason": reason})
 
 
-def error_frame(code: CloseCode, message: str) -> str:
+def error_frame(code: int, message: str) -> str:
     """An error report, usually sent right before closing with the same ``code``."""
     return _dumps({"type": "error", "code": int(code), "message": message})
 

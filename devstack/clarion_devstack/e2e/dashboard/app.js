@@ -2,9 +2,15 @@
 // Reconnect: exponential backoff with full jitter (capped), or the server's drain advice;
 // resume: the last event id goes back as ?lastId= so nothing is lost or repeated.
 // Gap check: data.streamSeq is consecutive per stream (topic + organization or user).
+// Refusals arrive in-band (an `error` frame, then a 4xxx close): 4004 means the token
+// expired, so fetch a fresh one and reconnect; codes that retrying cannot fix stop here.
 "use strict";
 
 const BASE_MS = 500, CAP_MS = 15000, STABLE_MS = 10000;
+const TOKEN_EXPIRED = 4004;
+// 1002 protocol error, 1003 binary, 1007 bad UTF-8, 1009 too big, 4001 unauthorized,
+// 4003 forbidden, 4009 bad frame: the same request would be refused again.
+const TERMINAL = new Set([1002, 1003, 1007, 1009, 4001, 4003, 4009]);
 const state = { viewers: [] };
 window.clarionDashboard = {
   snapshot: () => state.viewers.map((v) => ({
@@ -33,6 +39,7 @@ function describe(ev) {
 class Viewer {
   constructor(cfg, wsPath) {
     Object.assign(this, { user: cfg.user, label: cfg.label, orgs: cfg.organizations, token: cfg.token });
+    this.lastError = null;
     this.wsPath = wsPath; this.state = "connecting"; this.replica = "-"; this.replicas = [];
     this.connects = 0; this.events = 0; this.gaps = 0; this.duplicates = 0; this.resets = 0;
     this.lastSeq = 0; this.lastId = null; this.attempt = 0; this.streams = new Map();
@@ -66,11 +73,24 @@ class Viewer {
         this.resets += 1; this.lastId = null; this.streams.clear();
       } else if (msg.type === "reconnect") {
         advice = msg.afterMs || 0;
+      } else if (msg.type === "error") {
+        this.lastError = msg;
       }
       this.update();
     };
-    ws.onclose = () => {
+    ws.onclose = (close) => {
       clearInterval(this.ping);
+      if (TERMINAL.has(close.code)) {
+        this.stop(close);
+        return;
+      }
+      if (close.code === TOKEN_EXPIRED) {
+        this.refreshToken().then((fresh) => {
+          if (fresh) this.connect();
+          else this.stop(close);
+        });
+        return;
+      }
       if (this.openedAt && Date.now() - this.openedAt > STABLE_MS) this.attempt = 0;
       this.openedAt = 0;
       const delay = advice !== null ? advice
@@ -78,6 +98,26 @@ class Viewer {
       this.state = `waiting ${(delay / 1000).toFixed(1)}s`; this.update();
       setTimeout(() => this.connect(), delay);
     };
+  }
+
+  // The demo's tokens come with the page's config: a fresh one is a new fetch of it. A
+  // real app asks its identity provider here. Nothing new: stop instead of looping.
+  async refreshToken() {
+    this.state = "refreshing token"; this.update();
+    try {
+      const cfg = await (await fetch("config.json", { cache: "no-store" })).json();
+      const mine = cfg.viewers.find((v) => v.user === this.user);
+      if (mine && mine.token && mine.token !== this.token) {
+        this.token = mine.token;
+        return true;
+      }
+    } catch (e) { /* the page's server is gone: same as no fresh token */ }
+    return false;
+  }
+
+  stop(close) {
+    const why = (this.lastError && this.lastError.message) || close.reason || "refused";
+    this.state = `stopped: ${close.code} ${why}`; this.update();
   }
 
   onEvent(ev) {
@@ -108,7 +148,8 @@ class Viewer {
   }
 
   update() {
-    const cls = this.state === "open" ? "open" : this.state === "connecting" ? "connecting" : "waiting";
+    const cls = this.state === "open" ? "open" : this.state === "connecting" ? "connecting"
+      : this.state.startsWith("stopped") ? "stopped" : "waiting";
     this.status.innerHTML = "";
     this.status.append(el("span", { class: `state ${cls}`, "data-testid": "state" }, this.state),
       el("span", {}, ` replica `), el("b", { "data-testid": "replica" }, this.replica),
