@@ -45,3 +45,38 @@ async def test_a_lone_replay_is_not_slowed_below_its_budget() -> None:
     sizes = [await budget.take(40) for _ in range(3)]
     # 40, then the 10 left in this turn, then a fresh turn.
     assert sizes == [40, 10, 40]
+
+
+async def test_waiting_replays_park_and_are_served_in_arrival_order() -> None:
+    budget = ReplayBudget(per_turn=10)
+    assert await budget.take(10) == 10  # this turn's budget is spent
+    order: list[int] = []
+
+    async def replay(i: int) -> None:
+        assert await budget.take(10) == 10
+        order.append(i)
+
+    tasks = [asyncio.create_task(replay(i)) for i in range(30)]
+    for _ in range(200):
+        await asyncio.sleep(0)
+        if len(order) == 30:
+            break
+    assert order == list(range(30))  # one full grant per turn, first come first served
+    assert budget.waiting == 0
+    await asyncio.gather(*tasks)
+
+
+async def test_a_cancelled_waiter_does_not_hold_up_the_others() -> None:
+    budget = ReplayBudget(per_turn=5)
+    await budget.take(5)
+    takers = [asyncio.create_task(budget.take(5)) for _ in range(3)]
+    for _ in range(10):
+        await asyncio.sleep(0)
+        if budget.waiting == 2:
+            break
+    assert budget.waiting == 2  # the first was served by a new turn, two are parked
+    parked = [task for task in takers if not task.done()]
+    parked[0].cancel()
+    assert await asyncio.wait_for(parked[1], 1) == 5
+    assert parked[0].cancelled()
+    assert await takers[0] == 5

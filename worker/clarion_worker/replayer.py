@@ -20,6 +20,7 @@ Two rules keep read-backs from hurting anyone else:
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -64,30 +65,57 @@ class ReplayStalledError(RuntimeError):
 class ReplayBudget:
     """The event-loop edge of ``TurnBudget``: turns are numbered by a ``call_soon`` tick.
 
-    A tick is scheduled by the first grant of a turn and runs in the loop's next
-    iteration, after everything already ready (the write pass, readers, the consumer):
-    that is where the turn number moves on and the budget is whole again.
+    A replay that finds the turn's budget spent parks on a future (no polling: a storm
+    of thousands of resumes costs nothing while it waits). The tick, scheduled by the
+    first grant or the first waiter of a turn, runs in the loop's next iteration after
+    everything already ready (the write pass, readers, the consumer): it starts a new
+    turn and hands its budget to the waiters in arrival order, who run in the iteration
+    after. Replays that arrive while others wait queue behind them.
     """
 
     def __init__(self, per_turn: int = REPLAY_EVENTS_PER_TURN) -> None:
         self._budget = TurnBudget(per_turn)
         self._turn = 0
         self._ticking = False
+        self._waiters: deque[tuple[asyncio.Future[int], int]] = deque()
+
+    @property
+    def waiting(self) -> int:
+        return len(self._waiters)
+
+    def _schedule(self) -> None:
+        if not self._ticking:
+            self._ticking = True
+            asyncio.get_running_loop().call_soon(self._tick)
 
     def _tick(self) -> None:
-        self._turn += 1
         self._ticking = False
+        self._turn += 1
+        waiters = self._waiters
+        while waiters:
+            future, want = waiters[0]
+            if future.done():  # its replay was cancelled meanwhile
+                waiters.popleft()
+                continue
+            grant = self._budget.take(want, self._turn)
+            if not grant:
+                break
+            waiters.popleft()
+            future.set_result(grant)
+        if waiters:
+            self._schedule()
 
     async def take(self, want: int) -> int:
-        """At least one and at most ``want`` events of this turn's budget (waits turns)."""
-        while True:
+        """At least one and at most ``want`` events of a turn's budget (waits turns)."""
+        if not self._waiters:
             grant = self._budget.take(want, self._turn)
-            if not self._ticking:
-                self._ticking = True
-                asyncio.get_running_loop().call_soon(self._tick)
+            self._schedule()
             if grant:
                 return grant
-            await asyncio.sleep(0)
+        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self._waiters.append((future, max(1, want)))
+        self._schedule()
+        return await future
 
 
 async def read_ranges(
