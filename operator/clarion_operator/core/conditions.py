@@ -34,7 +34,9 @@ ConditionStatus = Literal["True", "False", "Unknown"]
 READY: Final = "Ready"
 TOPICS_READY: Final = "TopicsReady"
 WORKERS_READY: Final = "WorkersReady"
-CONDITION_TYPES: Final = (READY, TOPICS_READY, WORKERS_READY)
+#: The channel's HTTPRoute or Ingress and what serves it (only with spec.exposure).
+EXPOSED: Final = "Exposed"
+CONDITION_TYPES: Final = (READY, TOPICS_READY, WORKERS_READY, EXPOSED)
 MAX_MESSAGE: Final = 1024
 
 #: Reasons that mean "in progress", reported as Normal Events rather than Warnings.
@@ -316,8 +318,13 @@ def workers_condition(
     return Condition(WORKERS_READY, "True", Reason.WORKERS_READY, f"{w.ready}/{w.desired} ready")
 
 
-def ready_condition(topics: Condition, workers: Condition) -> Condition:
-    for part in (topics, workers):
+def ready_condition(
+    topics: Condition, workers: Condition, exposed: Condition | None = None
+) -> Condition:
+    """Ready from the others; an ``Exposed`` False (nothing serves the channel's HTTPRoute
+    or Ingress) makes the channel not Ready either, after topics and workers."""
+    parts = (topics, workers) if exposed is None else (topics, workers, exposed)
+    for part in parts:
         if part.status == "False":
             return Condition(READY, "False", part.reason, part.message)
     for part in (topics, workers):
@@ -389,8 +396,12 @@ def compute_status(
     selector: str | None = None,
     config_hash: str | None = None,
     problem: str | None = None,
+    exposed: Condition | None = None,
 ) -> ChannelStatusBody:
     """The whole status the operator owns, from this round's observations.
+
+    ``exposed`` is the ``Exposed`` condition (``exposure.exposure_condition``), None when
+    the channel has no exposure.
 
     ``topics`` is :meth:`TopicPlan.settled` (or a :class:`Failure` when Kafka could not be
     asked); ``workers`` is :func:`observe_deployment` of the Deployment; ``problem`` is a
@@ -400,10 +411,11 @@ def compute_status(
     prev = _previous_conditions(previous)
     tc = topics_condition(topics)
     wc = workers_condition(workers, prev.get(WORKERS_READY), problem)
-    rc = ready_condition(tc, wc)
+    rc = ready_condition(tc, wc, exposed)
+    parts = (rc, tc, wc) if exposed is None else (rc, tc, wc, exposed)
     status: ChannelStatusBody = {
         "observedGeneration": generation,
-        "conditions": [_body(c, prev, generation, stamp) for c in (rc, tc, wc)],
+        "conditions": [_body(c, prev, generation, stamp) for c in parts],
     }
     if isinstance(topics, Failure):
         # Kafka was not asked: the last known per-topic state is still the best answer.
@@ -482,12 +494,25 @@ def follow_workers(
             status[key] = previous[key]  # type: ignore[literal-required]
     ready = prev.get(READY)
     blocked = ready is not None and ready.get("reason") in _BLOCKING_REASONS
-    rc = ready_condition(tc, wc)
+    exposed = prev.get(EXPOSED)
+    ec = (
+        None
+        if exposed is None
+        else Condition(
+            EXPOSED,
+            _status_of(exposed.get("status")),
+            str(exposed.get("reason") or ""),
+            str(exposed.get("message") or ""),
+        )
+    )
+    rc = ready_condition(tc, wc, ec)
     bodies: list[Any] = [
         dict(ready) if blocked and ready is not None else _body(rc, prev, generation, stamp),
         dict(topics),
         _body(wc, prev, generation, stamp),
     ]
+    if exposed is not None:
+        bodies.append(dict(exposed))
     status["conditions"] = bodies
     if workers is not None:
         _set_workers(status, workers)
@@ -520,7 +545,7 @@ def blocked_status(
         if previous is not None and key in previous:
             status[key] = previous[key]  # type: ignore[literal-required]
     ready = _body(Condition(READY, "False", reason, _clip(message)), prev, generation, stamp)
-    others = [c for t, c in sorted(prev.items()) if t in (TOPICS_READY, WORKERS_READY)]
+    others = [c for t, c in sorted(prev.items()) if t in (TOPICS_READY, WORKERS_READY, EXPOSED)]
     status["conditions"] = [ready, *others]  # type: ignore[list-item]
     status["observedGeneration"] = generation
     return status
@@ -572,6 +597,17 @@ def transition_events(old: Mapping[str, Any] | None, new: Mapping[str, Any]) -> 
         events.append(
             Event(_event_type(reason, str(after.get("status"))), reason, str(after.get("message")))
         )
+    before_exp = _previous_conditions(old).get(EXPOSED)
+    after_exp = _previous_conditions(new).get(EXPOSED)
+    if (
+        after_exp is not None
+        and after_exp.get("status") == "False"
+        and (before_exp is None or before_exp.get("reason") != after_exp.get("reason"))
+    ):
+        # Said even while Ready carries another reason (workers still starting).
+        event = Event("Warning", str(after_exp.get("reason")), str(after_exp.get("message")))
+        if event not in events:
+            events.append(event)
     old_topics = {
         t.get("name"): t.get("state")
         for t in (old or {}).get("topics") or []

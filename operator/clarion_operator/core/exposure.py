@@ -29,6 +29,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Final
 
+from clarion_operator.core.conditions import EXPOSED, Condition
 from clarion_operator.core.reasons import Reason
 from clarion_operator.core.spec import ExposureSpec
 
@@ -37,7 +38,6 @@ Body = dict[str, Any]
 GATEWAY_GROUP: Final = "gateway.networking.k8s.io"
 HTTP_ROUTE_API_VERSION: Final = f"{GATEWAY_GROUP}/v1"
 INGRESS_API_VERSION: Final = "networking.k8s.io/v1"
-EXPOSED: Final = "Exposed"
 
 NGINX_PREFIX: Final = "nginx.ingress.kubernetes.io/"
 HAPROXY_PREFIX: Final = "haproxy.org/"
@@ -207,13 +207,6 @@ class ExposureObservation:
     persistence_kept: bool | None = None
 
 
-@dataclass(frozen=True)
-class ExposureCondition:
-    status: str
-    reason: str
-    message: str
-
-
 def target_description(exp: ExposureSpec, namespace: str) -> str:
     if exp.type == "gateway" and exp.gateway is not None:
         ns = exp.gateway.namespace or namespace
@@ -226,7 +219,7 @@ def target_description(exp: ExposureSpec, namespace: str) -> str:
 
 def exposure_condition(
     exp: ExposureSpec, observed: ExposureObservation, namespace: str
-) -> ExposureCondition | None:
+) -> Condition | None:
     """The ``Exposed`` condition; None for ``type: none`` (no condition at all).
 
     False (with a reason saying what to install or create) when the API is not served
@@ -238,7 +231,8 @@ def exposure_condition(
         return None
     target = target_description(exp, namespace)
     if exp.type == "gateway" and not observed.api_served:
-        return ExposureCondition(
+        return Condition(
+            EXPOSED,
             "False",
             Reason.GATEWAY_API_NOT_INSTALLED,
             "the cluster does not serve HTTPRoute (gateway.networking.k8s.io/v1): install "
@@ -250,7 +244,8 @@ def exposure_condition(
             Reason.GATEWAY_NOT_FOUND if exp.type == "gateway" else Reason.INGRESS_CLASS_NOT_FOUND
         )
         kind = "HTTPRoute" if exp.type == "gateway" else "Ingress"
-        return ExposureCondition(
+        return Condition(
+            EXPOSED,
             "False",
             reason,
             f"{target} does not exist: the {kind} is written but nothing serves it",
@@ -262,4 +257,4 @@ def exposure_condition(
             "; sessionPersistence was pruned by the API server (standard-channel CRDs): "
             "clients are not pinned, they resume on any replica"
         )
-    return ExposureCondition("True", Reason.EXPOSED, message)
+    return Condition(EXPOSED, "True", Reason.EXPOSED, message)

@@ -3,11 +3,19 @@ spec.ingress conversion, status.endpoint, and the Exposed condition's decision."
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 
 from clarion_operator.core import crd
+from clarion_operator.core.conditions import (
+    Condition,
+    DeploymentObservation,
+    compute_status,
+    follow_workers,
+    transition_events,
+)
 from clarion_operator.core.exposure import (
     ExposureObservation,
     duration,
@@ -359,3 +367,50 @@ def test_exposed_and_pruned_persistence_said(minimal_raw: dict[str, Any]) -> Non
     assert pruned is not None
     assert pruned.status == "True"
     assert "sessionPersistence was pruned" in pruned.message
+
+
+# --- the Exposed condition in the status ----------------------------------------------
+
+
+def _status(exposed: Condition | None, previous: dict[str, Any] | None = None) -> dict[str, Any]:
+    workers = DeploymentObservation(desired=2, replicas=2, ready=2, updated=2, available=2)
+    status = compute_status(
+        previous,
+        generation=1,
+        now=datetime(2026, 11, 30, tzinfo=UTC),
+        topics=[],
+        workers=workers,
+        exposed=exposed,
+    )
+    return dict(status)
+
+
+def _types(status: dict[str, Any]) -> dict[str, tuple[str, str]]:
+    return {c["type"]: (c["status"], c["reason"]) for c in status["conditions"]}
+
+
+def test_exposed_false_makes_the_channel_not_ready_with_a_warning(
+    minimal_raw: dict[str, Any],
+) -> None:
+    exp = _exp(
+        minimal_raw, {"type": "ingress", "ingress": {"className": "x", "profile": "haproxy"}}
+    )
+    missing = exposure_condition(exp, ExposureObservation(target_found=False), "apps")
+    before = _status(None)
+    after = _status(missing, before)
+    assert _types(after)["Exposed"] == ("False", "IngressClassNotFound")
+    assert _types(after)["Ready"] == ("False", "IngressClassNotFound")
+    events = transition_events(before, after)
+    assert [(e.type, e.reason) for e in events] == [("Warning", "IngressClassNotFound")]
+    # A worker watch event recomputes Ready and keeps what the reconcile found.
+    workers = DeploymentObservation(desired=2, replicas=2, ready=2, updated=2, available=2)
+    followed = follow_workers(
+        after, workers=workers, problem=None, now=datetime(2026, 11, 30, tzinfo=UTC)
+    )
+    assert followed is not None
+    assert _types(dict(followed))["Exposed"] == ("False", "IngressClassNotFound")
+    assert _types(dict(followed))["Ready"] == ("False", "IngressClassNotFound")
+    # Once the class exists: Ready, and no Exposed condition without exposure at all.
+    found = exposure_condition(exp, ExposureObservation(target_found=True), "apps")
+    assert _types(_status(found, after))["Ready"][0] == "True"
+    assert "Exposed" not in _types(_status(None))
