@@ -143,6 +143,10 @@ class Podman:
             str(self.runroot),
             "--storage-driver",
             "overlay",
+            # Without it, containers/storage bind-mounts its overlay folder onto itself and
+            # leaves that mount on the host.
+            "--storage-opt",
+            "overlay.skip_mount_home=true",
             "--cgroup-manager",
             "cgroupfs",
             "--events-backend",
@@ -156,8 +160,14 @@ class Podman:
         return {**environ, "CONTAINERS_CONF": str(self.conf)}
 
     def write_conf(self, hard_nofile: int, hard_nproc: int) -> None:
+        text = containers_conf(hard_nofile, hard_nproc)
+        if self.conf.is_file() and self.conf.read_text() == text:
+            return
         self.conf.parent.mkdir(parents=True, exist_ok=True)
-        self.conf.write_text(containers_conf(hard_nofile, hard_nproc))
+        # Atomically: another build may be reading it.
+        partial = self.conf.with_name(f"{self.conf.name}.{os.getpid()}")
+        partial.write_text(text)
+        partial.rename(self.conf)
 
     def run(
         self, *args: str, log: Path | None = None, check: bool = True
