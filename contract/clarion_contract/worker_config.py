@@ -9,6 +9,7 @@ files (mounted Secrets) that hold them.
 
 from __future__ import annotations
 
+from types import MappingProxyType
 from typing import Final, Literal, NotRequired, TypedDict
 
 CONFIG_API_VERSION: Final = "clarion.dev/worker-config/v1"
@@ -37,6 +38,21 @@ JWT_ALGORITHMS_ASYMMETRIC: Final = (
 JWT_ALGORITHMS: Final = JWT_ALGORITHMS_HMAC + JWT_ALGORITHMS_ASYMMETRIC
 SECURITY_PROTOCOLS: Final = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 SASL_MECHANISMS: Final = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
+
+#: The worker's defaults for the ``limits`` keys that its cross-field rules compare
+#: (``batchMaxEvents <= queueMaxEvents``, ``maxRecordBytes <= queueMaxBytes``): the
+#: operator refuses a channel whose values, with these filled in, the worker would refuse.
+#: A test checks they equal the worker's own defaults.
+LIMIT_DEFAULTS: Final = MappingProxyType(
+    {
+        "queueMaxEvents": 1000,
+        "queueMaxBytes": 1024 * 1024,
+        "maxRecordBytes": 1024 * 1024,
+        "batchMaxEvents": 64,
+    }
+)
+#: Smallest ``limits.maxClientFrameBytes`` the worker accepts.
+MIN_CLIENT_FRAME_BYTES: Final = 16
 
 Audience = Literal["organization", "user", "broadcast"]
 AUDIENCES: Final[tuple[Audience, ...]] = ("organization", "user", "broadcast")

@@ -11,6 +11,7 @@ import json
 from collections.abc import Iterator
 from typing import Any, Final
 
+from clarion_operator.core import crd
 from clarion_operator.core.crd import spec_schema
 
 BEGIN: Final = "<!-- BEGIN GENERATED SPEC REFERENCE (python -m clarion_operator.crdgen --write) -->"
@@ -43,7 +44,9 @@ def _constraints(schema: dict[str, Any]) -> str:
     ):
         if key in schema:
             parts.append(f"{label} {schema[key]}")
-    if "pattern" in schema:
+    if schema.get("pattern") == crd.NOT_BLANK_PATTERN:
+        parts.append("not blank (more than whitespace)")
+    elif "pattern" in schema:
         parts.append(f"pattern `{schema['pattern']}`")
     for r in schema.get("x-kubernetes-validations") or []:
         parts.append(f"rule: {r['message']}")

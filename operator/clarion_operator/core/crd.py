@@ -22,7 +22,14 @@ from typing import Any, Final
 
 import yaml
 
-from clarion_contract.worker_config import JWT_ALGORITHMS, SASL_MECHANISMS, SECURITY_PROTOCOLS
+from clarion_contract.worker_config import (
+    JWT_ALGORITHMS,
+    JWT_ALGORITHMS_HMAC,
+    LIMIT_DEFAULTS,
+    MIN_CLIENT_FRAME_BYTES,
+    SASL_MECHANISMS,
+    SECURITY_PROTOCOLS,
+)
 
 GROUP: Final = "realtime.clarion.dev"
 VERSION: Final = "v1alpha1"
@@ -65,6 +72,13 @@ DNS_SUBDOMAIN_PATTERN: Final = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z
 HOST_PATTERN: Final = r"^(\*\.)?[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 SECRET_KEY_PATTERN: Final = r"^[-._a-zA-Z0-9]+$"
 DURATION_PATTERN: Final = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$"
+#: The characters Python's ``str.isspace()`` accepts (the worker strips them and refuses
+#: what is left empty), written literally so Go's RE2 (the API server) and Python's ``re``
+#: read the class alike. A string matching :data:`NOT_BLANK_PATTERN` has one other character.
+SPACE_CHARACTERS: Final = (
+    "\t\n\x0b\x0c\r\x1c\x1d\x1e\x1f \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
+)
+NOT_BLANK_PATTERN: Final = f"[^{SPACE_CHARACTERS}]"
 QUANTITY_PATTERN: Final = (
     r"^(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?"
     r"(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$"
@@ -241,6 +255,23 @@ def secret_key_ref(desc: str, *, key_desc: str) -> Schema:
     )
 
 
+def _cel_list(items: tuple[str, ...]) -> str:
+    return "[" + ", ".join(f"'{item}'" for item in items) + "]"
+
+
+#: Pairs of ``spec.workers.limits`` keys the worker requires in order (small <= large).
+LIMIT_ORDER: Final = (("batchMaxEvents", "queueMaxEvents"), ("maxRecordBytes", "queueMaxBytes"))
+
+
+def _not_above(small: str, large: str) -> Schema:
+    a, b = LIMIT_DEFAULTS[small], LIMIT_DEFAULTS[large]
+    return rule(
+        f"(has(self.{small}) ? self.{small} : {a}) <= (has(self.{large}) ? self.{large} : {b})",
+        f"{small} must not exceed {large} (unset: the worker defaults, {small} {a}, {large} {b})",
+        field_path=f".{small}",
+    )
+
+
 # --- spec --------------------------------------------------------------------------
 
 
@@ -334,12 +365,15 @@ def _kafka() -> Schema:
         {
             "bootstrapServers": string(
                 "Comma-separated host:port list of Kafka brokers.",
+                pattern=NOT_BLANK_PATTERN,
                 min_length=1,
                 max_length=2048,
             ),
             "clientId": string(
                 "Kafka client.id of the workers (quotas and broker logs); defaults to "
                 "clarion-<namespace>-<name>.",
+                pattern=NOT_BLANK_PATTERN,
+                min_length=1,
                 max_length=255,
             ),
             "security": security,
@@ -399,6 +433,13 @@ def _topics() -> Schema:
             ),
         },
         required=("name",),
+        rules=(
+            rule(
+                "self.name != '.' && self.name != '..'",
+                "'.' and '..' are not topic names",
+                field_path=".name",
+            ),
+        ),
     )
     return array(
         "Kafka topics the channel streams; at least one, names unique.",
@@ -411,7 +452,7 @@ def _topics() -> Schema:
 
 def _routing() -> Schema:
     def field(desc: str) -> Schema:
-        return string(desc, min_length=1, max_length=253)
+        return string(desc, pattern=NOT_BLANK_PATTERN, min_length=1, max_length=253)
 
     return obj(
         "Where each record's routing facts are found. Headers and key are read without "
@@ -433,10 +474,18 @@ def _routing() -> Schema:
             "organizationHeader": field("Record header holding the organization id."),
             "userHeader": field("Record header holding the user id."),
             "organizationFromKey": boolean(
-                "Use the record key as the organization id.", default=False
+                "Use the record key as the organization id (excludes organizationHeader).",
+                default=False,
             ),
         },
         default={},
+        rules=(
+            rule(
+                "!(has(self.organizationFromKey) && self.organizationFromKey && "
+                "has(self.organizationHeader))",
+                "set either organizationFromKey or organizationHeader, not both",
+            ),
+        ),
     )
 
 
@@ -473,11 +522,12 @@ def _server() -> Schema:
         },
         default={},
         rules=(
+            # The worker refuses equal paths even with SSE off, so the rule holds then too;
+            # unset paths are the defaults.
             rule(
-                "!has(self.sse) || !has(self.sse.enabled) || !self.sse.enabled || "
-                "!has(self.sse.path) || !has(self.websocketPath) || "
-                "self.sse.path != self.websocketPath",
-                "websocketPath and sse.path must differ",
+                f"(has(self.websocketPath) ? self.websocketPath : '{DEFAULT_WEBSOCKET_PATH}') != "
+                f"(has(self.sse) && has(self.sse.path) ? self.sse.path : '{DEFAULT_SSE_PATH}')",
+                "websocketPath and sse.path must differ (even with SSE disabled)",
             ),
         ),
     )
@@ -504,10 +554,14 @@ def _auth() -> Schema:
         "sees broadcast events only) must be chosen explicitly.",
         {
             "mode": string("jwt: clients present a JWT; none: no authentication.", enum=AUTH_MODES),
-            "issuer": string("Expected iss claim.", max_length=2048),
-            "audience": string("Expected aud claim.", max_length=2048),
+            "issuer": string(
+                "Expected iss claim.", pattern=NOT_BLANK_PATTERN, min_length=1, max_length=2048
+            ),
+            "audience": string(
+                "Expected aud claim.", pattern=NOT_BLANK_PATTERN, min_length=1, max_length=2048
+            ),
             "algorithms": array(
-                "Accepted signing algorithms.",
+                "Accepted signing algorithms: HS* with hmacSecret, the others with jwks.",
                 string("A JWS algorithm.", enum=JWT_ALGORITHMS),
                 list_type="set",
                 max_items=16,
@@ -518,12 +572,20 @@ def _auth() -> Schema:
             ),
             "jwks": jwks,
             "organizationsClaim": string(
-                "Claim listing the organizations the user belongs to.", max_length=253
+                "Claim listing the organizations the user belongs to.",
+                pattern=NOT_BLANK_PATTERN,
+                min_length=1,
+                max_length=253,
             ),
-            "userClaim": string("Claim holding the user id.", max_length=253),
+            "userClaim": string(
+                "Claim holding the user id.",
+                pattern=NOT_BLANK_PATTERN,
+                min_length=1,
+                max_length=253,
+            ),
             "allowedOrigins": array(
                 "Origins allowed to open a WebSocket (browser CSWSH protection).",
-                string("An origin such as https://app.example.com.", max_length=2048),
+                string("An origin such as https://app.example.com.", min_length=1, max_length=2048),
                 list_type="set",
                 max_items=64,
             ),
@@ -534,6 +596,13 @@ def _auth() -> Schema:
             rule(
                 "self.mode != 'jwt' || (has(self.hmacSecret) != has(self.jwks))",
                 "mode jwt needs exactly one of hmacSecret and jwks",
+            ),
+            rule(
+                "self.mode != 'jwt' || !has(self.algorithms) || (has(self.hmacSecret) ? "
+                f"self.algorithms.all(a, a in {_cel_list(JWT_ALGORITHMS_HMAC)}) : "
+                f"self.algorithms.all(a, !(a in {_cel_list(JWT_ALGORITHMS_HMAC)})))",
+                "algorithms: HS256, HS384 and HS512 need hmacSecret, the others need jwks",
+                field_path=".algorithms",
             ),
         ),
     )
@@ -581,12 +650,24 @@ def _workers() -> Schema:
             "queueMaxBytes": integer(
                 "Bytes queued per connection before it is closed as slow.", minimum=1
             ),
-            "maxClientFrameBytes": integer("Largest frame accepted from a client.", minimum=1),
-            "maxRecordBytes": integer("Largest Kafka record forwarded.", minimum=1),
-            "batchMaxEvents": integer("Events coalesced into one frame.", minimum=1),
+            "maxClientFrameBytes": integer(
+                "Largest frame accepted from a client.", minimum=MIN_CLIENT_FRAME_BYTES
+            ),
+            "maxRecordBytes": integer(
+                "Largest Kafka record forwarded; at most queueMaxBytes.", minimum=1
+            ),
+            "batchMaxEvents": integer(
+                "Events coalesced into one frame; at most queueMaxEvents.", minimum=1
+            ),
             "batchMaxBytes": integer("Bytes coalesced into one frame.", minimum=1),
         },
         default={},
+        # The worker refuses these pairs (unset keys are its defaults): every replica of
+        # such a channel would exit at start.
+        rules=(
+            _not_above("batchMaxEvents", "queueMaxEvents"),
+            _not_above("maxRecordBytes", "queueMaxBytes"),
+        ),
     )
     resume = obj(
         "Resume of a reconnecting client from its per-partition offsets.",
@@ -672,7 +753,7 @@ def _ingress() -> Schema:
         {
             "enabled": boolean("Create the Ingress.", default=False),
             "className": string(
-                "IngressClass name.", default=DEFAULT_INGRESS_CLASS, max_length=253
+                "IngressClass name.", default=DEFAULT_INGRESS_CLASS, min_length=1, max_length=253
             ),
             "host": string(
                 "Public host name; required with tlsSecretName.",

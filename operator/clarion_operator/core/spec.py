@@ -21,6 +21,9 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from clarion_contract.worker_config import (
     AUDIENCES,
     JWT_ALGORITHMS,
+    JWT_ALGORITHMS_HMAC,
+    LIMIT_DEFAULTS,
+    MIN_CLIENT_FRAME_BYTES,
     SASL_MECHANISMS,
     SECURITY_PROTOCOLS,
     Audience,
@@ -490,6 +493,7 @@ class _Reader:
         pattern: str | None = None,
         enum: tuple[str, ...] | None = None,
         max_length: int | None = None,
+        not_blank: bool = False,
     ) -> str | None:
         value = parent.get(key)
         where = f"{path}.{key}"
@@ -501,7 +505,7 @@ class _Reader:
         if enum is not None and value not in enum:
             self.fail(where, f"must be one of {', '.join(enum)} (got {value!r})")
             return None
-        if pattern is not None and re.search(pattern, value) is None:
+        if pattern is not None and not matches(pattern, value):
             self.fail(where, f"must match {pattern} (got {value!r})")
             return None
         if max_length is not None and len(value) > max_length:
@@ -509,6 +513,9 @@ class _Reader:
             return None
         if value == "":
             self.fail(where, "must not be empty")
+            return None
+        if not_blank and not matches(crd.NOT_BLANK_PATTERN, value):
+            self.fail(where, "must not be blank")
             return None
         return value
 
@@ -521,11 +528,20 @@ class _Reader:
         pattern: str | None = None,
         enum: tuple[str, ...] | None = None,
         max_length: int | None = None,
+        not_blank: bool = False,
     ) -> str:
         if parent.get(key) is None:
             self.fail(f"{path}.{key}", "is required")
             return ""
-        value = self.opt_str(parent, key, path, pattern=pattern, enum=enum, max_length=max_length)
+        value = self.opt_str(
+            parent,
+            key,
+            path,
+            pattern=pattern,
+            enum=enum,
+            max_length=max_length,
+            not_blank=not_blank,
+        )
         return "" if value is None else value
 
     def str_default(
@@ -639,7 +655,7 @@ class _Reader:
                 v = str(v)
             if not isinstance(k, str) or not isinstance(v, str):
                 self.fail(f"{where}.{k}", "must be a string")
-            elif quantities and re.search(crd.QUANTITY_PATTERN, v) is None:
+            elif quantities and not matches(crd.QUANTITY_PATTERN, v):
                 self.fail(f"{where}.{k}", f"is not a Kubernetes quantity (got {v!r})")
             else:
                 out[k] = v
@@ -647,6 +663,14 @@ class _Reader:
 
 
 # --- parsing -------------------------------------------------------------------------
+
+
+def matches(pattern: str, value: str) -> bool:
+    """``pattern`` searched in ``value`` as the API server does (Go's RE2): there ``$``
+    matches only at the very end, where Python's also matches before a final newline."""
+    if pattern.endswith("$") and not pattern.endswith("\\$"):
+        pattern = pattern[:-1] + r"\Z"
+    return re.search(pattern, value) is not None
 
 
 def validate_name(name: str) -> list[SpecProblem]:
@@ -701,8 +725,8 @@ def _kafka(r: _Reader, root: Mapping[str, object]) -> KafkaSpec:
     if root.get("kafka") is None:
         r.fail(path, "is required")
     raw = r.obj(root, "kafka", "spec")
-    servers = r.req_str(raw, "bootstrapServers", path, max_length=2048)
-    client_id = r.opt_str(raw, "clientId", path, max_length=255)
+    servers = r.req_str(raw, "bootstrapServers", path, max_length=2048, not_blank=True)
+    client_id = r.opt_str(raw, "clientId", path, max_length=255, not_blank=True)
     sec = r.obj(raw, "security", path)
     spath = f"{path}.security"
     protocol = cast(
@@ -835,18 +859,25 @@ def _timestamp_zone(r: _Reader, raw: Mapping[str, object], p: str) -> str | None
 
 def _routing(r: _Reader, raw: Mapping[str, object]) -> RoutingSpec:
     p = "spec.routing"
-    return RoutingSpec(
-        type_field=r.opt_str(raw, "typeField", p),
-        organization_field=r.opt_str(raw, "organizationField", p),
-        user_field=r.opt_str(raw, "userField", p),
-        data_field=r.opt_str(raw, "dataField", p),
-        timestamp_field=r.opt_str(raw, "timestampField", p),
+
+    def text(key: str) -> str | None:
+        return r.opt_str(raw, key, p, max_length=253, not_blank=True)
+
+    routing = RoutingSpec(
+        type_field=text("typeField"),
+        organization_field=text("organizationField"),
+        user_field=text("userField"),
+        data_field=text("dataField"),
+        timestamp_field=text("timestampField"),
         timestamp_zone=_timestamp_zone(r, raw, p),
-        type_header=r.opt_str(raw, "typeHeader", p),
-        organization_header=r.opt_str(raw, "organizationHeader", p),
-        user_header=r.opt_str(raw, "userHeader", p),
+        type_header=text("typeHeader"),
+        organization_header=text("organizationHeader"),
+        user_header=text("userHeader"),
         organization_from_key=r.bool_default(raw, "organizationFromKey", p, False),
     )
+    if routing.organization_from_key and raw.get("organizationHeader") is not None:
+        r.fail(p, "set either organizationFromKey or organizationHeader, not both")
+    return routing
 
 
 def _server(r: _Reader, raw: Mapping[str, object]) -> ServerSpec:
@@ -869,8 +900,9 @@ def _server(r: _Reader, raw: Mapping[str, object]) -> ServerSpec:
             maximum=86400,
         ),
     )
-    if server.sse_enabled and server.sse_path == server.websocket_path:
-        r.fail(f"{p}.sse.path", "must differ from websocketPath")
+    # The worker refuses equal paths even with SSE off.
+    if server.sse_path == server.websocket_path:
+        r.fail(f"{p}.sse.path", "must differ from websocketPath (even with SSE disabled)")
     return server
 
 
@@ -905,16 +937,23 @@ def _auth(r: _Reader, root: Mapping[str, object]) -> AuthSpec:
     hmac = _secret_ref(r, raw, "hmacSecret", p)
     if mode == "jwt" and (hmac is None) == (jwks is None):
         r.fail(p, "mode jwt needs exactly one of hmacSecret and jwks")
+    algorithms = r.str_list(raw, "algorithms", p, enum=JWT_ALGORITHMS)
+    if mode == "jwt" and (hmac is None) != (jwks is None):
+        # The worker verifies HS* with the shared secret only, the others with the JWKS.
+        wrong = [a for a in algorithms if (a in JWT_ALGORITHMS_HMAC) != (hmac is not None)]
+        if wrong:
+            needs = "jwks" if hmac is not None else "hmacSecret"
+            r.fail(f"{p}.algorithms", f"{', '.join(wrong)} need {needs}")
     return AuthSpec(
         mode=cast(AuthMode, mode or "none"),
-        issuer=r.opt_str(raw, "issuer", p),
-        audience=r.opt_str(raw, "audience", p),
-        algorithms=r.str_list(raw, "algorithms", p, enum=JWT_ALGORITHMS),
+        issuer=r.opt_str(raw, "issuer", p, max_length=2048, not_blank=True),
+        audience=r.opt_str(raw, "audience", p, max_length=2048, not_blank=True),
+        algorithms=algorithms,
         hmac_secret=hmac,
         jwks_url=jwks_url,
         jwks_secret=jwks_secret,
-        organizations_claim=r.opt_str(raw, "organizationsClaim", p),
-        user_claim=r.opt_str(raw, "userClaim", p),
+        organizations_claim=r.opt_str(raw, "organizationsClaim", p, max_length=253, not_blank=True),
+        user_claim=r.opt_str(raw, "userClaim", p, max_length=253, not_blank=True),
         allowed_origins=r.str_list(raw, "allowedOrigins", p),
         leeway_seconds=r.opt_int(raw, "leewaySeconds", p, minimum=0, maximum=600),
     )
@@ -969,6 +1008,25 @@ def _workers(r: _Reader, raw: Mapping[str, object]) -> WorkersSpec:
         )
     lim = r.obj(raw, "limits", p)
     lp = f"{p}.limits"
+    worker_limits = LimitsSpec(
+        max_connections=r.opt_int(lim, "maxConnections", lp, minimum=1),
+        queue_max_events=r.opt_int(lim, "queueMaxEvents", lp, minimum=1),
+        queue_max_bytes=r.opt_int(lim, "queueMaxBytes", lp, minimum=1),
+        max_client_frame_bytes=r.opt_int(
+            lim, "maxClientFrameBytes", lp, minimum=MIN_CLIENT_FRAME_BYTES
+        ),
+        max_record_bytes=r.opt_int(lim, "maxRecordBytes", lp, minimum=1),
+        batch_max_events=r.opt_int(lim, "batchMaxEvents", lp, minimum=1),
+        batch_max_bytes=r.opt_int(lim, "batchMaxBytes", lp, minimum=1),
+    )
+    for small, large in crd.LIMIT_ORDER:
+        a, b = _limit(lim, small), _limit(lim, large)
+        if a is not None and b is not None and a > b:
+            r.fail(
+                f"{lp}.{small}",
+                f"must not exceed {large} ({a} > {b}; unset keys are the worker defaults, "
+                f"{small} {LIMIT_DEFAULTS[small]}, {large} {LIMIT_DEFAULTS[large]})",
+            )
     res = r.obj(raw, "resume", p)
     rp = f"{p}.resume"
     return WorkersSpec(
@@ -980,15 +1038,7 @@ def _workers(r: _Reader, raw: Mapping[str, object]) -> WorkersSpec:
         replicas=r.int_default(raw, "replicas", p, crd.DEFAULT_REPLICAS, minimum=0, maximum=1000),
         autoscaling=autoscaling,
         resources=resources,
-        limits=LimitsSpec(
-            max_connections=r.opt_int(lim, "maxConnections", lp, minimum=1),
-            queue_max_events=r.opt_int(lim, "queueMaxEvents", lp, minimum=1),
-            queue_max_bytes=r.opt_int(lim, "queueMaxBytes", lp, minimum=1),
-            max_client_frame_bytes=r.opt_int(lim, "maxClientFrameBytes", lp, minimum=1),
-            max_record_bytes=r.opt_int(lim, "maxRecordBytes", lp, minimum=1),
-            batch_max_events=r.opt_int(lim, "batchMaxEvents", lp, minimum=1),
-            batch_max_bytes=r.opt_int(lim, "batchMaxBytes", lp, minimum=1),
-        ),
+        limits=worker_limits,
         drain_window_seconds=r.int_default(
             raw,
             "drainWindowSeconds",
@@ -1007,6 +1057,15 @@ def _workers(r: _Reader, raw: Mapping[str, object]) -> WorkersSpec:
             max_replay_age_seconds=r.opt_int(res, "maxReplayAgeSeconds", rp, minimum=0),
         ),
     )
+
+
+def _limit(raw: Mapping[str, object], key: str) -> int | None:
+    """A limit as the worker will see it: the spec's integer, else the worker default
+    (None: not an integer, already reported)."""
+    value = raw.get(key)
+    if value is None:
+        return LIMIT_DEFAULTS[key]
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 def _ingress(r: _Reader, raw: Mapping[str, object]) -> IngressSpec:

@@ -35,7 +35,7 @@ FULL: dict[str, Any] = {
         },
         {"name": "notices", "audience": "user"},
     ],
-    "routing": {"typeField": "type", "organizationHeader": "org", "organizationFromKey": True},
+    "routing": {"typeField": "type", "userHeader": "user", "organizationFromKey": True},
     "server": {"websocketPath": "/ws", "sse": {"enabled": True, "path": "/sse"}},
     "auth": {
         "mode": "jwt",

@@ -152,8 +152,13 @@ def test_topics_are_a_map_keyed_by_name() -> None:
         ("spec.workers.autoscaling", "self.minReplicas <= self.maxReplicas"),
         ("spec.workers", "oldSelf.replicas"),
         ("spec.ingress", "has(self.host)"),
-        ("spec.server", "self.sse.path != self.websocketPath"),
+        ("spec.server", "self.websocketPath : '/ws/dashboard') != (has(self.sse)"),
         ("spec.kafka.security", "has(self.credentialsSecret)"),
+        ("spec.workers.limits", "self.batchMaxEvents : 64) <= (has(self.queueMaxEvents)"),
+        ("spec.workers.limits", "self.maxRecordBytes : 1048576) <= (has(self.queueMaxBytes)"),
+        ("spec.routing", "has(self.organizationHeader)"),
+        ("spec.auth", "self.algorithms.all(a, a in ['HS256', 'HS384', 'HS512'])"),
+        ("spec.topics.[]", "self.name != '.'"),
     ],
 )
 def test_cel_rules(path: str, fragment: str) -> None:

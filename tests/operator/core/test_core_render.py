@@ -6,6 +6,7 @@ import json
 from typing import Any
 
 import pytest
+import yaml
 
 from clarion_contract.worker_config import CONFIG_API_VERSION, WORKER_PORT
 from clarion_operator.core.render import (
@@ -140,7 +141,7 @@ def test_full_worker_json_names_files_never_secrets(full_raw: dict[str, Any]) ->
     }
     assert doc["routing"] == {
         "typeField": "type",
-        "organizationHeader": "org",
+        "userHeader": "user",
         "organizationFromKey": True,
     }
     assert doc["limits"] == {"maxConnections": 5000, "queueMaxBytes": 1048576}
@@ -445,3 +446,15 @@ def test_status_helpers(minimal_raw: dict[str, Any]) -> None:
 def test_endpoint_url(minimal_raw: dict[str, Any], ingress: dict[str, Any], url: str) -> None:
     minimal_raw["ingress"] = ingress
     assert endpoint_url("dash", "apps", parse_spec(minimal_raw)) == url
+
+
+def test_worker_json_escapes_what_a_yaml_reader_refuses(minimal_raw: dict[str, Any]) -> None:
+    """The worker reads its document with a YAML parser (JSON is YAML): characters YAML
+    refuses (U+007F) or reads as line breaks (U+0085, U+2028) are written as escapes."""
+    minimal_raw["auth"] = {"mode": "none", "issuer": "a\x7fb\x85c\u2028d é 😀"}
+    text = _render(minimal_raw).worker_json
+    assert "\\u007f" in text
+    assert "\\u0085" in text
+    assert "é 😀" in text
+    assert yaml.safe_load(text) == json.loads(text)
+    assert json.loads(text)["auth"]["issuer"] == "a\x7fb\x85c\u2028d é 😀"

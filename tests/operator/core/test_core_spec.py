@@ -225,7 +225,12 @@ def test_resources_are_taken_as_written(minimal_raw: dict[str, Any]) -> None:
 def test_server_paths_must_differ(minimal_raw: dict[str, Any]) -> None:
     minimal_raw["server"] = {"websocketPath": "/x", "sse": {"path": "/x"}}
     assert _paths(minimal_raw) == ["spec.server.sse.path"]
+    # The worker refuses equal paths even with SSE off (its document always has both).
     minimal_raw["server"]["sse"]["enabled"] = False
+    assert _paths(minimal_raw) == ["spec.server.sse.path"]
+    minimal_raw["server"] = {"websocketPath": "/sse/dashboard", "sse": {"enabled": False}}
+    assert _paths(minimal_raw) == ["spec.server.sse.path"]
+    minimal_raw["server"]["sse"]["path"] = "/events"
     assert parse_spec(minimal_raw).server.sse_enabled is False
 
 
@@ -269,3 +274,91 @@ def test_validate_name(name: str, ok: bool) -> None:
 def test_name_problem_is_reported_with_spec_problems(minimal_raw: dict[str, Any]) -> None:
     minimal_raw["topics"][0]["partitions"] = 0
     assert _paths(minimal_raw, name="Bad") == ["metadata.name", "spec.topics[0].partitions"]
+
+
+# --- values the worker refuses are refused here too (issue 12, item 11) ----------------
+
+
+@pytest.mark.parametrize(
+    ("limits", "path"),
+    [
+        ({"maxClientFrameBytes": 15}, "spec.workers.limits.maxClientFrameBytes"),
+        ({"batchMaxEvents": 11, "queueMaxEvents": 10}, "spec.workers.limits.batchMaxEvents"),
+        # Unset keys are the worker's defaults: queueMaxEvents 1000, batchMaxEvents 64.
+        ({"batchMaxEvents": 1001}, "spec.workers.limits.batchMaxEvents"),
+        ({"queueMaxEvents": 63}, "spec.workers.limits.batchMaxEvents"),
+        ({"maxRecordBytes": 2048, "queueMaxBytes": 1024}, "spec.workers.limits.maxRecordBytes"),
+        ({"queueMaxBytes": 1024}, "spec.workers.limits.maxRecordBytes"),
+        ({"maxRecordBytes": 1048577}, "spec.workers.limits.maxRecordBytes"),
+    ],
+)
+def test_limits_the_worker_refuses_are_refused(
+    minimal_raw: dict[str, Any], limits: dict[str, int], path: str
+) -> None:
+    minimal_raw["workers"] = {"limits": limits}
+    with pytest.raises(SpecError) as info:
+        parse_spec(minimal_raw)
+    assert [p.path for p in info.value.problems] == [path]
+    assert info.value.reason is Reason.INVALID_SPEC
+
+
+@pytest.mark.parametrize(
+    "limits",
+    [
+        {"maxClientFrameBytes": 16},
+        {"batchMaxEvents": 10, "queueMaxEvents": 10},
+        {"queueMaxEvents": 64},
+        {"maxRecordBytes": 1024, "queueMaxBytes": 1024},
+        {"queueMaxBytes": 1048576},
+    ],
+)
+def test_limits_at_the_worker_bounds_are_accepted(
+    minimal_raw: dict[str, Any], limits: dict[str, int]
+) -> None:
+    minimal_raw["workers"] = {"limits": limits}
+    parse_spec(minimal_raw)
+
+
+def test_organization_from_key_excludes_organization_header(minimal_raw: dict[str, Any]) -> None:
+    minimal_raw["routing"] = {"organizationFromKey": True, "organizationHeader": "org"}
+    assert _paths(minimal_raw) == ["spec.routing"]
+
+
+@pytest.mark.parametrize(
+    ("auth", "bad"),
+    [
+        ({"hmacSecret": {"name": "s", "key": "k"}, "algorithms": ["HS256", "RS256"]}, "RS256"),
+        ({"jwks": {"url": "https://id.example.com/jwks"}, "algorithms": ["HS512"]}, "HS512"),
+    ],
+)
+def test_algorithms_must_fit_the_key_source(
+    minimal_raw: dict[str, Any], auth: dict[str, Any], bad: str
+) -> None:
+    minimal_raw["auth"] = {"mode": "jwt", **auth}
+    with pytest.raises(SpecError) as info:
+        parse_spec(minimal_raw)
+    (problem,) = info.value.problems
+    assert problem.path == "spec.auth.algorithms"
+    assert bad in problem.message
+
+
+@pytest.mark.parametrize("blank", [" ", "\t", "\u00a0", "\u2003 ", "\x1c"])
+def test_blank_strings_the_worker_strips_are_refused(
+    minimal_raw: dict[str, Any], blank: str
+) -> None:
+    minimal_raw["routing"] = {"typeField": blank}
+    minimal_raw["auth"] = {"mode": "none", "userClaim": blank}
+    minimal_raw["kafka"]["clientId"] = blank
+    assert sorted(_paths(minimal_raw)) == [
+        "spec.auth.userClaim",
+        "spec.kafka.clientId",
+        "spec.routing.typeField",
+    ]
+
+
+def test_patterns_are_anchored_as_the_api_server_anchors_them(
+    minimal_raw: dict[str, Any],
+) -> None:
+    # Python's $ also matches before a final newline; Go's (the API server's) does not.
+    minimal_raw["topics"] = [{"name": "orders\n"}]
+    assert _paths(minimal_raw) == ["spec.topics[0].name"]
