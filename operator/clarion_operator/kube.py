@@ -43,16 +43,23 @@ PLURALS: Final[dict[tuple[str, str], str]] = {
     ("apps/v1", "Deployment"): "deployments",
     ("policy/v1", "PodDisruptionBudget"): "poddisruptionbudgets",
     ("networking.k8s.io/v1", "Ingress"): "ingresses",
+    ("gateway.networking.k8s.io/v1", "HTTPRoute"): "httproutes",
     ("autoscaling/v2", "HorizontalPodAutoscaler"): "horizontalpodautoscalers",
     ("monitoring.coreos.com/v1", "ServiceMonitor"): "servicemonitors",
     (crd.API_VERSION, crd.KIND): crd.PLURAL,
+}
+#: Kinds only read (get), never written: does an exposure's IngressClass (cluster-scoped)
+#: or parent Gateway exist.
+READ_ONLY_PLURALS: Final[dict[tuple[str, str], str]] = {
+    ("networking.k8s.io/v1", "IngressClass"): "ingressclasses",
+    ("gateway.networking.k8s.io/v1", "Gateway"): "gateways",
 }
 SERVICE_MONITOR_GROUP_VERSION: Final = "monitoring.coreos.com/v1"
 DISCOVERY_TTL: Final = 30.0
 
 
 def object_path(api_version: str, kind: str, namespace: str | None, name: str | None = None) -> str:
-    plural = PLURALS[(api_version, kind)]
+    plural = PLURALS.get((api_version, kind)) or READ_ONLY_PLURALS[(api_version, kind)]
     root = "/api/v1" if api_version == "v1" else f"/apis/{api_version}"
     path = f"{root}/namespaces/{namespace}/{plural}" if namespace else f"{root}/{plural}"
     return f"{path}/{name}" if name else path
@@ -75,6 +82,7 @@ class KubeClient:
         self._executor = executor
         self._timeout = request_timeout
         self._monitoring: tuple[float, bool] | None = None
+        self._served: dict[str, tuple[float, frozenset[str]]] = {}
 
     # --- raw calls (blocking; only ever run in a thread) -----------------------------
 
@@ -183,6 +191,16 @@ class KubeClient:
             return None
         data = secret.get("data") or {}
         return {str(k): base64.b64decode(v) for k, v in data.items() if isinstance(v, str)}
+
+    async def served(self, group_version: str, plural: str) -> bool:
+        now = time.monotonic()
+        cached = self._served.get(group_version)
+        if cached is None or now - cached[0] >= DISCOVERY_TTL:
+            found = await self._get(f"/apis/{group_version}")
+            names = frozenset(str(r.get("name")) for r in (found or {}).get("resources") or [])
+            cached = (now, names)
+            self._served[group_version] = cached
+        return plural in cached[1]
 
     async def service_monitor_available(self) -> bool:
         now = time.monotonic()

@@ -115,6 +115,10 @@ class KubeApi(Protocol):
         """Whether monitoring.coreos.com/v1 ServiceMonitor is served."""
         ...
 
+    async def served(self, group_version: str, plural: str) -> bool:
+        """Whether the API server serves ``plural`` in ``group_version`` (discovery)."""
+        ...
+
 
 class ClaimIndex(Protocol):
     """The topic claims of every RealtimeChannel the operator watches, kept in memory.

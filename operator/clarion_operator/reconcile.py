@@ -23,7 +23,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -50,6 +50,12 @@ from clarion_operator.core.errors import (
     classify_kafka_error,
     classify_kafka_exception,
 )
+from clarion_operator.core.exposure import (
+    HTTP_ROUTE_API_VERSION,
+    INGRESS_API_VERSION,
+    ExposureObservation,
+    exposure_condition,
+)
 from clarion_operator.core.reasons import Reason
 from clarion_operator.core.render import (
     ChannelContext,
@@ -59,7 +65,7 @@ from clarion_operator.core.render import (
     render,
     worker_name,
 )
-from clarion_operator.core.spec import ChannelSpec, SpecError, parse_spec
+from clarion_operator.core.spec import ChannelSpec, ExposureSpec, SpecError, parse_spec
 from clarion_operator.core.topics import (
     AlterConfigs,
     ChannelClaim,
@@ -228,8 +234,13 @@ class Reconciler:
         api_error: RetryableError | PermanentError | None = None
         workers: conditions.DeploymentObservation | Failure | None
         try:
+            seen = await self._observe_exposure(namespace, spec.exposure)
             for obj in desired.objects():
-                await self._kube.apply(obj)
+                if obj is desired.http_route and not seen.api_served:
+                    continue  # said in the Exposed condition instead
+                applied = await self._kube.apply(obj)
+                if obj is desired.http_route:
+                    seen = replace(seen, persistence_kept=_persistence_kept(applied))
             for ref in desired.absent():
                 await self._kube.delete_if_controlled(ref, uid)
             deployment = await self._kube.get(
@@ -249,6 +260,7 @@ class Reconciler:
             endpoint=desired.endpoint,
             selector=desired.selector,
             config_hash=desired.config_hash,
+            exposed=exposure_condition(spec.exposure, seen, namespace),
         )
         events = [*action_events(topics.actions, topics.failures), *transition_events(old, status)]
         owned = (
@@ -265,6 +277,29 @@ class Reconciler:
             workers_ready=_condition_true(status, conditions.WORKERS_READY),
             topics_owned=owned,
         )
+
+    async def _observe_exposure(self, namespace: str, exp: ExposureSpec) -> ExposureObservation:
+        """Whether the API of the exposure is served and its IngressClass or Gateway
+        exists. A lookup the operator may not make (403) is not a finding: unknown."""
+        if exp.type == "none":
+            return ExposureObservation()
+        if exp.type == "gateway":
+            if not await self._kube.served(HTTP_ROUTE_API_VERSION, "httproutes"):
+                return ExposureObservation(api_served=False)
+            gw = exp.gateway
+            if gw is None:  # parse_spec refuses it; nothing to look up
+                return ExposureObservation()
+            ref = ObjectRef(HTTP_ROUTE_API_VERSION, "Gateway", gw.namespace or namespace, gw.name)
+        else:
+            ref = ObjectRef(INGRESS_API_VERSION, "IngressClass", "", str(exp.ingress_class))
+        try:
+            found = await self._kube.get(ref)
+        except ApiError as exc:
+            if exc.status != 403:
+                raise
+            log.warning("%s %s not readable (RBAC): %s", ref.kind, ref.name, exc)
+            return ExposureObservation()
+        return ExposureObservation(target_found=found is not None)
 
     async def _topics(
         self, namespace: str, name: str, spec: ChannelSpec, desired: DesiredState
@@ -440,6 +475,13 @@ async def _execute(admin: KafkaAdmin, action: TopicAction) -> tuple[KafkaOperati
         return "create_partitions", await admin.grow(action)
     assert isinstance(action, AlterConfigs)
     return "alter_configs", await admin.alter(action)
+
+
+def _persistence_kept(applied: Mapping[str, Any]) -> bool:
+    """Whether the API server kept the HTTPRoute's sessionPersistence (the standard-channel
+    CRDs prune it: the experimental channel is needed)."""
+    rules = (applied.get("spec") or {}).get("rules") or [{}]
+    return all("sessionPersistence" in r for r in rules)
 
 
 def _key(data: Mapping[str, bytes], key: str, secret: str) -> str:

@@ -144,9 +144,13 @@ def test_rbac_is_exactly_what_the_operator_calls(helm: Helm, scope: str) -> None
         ("", "events"): {"create"},
         ("", "secrets"): {"get"},
         **{child: {"get", "create", "patch", "delete"} for child in _children()},
+        # Only read: does an exposure's parent Gateway exist.
+        ("gateway.networking.k8s.io", "gateways"): {"get"},
     }
     if cluster:
         expected[("apiextensions.k8s.io", "customresourcedefinitions")] = {"list", "watch"}
+        # Cluster-scoped, so only a ClusterRole can read it: does the IngressClass exist.
+        expected[("networking.k8s.io", "ingressclasses")] = {"get"}
     assert rules == expected
     no_secrets = _rules(
         helm.objects(*args, "--set", "rbac.kafkaSecrets=false"),

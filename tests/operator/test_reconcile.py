@@ -75,6 +75,8 @@ class FakeKube:
         self.objects: dict[tuple[str, str], Body] = {}
         self.channels: list[Body] = []
         self.fail_apply: int | None = None
+        #: (group/version, plural) pairs discovery reports (CRD-backed APIs).
+        self.served_apis: set[tuple[str, str]] = set()
         #: False: a Deployment's pods are still starting (nothing ready yet).
         self.pods_ready = True
 
@@ -109,6 +111,9 @@ class FakeKube:
 
     async def service_monitor_available(self) -> bool:
         return False
+
+    async def served(self, group_version: str, plural: str) -> bool:
+        return (group_version, plural) in self.served_apis
 
 
 def channel(spec: dict[str, Any], *, name: str = "dash", uid: str = "u1", **meta: Any) -> Body:
@@ -338,3 +343,63 @@ async def test_drift_check_runs_after_a_permanent_error_and_after_deletion_start
     await rec.ensure(body, "handler")
     await rec.delete(body)
     assert not (await rec.ensure(body, "timer")).skipped
+
+
+def _conditions(status: Mapping[str, Any]) -> dict[str, tuple[str, str]]:
+    return {c["type"]: (c["status"], c["reason"]) for c in status["conditions"]}
+
+
+async def test_gateway_exposure_without_the_gateway_api_says_so(
+    parts: tuple[FakeKube, FakeKafka, Reconciler],
+) -> None:
+    kube, _, rec = parts
+    body = channel({**spec(), "exposure": {"type": "gateway", "gateway": {"name": "gw"}}})
+    kube.channels = [body]
+    out = await rec.ensure(body)
+    # Nothing to apply the HTTPRoute to: not applied, and not silently skipped either.
+    assert ("HTTPRoute", "dash-worker") not in kube.objects
+    assert out.status is not None
+    conds = _conditions(out.status)
+    assert conds["Exposed"] == ("False", "GatewayAPINotInstalled")
+    assert conds["Ready"] == ("False", "GatewayAPINotInstalled")
+    assert conds["WorkersReady"][0] == "True"
+    assert ("Warning", "GatewayAPINotInstalled") in [(e.type, e.reason) for e in out.events]
+    # The CRDs and the Gateway appear: the route is applied and the channel is Ready.
+    kube.served_apis.add(("gateway.networking.k8s.io/v1", "httproutes"))
+    kube.objects[("Gateway", "gw")] = {"kind": "Gateway", "metadata": {"name": "gw"}}
+    again = await rec.ensure({**body, "status": out.status})
+    assert ("HTTPRoute", "dash-worker") in kube.objects
+    assert again.status is not None
+    assert _conditions(again.status)["Exposed"] == ("True", "Exposed")
+    assert _conditions(again.status)["Ready"][0] == "True"
+
+
+async def test_ingress_class_missing_is_a_condition_and_the_ingress_still_applied(
+    parts: tuple[FakeKube, FakeKafka, Reconciler],
+) -> None:
+    kube, _, rec = parts
+    exposure = {"type": "ingress", "ingress": {"className": "traefik", "profile": "traefik"}}
+    body = channel({**spec(), "exposure": exposure})
+    kube.channels = [body]
+    out = await rec.ensure(body)
+    assert ("Ingress", "dash-worker") in kube.objects
+    assert out.status is not None
+    assert _conditions(out.status)["Exposed"] == ("False", "IngressClassNotFound")
+    (event,) = [e for e in out.events if e.reason == "IngressClassNotFound"]
+    assert event.type == "Warning"
+    assert "IngressClass traefik (traefik profile) does not exist" in event.message
+    kube.objects[("IngressClass", "traefik")] = {"kind": "IngressClass"}
+    again = await rec.ensure({**body, "status": out.status})
+    assert again.status is not None
+    assert _conditions(again.status)["Exposed"] == ("True", "Exposed")
+
+
+async def test_no_exposed_condition_without_exposure(
+    parts: tuple[FakeKube, FakeKafka, Reconciler],
+) -> None:
+    kube, _, rec = parts
+    body = channel(spec())
+    kube.channels = [body]
+    out = await rec.ensure(body)
+    assert out.status is not None
+    assert "Exposed" not in _conditions(out.status)

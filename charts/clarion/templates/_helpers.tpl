@@ -103,6 +103,14 @@ Server-side apply of a child that does not exist yet is a create, hence create +
 - apiGroups: ["networking.k8s.io"]
   resources: ["ingresses"]
   verbs: ["get", "create", "patch", "delete"]
+# spec.exposure type gateway: the HTTPRoute; its parent Gateway is only read, to say in
+# the Exposed condition whether it exists.
+- apiGroups: ["gateway.networking.k8s.io"]
+  resources: ["httproutes"]
+  verbs: ["get", "create", "patch", "delete"]
+- apiGroups: ["gateway.networking.k8s.io"]
+  resources: ["gateways"]
+  verbs: ["get"]
 - apiGroups: ["autoscaling"]
   resources: ["horizontalpodautoscalers"]
   verbs: ["get", "create", "patch", "delete"]
