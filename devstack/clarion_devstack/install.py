@@ -61,6 +61,9 @@ KUBE = GoBuild(
         "k8s.io/kubernetes/cmd/kube-controller-manager",
         "k8s.io/kubernetes/cmd/kube-scheduler",
         "k8s.io/kubernetes/cmd/kubectl",
+        # The real node's agents, from the same pinned module as the control plane.
+        "k8s.io/kubernetes/cmd/kubelet",
+        "k8s.io/kubernetes/cmd/kube-proxy",
     ),
     ldflags=_kube_ldflags(),
 )
@@ -96,7 +99,24 @@ HELM = GoBuild(
     packages=("helm.sh/helm/v3/cmd/helm",),
     ldflags=_helm_ldflags(),
 )
-GO_BUILDS = (ETCD, KUBE, KWOK, HELM)
+#: crictl stops and removes the real node's pods through the CRI at env-down (so the CNI
+#: plugins release their addresses), and shows its containers to developers.
+CRI_TOOLS = GoBuild(
+    name="cri-tools",
+    version=versions.CRI_TOOLS,
+    module="devstack/go/critools",
+    packages=("sigs.k8s.io/cri-tools/cmd/crictl",),
+    ldflags=f"-s -w -X sigs.k8s.io/cri-tools/pkg/version.Version={versions.CRI_TOOLS}",
+)
+#: Traefik serves the channels' Ingress and HTTPRoute in front of the real node's pods.
+TRAEFIK = GoBuild(
+    name="traefik",
+    version=versions.TRAEFIK,
+    module="devstack/go/traefik",
+    packages=("github.com/traefik/traefik/v3/cmd/traefik",),
+    ldflags=f"-s -w -X github.com/traefik/traefik/v3/pkg/version.Version={versions.TRAEFIK}",
+)
+GO_BUILDS = (ETCD, KUBE, KWOK, HELM, CRI_TOOLS)
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,15 @@ KUBERNETES: Final = "1.34.4"
 ETCD: Final = "3.6.4"
 KWOK: Final = "0.7.0"
 HELM: Final = "3.22.0"
+#: crictl, for the real node's containerd (cri-tools follows Kubernetes' minor).
+CRI_TOOLS: Final = "1.34.0"
+#: Traefik v3, the ingress controller in front of the real node's pods. 3.6 is the newest
+#: line buildable from the Go module proxy alone (3.7 requires a nested module the proxy
+#: cannot serve: github.com/traefik/traefik/dynamic/ext).
+TRAEFIK: Final = "3.6.12"
+#: The Gateway API release whose CRDs (standard + experimental channel) the stack installs:
+#: the one Traefik TRAEFIK is built against.
+GATEWAY_API: Final = "1.4.1"
 #: The client-go Helm's release builds against (its go.mod); stamps its default Kubernetes version.
 HELM_CLIENT_GO: Final = "0.37.0"
 

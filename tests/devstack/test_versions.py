@@ -57,3 +57,8 @@ def test_helm_pin_matches_go_mod() -> None:
 def test_helm_is_built_with_the_other_go_components_and_stamped() -> None:
     assert install.HELM in install.GO_BUILDS
     assert f"internal/version.version=v{versions.HELM}" in install.HELM.ldflags
+
+
+def test_cri_tools_pin_matches_go_mod_and_kubernetes_minor() -> None:
+    assert _require("critools", "sigs.k8s.io/cri-tools") == f"v{versions.CRI_TOOLS}"
+    assert versions.CRI_TOOLS.split(".")[:2] == versions.KUBERNETES.split(".")[:2]

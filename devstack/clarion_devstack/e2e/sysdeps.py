@@ -1,6 +1,7 @@
 """Debian packages the end-to-end harness, the demo and the images need.
 
-HAProxy and Chromium; podman, runc and debootstrap for ``make images``.
+HAProxy and Chromium; podman, runc and debootstrap for ``make images``; containerd,
+catatonit, the CNI plugins, iptables and conntrack for the real node.
 
 ``python -m clarion_devstack.e2e.sysdeps`` (run by ``make setup``) installs each missing
 one with ``apt-get`` (after one ``apt-get update``) and does nothing when all are
@@ -29,6 +30,13 @@ PACKAGES: Mapping[str, str] = {
     "/usr/bin/podman": "podman",
     "/usr/sbin/runc": "runc",
     "/usr/sbin/debootstrap": "debootstrap",
+    # The local stack's real node (clarion_devstack.node): containerd + runc, the pause
+    # image's init, the CNI plugins, and the firewall tools kube-proxy drives.
+    "/usr/bin/containerd": "containerd",
+    "/usr/bin/catatonit": "catatonit",
+    "/usr/lib/cni/bridge": "containernetworking-plugins",
+    "/usr/sbin/iptables": "iptables",
+    "/usr/sbin/conntrack": "conntrack",
 }
 
 HAPROXY = Path("/usr/sbin/haproxy")
