@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final, Literal, TypedDict
 
+from clarion_operator.core import crd
 from clarion_operator.core.reasons import Reason
 from clarion_operator.core.topics import (
     AlterConfigs,
@@ -141,6 +142,11 @@ def _int(value: object) -> int:
     return value if isinstance(value, int) and not isinstance(value, bool) else 0
 
 
+def _floor(meta: Mapping[str, Any]) -> int:
+    text = (meta.get("annotations") or {}).get(crd.MIN_REPLICAS_ANNOTATION)
+    return int(text) if isinstance(text, str) and text.isdigit() else 0
+
+
 def observe_deployment(raw: Mapping[str, Any] | None) -> DeploymentObservation | None:
     """Read a Deployment body as returned by the API server (None: it does not exist)."""
     if raw is None:
@@ -148,8 +154,9 @@ def observe_deployment(raw: Mapping[str, Any] | None) -> DeploymentObservation |
     spec = raw.get("spec") or {}
     status = raw.get("status") or {}
     meta = raw.get("metadata") or {}
-    # An absent spec.replicas means the API server's default of 1.
-    desired = spec.get("replicas", 1)
+    # An absent spec.replicas means the API server's default of 1. An autoscaled channel's
+    # Deployment names the HPA's floor: below it, workers are still missing.
+    desired = max(_int(spec.get("replicas", 1)), _floor(meta))
     conditions = status.get("conditions") or []
     progressing = [
         c for c in conditions if isinstance(c, Mapping) and c.get("type") == "Progressing"
@@ -157,7 +164,7 @@ def observe_deployment(raw: Mapping[str, Any] | None) -> DeploymentObservation |
     deadline = any(c.get("reason") == "ProgressDeadlineExceeded" for c in progressing)
     completed = any(c.get("reason") == "NewReplicaSetAvailable" for c in progressing)
     return DeploymentObservation(
-        desired=_int(desired),
+        desired=desired,
         replicas=_int(status.get("replicas")),
         ready=_int(status.get("readyReplicas")),
         updated=_int(status.get("updatedReplicas")),

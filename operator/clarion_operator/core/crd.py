@@ -40,6 +40,12 @@ SINGULAR: Final = "realtimechannel"
 SHORT_NAMES: Final = ("rtc",)
 CRD_NAME: Final = f"{PLURAL}.{GROUP}"
 
+#: Annotation on an autoscaled channel's worker Deployment: the HorizontalPodAutoscaler's
+#: minReplicas. The Deployment starts at 1 replica (spec.replicas belongs to the HPA, so the
+#: operator never writes it) and the HPA raises it to the floor on its next sync; until the
+#: ready workers reach the floor, WorkersReady and Ready stay False.
+MIN_REPLICAS_ANNOTATION: Final = "clarion.dev/min-replicas"
+
 #: Channel names feed ``<name>-worker`` object names, DNS-1035 labels of at most 63.
 MAX_NAME_LENGTH: Final = 56
 

@@ -503,13 +503,18 @@ def _deployment(ctx: ChannelContext, digest: str) -> Body:
             },
         },
     }
+    annotations: dict[str, str] = {}
     if w.autoscaling is None:
-        # With autoscaling the field is left out so the HPA alone owns it under SSA.
         spec["replicas"] = w.replicas
+    else:
+        # The field is left out so the HPA alone owns it under SSA (writing it would undo
+        # every scale-up at the next reconcile). The floor is recorded instead: the status
+        # counts workers against it until the HPA has raised the Deployment to it.
+        annotations[crd.MIN_REPLICAS_ANNOTATION] = str(w.autoscaling.min_replicas)
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
-        "metadata": _metadata(ctx),
+        "metadata": _metadata(ctx, annotations=annotations),
         "spec": spec,
     }
 
@@ -621,6 +626,10 @@ def _pdb(ctx: ChannelContext) -> Body:
         "spec": {
             "maxUnavailable": 1,
             "selector": {"matchLabels": selector_labels(ctx.name)},
+            # A pod that is not Ready (crash-looping on a bad setting, stuck starting) serves
+            # no client: evicting it must never wait for the budget, or one broken worker
+            # blocks every node drain. (The default, IfHealthyBudget, would.)
+            "unhealthyPodEvictionPolicy": "AlwaysAllow",
         },
     }
 

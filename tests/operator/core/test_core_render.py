@@ -9,6 +9,8 @@ import pytest
 import yaml
 
 from clarion_contract.worker_config import CONFIG_API_VERSION, WORKER_PORT
+from clarion_operator.core.conditions import observe_deployment, workers_condition
+from clarion_operator.core.reasons import Reason
 from clarion_operator.core.render import (
     CONFIG_HASH_ANNOTATION,
     ChannelContext,
@@ -410,7 +412,12 @@ def test_service_monitor_labels_cannot_override_standard_labels(full_raw: dict[s
 def test_pod_disruption_budget(minimal_raw: dict[str, Any]) -> None:
     pdb = _render(minimal_raw).pod_disruption_budget
     assert pdb["apiVersion"] == "policy/v1"
-    assert pdb["spec"] == {"maxUnavailable": 1, "selector": {"matchLabels": SELECTOR}}
+    assert pdb["spec"] == {
+        "maxUnavailable": 1,
+        "selector": {"matchLabels": SELECTOR},
+        # Unready workers (a crash loop) never block a node drain.
+        "unhealthyPodEvictionPolicy": "AlwaysAllow",
+    }
 
 
 def test_desired_topics(full_raw: dict[str, Any]) -> None:
@@ -458,3 +465,42 @@ def test_worker_json_escapes_what_a_yaml_reader_refuses(minimal_raw: dict[str, A
     assert "é 😀" in text
     assert yaml.safe_load(text) == json.loads(text)
     assert json.loads(text)["auth"]["issuer"] == "a\x7fb\x85c\u2028d é 😀"
+
+
+def test_autoscaled_workers_are_not_ready_below_the_floor(minimal_raw: dict[str, Any]) -> None:
+    """A new autoscaled Deployment starts at 1 replica until the HPA raises it: one ready
+    worker out of minReplicas 3 is not Ready (it showed Ready 1/1)."""
+    minimal_raw["workers"] = {
+        "autoscaling": {"minReplicas": 3, "maxReplicas": 6},
+        "resources": {"requests": {"cpu": "100m"}},
+    }
+    deployment = _render(minimal_raw).deployment
+    assert "replicas" not in deployment["spec"]  # the HPA owns it
+    # As the API server stores it: defaulted to 1, one pod up.
+    stored = {
+        "metadata": {**deployment["metadata"], "generation": 1},
+        "spec": {**deployment["spec"], "replicas": 1},
+        "status": {
+            "observedGeneration": 1,
+            "replicas": 1,
+            "readyReplicas": 1,
+            "updatedReplicas": 1,
+            "availableReplicas": 1,
+        },
+    }
+    observed = observe_deployment(stored)
+    assert observed is not None
+    assert (observed.desired, observed.ready) == (3, 1)
+    condition = workers_condition(observed, None, None)
+    assert (condition.status, condition.reason) == ("False", Reason.WORKERS_PROGRESSING)
+    # The HPA raised it to the floor and the pods are ready: Ready.
+    stored["spec"]["replicas"] = 3
+    stored["status"] = dict.fromkeys(stored["status"], 3) | {"observedGeneration": 1}
+    observed = observe_deployment(stored)
+    assert observed is not None
+    assert workers_condition(observed, None, None).status == "True"
+    # Scaled above the floor by the HPA: counted against its count.
+    stored["spec"]["replicas"] = 5
+    observed = observe_deployment(stored)
+    assert observed is not None
+    assert observed.desired == 5
