@@ -1,8 +1,9 @@
 """``clarion-operator`` / ``python -m clarion_operator``: the operator process.
 
 Builds the settings (flags and environment, read here and nowhere else), JSON logging,
-the kubernetes client and its thread pool, the /metrics server, and runs kopf with the
-handlers.
+the kubernetes client and its thread pool, the /metrics and /readyz server (ready once
+kopf's startup handlers ran, not ready again from the start of its cleanup), and runs
+kopf with the handlers.
 """
 
 from __future__ import annotations
@@ -103,6 +104,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     @kopf.on.login(registry=registry)
     def login(**_: Any) -> kopf.ConnectionInfo:
         return _login(configuration)
+
+    @kopf.on.startup(registry=registry)
+    def ready(**_: Any) -> None:
+        metrics.ready.set()
+
+    @kopf.on.cleanup(registry=registry)
+    def stopping(**_: Any) -> None:
+        metrics.ready.clear()
 
     metrics.serve(settings.metrics_port)
     log.info(

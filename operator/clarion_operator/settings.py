@@ -32,8 +32,10 @@ class ProcessSettings:
     clusterwide: bool = False
     #: Field manager of every server-side apply (one owner for every child field).
     field_manager: str = MANAGED_BY
-    #: Port of the operator's own Prometheus /metrics (0: disabled).
-    metrics_port: int = 8080
+    #: Port of the operator's own Prometheus /metrics and of its readiness probe /readyz
+    #: (0: disabled). Not 8080: that is the worker's port, and in development both run on
+    #: one host.
+    metrics_port: int = 8082
     #: Port of kopf's liveness endpoint, served at /healthz (0: disabled).
     liveness_port: int = 8081
     #: Seconds between drift checks of every channel (topics and children).
@@ -108,7 +110,7 @@ def parser() -> argparse.ArgumentParser:
         help="watch every namespace; env CLARION_OPERATOR_ALL_NAMESPACES",
     )
     p.add_argument("--field-manager", help="server-side apply field manager")
-    p.add_argument("--metrics-port", type=int, help="Prometheus /metrics port (0: off)")
+    p.add_argument("--metrics-port", type=int, help="Prometheus /metrics and /readyz port (0: off)")
     p.add_argument("--liveness-port", type=int, help="liveness /healthz port (0: off)")
     p.add_argument("--drift-interval", type=float, help="seconds between drift checks")
     peering = p.add_mutually_exclusive_group()
@@ -183,7 +185,7 @@ def from_args(argv: Sequence[str], environ: Mapping[str, str]) -> ProcessSetting
         namespaces=namespaces,
         clusterwide=clusterwide,
         field_manager=a.field_manager or env("FIELD_MANAGER") or MANAGED_BY,
-        metrics_port=pick_int(a.metrics_port, "METRICS_PORT", 8080),
+        metrics_port=pick_int(a.metrics_port, "METRICS_PORT", 8082),
         liveness_port=pick_int(a.liveness_port, "LIVENESS_PORT", 8081),
         drift_interval=drift,
         peering=peering,
