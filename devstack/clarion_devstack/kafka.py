@@ -35,10 +35,19 @@ class KafkaNode:
     port: int
     controller_port: int
     home: Path
+    #: The real node's bridge address: a second listener there serves its pods.
+    pods_address: str | None = None
+    pods_port: int | None = None
 
     @property
     def bootstrap(self) -> str:
         return f"127.0.0.1:{self.port}"
+
+    @property
+    def pods_bootstrap(self) -> str | None:
+        if self.pods_address is None or self.pods_port is None:
+            return None
+        return f"{self.pods_address}:{self.pods_port}"
 
     @property
     def config(self) -> Path:
@@ -50,14 +59,21 @@ class KafkaNode:
 
 
 def _properties(node: KafkaNode) -> str:
+    listeners = [f"PLAINTEXT://127.0.0.1:{node.port}"]
+    protocols = ["PLAINTEXT:PLAINTEXT", "CONTROLLER:PLAINTEXT"]
+    if node.pods_bootstrap is not None:
+        # Pods of the real node reach the host on its bridge address, and must be told
+        # that address (not 127.0.0.1, which is their own loopback) in metadata.
+        listeners.append(f"PODS://{node.pods_bootstrap}")
+        protocols.append("PODS:PLAINTEXT")
     props = {
         "process.roles": "broker,controller",
         "node.id": "1",
         "controller.quorum.voters": f"1@127.0.0.1:{node.controller_port}",
-        "listeners": f"PLAINTEXT://127.0.0.1:{node.port},CONTROLLER://127.0.0.1:{node.controller_port}",
-        "advertised.listeners": f"PLAINTEXT://127.0.0.1:{node.port}",
+        "listeners": ",".join([*listeners, f"CONTROLLER://127.0.0.1:{node.controller_port}"]),
+        "advertised.listeners": ",".join(listeners),
         "controller.listener.names": "CONTROLLER",
-        "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+        "listener.security.protocol.map": ",".join(protocols),
         "inter.broker.listener.name": "PLAINTEXT",
         "log.dirs": str(node.home / "data"),
         # One node: every internal topic has a single replica.
@@ -75,9 +91,16 @@ def _properties(node: KafkaNode) -> str:
     return "".join(f"{key}={value}\n" for key, value in props.items())
 
 
-def prepare(java: str, libs: Path, home: Path) -> KafkaNode:
-    """Write a fresh config and format fresh storage under ``home``."""
-    node = KafkaNode(port=free_port(), controller_port=free_port(), home=home)
+def prepare(java: str, libs: Path, home: Path, pods_address: str | None = None) -> KafkaNode:
+    """Write a fresh config and format fresh storage under ``home``; with
+    ``pods_address``, a second listener there for the real node's pods."""
+    node = KafkaNode(
+        port=free_port(),
+        controller_port=free_port(),
+        home=home,
+        pods_address=pods_address,
+        pods_port=free_port() if pods_address else None,
+    )
     home.mkdir(parents=True, exist_ok=True)
     node.config.write_text(_properties(node))
     node.log4j.write_text(_LOG4J2)

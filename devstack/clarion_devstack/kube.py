@@ -136,7 +136,13 @@ def apiserver(binary: Path, cp: ControlPlane, log: Path) -> Launch:
             "--advertise-address=127.0.0.1",
             f"--secure-port={cp.api_port}",
             f"--service-cluster-ip-range={SERVICE_CIDR}",
-            "--authorization-mode=RBAC",
+            # Node: what a real kubelet may read and write (its pods, their secrets).
+            "--authorization-mode=Node,RBAC",
+            # A namespace's annotations may pin its pods to the real node (node.py).
+            "--enable-admission-plugins=PodNodeSelector,PodTolerationRestriction",
+            # The API server's client certificate towards kubelets (logs, exec).
+            f"--kubelet-client-certificate={p.admin_cert}",
+            f"--kubelet-client-key={p.admin_key}",
             "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
             f"--service-account-key-file={p.sa_pub}",
             f"--service-account-signing-key-file={p.sa_key}",

@@ -23,6 +23,9 @@ class DevstackSettings:
     go: str
     java: str
     mvn: str
+    #: Start the real node (containerd, kubelet, kube-proxy) when the machine can run it;
+    #: ``CLARION_REAL_NODE=0`` keeps the stack KWOK-only.
+    real_node: bool = True
 
     @property
     def env_file(self) -> Path:
@@ -36,7 +39,8 @@ class DevstackSettings:
     def from_environ(
         cls, environ: Mapping[str, str], checkout: Path = CHECKOUT
     ) -> DevstackSettings:
-        """Read ``CLARION_CACHE_DIR``, ``XDG_CACHE_HOME``, ``CLARION_STATE_DIR`` and ``HOME``."""
+        """Read ``CLARION_CACHE_DIR``, ``XDG_CACHE_HOME``, ``CLARION_STATE_DIR``,
+        ``CLARION_REAL_NODE`` and ``HOME``."""
         if "CLARION_CACHE_DIR" in environ:
             cache = Path(environ["CLARION_CACHE_DIR"])
         else:
@@ -50,6 +54,7 @@ class DevstackSettings:
             go=_tool("go", environ),
             java=_tool("java", environ),
             mvn=_tool("mvn", environ),
+            real_node=environ.get("CLARION_REAL_NODE", "1").lower() not in ("0", "no", "off"),
         )
 
 

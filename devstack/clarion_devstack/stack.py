@@ -13,15 +13,15 @@ import os
 import shutil
 import time
 from pathlib import Path
-from typing import TypedDict
+from typing import NotRequired, TypedDict
 
-from . import install, kafka, kube, pki, versions
+from . import images, install, kafka, kube, node, pki, versions
 from .components import ComponentRecord, Launch
 from .procs import StackError, alive, spawn, stop, wait_until
 from .progress import say, step
 from .settings import DevstackSettings
 
-#: Start order; ``down`` stops in the reverse order.
+#: Start order; ``down`` stops in the reverse order (the real node's first: node.ORDER).
 ORDER = ("kafka", "etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok")
 
 
@@ -38,6 +38,11 @@ class StackEnv(TypedDict):
     logs_dir: str
     started_at: float
     components: dict[str, ComponentRecord]
+    #: Kafka's listener on the real node's bridge, for its pods (None: no real node).
+    kafka_pod_bootstrap: NotRequired[str | None]
+    #: The real node (None: KWOK only, and ``node_unavailable`` says why).
+    node: NotRequired[node.NodeRecord | None]
+    node_unavailable: NotRequired[str | None]
 
 
 def read_env(settings: DevstackSettings) -> StackEnv | None:
@@ -58,13 +63,32 @@ def _start(launch: Launch, records: dict[str, ComponentRecord]) -> int:
     return proc.pid
 
 
+def _node_file(settings: DevstackSettings) -> Path:
+    # Written as soon as the host is changed, so that a crash before env.json exists
+    # still lets ``down`` put the machine back.
+    return settings.state_dir / "node.json"
+
+
+def _write_node_record(settings: DevstackSettings, record: node.NodeRecord) -> None:
+    _node_file(settings).write_text(json.dumps(record, indent=2))
+
+
+def _node_plan(settings: DevstackSettings, data: Path) -> tuple[node.NodePlan | None, str | None]:
+    if not settings.real_node:
+        return None, "disabled (CLARION_REAL_NODE=0)"
+    reasons = node.preflight()
+    if reasons:
+        return None, "; ".join(reasons)
+    return node.plan(data / "node"), None
+
+
 def up(settings: DevstackSettings) -> StackEnv:
     """Start every component (building what is missing) and write ``env.json``."""
     existing = read_env(settings)
     if existing is not None and healthy(existing):
         say(f"the local stack is already up (started {time.ctime(existing['started_at'])})")
         return existing
-    if existing is not None:
+    if existing is not None or _node_file(settings).exists():
         say("a previous stack is only partly alive: stopping what is left of it")
         down(settings, quiet=True)
 
@@ -75,10 +99,27 @@ def up(settings: DevstackSettings) -> StackEnv:
     settings.logs_dir.mkdir(parents=True)
     logs = settings.logs_dir
     records: dict[str, ComponentRecord] = {}
+    node_plan, unavailable = _node_plan(settings, data)
+    node_record: node.NodeRecord | None = None
+    if unavailable is not None:
+        say(f"no real node: {unavailable}; pods run on KWOK's fake node only")
     try:
+        if node_plan is not None:
+            with step(f"create the real node's bridge {node.BRIDGE} ({node.POD_CIDR})"):
+                node_record = node.new_record(
+                    node_plan, tools.binary("crictl"), tools.binary("kube-proxy")
+                )
+                _write_node_record(settings, node_record)
+                node.prepare_host(node_plan, node_record)
+                _write_node_record(settings, node_record)
         with step("format Kafka storage"):
-            node = kafka.prepare(settings.java, tools.kafka_libs, data / "kafka")
-        kafka_launch = kafka.launch(settings.java, tools.kafka_libs, node, logs / "kafka.log")
+            broker = kafka.prepare(
+                settings.java,
+                tools.kafka_libs,
+                data / "kafka",
+                pods_address=node.GATEWAY if node_plan is not None else None,
+            )
+        kafka_launch = kafka.launch(settings.java, tools.kafka_libs, broker, logs / "kafka.log")
         kafka_pid = _start(kafka_launch, records)
 
         cp = kube.plan(data / "kube", pki.generate(data / "kube" / "pki", kube.SERVICE_IP))
@@ -132,14 +173,35 @@ def up(settings: DevstackSettings) -> StackEnv:
             )
         with step("wait for Kafka"):
             wait_until(
-                lambda: kafka.ready(node.port, kafka_launch.log, 0),
+                lambda: kafka.ready(broker.port, kafka_launch.log, 0),
                 what="Kafka",
                 timeout=120,
                 pid=kafka_pid,
                 log=kafka_launch.log,
             )
+        if node_plan is not None and node_record is not None:
+            archives = [node.ensure_pause_archive(settings.cache_dir)]
+            archives += list(images.ensure_images(settings).values())
+            with step(f"start the real node {node.NODE_NAME}: containerd, kubelet, kube-proxy"):
+                node.start(
+                    node_plan,
+                    node_record,
+                    tools=node.NodeTools(
+                        kubelet=tools.binary("kubelet"),
+                        kube_proxy=tools.binary("kube-proxy"),
+                        crictl=tools.binary("crictl"),
+                        kubectl=kubectl,
+                    ),
+                    pki=cp.pki,
+                    api_url=cp.api_url,
+                    kubeconfig=cp.kubeconfig,
+                    logs=logs,
+                    archives=archives,
+                    records=records,
+                )
+                _write_node_record(settings, node_record)
         env: StackEnv = {
-            "kafka_bootstrap": node.bootstrap,
+            "kafka_bootstrap": broker.bootstrap,
             "kafka_version": kafka.version(kafka_launch.log),
             "kubeconfig": str(cp.kubeconfig),
             "kubernetes_version": kube.server_version(cp),
@@ -148,11 +210,20 @@ def up(settings: DevstackSettings) -> StackEnv:
             "state_dir": str(settings.state_dir),
             "logs_dir": str(settings.logs_dir),
             "started_at": time.time(),
-            "components": {name: records[name] for name in ORDER},
+            "components": {
+                name: records[name] for name in (*ORDER, *node.ORDER) if name in records
+            },
+            "kafka_pod_bootstrap": broker.pods_bootstrap,
+            "node": node_record,
+            "node_unavailable": unavailable,
         }
     except BaseException:
+        if node_record is not None:
+            node.stop(node_record, records, say)
+            _node_file(settings).unlink(missing_ok=True)
         for rec in reversed(records.values()):
-            stop(rec["pid"])
+            if alive(rec["pid"]):
+                stop(rec["pid"])
         raise
     if env["kafka_version"] != versions.KAFKA:
         raise StackError(f"Kafka reports {env['kafka_version']}, pinned {versions.KAFKA}")
@@ -202,6 +273,12 @@ def stray_pids(settings: DevstackSettings) -> list[int]:
 
 def down(settings: DevstackSettings, quiet: bool = False) -> None:
     env = read_env(settings)
+    node_record = env.get("node") if env is not None else None
+    if node_record is None and _node_file(settings).exists():
+        node_record = json.loads(_node_file(settings).read_text())
+    if node_record is not None:
+        node.stop(node_record, env["components"] if env else {}, say if not quiet else _silent)
+        _node_file(settings).unlink(missing_ok=True)
     if env is not None:
         for name in reversed(ORDER):
             record = env["components"].get(name)
@@ -216,6 +293,10 @@ def down(settings: DevstackSettings, quiet: bool = False) -> None:
     settings.env_file.unlink(missing_ok=True)
 
 
+def _silent(message: str) -> None:
+    return None
+
+
 def status(settings: DevstackSettings) -> str:
     env = read_env(settings)
     if env is None:
@@ -227,8 +308,16 @@ def status(settings: DevstackSettings) -> str:
         f"kubectl            {env['kubectl']}",
         f"logs               {env['logs_dir']}",
     ]
-    for name in ORDER:
-        rec = env["components"][name]
+    real = env.get("node")
+    if real is not None:
+        lines.insert(
+            2,
+            f"real node          {real['name']}  pods {real['pod_cidr']} on {real['bridge']}, "
+            f"Kafka for pods {env.get('kafka_pod_bootstrap')}",
+        )
+    else:
+        lines.insert(2, f"real node          none ({env.get('node_unavailable') or 'not started'})")
+    for name, rec in env["components"].items():
         state = "running" if alive(rec["pid"]) else "DEAD"
         lines.append(f"  {name:<24} pid {rec['pid']:<8} {state:<8} {rec['log']}")
     return "\n".join(lines)
