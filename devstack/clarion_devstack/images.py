@@ -297,10 +297,15 @@ def base_fingerprint() -> str:
     )
 
 
+def base_dir(cache_dir: Path) -> Path:
+    """Where the stand-in base's tarball is cached."""
+    return cache_dir / f"python-base-{BASE_IMAGE.split(':', 1)[1]}"
+
+
 def ensure_base_tarball(settings: DevstackSettings) -> Path:
     """The stand-in base's root filesystem as a tarball, built unless cached."""
     fingerprint = base_fingerprint()
-    dest = settings.cache_dir / f"python-base-{BASE_IMAGE.split(':', 1)[1]}"
+    dest = base_dir(settings.cache_dir)
     tarball = dest / "rootfs.tar"
     with _locked(dest):
         if _complete(dest, fingerprint) and tarball.is_file():
