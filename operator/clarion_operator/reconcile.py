@@ -35,6 +35,7 @@ from clarion_operator.core.conditions import (
     action_events,
     blocked_status,
     compute_status,
+    monitoring_condition,
     observe_deployment,
     transition_events,
 )
@@ -261,6 +262,7 @@ class Reconciler:
             selector=desired.selector,
             config_hash=desired.config_hash,
             exposed=exposure_condition(spec.exposure, seen, namespace),
+            monitored=monitoring_condition(spec.monitoring.service_monitor_enabled, monitoring),
         )
         events = [*action_events(topics.actions, topics.failures), *transition_events(old, status)]
         owned = (

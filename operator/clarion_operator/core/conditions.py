@@ -37,7 +37,13 @@ TOPICS_READY: Final = "TopicsReady"
 WORKERS_READY: Final = "WorkersReady"
 #: The channel's HTTPRoute or Ingress and what serves it (only with spec.exposure).
 EXPOSED: Final = "Exposed"
-CONDITION_TYPES: Final = (READY, TOPICS_READY, WORKERS_READY, EXPOSED)
+#: Whether the ServiceMonitor the spec asks for exists (only with it); never blocks Ready:
+#: without it the workers still run, scraped through their prometheus.io annotations.
+MONITORED: Final = "Monitored"
+CONDITION_TYPES: Final = (READY, TOPICS_READY, WORKERS_READY, EXPOSED, MONITORED)
+#: Conditions that are kept as they are between reconciles, and announced by an Event when
+#: they turn False.
+_SIDE_CONDITIONS: Final = (EXPOSED, MONITORED)
 MAX_MESSAGE: Final = 1024
 
 #: Reasons that mean "in progress", reported as Normal Events rather than Warnings.
@@ -340,6 +346,24 @@ def ready_condition(
     return Condition(READY, "True", Reason.RECONCILED, "topics in sync and workers ready")
 
 
+def monitoring_condition(asked: bool, available: bool) -> Condition | None:
+    """``Monitored``: None when the spec asks for no ServiceMonitor."""
+    if not asked:
+        return None
+    if available:
+        return Condition(
+            MONITORED, "True", Reason.SERVICE_MONITOR_APPLIED, "ServiceMonitor applied"
+        )
+    return Condition(
+        MONITORED,
+        "False",
+        Reason.SERVICE_MONITOR_UNAVAILABLE,
+        "spec.monitoring.serviceMonitor.enabled, but the cluster does not serve "
+        "monitoring.coreos.com/v1 ServiceMonitor (install the Prometheus Operator's CRDs); "
+        "the worker pods carry prometheus.io/* scrape annotations instead",
+    )
+
+
 def format_time(now: datetime) -> str:
     """RFC 3339 in UTC with second precision, as metav1.Time serializes."""
     if now.tzinfo is None:
@@ -404,11 +428,13 @@ def compute_status(
     config_hash: str | None = None,
     problem: str | None = None,
     exposed: Condition | None = None,
+    monitored: Condition | None = None,
 ) -> ChannelStatusBody:
     """The whole status the operator owns, from this round's observations.
 
     ``exposed`` is the ``Exposed`` condition (``exposure.exposure_condition``), None when
-    the channel has no exposure.
+    the channel has no exposure; ``monitored`` the ``Monitored`` one
+    (:func:`monitoring_condition`), which never makes the channel not Ready.
 
     ``topics`` is :meth:`TopicPlan.settled` (or a :class:`Failure` when Kafka could not be
     asked); ``workers`` is :func:`observe_deployment` of the Deployment; ``problem`` is a
@@ -419,7 +445,7 @@ def compute_status(
     tc = topics_condition(topics)
     wc = workers_condition(workers, prev.get(WORKERS_READY), problem)
     rc = ready_condition(tc, wc, exposed)
-    parts = (rc, tc, wc) if exposed is None else (rc, tc, wc, exposed)
+    parts = tuple(c for c in (rc, tc, wc, exposed, monitored) if c is not None)
     status: ChannelStatusBody = {
         "observedGeneration": generation,
         "conditions": [_body(c, prev, generation, stamp) for c in parts],
@@ -518,8 +544,7 @@ def follow_workers(
         dict(topics),
         _body(wc, prev, generation, stamp),
     ]
-    if exposed is not None:
-        bodies.append(dict(exposed))
+    bodies.extend(dict(prev[t]) for t in _SIDE_CONDITIONS if t in prev)
     status["conditions"] = bodies
     if workers is not None:
         _set_workers(status, workers)
@@ -552,7 +577,8 @@ def blocked_status(
         if previous is not None and key in previous:
             status[key] = previous[key]  # type: ignore[literal-required]
     ready = _body(Condition(READY, "False", reason, _clip(message)), prev, generation, stamp)
-    others = [c for t, c in sorted(prev.items()) if t in (TOPICS_READY, WORKERS_READY, EXPOSED)]
+    kept = (TOPICS_READY, WORKERS_READY, *_SIDE_CONDITIONS)
+    others = [c for t, c in sorted(prev.items()) if t in kept]
     status["conditions"] = [ready, *others]  # type: ignore[list-item]
     status["observedGeneration"] = generation
     return status
@@ -604,17 +630,19 @@ def transition_events(old: Mapping[str, Any] | None, new: Mapping[str, Any]) -> 
         events.append(
             Event(_event_type(reason, str(after.get("status"))), reason, str(after.get("message")))
         )
-    before_exp = _previous_conditions(old).get(EXPOSED)
-    after_exp = _previous_conditions(new).get(EXPOSED)
-    if (
-        after_exp is not None
-        and after_exp.get("status") == "False"
-        and (before_exp is None or before_exp.get("reason") != after_exp.get("reason"))
-    ):
-        # Said even while Ready carries another reason (workers still starting).
-        event = Event("Warning", str(after_exp.get("reason")), str(after_exp.get("message")))
-        if event not in events:
-            events.append(event)
+    for side in _SIDE_CONDITIONS:
+        before_side = _previous_conditions(old).get(side)
+        after_side = _previous_conditions(new).get(side)
+        if (
+            after_side is not None
+            and after_side.get("status") == "False"
+            and (before_side is None or before_side.get("reason") != after_side.get("reason"))
+        ):
+            # Said even while Ready carries another reason (workers still starting).
+            reason, message = str(after_side.get("reason")), str(after_side.get("message"))
+            event = Event("Warning", reason, message)
+            if event not in events:
+                events.append(event)
     old_topics = {
         t.get("name"): t.get("state")
         for t in (old or {}).get("topics") or []

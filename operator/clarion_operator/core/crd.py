@@ -963,7 +963,9 @@ def status_schema() -> Schema:
     condition = obj(
         "A condition in Kubernetes API conventions.",
         {
-            "type": string("Ready, TopicsReady or WorkersReady.", max_length=316),
+            "type": string(
+                "Ready, TopicsReady, WorkersReady, Exposed or Monitored.", max_length=316
+            ),
             "status": string("True, False or Unknown.", enum=("True", "False", "Unknown")),
             "reason": string("CamelCase reason, machine-readable.", max_length=1024),
             "message": string("Human-readable details.", max_length=32768),
@@ -1004,7 +1006,7 @@ def status_schema() -> Schema:
         {
             "observedGeneration": integer("metadata.generation last reconciled.", minimum=0),
             "conditions": array(
-                "Ready, TopicsReady and WorkersReady.",
+                "Ready, TopicsReady, WorkersReady, and Exposed and Monitored when they apply.",
                 condition,
                 map_keys=("type",),
             ),

@@ -64,6 +64,11 @@ class Reason(StrEnum):
     # The named Gateway or IngressClass does not exist: create it or fix the name.
     GATEWAY_NOT_FOUND = "GatewayNotFound"
     INGRESS_CLASS_NOT_FOUND = "IngressClassNotFound"
+    # spec.monitoring.serviceMonitor: the ServiceMonitor is applied; or the cluster does not
+    # serve the monitoring.coreos.com/v1 ServiceMonitor API (install the Prometheus
+    # Operator's CRDs), and the pods carry prometheus.io scrape annotations instead.
+    SERVICE_MONITOR_APPLIED = "ServiceMonitorApplied"
+    SERVICE_MONITOR_UNAVAILABLE = "ServiceMonitorUnavailable"
     # Deletion waits on Kafka; the force-delete annotation releases it.
     DELETION_BLOCKED = "DeletionBlocked"
     # The force-delete annotation released the finalizer; Kafka was not touched.
