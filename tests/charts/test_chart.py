@@ -80,7 +80,7 @@ def test_defaults_render_a_namespaced_operator_and_nothing_optional(helm: Helm) 
     assert container["securityContext"]["capabilities"] == {"drop": ["ALL"]}
     assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "healthz"}
     assert {p["name"]: p["containerPort"] for p in container["ports"]} == {
-        "metrics": 8080,
+        "metrics": 8082,
         "healthz": 8081,
     }
     assert container["resources"]["limits"]["memory"] == "256Mi"

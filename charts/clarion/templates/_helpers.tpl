@@ -39,6 +39,20 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 app.kubernetes.io/part-of: clarion
 {{- end }}
 
+{{/*
+The standard labels without app.kubernetes.io/component, for objects that are not the
+operator (the helm test Pod adds its own component; a key written twice in one mapping is
+rejected by YAML linters and resolved differently by different parsers).
+*/}}
+{{- define "clarion.labelsWithoutComponent" -}}
+helm.sh/chart: {{ include "clarion.chart" . }}
+app.kubernetes.io/name: {{ include "clarion.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/version: {{ .Values.image.tag | default .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: clarion
+{{- end }}
+
 {{/* Selector labels: stable across upgrades (a Deployment's selector is immutable). */}}
 {{- define "clarion.selectorLabels" -}}
 app.kubernetes.io/name: {{ include "clarion.name" . }}
