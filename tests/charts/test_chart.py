@@ -196,8 +196,14 @@ def test_monitoring_objects_are_off_by_default_and_complete_when_on(helm: Helm) 
         "ClarionWorkerDown",
         "ClarionConsumerLagHigh",
         "ClarionSlowClientDisconnects",
+        "ClarionWorkerEventLoopLag",
+        "ClarionWorkerMemoryHigh",
+        "ClarionWorkerConsumerStale",
         "ClarionReconcileErrors",
     }
+    assert "clarion_worker_event_loop_lag_seconds_bucket" in alerts["ClarionWorkerEventLoopLag"]
+    assert "process_resident_memory_bytes" in alerts["ClarionWorkerMemoryHigh"]
+    assert "clarion_worker_consumer_fetch_age_seconds" in alerts["ClarionWorkerConsumerStale"]
     assert "clarion_worker_consumer_lag" in alerts["ClarionConsumerLagHigh"]
     assert 'clarion_worker_disconnects_total{code="4008"}' in alerts["ClarionSlowClientDisconnects"]
     assert "clarion_operator_reconciles_total" in alerts["ClarionReconcileErrors"]
