@@ -445,6 +445,11 @@ def _topics() -> Schema:
                 "'.' and '..' are not topic names",
                 field_path=".name",
             ),
+            rule(
+                "!has(self.withoutUser) || (has(self.audience) && self.audience == 'user')",
+                "withoutUser is only for topics of audience user",
+                field_path=".withoutUser",
+            ),
         ),
     )
     return array(

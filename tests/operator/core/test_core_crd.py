@@ -159,6 +159,7 @@ def test_topics_are_a_map_keyed_by_name() -> None:
         ("spec.routing", "has(self.organizationHeader)"),
         ("spec.auth", "self.algorithms.all(a, a in ['HS256', 'HS384', 'HS512'])"),
         ("spec.topics.[]", "self.name != '.'"),
+        ("spec.topics.[]", "self.audience == 'user'"),
     ],
 )
 def test_cel_rules(path: str, fragment: str) -> None:
