@@ -9,6 +9,7 @@ the read-back's consumer, the memory of what it fetched, and how long the loop s
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import inspect
 import json
@@ -29,9 +30,12 @@ from clarion_devstack.pytest_plugin import LocalStack
 from clarion_worker import replayer
 from clarion_worker.config import Secrets
 from clarion_worker.core.cursor import ChannelPosition, TopicLayout
+from clarion_worker.core.events import Event
 from clarion_worker.core.principal import Principal
 from clarion_worker.core.protocol import CloseCode
+from clarion_worker.core.resume import ReplayRange
 from clarion_worker.core.settings import WorkerSettings, load_settings
+from clarion_worker.replayer import FETCH_PARTITION_BYTES, ReplayBudget, read_ranges
 from clarion_worker.runtime import WorkerRuntime
 from clarion_worker.sessions import Session
 
@@ -381,3 +385,25 @@ async def test_while_kafka_is_frozen_fetch_age_grows_and_lag_keeps_its_value(
     assert lag() == 0
     ages = _partition_values(registry, age_name, topics.approvals)
     assert all(age is not None and age < 5 for age in ages), ages
+
+
+@pytest.mark.timeout(60)
+async def test_a_record_larger_than_the_read_back_fetch_limit_is_still_read_back(
+    runtime: WorkerRuntime, kafka_bootstrap: str, topics: ChannelTopics
+) -> None:
+    big = {"type": "T", "organizationId": ORG, "data": {"pad": "y" * (3 * FETCH_PARTITION_BYTES)}}
+    producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, max_request_size=1 << 20)
+    await producer.start()
+    try:
+        meta = await producer.send_and_wait(
+            topics.approvals, json.dumps(big).encode(), key=ORG.encode()
+        )
+    finally:
+        await producer.stop()
+    ranges = [ReplayRange(topics.approvals, meta.partition, meta.offset, meta.offset + 1)]
+    got: list[Any] = []
+    batches = read_ranges(runtime.settings.kafka, runtime.decoder, ranges, ReplayBudget())
+    async with contextlib.aclosing(batches):
+        async for batch in batches:
+            got += batch
+    assert [(type(item), item.offset) for item in got] == [(Event, meta.offset)]

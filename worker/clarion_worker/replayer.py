@@ -39,6 +39,11 @@ STALL_SECONDS = 30.0
 REPLAY_EVENTS_PER_TURN = 128
 #: Records taken from the read-back consumer per call (parsed in one step by aiokafka).
 FETCH_RECORDS = 256
+#: What one read-back prefetches at most, per partition and in all (aiokafka's defaults,
+#: 1 MiB and 50 MiB, let each open read-back hold megabytes; Kafka still returns a first
+#: record larger than the limit, so no record is too big to be read back).
+FETCH_PARTITION_BYTES = 256 * 1024
+FETCH_MAX_BYTES = 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,6 +141,8 @@ async def read_ranges(
         group_id=None,
         enable_auto_commit=False,
         auto_offset_reset="none",
+        max_partition_fetch_bytes=FETCH_PARTITION_BYTES,
+        fetch_max_bytes=FETCH_MAX_BYTES,
     )
     if open_count is not None:
         open_count.inc()
