@@ -127,8 +127,13 @@ def prepare(java: str, libs: Path, home: Path, pods_address: str | None = None) 
 
 
 def _cluster_id() -> str:
-    # KRaft cluster ids are 16 random bytes in URL-safe base64 without padding.
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    # KRaft cluster ids are 16 random bytes in URL-safe base64 without padding. One in 64
+    # starts with "-", which the storage tool's argument parser takes for an option (it
+    # then fails with its usage): like Kafka's own Uuid.randomUuid, draw again.
+    while True:
+        found = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not found.startswith("-"):
+            return found
 
 
 def launch(java: str, libs: Path, node: KafkaNode, log: Path) -> Launch:

@@ -143,6 +143,8 @@ def apiserver(binary: Path, cp: ControlPlane, log: Path) -> Launch:
             # The API server's client certificate towards kubelets (logs, exec).
             f"--kubelet-client-certificate={p.admin_cert}",
             f"--kubelet-client-key={p.admin_key}",
+            # By address: the node's name resolves nowhere, and must not be looked up.
+            "--kubelet-preferred-address-types=InternalIP",
             "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
             f"--service-account-key-file={p.sa_pub}",
             f"--service-account-signing-key-file={p.sa_key}",

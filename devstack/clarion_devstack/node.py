@@ -92,6 +92,9 @@ _SET_AT_UP = {
 #: Host folders the runtime and the CNI plugins create when missing; removed at ``down``
 #: when they did not exist before ``up``.
 HOST_DIRS = ("/run/containerd", "/var/lib/cni", "/run/netns", "/var/run/netns")
+#: The longest node folder whose sockets (the kubelet's pod-resources and device-plugin
+#: sockets, containerd's ``.ttrpc``) stay within a unix socket path's 104 usable bytes.
+MAX_HOME_LENGTH = 60
 _CGROUP_ROOT = Path("/sys/fs/cgroup")
 _IPTABLES_TABLES = ("filter", "nat", "mangle")
 
@@ -456,9 +459,14 @@ def write_tar(files: Mapping[str, bytes], dest: Path) -> Path:
 # ---- what the machine offers ------------------------------------------------------------
 
 
-def preflight() -> list[str]:
-    """Why this machine cannot run the node (empty: it can)."""
+def preflight(home: Path | None = None) -> list[str]:
+    """Why this machine cannot run the node in ``home`` (empty: it can)."""
     reasons = []
+    if home is not None and len(str(home)) > MAX_HOME_LENGTH:
+        reasons.append(
+            f"the node folder {home} is longer than {MAX_HOME_LENGTH} characters: its unix "
+            "sockets would not fit (use a shorter CLARION_STATE_DIR)"
+        )
     if os.geteuid() != 0:
         reasons.append("not root (the kubelet, containerd and the bridge need root)")
     for path, package in (

@@ -76,7 +76,7 @@ def _write_node_record(settings: DevstackSettings, record: node.NodeRecord) -> N
 def _node_plan(settings: DevstackSettings, data: Path) -> tuple[node.NodePlan | None, str | None]:
     if not settings.real_node:
         return None, "disabled (CLARION_REAL_NODE=0)"
-    reasons = node.preflight()
+    reasons = node.preflight(data / "node")
     if reasons:
         return None, "; ".join(reasons)
     return node.plan(data / "node"), None

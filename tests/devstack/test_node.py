@@ -151,3 +151,25 @@ def test_kubelet_kube_proxy_and_crictl_are_built_with_the_stack() -> None:
     assert "k8s.io/kubernetes/cmd/kube-proxy" in install.KUBE.packages
     assert install.CRI_TOOLS in install.GO_BUILDS
     assert "crictl" in install.CRI_TOOLS.binaries
+
+
+def test_a_node_folder_too_deep_for_its_sockets_is_refused_with_the_reason() -> None:
+    deep = Path("/tmp/" + "x" * 60) / "data" / "node"
+    assert any("CLARION_STATE_DIR" in r for r in node.preflight(deep))
+    ok = Path("/work/main/.clarion/data/node")
+    assert not any("CLARION_STATE_DIR" in r for r in node.preflight(ok))
+    longest = ok.parent / ("n" * (node.MAX_HOME_LENGTH - len(str(ok.parent)) - 1))
+    plan = node.NodePlan(longest, 1, 2, 3, 4)
+    for sock in (
+        str(plan.containerd_socket) + ".ttrpc",
+        str(plan.kubelet_root / "device-plugins" / "kubelet.sock"),
+        str(plan.kubelet_root / "pod-resources" / "1234567890"),
+    ):
+        assert len(sock) < 104, sock
+
+
+def test_kafka_cluster_ids_never_look_like_an_option() -> None:
+    # The storage tool failed with its usage on an id starting with "-" (1 in 64 ups).
+    ids = [kafka._cluster_id() for _ in range(3000)]
+    assert not [i for i in ids if i.startswith("-")]
+    assert all(len(i) == 22 for i in ids)

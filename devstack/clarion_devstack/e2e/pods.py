@@ -134,8 +134,10 @@ class PodChannel:
                 self.namespace, self.env["api_server"], free_port(), free_port()
             )
             self.kube.apply(objects, self.namespace)
-            self.kube.run(
-                "rollout", "status", "deployment/clarion", "-n", self.namespace, "--timeout=180s"
+            wait_for(
+                lambda: self._operator_ready(),
+                f"the operator pod Ready in {self.namespace}",
+                180,
             )
         else:
             self.operator = OperatorProcess(
@@ -148,6 +150,26 @@ class PodChannel:
         self.rendered = deploy.materialize(
             self.kube, self.namespace, self.channel, self.workdir / "rendered"
         )
+
+    def _operator_ready(self) -> bool:
+        """Ready, or a DeployError with the container's own last words if it crashed."""
+        listed = json.loads(
+            self.kube.run(
+                "get", "pods", "-n", self.namespace, "-l",
+                "app.kubernetes.io/component=operator", "-o", "json",
+            )
+        )  # fmt: skip
+        for pod in listed["items"]:
+            for status in container_statuses(pod):
+                if status.get("lastState", {}).get("terminated"):
+                    name = pod["metadata"]["name"]
+                    logs = self.kube.run(
+                        "logs", "-n", self.namespace, name, "--previous", "--tail=5"
+                    )
+                    raise DeployError(f"the operator pod {name} crashed:\n{logs}")
+            if _ready(pod):
+                return True
+        return False
 
     def apply(self, **workers: Any) -> None:
         """Apply the channel again with changed ``spec.workers`` fields."""
