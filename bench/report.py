@@ -184,6 +184,20 @@ def other_table(result: Json) -> str:
             f"duplicates {w4['duplicates']} | - | {w4['second_worker_cpu_percent']} % (2nd) "
             f"| {w4['losses']} | {w4['loadavg'].split()[0]} |"
         )
+    soak = result.get("soak")
+    if soak:
+        spread, rss = soak["per_window_after_warmup"], soak["rss_mib"]
+        lines.append(
+            f"| soak: {soak['plan']['minutes']:g} min of churn "
+            f"({soak['churn']['started']:,} churn clients, {soak['resumes']['kafka'] or 0:.0f} "
+            f"read-backs) | {soak['long_lived']:,} long-lived "
+            f"| RSS slope {soak['rss_slope_mib_per_min_after_warmup']} MiB/min after warm-up, "
+            f"{rss['long_lived_connected']} -> {rss['all_gone']} MiB when all left; "
+            f"unclosed consumers {soak['unclosed_consumer_lines']}; slowest /healthz per "
+            f"window median {spread['healthz_slowest_ms']['median']} ms "
+            f"| {spread['latency_p50_ms']['median']:.0f} / {spread['latency_p99_ms']['median']:.0f}"
+            f" (median window) | - | {soak['lost']} | {result['loadavg_start'].split()[0]} |"
+        )
     w5 = result.get("w5")
     if w5:
         ready, usage = w5["ready"], w5["operator_usage"]

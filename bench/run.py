@@ -1065,6 +1065,12 @@ async def run(args: argparse.Namespace, bench: Bench) -> Json:
     if "w4" in wanted:
         bench.say("W4 reconnect storm")
         result["w4"] = await w4_storm(bench, conns, 100, 200, bool(args.profile_rate))
+    if "soak" in wanted:
+        import soak  # type: ignore[import-not-found]  # bench/soak.py, beside this script
+
+        plan = soak.SHORT if args.soak_short else soak.SoakPlan(minutes=args.soak_minutes)
+        bench.say(f"soak: {plan.minutes} min of churn")
+        result["soak"] = await soak.soak(bench, plan, args.soak_pythonpath)
     if "w5" in wanted:
         bench.say(f"W5 operator, {args.channels} channels")
         import w5  # type: ignore[import-not-found]  # bench/w5.py, beside this script
@@ -1078,7 +1084,18 @@ async def run(args: argparse.Namespace, bench: Bench) -> Json:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--smoke", action="store_true", help="a short run (< 60 s) for tests")
-    parser.add_argument("--workloads", default="w1,w2,w3,w4,w5")
+    parser.add_argument("--workloads", default="w1,w2,w3,w4,soak,w5")
+    parser.add_argument(
+        "--soak-minutes", type=float, default=12, help="soak: minutes of load (then idle)"
+    )
+    parser.add_argument(
+        "--soak-short", action="store_true", help="soak: the one-minute version (tests)"
+    )
+    parser.add_argument(
+        "--soak-pythonpath",
+        default=None,
+        help="soak: PYTHONPATH for the worker (another checkout's worker/, to compare)",
+    )
     parser.add_argument("--channels", type=int, default=200, help="W5: channels applied at once")
     parser.add_argument("--servers", default="uvicorn,ws_broadcast,centrifugo,granian")
     parser.add_argument("--conns", type=int, default=10000)
