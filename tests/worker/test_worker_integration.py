@@ -437,6 +437,11 @@ async def test_tokens_by_query_and_subprotocol_and_expiry_during_the_connection(
         assert json.loads(await by_protocol.recv()) == {"type": "pong"}
         # The token expires 3 s in; the worker's sweep closes the socket with 4004.
         assert await _close_code(by_protocol) == 4004
+    # uvicorn's per-connection line names the query: the token must not be in it.
+    logged = worker.log.read_text()
+    assert "access_token=[redacted]" in logged
+    assert token not in logged
+    assert token.rsplit(".", 1)[1] not in logged
 
 
 @pytest.mark.parametrize("write_path", ["direct", "asgi"], indirect=True)
@@ -643,3 +648,76 @@ async def test_a_client_dropped_before_its_first_event_resumes_from_the_welcome(
     )
     await settle(producer, [w2], [back], topics.bcast)
     assert back.seqs() == [1, 2, 3, 4, 5, 6]
+
+
+@pytest.mark.parametrize("write_path", ["direct", "asgi"], indirect=True)
+async def test_disconnects_are_counted_by_their_real_code(
+    write_path: str, start_worker: StartWorker, keys: Keys
+) -> None:
+    """1009 and 1006 were counted as 1000; an error frame now precedes the 1009."""
+    worker = start_worker(limits={"maxClientFrameBytes": 1024})
+    headers = {**ORIGIN, "Authorization": f"Bearer {keys.token(['org-a'], 'alice')}"}
+    async with connect(worker.ws, additional_headers=headers) as big:
+        assert json.loads(await big.recv())["type"] == "welcome"
+        await big.send(json.dumps({"type": "subscribe", "eventTypes": ["x" * 2000]}))
+        error = json.loads(await asyncio.wait_for(big.recv(), 10))
+        assert (error["type"], error["code"]) == ("error", 1009)
+        assert await _close_code(big) == 1009
+    dropped = await connect(worker.ws, additional_headers=headers)
+    assert json.loads(await dropped.recv())["type"] == "welcome"
+    dropped.transport.abort()  # no close frame: a lost connection
+    await metric_reaches(
+        worker, "clarion_worker_disconnects_total", 1, transport="websocket", code="1009"
+    )
+    await metric_reaches(
+        worker, "clarion_worker_disconnects_total", 1, transport="websocket", code="1006"
+    )
+    assert (
+        worker.metric("clarion_worker_disconnects_total", transport="websocket", code="1000") == 0
+    )
+
+
+async def test_a_slow_client_that_still_reads_receives_its_4008(
+    start_worker: StartWorker,
+    topics: ChannelTopics,
+    keys: Keys,
+    producer: Producer,
+) -> None:
+    """It reads, just far slower than events come (a weak mobile link): the error frame
+    and 4008 wait behind what is already in the socket's buffers, which no server can
+    recall. It must still get them, not a 1006 because the close was aborted two seconds
+    in while it was reading its way there."""
+    worker = start_worker(
+        limits={"queueMaxEvents": 64, "queueMaxBytes": 512 * 1024, "maxRecordBytes": 256 * 1024}
+    )
+    token = keys.token(["org-a"], "alice")
+    slow = await connect(
+        worker.ws,
+        additional_headers={**ORIGIN, "Authorization": f"Bearer {token}"},
+        max_queue=1,
+        max_size=None,
+        compression=None,
+        ping_interval=None,
+    )
+    seen: list[dict[str, Any]] = []
+
+    async def read_slowly() -> int:
+        try:
+            while True:
+                seen.append(json.loads(await slow.recv()))
+                await asyncio.sleep(0.5)  # ~300 kB/s of 150 kB events
+        except websockets.exceptions.ConnectionClosed as closed:
+            return closed.rcvd.code if closed.rcvd else 1006
+
+    reader = asyncio.create_task(read_slowly())
+    big = json.dumps({"type": "PAD", "organizationId": None, "data": "x" * 150_000}).encode()
+    try:
+        for _ in range(100):  # 15 MB at once: far more than it can take
+            await producer.raw(topics.bcast, big)
+        code = await asyncio.wait_for(reader, 60)
+    finally:
+        reader.cancel()
+        slow.transport.abort()
+    assert code == 4008, f"closed with {code} after {len(seen)} frames"
+    assert seen[-1] == {"type": "error", "code": 4008, "message": "outbound queue overflowed"}
+    assert len(seen) > 6  # what was ahead of the close, read first (over 2 s of it)

@@ -18,6 +18,9 @@ one ASGI send per frame.
 from __future__ import annotations
 
 import asyncio
+import fcntl
+import struct
+import termios
 from collections.abc import Callable
 from typing import Any, Final
 
@@ -65,12 +68,18 @@ class DirectSink:
     def write(self, data: bytes) -> None:
         self._protocol.transport.write(data)
 
-    def close(self, code: int, reason: str, *, handshake_seconds: float) -> None:
+    def close(
+        self, code: int, reason: str, *, handshake_seconds: float, max_seconds: float = 30.0
+    ) -> None:
         """Send a close frame and end the ASGI side now; the socket follows.
 
-        Same steps as uvicorn's ``websocket.close`` except the deadline: a client that
-        never answers the close (it may have stopped reading) is aborted after
-        ``handshake_seconds`` rather than waiting on a flush that cannot happen.
+        Same steps as uvicorn's ``websocket.close`` except the deadline. Whatever was
+        written before the close frame (already in the transport's and the kernel's
+        buffers: it cannot be recalled) must reach the client first. A client still
+        reading gets there, however slowly: the deadline moves on while the bytes ahead
+        of the close keep draining, up to ``max_seconds``. A client that stopped reading
+        (or never answers the close) is aborted once ``handshake_seconds`` pass without
+        progress, rather than waiting on a flush that cannot happen.
         """
         p = self._protocol
         if p.close_sent or p.disconnected or p.transport.is_closing():
@@ -82,7 +91,56 @@ class DirectSink:
         if p.read_paused:
             p.read_paused = False
             p.transport.resume_reading()
-        p.close_timer = p.loop.call_later(handshake_seconds, p.transport.abort)
+        watch = _CloseWatch(p, handshake_seconds, p.loop.time() + max_seconds)
+        p.close_timer = p.loop.call_later(handshake_seconds, watch.check)
+
+
+class _CloseWatch:
+    """Aborts a closing connection once the bytes ahead of its close frame stop draining."""
+
+    __slots__ = ("_deadline", "_handed_over", "_last", "_period", "_protocol")
+
+    #: Once everything is handed over, the client may still have its own receive buffer
+    #: to read before it meets the close frame: this many periods more, once.
+    FINAL_PERIODS = 5
+
+    def __init__(self, protocol: DirectWebSocketProtocol, period: float, deadline: float) -> None:
+        self._protocol = protocol
+        self._period = period
+        self._deadline = deadline
+        self._last = unsent_bytes(protocol.transport)
+        self._handed_over = False
+
+    def check(self) -> None:
+        p = self._protocol
+        if p.disconnected or p.transport.is_closing():
+            return
+        unsent = unsent_bytes(p.transport)
+        draining = unsent < self._last
+        self._last = unsent
+        if p.loop.time() >= self._deadline:
+            p.transport.abort()
+        elif unsent == 0 and not self._handed_over:
+            self._handed_over = True
+            p.close_timer = p.loop.call_later(self._period * self.FINAL_PERIODS, self.check)
+        elif draining:
+            p.close_timer = p.loop.call_later(self._period, self.check)
+        else:
+            p.transport.abort()
+
+
+def unsent_bytes(transport: Any) -> int:
+    """Bytes written but not yet taken by the peer: the transport's buffer plus the
+    kernel's send queue (SIOCOUTQ), which holds megabytes on a fast link."""
+    size = int(transport.get_write_buffer_size())
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        try:
+            raw = fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, b"\0\0\0\0")
+            size += int(struct.unpack("i", raw)[0])
+        except (OSError, ValueError):
+            pass
+    return size
 
 
 class _Inbox:
