@@ -116,6 +116,25 @@ TRAEFIK = GoBuild(
     packages=("github.com/traefik/traefik/v3/cmd/traefik",),
     ldflags=f"-s -w -X github.com/traefik/traefik/v3/pkg/version.Version={versions.TRAEFIK}",
 )
+
+
+#: promtool checks and unit-tests the chart's alerting rules (tests/charts); built on first
+#: use, not by ``make setup`` (the stack does not need it).
+def _promtool_ldflags() -> str:
+    # Prometheus's release build stamps prometheus/common's version package; without it
+    # `promtool --version` prints an empty version. Module v0.3MM.P is Prometheus 3.MM.P.
+    _, minor, patch = versions.PROMETHEUS_MODULE.split(".")
+    release = f"3.{int(minor) - 300}.{patch}"
+    return f"-s -w -X github.com/prometheus/common/version.Version={release}"
+
+
+PROMTOOL = GoBuild(
+    name="promtool",
+    version=versions.PROMETHEUS_MODULE,
+    module="devstack/go/promtool",
+    packages=("github.com/prometheus/prometheus/cmd/promtool",),
+    ldflags=_promtool_ldflags(),
+)
 GO_BUILDS = (ETCD, KUBE, KWOK, HELM, CRI_TOOLS)
 
 

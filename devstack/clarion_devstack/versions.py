@@ -24,5 +24,9 @@ GATEWAY_API: Final = "1.4.1"
 #: The client-go Helm's release builds against (its go.mod); stamps its default Kubernetes version.
 HELM_CLIENT_GO: Final = "0.37.0"
 
+#: Prometheus's Go module version (v0.3MM.P is Prometheus 3.MM.P): promtool, built only for
+#: the chart's rule tests (`promtool test rules`), not started.
+PROMETHEUS_MODULE: Final = "0.315.1"
+
 #: Kubernetes publishes each staging module (k8s.io/api, client-go, ...) as v0.MINOR.PATCH.
 KUBERNETES_STAGING: Final = "0." + KUBERNETES.split(".", 1)[1]

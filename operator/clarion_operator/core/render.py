@@ -58,6 +58,8 @@ PROXY_TIMEOUT_SECONDS: Final = crd.DEFAULT_STREAM_TIMEOUT
 CONNECTIONS_METRIC: Final = "clarion_worker_connections"
 
 WORKER_APP: Final = "clarion-worker"
+#: Pod labels copied onto the worker's scrape targets by its ServiceMonitor.
+TARGET_LABELS: Final = ("app.kubernetes.io/name", "app.kubernetes.io/instance")
 MANAGED_BY: Final = "clarion-operator"
 
 
@@ -647,6 +649,10 @@ def _service_monitor(ctx: ChannelContext) -> Body | None:
         "spec": {
             "selector": {"matchLabels": selector_labels(ctx.name)},
             "endpoints": [{"port": "http", "path": METRICS_PATH, "interval": mon.interval}],
+            # The pod's name label becomes a target label (app_kubernetes_io_name), as
+            # annotation-based scrape configs map pod labels: the chart's alerts select
+            # worker targets by it whichever way they are scraped.
+            "podTargetLabels": list(TARGET_LABELS),
         },
     }
 

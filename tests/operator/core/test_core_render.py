@@ -393,6 +393,8 @@ def test_service_monitor_vs_scrape_annotations(
         assert sm["spec"] == {
             "selector": {"matchLabels": SELECTOR},
             "endpoints": [{"port": "http", "path": "/metrics", "interval": "30s"}],
+            # Alerts select worker targets by app_kubernetes_io_name, with or without it.
+            "podTargetLabels": ["app.kubernetes.io/name", "app.kubernetes.io/instance"],
         }
         assert not any(k.startswith("prometheus.io/") for k in ann)
     else:
