@@ -20,7 +20,7 @@ from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 
 from clarion_operator.claims import IndexedClaims
-from clarion_operator.handlers import kopf_settings, quiet_workers_wait, register
+from clarion_operator.handlers import kopf_settings, quiet_expected_retries, register
 from clarion_operator.kafka_admin import AiokafkaFactory
 from clarion_operator.kube import KubeClient
 from clarion_operator.metrics import Metrics
@@ -82,7 +82,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"clarion-operator: {exc}", file=sys.stderr)
         return 2
     kopf.configure(verbose=settings.verbose, log_format=_LOG_FORMATS[settings.log_format])
-    quiet_workers_wait()
+    quiet_expected_retries()
     log = logging.getLogger("clarion_operator")
 
     configuration = _sized(kube_configuration(settings), settings.kube_api_threads)

@@ -6,29 +6,40 @@
   comes one interval after the channel is seen, and a tick is skipped while ``ensure``
   has not settled for the channel (the reconciler tracks that): kopf's timer options
   cannot say "not while a change handler is pending" (``idle=`` counts from the last
-  watch event with an unhandled change, and a handler waiting out a 60 s backoff makes
-  no event, so the timer would still fire; ``when=`` would stop and respawn the timer);
+  watch event with an unhandled change, and a handler waiting out a backoff makes no
+  event, so the timer would still fire; ``when=`` would stop and respawn the timer). A
+  drift check that fails for a reason expected to heal (Kafka or the API server not
+  answering) is retried within the same tick with the short backoff, not an interval later;
+* two watches follow the workers: every worker Deployment and every worker Pod (selected
+  by the labels ``core.render`` puts on them) feeds the reconciler, which sets
+  ``WorkersReady``/``Ready`` from them, so ``Ready`` follows the rollout within moments
+  and a failing pod (the worker refusing its settings, a crash loop) shows on the channel
+  with the pod's own message; ``ensure`` no longer retries only to poll the rollout;
 * the delete handler runs behind kopf's finalizer (``ProcessSettings.finalizer``);
-* an index of every watched channel's topic claims (``claims.py``) feeds the reconciler.
+* an index of every watched channel's topic claims (``claims.py``) feeds the reconciler;
+* a probe of the API server's ``/readyz`` logs once when it goes away (also when only etcd
+  does, under an idle operator that makes no request) and once when it is back.
 
-Each handler writes the status the core computed (only when it changed), posts the
-Events the core listed, and maps the core's error to kopf's: ``RetryableError`` to
-``kopf.TemporaryError(delay=...)``, ``PermanentError`` to ``kopf.PermanentError``. The
-timer never raises: its next tick is its retry, and a raised error would only make kopf
-back off the drift check itself.
+The reconciler writes the status and posts the Events itself; the handlers log one line
+per change of a channel's state (a fault at WARNING, with the retry delay) and map the
+core's error to kopf's: ``RetryableError`` to ``kopf.TemporaryError(delay=...)`` with the
+backoff of :func:`~clarion_operator.core.errors.retry_delay`, ``PermanentError`` to
+``kopf.PermanentError``. The timer never raises: a raised error would only make kopf back
+off the drift check itself.
 
-Waiting for the workers to roll out is not a failure, but kopf has one way to run a
-handler again later, ``kopf.TemporaryError``, and logs every one at ERROR ("Handler
-'ensure' failed temporarily: waiting for the workers", once per retry and channel).
-:class:`WorkersWaitLogFilter` logs exactly that line at INFO; any other temporary error
-stays an ERROR. A filter rather than finishing the handler and polling from a second
-short timer: the retry keeps its backoff (2 s, 4 s, ... 60 s) and kopf's bookkeeping, and
-a filter that stops matching (kopf rewording the line) only brings the ERROR back.
+kopf logs every retry attempt at ERROR ("Handler 'ensure' failed temporarily: ...",
+"Request attempt #1/4 failed; will retry: ...", "Throttling for 1 seconds due to an
+unexpected error" with a traceback): 440 ERROR lines in a 90 s API outage.
+:class:`ExpectedRetryLogFilter` takes those lines down to DEBUG (the state lines above
+and the API probe already say what happens), a retried request that finally escalates to
+WARNING, and the per-event "succeeded" lines of the watches and the timer to DEBUG.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 from collections.abc import Mapping
 from typing import Any, Final
 
@@ -36,57 +47,154 @@ import kopf
 
 from clarion_operator.claims import INDEX_ID, IndexedClaims, index_entry
 from clarion_operator.core import crd
-from clarion_operator.core.errors import PermanentError, RetryableError
+from clarion_operator.core.errors import PermanentError, RetryableError, retry_delay
+from clarion_operator.core.render import MANAGED_BY, WORKER_APP
 from clarion_operator.core.topics import ChannelClaim
-from clarion_operator.reconcile import Outcome, Reconciler, workers_retry_delay
+from clarion_operator.reconcile import Outcome, Reconciler
 from clarion_operator.settings import ProcessSettings
 
+log = logging.getLogger(__name__)
 
-def _publish(outcome: Outcome, body: kopf.Body, patch: kopf.Patch, logger: Any) -> None:
-    changes = outcome.status_patch
-    if changes is not None:
-        for key, value in changes.items():
-            patch.status[key] = value
-    for event in outcome.events:
-        kopf.event(body, type=event.type, reason=event.reason, message=event.message)
-    for line in outcome.logs:
-        logger.info(line)
-
-
-#: The TemporaryError message of the deliberate wait for the workers.
-WAITING_FOR_WORKERS: Final = "waiting for the workers"
+#: Labels of every worker Deployment and Pod the operator renders (``core.render``).
+WORKER_LABELS: Final = {
+    "app.kubernetes.io/name": WORKER_APP,
+    "app.kubernetes.io/managed-by": MANAGED_BY,
+}
+#: The label naming the channel of a worker Pod.
+INSTANCE_LABEL: Final = "app.kubernetes.io/instance"
+#: Seconds between two probes of the API server's /readyz.
+PROBE_INTERVAL: Final = 2.0
 #: kopf's logger of every per-object line (handler outcomes included).
 KOPF_OBJECTS_LOGGER: Final = "kopf.objects"
+#: kopf's backoff of its own requests, and of an object whose processing failed (its
+#: status or progress patch did not go through): short and capped, so an object is back
+#: within seconds of the API server. kopf's defaults grow to 21 s and 610 s.
+KOPF_REQUEST_BACKOFFS: Final = (0.5, 1.0, 2.0)
+KOPF_ERROR_DELAYS: Final = (1.0, 2.0, 3.0)
 
 
-class WorkersWaitLogFilter(logging.Filter):
-    """Logs kopf's "failed temporarily: waiting for the workers" at INFO, not ERROR."""
-
-    _SUFFIX: Final = f" failed temporarily: {WAITING_FOR_WORKERS}"
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if record.levelno == logging.ERROR and record.getMessage().endswith(self._SUFFIX):
-            record.levelno, record.levelname = logging.INFO, logging.getLevelName(logging.INFO)
-        return True
+def _log_outcome(outcome: Outcome, logger: Any, delay: float | None = None) -> None:
+    line = outcome.line
+    if line is not None:
+        text = line.text if delay is None else f"{line.text}; retrying in {delay:g} s"
+        (logger.warning if line.level == "warning" else logger.info)(text)
+    for extra in outcome.logs:
+        logger.info(extra)
 
 
-def quiet_workers_wait(logger: logging.Logger | None = None) -> WorkersWaitLogFilter:
-    """Install :class:`WorkersWaitLogFilter` on kopf's per-object logger."""
-    log_filter = WorkersWaitLogFilter()
-    (logger or logging.getLogger(KOPF_OBJECTS_LOGGER)).addFilter(log_filter)
-    return log_filter
+def _delay(outcome: Outcome, retry: int) -> float | None:
+    err = outcome.error
+    return retry_delay(err, retry) if isinstance(err, RetryableError) else None
 
 
-def _raise(outcome: Outcome, *, retry: int) -> None:
+def _raise(outcome: Outcome, delay: float | None) -> None:
     err = outcome.error
     if isinstance(err, PermanentError):
         raise kopf.PermanentError(f"{err.reason}: {err.message}")
     if isinstance(err, RetryableError):
-        raise kopf.TemporaryError(f"{err.reason}: {err.message}", delay=err.delay)
-    if not outcome.workers_ready:
-        # Not an error: the handler stays unfinished and runs again shortly, so the
-        # status follows the rollout instead of waiting for the next drift tick.
-        raise kopf.TemporaryError(WAITING_FOR_WORKERS, delay=workers_retry_delay(retry))
+        raise kopf.TemporaryError(f"{err.reason}: {err.message}", delay=delay or err.delay)
+
+
+class ApiState:
+    """Whether the API server is known to be away (set by :class:`ApiProbe`)."""
+
+    def __init__(self) -> None:
+        self.down = False
+
+
+#: The one API state of the process: the probe sets it, the log filter reads it.
+API_STATE: Final = ApiState()
+
+
+class ExpectedRetryLogFilter(logging.Filter):
+    """kopf's lines about retries that are expected to succeed: not ERRORs.
+
+    Installed on the root logger's handlers (kopf's loggers propagate there), so it sees
+    the lines of every kopf logger (and urllib3's), per-object or not. While the API
+    server is known to be away (the probe said so, once, at WARNING), every line about a
+    request failing or an object being throttled is DEBUG; otherwise a retried request is
+    DEBUG, and one that gives up or an object throttled after an error is a WARNING
+    (without kopf's traceback).
+    """
+
+    def __init__(self, quiet_success: tuple[str, ...] = (), state: ApiState = API_STATE) -> None:
+        super().__init__()
+        self._quiet_success = tuple(f"'{name}' succeeded." for name in quiet_success)
+        self._state = state
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        level = record.levelno
+        request = message.startswith(("Request attempt", "Retrying (Retry(", "Throttling for "))
+        if level >= logging.WARNING and (
+            " failed temporarily: " in message
+            or (request and self._state.down)
+            or (message.startswith("Request attempt") and "; will retry:" in message)
+            or message.startswith("Retrying (Retry(")  # urllib3, under the kubernetes client
+        ):
+            level = logging.DEBUG
+        elif level >= logging.ERROR and request:
+            level = logging.WARNING
+        elif level == logging.INFO and message.endswith(self._quiet_success):
+            level = logging.DEBUG
+        if level == record.levelno:
+            return True
+        record.levelno, record.levelname = level, logging.getLevelName(level)
+        if level <= logging.WARNING:
+            record.exc_info, record.exc_text = None, None
+        return level >= logging.getLogger().getEffectiveLevel()
+
+
+def quiet_expected_retries(handlers: list[logging.Handler] | None = None) -> ExpectedRetryLogFilter:
+    """Install :class:`ExpectedRetryLogFilter` on ``handlers`` (the root logger's, which
+    ``kopf.configure`` set up)."""
+    log_filter = ExpectedRetryLogFilter(("follow_deployment", "follow_pod", "drift"))
+    for handler in handlers if handlers is not None else logging.getLogger().handlers:
+        handler.addFilter(log_filter)
+    return log_filter
+
+
+class ApiProbe:
+    """Probes the API server's ``/readyz``; logs once when it goes away, once when back."""
+
+    def __init__(
+        self, reconciler: Reconciler, interval: float = PROBE_INTERVAL, state: ApiState = API_STATE
+    ) -> None:
+        self._reconciler = reconciler
+        self._interval = interval
+        self._state = state
+        self.down_since: float | None = None
+
+    async def check(self) -> None:
+        problem = await self._reconciler.probe_api()
+        now = time.monotonic()
+        if problem is not None and self.down_since is None:
+            self.down_since = now
+            self._state.down = True
+            log.warning(
+                "Kubernetes API unavailable (%s): channels are retried every few seconds "
+                "until it is back",
+                problem,
+            )
+        elif problem is None and self.down_since is not None:
+            log.info("Kubernetes API available again after %.1f s", now - self.down_since)
+            self.down_since = None
+            self._state.down = False
+
+    async def run(self) -> None:
+        while True:
+            try:
+                await self.check()
+            except Exception as exc:  # never let the probe die; say why once per failure
+                log.debug("API probe failed: %r", exc)
+            await asyncio.sleep(self._interval)
+
+
+def _channel_of_deployment(body: Mapping[str, Any]) -> str | None:
+    for owner in (body.get("metadata") or {}).get("ownerReferences") or []:
+        if owner.get("controller") and owner.get("kind") == crd.KIND:
+            return str(owner.get("name"))
+    return None
 
 
 def register(
@@ -97,6 +205,8 @@ def register(
 ) -> None:
     """Register every handler of the operator on ``registry``; ``claims`` is the
     reconciler's claim port, bound to kopf's index at startup."""
+    probe = ApiProbe(reconciler)
+    background: set[asyncio.Task[None]] = set()
 
     # async: a sync index function would run in kopf's thread pool on every watch event.
     @kopf.index(crd.GROUP, crd.VERSION, crd.PLURAL, registry=registry, id=INDEX_ID)
@@ -106,16 +216,23 @@ def register(
     @kopf.on.startup(registry=registry, id="bind_claims")
     async def bind_claims(**kwargs: Any) -> None:
         claims.bind(kwargs[INDEX_ID])
+        background.add(asyncio.get_running_loop().create_task(probe.run()))
+
+    @kopf.on.cleanup(registry=registry, id="close")
+    async def close(**_: Any) -> None:
+        for task in background:
+            task.cancel()
+        await asyncio.gather(*background, return_exceptions=True)
+        await reconciler.close()
 
     @kopf.on.resume(crd.GROUP, crd.VERSION, crd.PLURAL, registry=registry, id="ensure")
     @kopf.on.create(crd.GROUP, crd.VERSION, crd.PLURAL, registry=registry, id="ensure")
     @kopf.on.update(crd.GROUP, crd.VERSION, crd.PLURAL, registry=registry, id="ensure")
-    async def ensure(
-        body: kopf.Body, patch: kopf.Patch, retry: int, logger: kopf.Logger, **_: Any
-    ) -> None:
+    async def ensure(body: kopf.Body, retry: int, logger: kopf.Logger, **_: Any) -> None:
         outcome = await reconciler.ensure(body, "handler")
-        _publish(outcome, body, patch, logger)
-        _raise(outcome, retry=retry)
+        delay = _delay(outcome, retry)
+        _log_outcome(outcome, logger, delay)
+        _raise(outcome, delay)
 
     @kopf.timer(
         crd.GROUP,
@@ -127,22 +244,61 @@ def register(
         initial_delay=settings.drift_interval,
         when=_not_deleting,
     )
-    async def drift(body: kopf.Body, patch: kopf.Patch, logger: kopf.Logger, **_: Any) -> None:
-        outcome = await reconciler.ensure(body, "timer")
-        if outcome.skipped:
-            logger.debug("drift check skipped: the create/update handler has not settled")
+    async def drift(body: kopf.Body, logger: kopf.Logger, **kwargs: Any) -> None:
+        # kopf passes timers the stop flag of daemons (not in its TimerFn protocol).
+        stopped: kopf.DaemonStopped = kwargs["stopped"]
+        attempt = 0
+        while True:
+            outcome = await reconciler.ensure(body, "timer")
+            if outcome.skipped:
+                logger.debug("drift check skipped: the create/update handler has not settled")
+                return
+            delay = _delay(outcome, attempt)
+            _log_outcome(outcome, logger, delay)
+            if delay is None or delay > settings.drift_interval:
+                return  # done, or a slow retry: the next tick is soon enough
+            if await stopped.wait(delay):
+                return
+            attempt += 1
+
+    @kopf.on.event(
+        "apps", "v1", "deployments", labels=WORKER_LABELS, registry=registry, id="follow_deployment"
+    )
+    async def follow_deployment(
+        event: kopf.RawEvent, body: kopf.Body, logger: kopf.Logger, **_: Any
+    ) -> None:
+        channel = _channel_of_deployment(body)
+        if channel is None:
             return
-        _publish(outcome, body, patch, logger)
-        if outcome.error is not None:
-            logger.warning(f"drift check: {outcome.error.reason}: {outcome.error.message}")
+        outcome = await reconciler.follow_deployment(
+            str(body.metadata.namespace), channel, dict(body), gone=event.get("type") == "DELETED"
+        )
+        if outcome is not None:
+            _log_outcome(outcome, logger)
+
+    @kopf.on.event("v1", "pods", labels=WORKER_LABELS, registry=registry, id="follow_pod")
+    async def follow_pod(
+        event: kopf.RawEvent, body: kopf.Body, logger: kopf.Logger, **_: Any
+    ) -> None:
+        channel = body.metadata.labels.get(INSTANCE_LABEL)
+        if channel is None:
+            return
+        gone = event.get("type") == "DELETED"
+        outcome = await reconciler.follow_pod(
+            str(body.metadata.namespace),
+            channel,
+            str(body.metadata.name),
+            None if gone else dict(body),
+        )
+        if outcome is not None:
+            _log_outcome(outcome, logger)
 
     @kopf.on.delete(crd.GROUP, crd.VERSION, crd.PLURAL, registry=registry, id="cleanup")
-    async def cleanup(
-        body: kopf.Body, patch: kopf.Patch, retry: int, logger: kopf.Logger, **_: Any
-    ) -> None:
+    async def cleanup(body: kopf.Body, retry: int, logger: kopf.Logger, **_: Any) -> None:
         outcome = await reconciler.delete(body)
-        _publish(outcome, body, patch, logger)
-        _raise(outcome, retry=retry)
+        delay = _delay(outcome, retry)
+        _log_outcome(outcome, logger, delay)
+        _raise(outcome, delay)
 
 
 #: Characters that make a --namespace a kopf pattern (glob or negation), not a name.
@@ -163,8 +319,8 @@ def kopf_settings(settings: ProcessSettings) -> kopf.OperatorSettings:
     ks.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
         prefix=crd.GROUP, key="last-handled-configuration"
     )
-    # Events are posted explicitly (kopf.event) on transitions only; kopf's own log
-    # lines ("handler succeeded", "retrying") are not turned into Events.
+    # Events are posted by the reconciler on transitions only; kopf's own log lines
+    # ("handler succeeded", "retrying") are not turned into Events.
     ks.posting.level = logging.CRITICAL
     ks.peering.name = settings.peering_name
     ks.peering.standalone = not settings.peering
@@ -176,4 +332,6 @@ def kopf_settings(settings: ProcessSettings) -> kopf.OperatorSettings:
         not set(ns) & _PATTERN_CHARS for ns in settings.namespaces
     )
     ks.networking.request_timeout = 60.0
+    ks.networking.error_backoffs = KOPF_REQUEST_BACKOFFS
+    ks.queueing.error_delays = KOPF_ERROR_DELAYS
     return ks

@@ -17,6 +17,7 @@ Facts proven against Kafka 4.1.1 (``tests/devstack/test_stack_integration.py`` a
 
 from __future__ import annotations
 
+import asyncio
 import ssl
 import tempfile
 from collections.abc import AsyncIterator, Sequence
@@ -170,16 +171,67 @@ class KafkaCodeError(Exception):
 
 
 class AiokafkaFactory:
-    """:class:`~clarion_operator.ports.KafkaAdminFactory`: one admin client per use."""
+    """:class:`~clarion_operator.ports.KafkaAdminFactory`: one started admin client per
+    Kafka connection (bootstrap servers, security, credentials), shared by every reconcile.
+
+    A new client per reconcile cost a bootstrap (TCP, metadata, API versions) each time:
+    with 200 channels starting at once, most of the operator's Kafka work. The shared
+    client is dropped (and closed) when a use fails with anything but a per-topic error
+    code, so a broker restarted on another address or a half-dead connection never sticks;
+    the next use connects afresh. Concurrent uses of one client are fine: aiokafka matches
+    answers to requests by correlation id.
+    """
 
     def __init__(self, request_timeout_ms: int) -> None:
         self._timeout_ms = request_timeout_ms
+        self._clients: dict[KafkaConnection, AIOKafkaAdminClient] = {}
+        self._starting: dict[KafkaConnection, asyncio.Lock] = {}
 
     def __call__(self, connection: KafkaConnection) -> AbstractAsyncContextManager[KafkaAdmin]:
-        return self._connect(connection)
+        return self._use(connection)
 
     @asynccontextmanager
-    async def _connect(self, conn: KafkaConnection) -> AsyncIterator[KafkaAdmin]:
+    async def _use(self, conn: KafkaConnection) -> AsyncIterator[KafkaAdmin]:
+        client = await self._client(conn)
+        try:
+            yield AiokafkaAdmin(client)
+        except KafkaCodeError:
+            raise  # Kafka answered: the connection is fine
+        except BaseException:
+            await self._drop(conn, client)
+            raise
+
+    async def _client(self, conn: KafkaConnection) -> AIOKafkaAdminClient:
+        client = self._clients.get(conn)
+        if client is not None:
+            return client
+        async with self._starting.setdefault(conn, asyncio.Lock()):
+            started = self._clients.get(conn)
+            if started is not None:
+                return started
+            fresh = self._new_client(conn)
+            try:
+                await fresh.start()
+            except BaseException:
+                await fresh.close()
+                raise
+            self._clients[conn] = fresh
+            return fresh
+
+    async def _drop(self, conn: KafkaConnection, client: AIOKafkaAdminClient) -> None:
+        current = self._clients.get(conn)
+        if current is None or current is not client:
+            return  # already dropped (and closed) by a concurrent use
+        del self._clients[conn]
+        await current.close()
+
+    async def close(self) -> None:
+        """Close every shared client (the operator is stopping)."""
+        clients, self._clients = list(self._clients.values()), {}
+        for client in clients:
+            await client.close()
+
+    def _new_client(self, conn: KafkaConnection) -> AIOKafkaAdminClient:
         kwargs: dict[str, Any] = {
             "bootstrap_servers": conn.bootstrap_servers,
             "client_id": conn.client_id,
@@ -191,9 +243,4 @@ class AiokafkaFactory:
             kwargs["sasl_mechanism"] = conn.sasl_mechanism
             kwargs["sasl_plain_username"] = conn.username
             kwargs["sasl_plain_password"] = conn.password
-        client = AIOKafkaAdminClient(**kwargs)
-        try:
-            await client.start()
-            yield AiokafkaAdmin(client)
-        finally:
-            await client.close()
+        return AIOKafkaAdminClient(**kwargs)

@@ -26,6 +26,7 @@ import json
 import time
 from collections.abc import Mapping
 from concurrent.futures import Executor
+from datetime import UTC, datetime
 from typing import Any, Final
 
 from kubernetes import client as k8s
@@ -33,7 +34,7 @@ from kubernetes.client.exceptions import ApiException
 
 from clarion_operator.core import crd
 from clarion_operator.core.render import ObjectRef
-from clarion_operator.ports import ApiError, Body
+from clarion_operator.ports import ApiError, Body, EventPost
 
 #: apiVersion/kind -> plural (all namespaced).
 PLURALS: Final[dict[tuple[str, str], str]] = {
@@ -56,6 +57,10 @@ READ_ONLY_PLURALS: Final[dict[tuple[str, str], str]] = {
 }
 SERVICE_MONITOR_GROUP_VERSION: Final = "monitoring.coreos.com/v1"
 DISCOVERY_TTL: Final = 30.0
+#: ``source.component`` / ``reportingComponent`` of the Events the operator posts.
+EVENT_SOURCE: Final = "clarion-operator"
+#: Timeout of one readiness probe of the API server (``/readyz``).
+PROBE_TIMEOUT: Final = 3.0
 
 
 def object_path(api_version: str, kind: str, namespace: str | None, name: str | None = None) -> str:
@@ -94,6 +99,8 @@ class KubeClient:
         body: object = None,
         query: list[tuple[str, str]] | None = None,
         content_type: str | None = None,
+        timeout: float | None = None,
+        raw: bool = False,
     ) -> Body | None:
         headers = {"Accept": "application/json"}
         if content_type is not None:
@@ -108,7 +115,11 @@ class KubeClient:
         )
         try:
             response = self._api.call_api(
-                method, url, header_params=hdrs, body=payload, _request_timeout=self._timeout
+                method,
+                url,
+                header_params=hdrs,
+                body=payload,
+                _request_timeout=timeout or self._timeout,
             )
             data = response.read()
         except ApiException as exc:
@@ -118,8 +129,9 @@ class KubeClient:
             raise ApiError(0, f"{type(exc).__name__}: {exc}") from exc
         if not 200 <= response.status <= 299:
             text = data.decode("utf-8", "replace") if data else ""
-            raise ApiError(response.status, _status_message(text) or str(response.reason))
-        if not data:
+            said = text if raw else _status_message(text)
+            raise ApiError(response.status, said or str(response.reason))
+        if not data or raw:
             return None
         loaded = json.loads(data)
         return loaded if isinstance(loaded, dict) else None
@@ -132,9 +144,18 @@ class KubeClient:
         body: object = None,
         query: list[tuple[str, str]] | None = None,
         content_type: str | None = None,
+        request_timeout: float | None = None,
+        raw: bool = False,
     ) -> Body | None:
         call = functools.partial(
-            self._call, method, path, body=body, query=query, content_type=content_type
+            self._call,
+            method,
+            path,
+            body=body,
+            query=query,
+            content_type=content_type,
+            timeout=request_timeout,
+            raw=raw,
         )
         return await asyncio.get_running_loop().run_in_executor(self._executor, call)
 
@@ -159,6 +180,55 @@ class KubeClient:
             content_type="application/apply-patch+yaml",
         )
         return out or {}
+
+    async def patch_status(self, ref: ObjectRef, patch: Mapping[str, Any]) -> Body:
+        path = object_path(ref.api_version, ref.kind, ref.namespace, ref.name) + "/status"
+        out = await self._run(
+            "PATCH",
+            path,
+            body={"status": dict(patch)},
+            content_type="application/merge-patch+json",
+        )
+        return out or {}
+
+    async def post_event(self, event: EventPost) -> None:
+        namespace = event.channel.namespace
+        now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        body = {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {"name": event.name, "namespace": namespace},
+            "involvedObject": {
+                "apiVersion": event.channel.api_version,
+                "kind": event.channel.kind,
+                "namespace": namespace,
+                "name": event.channel.name,
+                "uid": event.channel_uid,
+            },
+            "type": event.type,
+            "reason": event.reason,
+            "message": event.message[:1024],
+            "source": {"component": EVENT_SOURCE},
+            "reportingComponent": EVENT_SOURCE,
+            "firstTimestamp": now,
+            "lastTimestamp": now,
+            "count": 1,
+        }
+        try:
+            await self._run("POST", f"/api/v1/namespaces/{namespace}/events", body=body)
+        except ApiError as exc:
+            if exc.status != 409:  # 409: an earlier attempt was stored; its answer was lost
+                raise
+
+    async def probe(self) -> str | None:
+        """None when the API server is ready (``/readyz``), else what is wrong."""
+        try:
+            await self._run("GET", "/readyz", request_timeout=PROBE_TIMEOUT, raw=True)
+        except ApiError as exc:
+            # A 500 lists every check; the failed ones ("[-]etcd failed: ...") say why.
+            failed = [ln[3:] for ln in exc.message.splitlines() if ln.startswith("[-]")]
+            return f"{exc.status}: {'; '.join(failed)}" if failed else str(exc)[:300]
+        return None
 
     async def get(self, ref: ObjectRef) -> Body | None:
         return await self._get(object_path(ref.api_version, ref.kind, ref.namespace, ref.name))

@@ -92,8 +92,29 @@ class ApiError(Exception):
         self.message = message
 
 
+@dataclass(frozen=True)
+class EventPost:
+    """One core/v1 Event about a channel. ``name`` is chosen once per Event, so a POST
+    retried after a lost answer meets 409 AlreadyExists instead of a duplicate."""
+
+    name: str
+    channel: ObjectRef
+    channel_uid: str
+    type: str
+    reason: str
+    message: str
+
+
 class KubeApi(Protocol):
     """The few Kubernetes calls the reconciler makes; blocking work stays off the loop."""
+
+    async def patch_status(self, ref: ObjectRef, patch: Mapping[str, Any]) -> Body:
+        """Merge-patch the ``status`` subresource of ``ref`` with ``{"status": patch}``."""
+        ...
+
+    async def post_event(self, event: EventPost) -> None:
+        """Create the Event; one that already exists (a retried POST) is success."""
+        ...
 
     async def apply(self, body: Mapping[str, Any]) -> Body:
         """Server-side apply ``body`` with the operator's field manager (force)."""
@@ -117,6 +138,11 @@ class KubeApi(Protocol):
 
     async def served(self, group_version: str, plural: str) -> bool:
         """Whether the API server serves ``plural`` in ``group_version`` (discovery)."""
+        ...
+
+    async def probe(self) -> str | None:
+        """None when the API server is ready (``/readyz``, which fails when etcd does),
+        else what is wrong."""
         ...
 
 

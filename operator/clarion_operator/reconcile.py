@@ -12,9 +12,19 @@ not stop the children from being applied: the workers retry Kafka themselves, an
 status says truthfully that the topics could not be checked.
 
 A drift check (``trigger="timer"``) is skipped while the create/update handler of the same
-channel has not settled (still running, or retrying: Kafka down, workers rolling out):
-that handler comes back on its own and does the same work, so the timer would only
-double it, which at a few hundred channels starting at once is most of the load.
+channel has not settled (still running, or retrying: Kafka down, API errors): that handler
+comes back on its own and does the same work, so the timer would only double it, which at
+a few hundred channels starting at once is most of the load.
+
+The status is written here (merge patch of the ``status`` subresource), under the channel's
+lock, and not by kopf after the handler returns: the workers are followed by watching
+(:meth:`Reconciler.follow_deployment`, :meth:`Reconciler.follow_pod`, fed by kopf's
+watches of the worker Deployments and Pods), and those updates and a reconcile's must land
+in the order they were computed, or a late write of a reconcile would undo a newer
+"workers ready". So a reconcile no longer waits (polls) for the rollout: it settles, and
+the watch sets ``Ready`` within moments of the Deployment reporting it. Events are posted
+after the status they describe was written, each with a name of its own chosen once
+(``ports.EventPost``), so a POST retried after a lost answer is not stored twice.
 """
 
 from __future__ import annotations
@@ -22,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -30,17 +41,25 @@ from typing import Any, Literal
 from clarion_operator.core import conditions
 from clarion_operator.core.conditions import (
     ChannelStatusBody,
+    DeploymentObservation,
     Event,
     Failure,
+    StateLine,
     action_events,
+    adoption_events,
     blocked_status,
     compute_status,
+    follow_workers,
     monitoring_condition,
     observe_deployment,
+    pod_problem,
+    state_line,
     transition_events,
 )
+from clarion_operator.core.crd import API_VERSION, KIND
 from clarion_operator.core.errors import (
     SHORT_RETRY,
+    TOPIC_ALREADY_EXISTS,
     KafkaErrorClass,
     KafkaOperation,
     KafkaOutcome,
@@ -50,6 +69,7 @@ from clarion_operator.core.errors import (
     classify_api_status,
     classify_kafka_error,
     classify_kafka_exception,
+    retry_delay,
 )
 from clarion_operator.core.exposure import (
     HTTP_ROUTE_API_VERSION,
@@ -87,6 +107,7 @@ from clarion_operator.metrics import Metrics
 from clarion_operator.ports import (
     ApiError,
     ClaimIndex,
+    EventPost,
     KafkaAdmin,
     KafkaAdminFactory,
     KafkaConnection,
@@ -96,8 +117,8 @@ from clarion_operator.ports import (
 log = logging.getLogger(__name__)
 
 Trigger = Literal["handler", "timer", "delete"]
-#: Retries while the workers roll out: quick at first, then no more than once a minute.
-WORKERS_RETRY_MAX = 60.0
+#: Attempts to post one Event while the API server does not answer (about a minute).
+EVENT_ATTEMPTS = 15
 #: A blocked deletion is retried at least this often, so adding the force-delete
 #: annotation releases the finalizer within this many seconds.
 DELETION_RETRY_MAX = 15.0
@@ -118,6 +139,8 @@ class Outcome:
     logs: tuple[str, ...] = field(default_factory=tuple)
     #: A drift check that did nothing because the channel's handler has not settled.
     skipped: bool = False
+    #: The channel's state changed since the last line logged for it: log this one.
+    line: StateLine | None = None
 
     @property
     def status_patch(self) -> dict[str, Any] | None:
@@ -132,6 +155,41 @@ class _TopicsResult:
     actions: tuple[TopicAction, ...] = ()
     failures: Mapping[str, TopicFailure] = field(default_factory=dict)
     error: RetryableError | None = None
+    #: Topics whose create found them already there.
+    existed: frozenset[str] = frozenset()
+
+
+@dataclass
+class _Workers:
+    """What the watches last reported of one channel's workers."""
+
+    deployment: DeploymentObservation | None = None
+    #: resourceVersion of the Deployment state above: a watch event can be older than
+    #: what a reconcile's GET already saw, and must not take the status back in time.
+    version: int | None = None
+    #: Failing worker pods: pod name -> :func:`~clarion_operator.core.conditions.pod_problem`.
+    problems: dict[str, str] = field(default_factory=dict)
+
+    def problem(self) -> str | None:
+        return self.problems[min(self.problems)] if self.problems else None
+
+    def observe(self, deployment: Mapping[str, Any] | None, *, gone: bool = False) -> bool:
+        """Take a newer state of the Deployment; False (ignored) when it is older."""
+        version = _resource_version(deployment)
+        if version is not None and self.version is not None and version < self.version:
+            return False
+        self.version = version if version is not None else self.version
+        self.deployment = None if gone else observe_deployment(deployment)
+        return True
+
+
+def _resource_version(body: Mapping[str, Any] | None) -> int | None:
+    """The resourceVersion as a number (etcd's revision), None when it is not one."""
+    raw = ((body or {}).get("metadata") or {}).get("resourceVersion")
+    try:
+        return int(str(raw))
+    except ValueError:
+        return None
 
 
 def _utcnow() -> datetime:
@@ -176,28 +234,60 @@ class Reconciler:
         self._field_manager = field_manager
         self._metrics = metrics or Metrics()
         self._clock = clock
-        # The create/update handler and the drift timer may fire together for one
-        # channel; serialising them keeps status writes and topic actions ordered.
+        # The create/update handler, the drift timer and the workers' watches may fire
+        # together for one channel; serialising them (by namespace/name) keeps status
+        # writes and topic actions in the order they were decided.
         self._locks: dict[str, asyncio.Lock] = {}
-        # Channels whose create/update/resume handler has not settled: it is running or
-        # kopf will run it again (retryable error, workers not ready yet).
+        # Channels (uid) whose create/update/resume handler has not settled: it is
+        # running or kopf will run it again (a retryable error).
         self._unsettled: set[str] = set()
+        # The last status written per channel, with its uid: newer than the body of a
+        # kopf callback, which lags our own writes by a watch event.
+        self._written: dict[str, tuple[str, Mapping[str, Any]]] = {}
+        self._workers: dict[str, _Workers] = {}
+        # The key of the last state line logged per channel.
+        self._logged: dict[str, tuple[str, str]] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
 
-    def _lock(self, uid: str) -> asyncio.Lock:
-        return self._locks.setdefault(uid, asyncio.Lock())
+    def _lock(self, key: str) -> asyncio.Lock:
+        return self._locks.setdefault(key, asyncio.Lock())
+
+    def _seen(self, key: str) -> _Workers:
+        return self._workers.setdefault(key, _Workers())
+
+    def _old(self, key: str, uid: str, body: Mapping[str, Any]) -> Mapping[str, Any]:
+        written = self._written.get(key)
+        if written is not None and written[0] == uid:
+            return written[1]
+        return dict(body.get("status") or {})
+
+    async def probe_api(self) -> str | None:
+        """None when the API server is ready, else what is wrong (``KubeApi.probe``)."""
+        return await self._kube.probe()
+
+    async def close(self) -> None:
+        """Stop posting Events still being retried (the operator is stopping)."""
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        close = getattr(self._kafka, "close", None)
+        if close is not None:
+            await close()
 
     # --- ensure ----------------------------------------------------------------------
 
     async def ensure(self, body: Mapping[str, Any], trigger: Trigger = "handler") -> Outcome:
         meta = body.get("metadata") or {}
         uid = str(meta.get("uid", ""))
+        key = _key(body)
         if trigger == "timer" and uid in self._unsettled:
             return Outcome(dict(body.get("status") or {}), None, skipped=True)
         if trigger == "handler":
             self._unsettled.add(uid)
         started = time.monotonic()
-        async with self._lock(uid):
-            outcome = await self._ensure(body)
+        async with self._lock(key):
+            outcome = await self._publish(key, uid, await self._ensure(body))
+        self._post_events(_channel_ref(body), uid, outcome.events)
         if trigger == "handler" and _settled(outcome):
             self._unsettled.discard(uid)
         self._metrics.duration.labels(trigger).observe(time.monotonic() - started)
@@ -210,7 +300,8 @@ class Reconciler:
         meta = body.get("metadata") or {}
         name, namespace = str(meta["name"]), str(meta["namespace"])
         uid, generation = str(meta["uid"]), int(meta.get("generation") or 0)
-        old: Mapping[str, Any] = dict(body.get("status") or {})
+        key = _key(body)
+        old = self._old(key, uid, body)
         now = self._clock()
         try:
             spec = parse_spec(body.get("spec") or {}, name=name)
@@ -224,7 +315,8 @@ class Reconciler:
             monitoring = await self._kube.service_monitor_available()
         except ApiError as exc:
             monitoring = False
-            log.warning("API discovery of ServiceMonitor failed: %s", exc)
+            # The API server's own failure shows in the status and the state line.
+            log.debug("API discovery of ServiceMonitor failed: %s", exc)
         settings = OperatorSettings(
             field_manager=self._field_manager, monitoring_api_available=monitoring
         )
@@ -247,7 +339,9 @@ class Reconciler:
             deployment = await self._kube.get(
                 ObjectRef("apps/v1", "Deployment", namespace, worker_name(name))
             )
-            workers = observe_deployment(deployment)
+            seen_workers = self._seen(key)
+            seen_workers.observe(deployment)  # or the newer state a watch event brought
+            workers = seen_workers.deployment
         except ApiError as exc:
             api_error = _api_error(exc)
             workers = Failure(api_error.reason, api_error.message)
@@ -261,10 +355,15 @@ class Reconciler:
             endpoint=desired.endpoint,
             selector=desired.selector,
             config_hash=desired.config_hash,
+            problem=self._seen(key).problem(),
             exposed=exposure_condition(spec.exposure, seen, namespace),
             monitored=monitoring_condition(spec.monitoring.service_monitor_enabled, monitoring),
         )
-        events = [*action_events(topics.actions, topics.failures), *transition_events(old, status)]
+        events = [
+            *action_events(topics.actions, topics.failures, topics.existed),
+            *adoption_events(old, topics.statuses, topics.actions),
+            *transition_events(old, status),
+        ]
         owned = (
             None
             if isinstance(topics.statuses, Failure)
@@ -321,6 +420,7 @@ class Reconciler:
         names = [t.name for t in desired.topics]
         actions: tuple[TopicAction, ...] = ()
         failures: dict[str, TopicFailure] = {}
+        existed: set[str] = set()
         retry: RetryableError | None = None
         try:
             async with self._kafka(connection) as admin:
@@ -333,6 +433,8 @@ class Reconciler:
                     operation, code = await _execute(admin, action)
                     cls = classify_kafka_error(code, operation)
                     if cls.outcome is KafkaOutcome.SUCCESS:
+                        if operation == "create" and code == TOPIC_ALREADY_EXISTS:
+                            existed.add(action.name)
                         continue
                     self._metrics.kafka_errors.labels(str(cls.reason)).inc()
                     failures[action.name] = TopicFailure(cls.reason, f"{operation}: {cls.name}")
@@ -340,6 +442,19 @@ class Reconciler:
                         retry = RetryableError(
                             cls.reason, f"{action.name}: {operation}: {cls.name}", cls.delay
                         )
+                settled = plan.settled(failures)
+                if any(isinstance(a, CreateTopic) for a in actions) and not failures:
+                    # A topic created with the broker's default replication factor: read
+                    # it back, so the first status is complete (not only the next drift
+                    # check's), and a resumed operator finds nothing to add.
+                    reread = plan_topics(
+                        desired.topics,
+                        await admin.describe(names),
+                        claims,
+                        channel=ChannelRef(namespace, name),
+                    )
+                    if not reread.actions:
+                        settled = reread.statuses
         except Exception as exc:
             cls = _classify(exc, "describe")
             self._metrics.kafka_errors.labels(str(cls.reason)).inc()
@@ -348,7 +463,7 @@ class Reconciler:
                 Failure(cls.reason, message),
                 error=RetryableError(cls.reason, message, cls.delay),
             )
-        return _TopicsResult(plan.settled(failures), actions, failures, retry)
+        return _TopicsResult(settled, actions, failures, retry, frozenset(existed))
 
     def _claims(self, spec: ChannelSpec) -> list[ChannelClaim]:
         """Every watched channel claiming topics on the same Kafka cluster (this one too)."""
@@ -360,14 +475,18 @@ class Reconciler:
         values: dict[str, str | None] = {}
         if sec.credentials is not None:
             data = await self._secret(namespace, sec.credentials.name, "credentialsSecret")
-            values["username"] = _key(data, sec.credentials.username_key, sec.credentials.name)
-            values["password"] = _key(data, sec.credentials.password_key, sec.credentials.name)
+            values["username"] = _secret_key(
+                data, sec.credentials.username_key, sec.credentials.name
+            )
+            values["password"] = _secret_key(
+                data, sec.credentials.password_key, sec.credentials.name
+            )
         if sec.tls is not None:
             data = await self._secret(namespace, sec.tls.name, "tlsSecret")
-            values["ca_pem"] = _key(data, sec.tls.ca_key, sec.tls.name)
+            values["ca_pem"] = _secret_key(data, sec.tls.ca_key, sec.tls.name)
             if sec.tls.cert_key is not None and sec.tls.key_key is not None:
-                values["cert_pem"] = _key(data, sec.tls.cert_key, sec.tls.name)
-                values["key_pem"] = _key(data, sec.tls.key_key, sec.tls.name)
+                values["cert_pem"] = _secret_key(data, sec.tls.cert_key, sec.tls.name)
+                values["key_pem"] = _secret_key(data, sec.tls.key_key, sec.tls.name)
         return KafkaConnection(
             bootstrap_servers=spec.kafka.bootstrap_servers,
             client_id=f"clarion-operator-{namespace}",
@@ -386,28 +505,160 @@ class Reconciler:
             )
         return data
 
+    # --- status, Events, log lines --------------------------------------------------------
+
+    async def _publish(self, key: str, uid: str, outcome: Outcome) -> Outcome:
+        """Write the outcome's status (if it changed) and pick its state line; under the
+        channel's lock. A failed write drops the Events (they describe a change that did
+        not happen; the retry computes them again) and makes the outcome retryable."""
+        status = outcome.status
+        if status is None:
+            return outcome
+        patch = outcome.status_patch
+        if patch is not None:
+            ref = ObjectRef(API_VERSION, KIND, *key.split("/", 1))
+            try:
+                await self._kube.patch_status(ref, patch)
+            except ApiError as exc:
+                err = _api_error(exc)
+                kept = outcome.error if isinstance(outcome.error, RetryableError) else None
+                outcome = replace(outcome, events=(), error=kept or err)
+            else:
+                self._written[key] = (uid, status)
+        line = state_line(status)
+        if line is not None and self._logged.get(key) != line.key:
+            self._logged[key] = line.key
+            outcome = replace(outcome, line=line)
+        return outcome
+
+    def _post_events(self, channel: ObjectRef, uid: str, events: tuple[Event, ...]) -> None:
+        if not events:
+            return
+        task = asyncio.get_running_loop().create_task(self._post(channel, uid, events))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _post(self, channel: ObjectRef, uid: str, events: tuple[Event, ...]) -> None:
+        for event in events:
+            post = EventPost(
+                f"{channel.name}.{uuid.uuid4().hex[:16]}",
+                channel,
+                uid,
+                event.type,
+                event.reason,
+                event.message,
+            )
+            for attempt in range(EVENT_ATTEMPTS):
+                try:
+                    await self._kube.post_event(post)
+                    break
+                except ApiError as exc:
+                    err = _api_error(exc)
+                    if not isinstance(err, RetryableError) or attempt + 1 == EVENT_ATTEMPTS:
+                        log.warning(
+                            "Event %s %s of %s/%s not posted: %s",
+                            event.type,
+                            event.reason,
+                            channel.namespace,
+                            channel.name,
+                            exc,
+                        )
+                        break
+                    await asyncio.sleep(retry_delay(err, attempt))
+
+    # --- following the workers ---------------------------------------------------------
+
+    async def follow_deployment(
+        self, namespace: str, name: str, deployment: Mapping[str, Any], *, gone: bool = False
+    ) -> Outcome | None:
+        """A watch event of channel ``name``'s worker Deployment (``gone``: deleted).
+        An event older than what a reconcile already read is ignored."""
+        key = f"{namespace}/{name}"
+        if not self._seen(key).observe(deployment, gone=gone):
+            return None
+        return await self._follow(key)
+
+    async def follow_pod(
+        self, namespace: str, name: str, pod_name: str, pod: Mapping[str, Any] | None
+    ) -> Outcome | None:
+        """A watch event of one of channel ``name``'s worker pods (None: it was deleted).
+        Only a change of what is wrong with the pod touches the status."""
+        key = f"{namespace}/{name}"
+        seen = self._seen(key)
+        problem = pod_problem(pod)
+        if seen.problems.get(pod_name) == problem:
+            return None
+        if problem is None:
+            seen.problems.pop(pod_name, None)
+        else:
+            seen.problems[pod_name] = problem
+        return await self._follow(key)
+
+    async def _follow(self, key: str) -> Outcome | None:
+        namespace, name = key.split("/", 1)
+        ref = ObjectRef(API_VERSION, KIND, namespace, name)
+        async with self._lock(key):
+            written = self._written.get(key)
+            if written is None:
+                try:
+                    body = await self._kube.get(ref)
+                except ApiError as exc:
+                    log.debug("reading %s for its workers failed: %s", key, exc)
+                    return None
+                meta = (body or {}).get("metadata") or {}
+                if body is None:
+                    self._workers.pop(key, None)  # the channel is gone: forget its workers
+                    return None
+                if meta.get("deletionTimestamp"):
+                    return None
+                uid = str(meta.get("uid", ""))
+                old: Mapping[str, Any] = dict(body.get("status") or {})
+            else:
+                uid, old = written
+            seen = self._seen(key)
+            status = follow_workers(
+                old, workers=seen.deployment, problem=seen.problem(), now=self._clock()
+            )
+            if status is None:
+                return None
+            outcome = await self._publish(
+                key,
+                uid,
+                Outcome(
+                    old,
+                    status,
+                    tuple(transition_events(old, status)),
+                    workers_ready=_condition_true(status, conditions.WORKERS_READY),
+                ),
+            )
+        self._post_events(ref, uid, outcome.events)
+        return outcome
+
     # --- delete ----------------------------------------------------------------------
 
     async def delete(self, body: Mapping[str, Any]) -> Outcome:
         meta = body.get("metadata") or {}
         uid = str(meta.get("uid", ""))
+        key = _key(body)
         # Deletion supersedes a pending create/update: kopf does not run it again.
         self._unsettled.discard(uid)
         started = time.monotonic()
-        async with self._lock(uid):
-            outcome = await self._delete(body)
+        async with self._lock(key):
+            outcome = await self._publish(key, uid, await self._delete(body))
+        self._post_events(_channel_ref(body), uid, outcome.events)
         self._metrics.duration.labels("delete").observe(time.monotonic() - started)
         self._metrics.reconciles.labels(_result(outcome), "delete").inc()
         if outcome.error is None:
             self._metrics.set_topics(uid, None)
-            self._locks.pop(uid, None)
+            for memory in (self._locks, self._written, self._workers, self._logged):
+                memory.pop(key, None)
         return outcome
 
     async def _delete(self, body: Mapping[str, Any]) -> Outcome:
         meta = body.get("metadata") or {}
         name, namespace = str(meta["name"]), str(meta["namespace"])
         generation = int(meta.get("generation") or 0)
-        old: Mapping[str, Any] = dict(body.get("status") or {})
+        old = self._old(_key(body), str(meta.get("uid", "")), body)
         if is_force_delete(meta.get("annotations")):
             message = "force-delete annotation set: finalizer released, Kafka topics untouched"
             return Outcome(old, None, (Event("Warning", Reason.DELETION_FORCED, message),))
@@ -479,6 +730,14 @@ async def _execute(admin: KafkaAdmin, action: TopicAction) -> tuple[KafkaOperati
     return "alter_configs", await admin.alter(action)
 
 
+def _secret_key(data: Mapping[str, bytes], key: str, secret: str) -> str:
+    if key not in data:
+        raise RetryableError(
+            Reason.KAFKA_ERROR, f"Secret {secret} has no key {key!r}", SHORT_RETRY * 3
+        )
+    return data[key].decode("utf-8")
+
+
 def _persistence_kept(applied: Mapping[str, Any]) -> bool:
     """Whether the API server kept the HTTPRoute's sessionPersistence (the standard-channel
     CRDs prune it: the experimental channel is needed)."""
@@ -486,12 +745,14 @@ def _persistence_kept(applied: Mapping[str, Any]) -> bool:
     return all("sessionPersistence" in r for r in rules)
 
 
-def _key(data: Mapping[str, bytes], key: str, secret: str) -> str:
-    if key not in data:
-        raise RetryableError(
-            Reason.KAFKA_ERROR, f"Secret {secret} has no key {key!r}", SHORT_RETRY * 3
-        )
-    return data[key].decode("utf-8")
+def _key(body: Mapping[str, Any]) -> str:
+    meta = body.get("metadata") or {}
+    return f"{meta.get('namespace')}/{meta.get('name')}"
+
+
+def _channel_ref(body: Mapping[str, Any]) -> ObjectRef:
+    meta = body.get("metadata") or {}
+    return ObjectRef(API_VERSION, KIND, str(meta.get("namespace")), str(meta.get("name")))
 
 
 def _condition_true(status: Mapping[str, Any], type_: str) -> bool:
@@ -501,10 +762,9 @@ def _condition_true(status: Mapping[str, Any], type_: str) -> bool:
 
 
 def _settled(outcome: Outcome) -> bool:
-    """Whether the handler is done with this outcome (kopf will not run it again)."""
-    if isinstance(outcome.error, PermanentError):
-        return True
-    return outcome.error is None and outcome.workers_ready
+    """Whether the handler is done with this outcome (kopf will not run it again): the
+    workers rolling out are followed by the watches, not by running the handler again."""
+    return not isinstance(outcome.error, RetryableError)
 
 
 def _result(outcome: Outcome) -> str:
@@ -513,8 +773,3 @@ def _result(outcome: Outcome) -> str:
     if outcome.error is not None:
         return "retry"
     return "success" if outcome.workers_ready else "waiting"
-
-
-def workers_retry_delay(retry: int) -> float:
-    """Backoff while waiting for the workers: 2, 4, 8, ... seconds, capped."""
-    return float(min(WORKERS_RETRY_MAX, 2.0 * 2 ** min(retry, 10)))

@@ -144,6 +144,9 @@ def test_rbac_is_exactly_what_the_operator_calls(helm: Helm, scope: str) -> None
         ("", "events"): {"create"},
         ("", "secrets"): {"get"},
         **{child: {"get", "create", "patch", "delete"} for child in _children()},
+        # Watched too: Ready follows the worker Deployments and Pods.
+        ("apps", "deployments"): {"get", "list", "watch", "create", "patch", "delete"},
+        ("", "pods"): {"list", "watch"},
         # Only read: does an exposure's parent Gateway exist.
         ("gateway.networking.k8s.io", "gateways"): {"get"},
     }

@@ -1,10 +1,16 @@
-"""The kopf edge's log filter: the deliberate wait for the workers is not an error."""
+"""The kopf edge's log filter: kopf's lines about expected retries are not ERRORs."""
 
 from __future__ import annotations
 
 import logging
 
-from clarion_operator.handlers import WAITING_FOR_WORKERS, quiet_workers_wait
+from clarion_operator.handlers import (
+    ApiState,
+    ExpectedRetryLogFilter,
+    kopf_settings,
+    quiet_expected_retries,
+)
+from clarion_operator.settings import ProcessSettings
 
 
 class _Records(logging.Handler):
@@ -16,22 +22,97 @@ class _Records(logging.Handler):
         self.records.append(record)
 
 
-def test_only_the_workers_wait_is_downgraded_to_info() -> None:
+def test_expected_retries_are_not_errors_and_the_rest_is_untouched() -> None:
     logger = logging.getLogger("clarion-tests.kopf-objects")
     logger.propagate = False
+    logger.setLevel(logging.DEBUG)
     records = _Records()
     logger.addHandler(records)
-    log_filter = quiet_workers_wait(logger)
+    quiet_expected_retries([records])
+    root = logging.getLogger()
+    root_level = root.level
+    root.setLevel(logging.DEBUG)  # downgraded lines are dropped below the root's level
     try:
-        # kopf's wording: f"{handler} failed temporarily: {error}"
-        logger.error(f"Handler 'ensure' failed temporarily: {WAITING_FOR_WORKERS}")
-        logger.error("Handler 'ensure' failed temporarily: KafkaUnreachable: no broker")
-        logger.error(f"Handler 'ensure' failed permanently: {WAITING_FOR_WORKERS}?")
+        # kopf's wordings (execution.py, api.py, throttlers.py).
+        logger.error("Handler 'ensure' failed temporarily: KubernetesApiError: no answer")
+        logger.error(
+            "Request attempt #1/4 failed; will retry: PATCH https://127.0.0.1:6443/x -> "
+            "ClientConnectorError()"
+        )
+        logger.error("Request attempt #4/4 failed; escalating: PATCH https://x -> Error()")
+        try:
+            raise ConnectionRefusedError("refused")
+        except ConnectionRefusedError:
+            logger.exception("Throttling for 1 seconds due to an unexpected error: X")
+        logger.info("Handler 'follow_pod' succeeded.")
+        logger.info("Handler 'ensure' succeeded.")
+        logger.error("Handler 'ensure' failed permanently: InvalidSpec: bad")
+        logger.error("Handler 'ensure' failed with an exception and will try again: Boom")
     finally:
-        logger.removeFilter(log_filter)
+        root.setLevel(root_level)
         logger.removeHandler(records)
     assert [(r.levelname, r.levelno) for r in records.records] == [
+        ("DEBUG", logging.DEBUG),
+        ("DEBUG", logging.DEBUG),
+        ("WARNING", logging.WARNING),
+        ("WARNING", logging.WARNING),
+        ("DEBUG", logging.DEBUG),
         ("INFO", logging.INFO),
         ("ERROR", logging.ERROR),
         ("ERROR", logging.ERROR),
     ]
+    assert records.records[3].exc_info is None  # no traceback for a retried object
+
+
+def test_while_the_api_is_known_away_failing_requests_are_debug() -> None:
+    logger = logging.getLogger("clarion-tests.kopf-away")
+    logger.propagate = False
+    logger.setLevel(logging.DEBUG)
+    records = _Records()
+    logger.addHandler(records)
+    state = ApiState()
+    records.addFilter(ExpectedRetryLogFilter(state=state))
+    root = logging.getLogger()
+    root_level = root.level
+    root.setLevel(logging.DEBUG)
+    try:
+        for down in (False, True):
+            state.down = down
+            logger.error("Request attempt #4/4 failed; escalating: GET https://x -> Error()")
+            logger.error("Throttling for 1 seconds due to an unexpected error: X")
+            logger.warning("Retrying (Retry(total=2)) after connection broken by 'X': /api")
+    finally:
+        root.setLevel(root_level)
+        logger.removeHandler(records)
+    assert [r.levelname for r in records.records] == [
+        *("WARNING", "WARNING", "DEBUG"),
+        *("DEBUG", "DEBUG", "DEBUG"),
+    ]
+
+
+def test_downgraded_lines_are_dropped_below_the_configured_level() -> None:
+    logger = logging.getLogger("clarion-tests.kopf-quiet")
+    logger.propagate = False
+    records = _Records()
+    logger.addHandler(records)
+    quiet_expected_retries([records])
+    root = logging.getLogger()
+    root_level = root.level
+    root.setLevel(logging.INFO)
+    try:
+        logger.error("Handler 'ensure' failed temporarily: KafkaUnreachable: refused")
+        logger.error("Handler 'ensure' failed permanently: InvalidSpec: bad")
+    finally:
+        root.setLevel(root_level)
+        logger.removeHandler(records)
+    assert [r.levelname for r in records.records] == ["ERROR"]
+
+
+def test_kopf_backs_off_briefly_after_api_failures() -> None:
+    """kopf's own retries (its patches, its watches) and the throttling of an object whose
+    processing failed are capped at a few seconds, not kopf's 21 s and 610 s defaults."""
+    ks = kopf_settings(ProcessSettings(namespaces=("a",)))
+    backoffs = ks.networking.error_backoffs
+    assert not isinstance(backoffs, float | int)
+    assert max(backoffs) <= 3
+    assert max(ks.queueing.error_delays) <= 3

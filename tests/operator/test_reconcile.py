@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from datetime import UTC, datetime
@@ -20,7 +21,7 @@ from clarion_operator.core.topics import (
     channel_claim,
 )
 from clarion_operator.metrics import Metrics
-from clarion_operator.ports import ApiError, Body, KafkaAdmin, KafkaConnection
+from clarion_operator.ports import ApiError, Body, EventPost, KafkaAdmin, KafkaConnection
 from clarion_operator.reconcile import Reconciler
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
@@ -75,10 +76,36 @@ class FakeKube:
         self.objects: dict[tuple[str, str], Body] = {}
         self.channels: list[Body] = []
         self.fail_apply: int | None = None
-        #: (group/version, plural) pairs discovery reports (CRD-backed APIs).
-        self.served_apis: set[tuple[str, str]] = set()
         #: False: a Deployment's pods are still starting (nothing ready yet).
         self.pods_ready = True
+        #: Status patches written, per channel name.
+        self.statuses: list[tuple[str, dict[str, Any]]] = []
+        self.fail_status: int | None = None
+        self.events: list[EventPost] = []
+        #: Event POSTs to answer with this status (then store normally).
+        self.fail_events: list[int] = []
+        #: (group/version, plural) pairs discovery reports (CRD-backed APIs).
+        self.served_apis: set[tuple[str, str]] = set()
+
+    async def patch_status(self, ref: ObjectRef, patch: Mapping[str, Any]) -> Body:
+        if self.fail_status is not None:
+            raise ApiError(self.fail_status, "no answer")
+        self.statuses.append((ref.name, dict(patch)))
+        return {}
+
+    async def post_event(self, event: EventPost) -> None:
+        if self.fail_events:
+            code = self.fail_events.pop(0)
+            if code == -409:  # stored, but the answer was lost on the way back
+                self.events.append(event)
+                raise ApiError(0, "connection reset")
+            raise ApiError(code, "no answer")
+        if any(e.name == event.name for e in self.events):
+            raise ApiError(409, "already exists")
+        self.events.append(event)
+
+    async def probe(self) -> str | None:
+        return None
 
     async def apply(self, body: Mapping[str, Any]) -> Body:
         if self.fail_apply is not None:
@@ -312,21 +339,56 @@ async def test_drift_check_waits_until_the_handler_settles(
     kube, kafka, rec = parts
     body = channel(spec())
     kube.channels = [body]
-    kube.pods_ready = False
+    kafka.down = True
     first = await rec.ensure(body, "handler")
-    assert first.error is None
-    assert not first.workers_ready  # kopf runs the handler again: it has not settled
+    assert isinstance(first.error, RetryableError)  # kopf runs the handler again
     calls = list(kafka.calls)
     skipped = await rec.ensure(body, "timer")
     assert skipped.skipped
     assert (skipped.status_patch, skipped.events) == (None, ())
     assert kafka.calls == calls
 
-    kube.pods_ready = True
+    kafka.down = False
     settled = await rec.ensure({**body, "status": first.status}, "handler")
-    assert settled.workers_ready
+    assert settled.error is None
     drift = await rec.ensure({**body, "status": settled.status}, "timer")
     assert not drift.skipped
+
+
+async def test_workers_rolling_out_settle_the_handler_the_watch_follows(
+    parts: tuple[FakeKube, FakeKafka, Reconciler],
+) -> None:
+    kube, _kafka, rec = parts
+    body = channel(spec())
+    kube.channels = [body]
+    kube.pods_ready = False
+    first = await rec.ensure(body, "handler")
+    # Not an error: the handler is done, the Deployment's watch takes over.
+    assert first.error is None
+    assert not first.workers_ready
+    assert not (await rec.ensure(body, "timer")).skipped
+    assert first.status is not None
+    assert first.status["conditions"][0]["reason"] == "WorkersProgressing"
+
+    deployment = dict(kube.objects[("Deployment", "dash-worker")])
+    deployment["status"] = {
+        "replicas": 2,
+        "readyReplicas": 2,
+        "updatedReplicas": 2,
+        "availableReplicas": 2,
+    }
+    followed = await rec.follow_deployment("ns", "dash", deployment)
+    assert followed is not None
+    assert followed.workers_ready
+    assert followed.status is not None
+    ready = followed.status["conditions"][0]
+    assert (ready["status"], ready["reason"]) == ("True", "Reconciled")
+    # Written by the reconciler itself, in order: the reconciles' status, then the watch's.
+    assert kube.statuses[-2][1]["conditions"][0]["reason"] == "WorkersProgressing"
+    assert kube.statuses[-1][1]["conditions"][0]["status"] == "True"
+    assert [e.reason for e in followed.events] == ["Reconciled"]
+    assert followed.line is not None
+    assert followed.line.level == "info"
 
 
 async def test_drift_check_runs_after_a_permanent_error_and_after_deletion_starts(
@@ -343,6 +405,105 @@ async def test_drift_check_runs_after_a_permanent_error_and_after_deletion_start
     await rec.ensure(body, "handler")
     await rec.delete(body)
     assert not (await rec.ensure(body, "timer")).skipped
+
+
+async def _settle_events(rec: Reconciler) -> None:
+    """Wait for the Event posts the reconciler started (they run beside it)."""
+    await asyncio.gather(*list(rec._tasks))
+
+
+async def test_an_event_post_retried_after_a_lost_answer_is_stored_once(
+    parts: tuple[FakeKube, FakeKafka, Reconciler],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    kube, _kafka, rec = parts
+    monkeypatch.setattr("clarion_operator.reconcile.retry_delay", lambda err, n: 0.0)
+    body = channel(spec())
+    kube.channels = [body]
+    # The first POST is stored but its answer lost; the retry meets 409, not a duplicate.
+    kube.fail_events = [-409, 503]
+    out = await rec.ensure(body)
+    await _settle_events(rec)
+    assert [e.reason for e in out.events] == ["TopicCreated", "Reconciled"]
+    assert [e.reason for e in kube.events] == ["TopicCreated", "Reconciled"]
+    assert len({e.name for e in kube.events}) == 2
+
+
+async def test_a_status_that_could_not_be_written_posts_no_event_and_is_retried_soon(
+    parts: tuple[FakeKube, FakeKafka, Reconciler],
+) -> None:
+    kube, _kafka, rec = parts
+    body = channel(spec())
+    kube.channels = [body]
+    kube.fail_status = 0
+    out = await rec.ensure(body)
+    await _settle_events(rec)
+    assert isinstance(out.error, RetryableError)
+    assert out.error.delay <= 10
+    assert (out.events, kube.events) == ((), [])
+    kube.fail_status = None
+    again = await rec.ensure(body)
+    await _settle_events(rec)
+    # The topic was created by the failed round: adopted now, so it is still reported.
+    assert [e.reason for e in kube.events] == ["TopicAdopted", "Reconciled"]
+    assert again.error is None
+
+
+async def test_topics_created_before_a_crash_are_adopted_with_an_event(
+    parts: tuple[FakeKube, FakeKafka, Reconciler],
+) -> None:
+    kube, kafka, rec = parts
+    kafka.topics["orders"] = ObservedTopic(2, 1, {})  # created, then the operator died
+    body = channel(spec())
+    kube.channels = [body]
+    out = await rec.ensure(body)
+    assert kafka.calls == []
+    assert [e.reason for e in out.events] == ["TopicAdopted", "Reconciled"]
+    # Recorded in the status from then on: no second adoption.
+    again = await rec.ensure({**body, "status": out.status})
+    assert "TopicAdopted" not in [e.reason for e in again.events]
+
+
+async def test_a_failing_worker_pod_shows_on_the_channel_with_its_message(
+    parts: tuple[FakeKube, FakeKafka, Reconciler],
+) -> None:
+    kube, _kafka, rec = parts
+    body = channel(spec())
+    kube.channels = [body]
+    kube.pods_ready = False
+    await rec.ensure(body)
+    said = "settings refused: workers.limits.queueMaxEvents (10) < batchMaxEvents (64)"
+    pod = {
+        "metadata": {"name": "dash-worker-1"},
+        "status": {
+            "containerStatuses": [
+                {
+                    "name": "worker",
+                    "ready": False,
+                    "restartCount": 2,
+                    "state": {"waiting": {"reason": "CrashLoopBackOff"}},
+                    "lastState": {"terminated": {"exitCode": 2, "message": said}},
+                }
+            ]
+        },
+    }
+    failing = await rec.follow_pod("ns", "dash", "dash-worker-1", pod)
+    assert failing is not None
+    assert failing.status is not None
+    ready = failing.status["conditions"][0]
+    assert (ready["status"], ready["reason"]) == ("False", "WorkersFailing")
+    assert said in ready["message"]
+    assert failing.line is not None
+    assert failing.line.level == "warning"
+    # The same problem again (the next restart) changes nothing and writes nothing.
+    writes = len(kube.statuses)
+    assert await rec.follow_pod("ns", "dash", "dash-worker-1", pod) is None
+    assert len(kube.statuses) == writes
+    # The pod deleted (spec fixed, new pods rolling out): no longer failing.
+    cleared = await rec.follow_pod("ns", "dash", "dash-worker-1", None)
+    assert cleared is not None
+    assert cleared.status is not None
+    assert cleared.status["conditions"][0]["reason"] == "WorkersProgressing"
 
 
 def _conditions(status: Mapping[str, Any]) -> dict[str, tuple[str, str]]:
@@ -403,3 +564,38 @@ async def test_no_exposed_condition_without_exposure(
     out = await rec.ensure(body)
     assert out.status is not None
     assert "Exposed" not in _conditions(out.status)
+
+
+async def test_a_deployment_event_older_than_the_reconciles_read_is_ignored(
+    parts: tuple[FakeKube, FakeKafka, Reconciler],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    kube, _kafka, rec = parts
+    body = channel(spec())
+    kube.channels = [body]
+    await rec.ensure(body)
+    deployment = dict(kube.objects[("Deployment", "dash-worker")])
+
+    def version(rv: str, **status: int) -> Body:
+        return {
+            **deployment,
+            "metadata": {**deployment["metadata"], "resourceVersion": rv},
+            "status": status,
+        }
+
+    ready = version("120", replicas=2, readyReplicas=2, updatedReplicas=2, availableReplicas=2)
+
+    async def read(ref: ObjectRef) -> Body | None:
+        return ready if ref.kind == "Deployment" else None
+
+    monkeypatch.setattr(kube, "get", read)
+    settled = await rec.ensure(body)
+    assert settled.workers_ready
+    # The watch delivers the state from before the reconcile's GET (0 ready) only now.
+    writes = len(kube.statuses)
+    assert await rec.follow_deployment("ns", "dash", version("110", replicas=2)) is None
+    assert len(kube.statuses) == writes  # no flap to WorkersUnavailable and back
+    lost = await rec.follow_deployment("ns", "dash", version("130", replicas=2))
+    assert lost is not None
+    assert lost.status is not None
+    assert lost.status["conditions"][0]["reason"] == "WorkersUnavailable"
