@@ -317,9 +317,26 @@ async def test_seed_producer_through_the_workers(
         )
         for replica in dep.workers:
             for topic, count in per_topic.items():
-                await metric_reaches(
-                    replica.worker, "clarion_worker_events_consumed_total", count, 60, topic=topic
-                )
+                try:
+                    await metric_reaches(
+                        replica.worker,
+                        "clarion_worker_events_consumed_total",
+                        count,
+                        60,
+                        topic=topic,
+                    )
+                except TimeoutError:
+                    bad = [
+                        line
+                        for line in replica.worker.metrics().splitlines()
+                        if line.startswith("clarion_worker_bad_records_total{")
+                        and topic in line
+                        and not line.endswith(" 0.0")
+                    ]
+                    raise AssertionError(
+                        f"{replica.replica_id} did not deliver all {count} records of {topic}; "
+                        f"bad records: {bad}"
+                    ) from None
         for v in viewers:
             want = wanted[v.person.user]
             await v.wait(lambda x, w=want: w <= set(x.seqs()), 60)  # type: ignore[misc]
