@@ -220,7 +220,7 @@ def test_monitoring_objects_are_off_by_default_and_complete_when_on(helm: Helm) 
 
 def test_alerts_and_dashboard_use_metrics_the_code_exports() -> None:
     """Every clarion_* name in the rule and the dashboard is one the worker or operator
-    defines (Counters gain _total, Histograms _bucket)."""
+    defines (Counters gain _total, Histograms _bucket, Infos _info)."""
     defined: set[str] = set()
     for source in [
         ROOT / "worker/clarion_worker/metrics.py",
@@ -230,7 +230,7 @@ def test_alerts_and_dashboard_use_metrics_the_code_exports() -> None:
         for name in re.findall(r'"(clarion_(?:operator|worker)_[a-z_]+)"', text):
             defined |= {name, f"{name}_total", f"{name}_bucket"}
         for suffix in re.findall(r'f"\{ns\}(_[a-z_]+)"', text):
-            defined |= {f"clarion_worker{suffix}", f"clarion_worker{suffix}_bucket"}
+            defined |= {f"clarion_worker{suffix}{end}" for end in ("", "_bucket", "_info")}
     used = set(
         re.findall(
             r"clarion_(?:operator|worker)_[a-z_]+",
