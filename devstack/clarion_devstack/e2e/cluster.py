@@ -1,13 +1,15 @@
 """The whole end-to-end arrangement, up and down: what the tests and ``make demo`` share.
 
 operator (real process) --reconciles--> RealtimeChannel (the UnionFlow example)
-    -> Kafka topics, ConfigMap worker.json, Secret mount, Deployment (KWOK pods)
-worker processes, one per pod, configured from what the API server holds
+    -> Kafka topics, ConfigMap worker.json, Secret mount, Deployment
+worker processes, one per (KWOK) pod, configured from what the API server holds;
+  or, with ``real_pods``, the Deployment's own pods on the stack's real node
 HAProxy (cookie stickiness, /readyz checks) on 127.0.0.1 in front of them
 """
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -16,7 +18,7 @@ from typing import Any
 
 import jwt
 
-from clarion_devstack.e2e import deploy
+from clarion_devstack.e2e import deploy, pods
 from clarion_devstack.e2e.deploy import Kube, OperatorProcess, RenderedWorkers, Replica
 from clarion_devstack.e2e.events import Person
 from clarion_devstack.e2e.haproxy import LoadBalancer, Server
@@ -35,6 +37,10 @@ class Deployment:
     lb_port: int | None = None
     channel_file: Path = deploy.CHANNEL_FILE
     quiet: bool = False
+    #: Run the workers as the Deployment's pods on the real node (the stack must have one).
+    real_pods: bool = False
+    #: With ``real_pods``: the pods behind HAProxy (name -> pod IP and worker port).
+    pod_ips: dict[str, tuple[str, int]] = field(default_factory=dict)
     kube: Kube = field(init=False)
     operator: OperatorProcess | None = None
     rendered: RenderedWorkers | None = None
@@ -67,7 +73,10 @@ class Deployment:
         with self._step(f"operator watching namespace {self.namespace}"):
             deploy.install_crd(kube)
             deploy.release_stale_channels(kube, self.namespace)
-            deploy.ensure_namespace(kube, self.namespace)
+            if self.real_pods:
+                pods.ensure_node_namespace(kube, self.namespace)
+            else:
+                deploy.ensure_namespace(kube, self.namespace)
             self.operator = OperatorProcess(
                 self.env["kubeconfig"], self.namespace, self.log_dir / "operator.log"
             )
@@ -83,13 +92,22 @@ class Deployment:
         if self.lb_port is not None:
             lb.port = self.lb_port
         self.lb = lb
+        bootstrap = self.env["kafka_bootstrap"]
+        if self.real_pods:
+            bootstrap = self.env.get("kafka_pod_bootstrap") or ""
+            if not bootstrap:
+                raise deploy.DeployError(pods.unavailable_reason(self.env) or "no real node")
         objects = deploy.for_local_stack(
             deploy.load_objects(self.channel_file),
-            bootstrap=self.env["kafka_bootstrap"],
+            bootstrap=bootstrap,
             origins=[lb.origin],
             replicas=self.replicas,
             drain_window_seconds=self.drain_window_seconds,
         )
+        if self.real_pods:
+            # HAProxy on the host stands in for the ingress and reaches the pods by
+            # their addresses: no Ingress object (no controller would serve it).
+            deploy.channel_of(objects)["spec"]["ingress"] = {"enabled": False}
         with self._step(f"apply {self.channel_file.name} and wait for Ready"):
             kube.apply(objects, self.namespace)
             deploy.wait_channel_ready(kube, self.namespace, self.channel)
@@ -97,17 +115,23 @@ class Deployment:
             self.rendered = deploy.materialize(
                 kube, self.namespace, self.channel, self.workdir / "rendered"
             )
-        with self._step(
-            f"start {self.replicas} worker processes as pods {self.rendered.pod_names}"
-        ):
-            self.workers = deploy.start_replicas(self.rendered, self.log_dir, self.replicas)
+        if self.real_pods:
+            with self._step(f"wait for {self.replicas} worker pods Ready on the real node"):
+                self.pod_ips = _ready_pod_ips(kube, self.namespace, self.channel, self.replicas)
+            servers = [Server(name, port, ip) for name, (ip, port) in self.pod_ips.items()]
+        else:
+            with self._step(
+                f"start {self.replicas} worker processes as pods {self.rendered.pod_names}"
+            ):
+                self.workers = deploy.start_replicas(self.rendered, self.log_dir, self.replicas)
+            servers = [Server(w.replica_id, w.port) for w in self.workers]
         with self._step("start HAProxy (cookie stickiness, /readyz health checks)"):
-            lb.servers = [Server(w.replica_id, w.port) for w in self.workers]
+            lb.servers = servers
             lb.cookie = self.rendered.cookie_name
             lb.stream_paths = [self.rendered.websocket_path, self.rendered.sse_path]
             lb.start()
-            for w in self.workers:
-                lb.wait_state(w.replica_id, "UP")
+            for server in servers:
+                lb.wait_state(server.name, "UP", timeout=60)
 
     @property
     def ws_url(self) -> str:
@@ -167,6 +191,30 @@ class Deployment:
             except deploy.DeployError as error:
                 say(f"could not delete namespace {self.namespace}: {error}")
         self.operator = None
+
+
+def _ready_pod_ips(
+    kube: Kube, namespace: str, channel: str, replicas: int
+) -> dict[str, tuple[str, int]]:
+    found: dict[str, tuple[str, int]] = {}
+
+    def ready() -> bool:
+        listed = json.loads(
+            kube.run(
+                "get", "pods", "-n", namespace, "-l",
+                f"app.kubernetes.io/instance={channel}", "-o", "json",
+            )
+        )  # fmt: skip
+        found.clear()
+        for pod in listed["items"]:
+            conditions = pod.get("status", {}).get("conditions", [])
+            if any(c["type"] == "Ready" and c["status"] == "True" for c in conditions):
+                port = int(pod["spec"]["containers"][0]["ports"][0]["containerPort"])
+                found[pod["metadata"]["name"]] = (pod["status"]["podIP"], port)
+        return len(found) >= replicas
+
+    pods.wait_for(ready, f"{replicas} worker pods Ready", 240)
+    return dict(found)
 
 
 class _Silent:

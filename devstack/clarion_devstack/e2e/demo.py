@@ -1,6 +1,10 @@
 """``make demo``: the local stack, the operator, the UnionFlow channel, two workers behind
 HAProxy, a producer of UnionFlow-like events, and a live dashboard. Ctrl-C stops it all.
 
+The workers are the Deployment's own pods on the stack's real node when it has one (built
+from the worker image, started by the kubelet); otherwise worker processes configured
+from what the operator rendered, and the demo says so.
+
 The dashboard (static HTML and JS in ``dashboard/``) is served by a tiny local server
 behind the same HAProxy frontend as the workers, so the page and its WebSockets share one
 origin (the one the channel's allowedOrigins is given). ``/config.json`` hands the page
@@ -24,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from clarion_devstack import stack
-from clarion_devstack.e2e import sysdeps
+from clarion_devstack.e2e import pods, sysdeps
 from clarion_devstack.e2e.cluster import Deployment
 from clarion_devstack.e2e.events import Person, Traffic, UnionFlowProducer
 from clarion_devstack.procs import free_port
@@ -131,8 +135,13 @@ def run_demo(
     env = stack.up(settings)
     workdir = Path(tempfile.mkdtemp(prefix="clarion-demo-", dir=settings.state_dir))
     site = Site()
+    no_node = pods.unavailable_reason(env)
+    if no_node is None:
+        say("the workers run as real pods on the stack's node")
+    else:
+        say(f"no real node ({no_node}): the workers run as processes on this machine")
     dep = Deployment(env, workdir, namespace="unionflow-demo", replicas=2, site_port=site.port,
-                     lb_port=port)  # fmt: skip
+                     lb_port=port, real_pods=no_node is None)  # fmt: skip
     producer: DemoProducer | None = None
     try:
         site.start()
@@ -142,16 +151,33 @@ def run_demo(
         producer.start()
         assert dep.lb is not None
         token = site.config["viewers"][2]["token"]
+        kubectl = f"{env['kubectl']} --kubeconfig {env['kubeconfig']}"
+        if dep.real_pods:
+            replicas = ", ".join(f"{name} ({ip}:{p})" for name, (ip, p) in dep.pod_ips.items())
+            real = env.get("node")
+            assert real is not None
+            crictl = f"{real['crictl']} -r unix://{real['containerd_socket']}"
+            first = next(iter(dep.pod_ips))
+            kill = (
+                f"{crictl} stop $({crictl} ps -q --name worker --pod $({crictl} pods -q "
+                f"--name {first}))\n            (the kubelet restarts it in the same pod; or: "
+                f"{kubectl} -n {dep.namespace} delete pod {first})"
+            )
+            print(dep.kube.run("get", "pods", "-n", dep.namespace, "-o", "wide"), flush=True)
+        else:
+            replicas = ", ".join(f"{w.replica_id} (:{w.port})" for w in dep.workers)
+            kill = f"kill -9 {dep.workers[0].proc.pid if dep.workers[0].proc else ''}"
         say("the demo is running:")
         print(
             f"\n  dashboard      {dep.lb.url}/\n"
             f"  WebSocket      {dep.ws_url}\n"
             f"  HAProxy stats  {dep.lb.stats_url}\n"
-            f"  replicas       {', '.join(f'{w.replica_id} (:{w.port})' for w in dep.workers)}\n"
-            f"  logs           {dep.log_dir}\n\n"
+            f"  replicas       {replicas}\n"
+            f"  logs           {dep.log_dir}\n"
+            f"  pods           {kubectl} -n {dep.namespace} get pods -o wide\n\n"
             f"  tail it:  .venv/bin/clarion tail {dep.ws_url} --token {shlex.quote(token)}\n"
             f"  kill a replica and watch the page reconnect and resume:\n"
-            f"            kill -9 {dep.workers[0].proc.pid if dep.workers[0].proc else ''}\n\n"
+            f"            {kill}\n\n"
             "  Ctrl-C stops everything.\n",
             flush=True,
         )

@@ -36,6 +36,8 @@ from clarion_devstack.procs import free_port, port_open
 class Server:
     name: str
     port: int
+    #: A worker process on the host, or a worker pod's address on the real node.
+    host: str = "127.0.0.1"
 
 
 def render_config(
@@ -81,7 +83,7 @@ def render_config(
         "    http-check expect status 200",
         "    default-server check inter 500ms fastinter 250ms downinter 500ms fall 1 rise 1",
     ]
-    lines += [f"    server {s.name} 127.0.0.1:{s.port} cookie {s.name}" for s in servers]
+    lines += [f"    server {s.name} {s.host}:{s.port} cookie {s.name}" for s in servers]
     if site_port is not None:
         lines += ["", "backend site", f"    server site 127.0.0.1:{site_port}"]
     lines += [
