@@ -33,7 +33,7 @@ stack-build: venv ## Fetch Kafka and build etcd, Kubernetes, KWOK and Helm into 
 	@$(PY) -m clarion_devstack build
 
 .PHONY: sysdeps
-sysdeps: venv ## apt-get install HAProxy and Chromium (+ chromedriver) when missing
+sysdeps: venv ## apt-get install HAProxy, Chromium, podman and the real node's packages when missing
 	@$(PY) -m clarion_devstack.e2e.sysdeps
 
 .PHONY: images
@@ -90,11 +90,11 @@ test: setup check ## Everything: install, static checks, unit and integration te
 	@$(BIN)/pytest $(PYTEST_ARGS)
 
 .PHONY: demo
-demo: setup ## The stack, the operator, 2 workers behind HAProxy and a live dashboard (Ctrl-C stops)
+demo: setup ## The stack, the operator, 2 workers (real pods if the node is up) behind HAProxy, a live dashboard
 	@$(PY) -m clarion_devstack.e2e.demo
 
 .PHONY: env-up
-env-up: setup ## Start Kafka and the Kubernetes control plane; writes .clarion/env.json
+env-up: setup ## Start Kafka, the control plane, KWOK and the real node (if the kernel allows); .clarion/env.json
 	@$(PY) -m clarion_devstack up
 
 .PHONY: env-status
@@ -102,7 +102,7 @@ env-status: venv ## Show the local stack's endpoints and processes
 	@$(PY) -m clarion_devstack status
 
 .PHONY: env-down
-env-down: venv ## Stop every process of the local stack
+env-down: venv ## Stop every process of the local stack; put back what the real node changed
 	@$(PY) -m clarion_devstack down
 
 # Extra arguments for bench/run.py, e.g. make bench BENCH_ARGS='--workloads w2 --servers uvicorn'
