@@ -187,10 +187,16 @@ class Traefik:
             "--global.sendAnonymousUsage=false",
             f"--entryPoints.web.address=127.0.0.1:{self.port}",
             f"--entryPoints.traefik.address=127.0.0.1:{self.api_port}",
-            "--api=true",
+            # The API on the "traefik" entry point (127.0.0.1 only); the dashboard's assets
+            # are not in a module-proxy build, and the API is all the tests read.
+            "--api.insecure=true",
+            "--api.dashboard=false",
             "--ping=true",
             "--log.level=INFO",
             "--providers.kubernetesIngress=true",
+            # A Service without ready endpoints keeps its router (503, not 404): a client
+            # during a full restart is told to retry, and tests can see the route at once.
+            "--providers.kubernetesIngress.allowEmptyServices=true",
         ]
         if self.gateway_api:
             args.append("--providers.kubernetesGateway=true")
