@@ -276,6 +276,9 @@ def channel(
         dep.down()
 
 
+# The first run of a changed project builds it with Maven (minutes on a busy 2-core
+# machine), inside this test's setup.
+@pytest.mark.timeout(1200)
 async def test_seed_producer_through_the_workers(
     local_stack: LocalStack,
     producer_app: ProducerApp,
