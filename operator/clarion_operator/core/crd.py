@@ -625,7 +625,12 @@ def _workers() -> Schema:
         "then owns the replica count.",
         {
             "minReplicas": integer(
-                "Lower bound.", minimum=1, maximum=1000, default=DEFAULT_MIN_REPLICAS
+                "Lower bound. A new Deployment starts at 1 replica (the HorizontalPodAutoscaler "
+                "owns the count and raises it on its next sync); WorkersReady and Ready stay "
+                "False until this many workers are ready.",
+                minimum=1,
+                maximum=1000,
+                default=DEFAULT_MIN_REPLICAS,
             ),
             "maxReplicas": integer(
                 "Upper bound.", minimum=1, maximum=1000, default=DEFAULT_MAX_REPLICAS
