@@ -73,10 +73,10 @@ def test_a_client_still_reading_keeps_the_connection_until_it_has_the_close() ->
         protocol.transport.unsent = left
         protocol.loop.run_next()
         assert not protocol.transport.aborted, left
-    # All handed over: a last, longer grace for its own receive buffer, then cut.
+    # All handed over: until the cap for its own receive buffer (and its close reply).
     protocol.loop.run_next()
     assert protocol.transport.aborted
-    assert protocol.loop.now == 4 * 2.0 + 5 * 2.0
+    assert protocol.loop.now == 30.0
 
 
 def test_a_trickle_is_cut_at_the_cap() -> None:

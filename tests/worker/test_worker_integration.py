@@ -709,7 +709,7 @@ async def test_a_slow_client_that_still_reads_receives_its_4008(
         try:
             while True:
                 seen.append(json.loads(await slow.recv()))
-                await asyncio.sleep(0.5)  # ~300 kB/s of 150 kB events
+                await asyncio.sleep(1.0)  # 150 kB/s of 150 kB events
         except websockets.exceptions.ConnectionClosed as closed:
             return closed.rcvd.code if closed.rcvd else 1006
 
@@ -724,4 +724,5 @@ async def test_a_slow_client_that_still_reads_receives_its_4008(
         slow.transport.abort()
     assert code == 4008, f"closed with {code} after {len(seen)} frames"
     assert seen[-1] == {"type": "error", "code": 4008, "message": "outbound queue overflowed"}
-    assert len(seen) > 6  # what was ahead of the close, read first (over 2 s of it)
+    # More than 2 s of reading (the old fixed deadline) was ahead of the close.
+    assert len(seen) > 3

@@ -77,9 +77,10 @@ class DirectSink:
         written before the close frame (already in the transport's and the kernel's
         buffers: it cannot be recalled) must reach the client first. A client still
         reading gets there, however slowly: the deadline moves on while the bytes ahead
-        of the close keep draining, up to ``max_seconds``. A client that stopped reading
-        (or never answers the close) is aborted once ``handshake_seconds`` pass without
-        progress, rather than waiting on a flush that cannot happen.
+        of the close keep draining, and once all are handed over the client has until
+        ``max_seconds`` to read them and answer. A client that stopped reading with bytes
+        still unsent is aborted once ``handshake_seconds`` pass without progress, rather
+        than waiting on a flush that cannot happen.
         """
         p = self._protocol
         if p.close_sent or p.disconnected or p.transport.is_closing():
@@ -100,10 +101,6 @@ class _CloseWatch:
 
     __slots__ = ("_deadline", "_handed_over", "_last", "_period", "_protocol")
 
-    #: Once everything is handed over, the client may still have its own receive buffer
-    #: to read before it meets the close frame: this many periods more, once.
-    FINAL_PERIODS = 5
-
     def __init__(self, protocol: DirectWebSocketProtocol, period: float, deadline: float) -> None:
         self._protocol = protocol
         self._period = period
@@ -121,8 +118,10 @@ class _CloseWatch:
         if p.loop.time() >= self._deadline:
             p.transport.abort()
         elif unsent == 0 and not self._handed_over:
+            # All handed over; the client may still have its own receive buffer (it is
+            # invisible from here) to read before it meets the close frame: until the cap.
             self._handed_over = True
-            p.close_timer = p.loop.call_later(self._period * self.FINAL_PERIODS, self.check)
+            p.close_timer = p.loop.call_later(self._deadline - p.loop.time(), self.check)
         elif draining:
             p.close_timer = p.loop.call_later(self._period, self.check)
         else:
