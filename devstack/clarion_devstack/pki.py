@@ -95,24 +95,23 @@ def _cert(
     return builder.sign(issuer_key, hashes.SHA256())
 
 
+#: The file names of :class:`Pki`'s fields, in order, inside the PKI folder.
+FILES = (
+    "ca.crt",
+    "ca.key",
+    "apiserver.crt",
+    "apiserver.key",
+    "admin.crt",
+    "admin.key",
+    "sa.key",
+    "sa.pub",
+)
+
+
 def generate(directory: Path, service_ip: str) -> Pki:
     """Write a fresh CA, serving, admin and service-account key material to ``directory``."""
     directory.mkdir(parents=True, exist_ok=True)
-    pki = Pki(
-        *(
-            directory / n
-            for n in (
-                "ca.crt",
-                "ca.key",
-                "apiserver.crt",
-                "apiserver.key",
-                "admin.crt",
-                "admin.key",
-                "sa.key",
-                "sa.pub",
-            )
-        )
-    )
+    pki = Pki(*(directory / n for n in FILES))
     ca_key = _key()
     ca_name = _name("clarion-local-ca")
     ca = _cert(ca_name, ca_key, ca_name, ca_key, ca=True)

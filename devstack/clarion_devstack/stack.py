@@ -321,3 +321,73 @@ def status(settings: DevstackSettings) -> str:
         state = "running" if alive(rec["pid"]) else "DEAD"
         lines.append(f"  {name:<24} pid {rec['pid']:<8} {state:<8} {rec['log']}")
     return "\n".join(lines)
+
+
+def _node_tools(settings: DevstackSettings, env: StackEnv) -> node.NodeTools:
+    tools = install.ensure_all(settings)
+    return node.NodeTools(
+        kubelet=tools.binary("kubelet"),
+        kube_proxy=tools.binary("kube-proxy"),
+        crictl=tools.binary("crictl"),
+        kubectl=Path(env["kubectl"]),
+    )
+
+
+def stop_node(settings: DevstackSettings, env: StackEnv) -> StackEnv:
+    """Take only the real node down (the rest keeps running); ``start_node`` brings it
+    back. For tests of the node's own teardown on a running stack."""
+    record = env.get("node")
+    if record is None:
+        raise StackError("this stack has no real node")
+    node.stop(record, env["components"], _silent)
+    shutil.rmtree(record["home"], ignore_errors=True)
+    _node_file(settings).unlink(missing_ok=True)
+    for name in node.ORDER:
+        env["components"].pop(name, None)
+    env["node"] = None
+    env["node_unavailable"] = "stopped by stop_node"
+    settings.env_file.write_text(json.dumps(env, indent=2))
+    return env
+
+
+def start_node(settings: DevstackSettings, env: StackEnv) -> StackEnv:
+    """Start the real node again on a stack whose node ``stop_node`` took down. Kafka's
+    listener for pods stays bound to the gateway address, which comes back with the
+    bridge."""
+    if env.get("node") is not None:
+        raise StackError("the real node is already up")
+    home = settings.state_dir / "data" / "node"
+    reasons = node.preflight(home)
+    if reasons:
+        raise StackError("; ".join(reasons))
+    tools = _node_tools(settings, env)
+    plan = node.plan(home)
+    record = node.new_record(plan, tools.crictl, tools.kube_proxy)
+    _write_node_record(settings, record)
+    records: dict[str, ComponentRecord] = {}
+    try:
+        node.prepare_host(plan, record)
+        archives = [node.ensure_pause_archive(settings.cache_dir)]
+        archives += list(images.ensure_images(settings).values())
+        pki_dir = settings.state_dir / "data" / "kube" / "pki"
+        node.start(
+            plan,
+            record,
+            tools=tools,
+            pki=pki.Pki(*(pki_dir / n for n in pki.FILES)),
+            api_url=env["api_server"],
+            kubeconfig=Path(env["kubeconfig"]),
+            logs=settings.logs_dir,
+            archives=archives,
+            records=records,
+        )
+    except BaseException:
+        node.stop(record, records, _silent)
+        _node_file(settings).unlink(missing_ok=True)
+        raise
+    _write_node_record(settings, record)
+    env["components"].update(records)
+    env["node"] = record
+    env["node_unavailable"] = None
+    settings.env_file.write_text(json.dumps(env, indent=2))
+    return env

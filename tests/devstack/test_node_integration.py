@@ -9,8 +9,10 @@ import os
 import shutil
 import subprocess
 import tempfile
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -33,6 +35,43 @@ _POD = {
 }
 
 
+def _run_a_pod(env: stack.StackEnv) -> dict[str, Any]:
+    """A namespace pinned to the real node and a pod in it that really runs; the
+    machine's snapshot while it does."""
+    kubectl = [env["kubectl"], f"--kubeconfig={env['kubeconfig']}"]
+    name = f"leak-{uuid.uuid4().hex[:6]}"
+    ns = {
+        "apiVersion": "v1",
+        "kind": "Namespace",
+        "metadata": {"name": name, "annotations": node.namespace_annotations()},
+    }
+
+    def run(*args: str, stdin: str | None = None) -> str:
+        return subprocess.run(
+            [*kubectl, *args], input=stdin, check=True, capture_output=True, text=True
+        ).stdout
+
+    run("apply", "-f", "-", stdin=json.dumps(ns))
+    run("apply", "-n", name, "-f", "-", stdin=json.dumps(_POD))
+    run("wait", "-n", name, "pod/pause", "--for=condition=Ready", "--timeout=2m")
+    pod = json.loads(run("get", "-n", name, "pod/pause", "-o", "json"))
+    assert pod["spec"]["nodeName"] == node.NODE_NAME
+    during = node.host_snapshot()
+    run("delete", "namespace", name, "--wait=false")
+    return during
+
+
+def _assert_in_use(during: dict[str, Any]) -> None:
+    assert node.BRIDGE in during["links"]
+    assert any(line.startswith("nat: -N KUBE-SERVICES") for line in during["iptables"])
+    assert during["kubepods_cgroups"]
+
+
+def _assert_same(before: dict[str, Any], after: dict[str, Any]) -> None:
+    for key in before:
+        assert after[key] == before[key], key
+
+
 @pytest.fixture
 def state_dir() -> Iterator[Path]:
     # Short: the node's unix sockets live under it (pytest's tmp_path is too deep).
@@ -44,6 +83,29 @@ def state_dir() -> Iterator[Path]:
 
 
 def test_down_leaves_nothing_of_the_real_node(state_dir: Path) -> None:
+    """On the running stack's node when there is one (one node per machine: stop it,
+    snapshot, start it, run a pod, stop it, compare, start it again for the tests that
+    follow); otherwise on a private stack brought up and down for this test."""
+    shared = DevstackSettings.from_environ(os.environ)  # noqa: TID251 - test-process edge
+    env = stack.read_env(shared)
+    if env is not None and stack.healthy(env) and env.get("node") is not None:
+        env = stack.stop_node(shared, env)
+        before = node.host_snapshot()
+        try:
+            env = stack.start_node(shared, env)
+            record = env.get("node")
+            assert record is not None
+            pids = [env["components"][n]["pid"] for n in node.ORDER]
+            _assert_in_use(_run_a_pod(env))
+            env = stack.stop_node(shared, env)
+            after = node.host_snapshot()
+        finally:
+            if env.get("node") is None:
+                stack.start_node(shared, env)
+        assert not [pid for pid in pids if alive(pid)]
+        assert not node.pids_naming(record["containerd_socket"])
+        _assert_same(before, after)
+        return
     reasons = node.preflight(state_dir / "data" / "node")
     if reasons:
         pytest.skip(f"this machine cannot run the real node: {'; '.join(reasons)}")
@@ -53,57 +115,14 @@ def test_down_leaves_nothing_of_the_real_node(state_dir: Path) -> None:
     if not settings.real_node:
         pytest.skip("the real node is switched off (CLARION_REAL_NODE=0)")
     before = node.host_snapshot()
-    env = stack.up(settings)
+    private = stack.up(settings)
     try:
-        real = env.get("node")
-        assert real is not None, env.get("node_unavailable")
-        kubectl = [env["kubectl"], f"--kubeconfig={env['kubeconfig']}"]
-        # A namespace pinned to the real node, and a pod in it that really runs.
-        ns = {
-            "apiVersion": "v1",
-            "kind": "Namespace",
-            "metadata": {"name": "leak", "annotations": node.namespace_annotations()},
-        }
-        for body, extra in ((ns, []), (_POD, ["-n", "leak"])):
-            subprocess.run(
-                [*kubectl, "apply", *extra, "-f", "-"],
-                input=json.dumps(body),
-                check=True,
-                capture_output=True,
-                text=True,
-            )
-        subprocess.run(
-            [
-                *kubectl,
-                "wait",
-                "-n",
-                "leak",
-                "pod/pause",
-                "--for=condition=Ready",
-                "--timeout=120s",
-            ],
-            check=True,
-            capture_output=True,
-            text=True,
-        )
-        pod = json.loads(
-            subprocess.run(
-                [*kubectl, "get", "-n", "leak", "pod/pause", "-o", "json"],
-                check=True,
-                capture_output=True,
-                text=True,
-            ).stdout
-        )
-        assert pod["spec"]["nodeName"] == node.NODE_NAME
-        during = node.host_snapshot()
-        assert node.BRIDGE in during["links"]
-        assert any(line.startswith("nat: -N KUBE-SERVICES") for line in during["iptables"])
-        assert during["kubepods_cgroups"]
-        pids = [rec["pid"] for rec in env["components"].values()]
+        assert private.get("node") is not None, private.get("node_unavailable")
+        _assert_in_use(_run_a_pod(private))
+        pids = [rec["pid"] for rec in private["components"].values()]
     finally:
         stack.down(settings)
     after = node.host_snapshot()
     assert not [pid for pid in pids if alive(pid)]
     assert not node.pids_naming(str(state_dir))
-    for key in before:
-        assert after[key] == before[key], key
+    _assert_same(before, after)
