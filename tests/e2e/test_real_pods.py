@@ -367,3 +367,40 @@ async def test_the_operator_as_a_pod_with_the_charts_rbac_serves_the_channel(
     finally:
         await _stop_all(viewers)
         await asyncio.to_thread(ch.down)
+
+
+def test_a_crash_looping_worker_shows_in_the_channels_conditions_with_its_own_words(
+    real_node: stack.StackEnv, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    # A plausible mistake: the operator's image given as the workers' image. The kubelet
+    # starts it with the worker's arguments; it refuses them and exits, again and again.
+    ch = PodChannel(
+        real_node,
+        tmp_path_factory.mktemp("crash-loop"),
+        namespace=f"real-crash-{uuid.uuid4().hex[:8]}",
+        replicas=1,
+        workers={"image": "ghcr.io/clarion/operator:0.1.0"},
+        wait_ready=False,
+    )
+    ch.up()
+    try:
+        found: dict[str, dict[str, Any]] = {}
+
+        def failing() -> bool:
+            found.update(ch.conditions())
+            return found.get("WorkersReady", {}).get("reason") == "WorkersFailing"
+
+        pods.wait_for(failing, "WorkersReady=False WorkersFailing", 180, interval=1)
+        workers, ready = found["WorkersReady"], ch.conditions()["Ready"]
+        print(f"\n[real-pods] crash loop: Ready={ready['status']} ({ready['reason']}): "
+              f"{ready['message']}")  # fmt: skip
+        assert workers["status"] == "False"
+        assert ready["status"] == "False"
+        # The container's own last words (terminationMessagePolicy FallbackToLogsOnError).
+        assert "unrecognized arguments: --config" in workers["message"], workers
+        (pod,) = ch.pods()
+        assert pod["spec"]["nodeName"] == node.NODE_NAME
+        (status,) = pods.container_statuses(pod)
+        assert status["lastState"]["terminated"]["exitCode"] != 0
+    finally:
+        ch.down()

@@ -86,6 +86,8 @@ class PodChannel:
     #: The operator as a process on the host, or as a pod from its image (the chart's
     #: RBAC; :func:`operator_pod_objects`).
     operator_pod: bool = False
+    #: Wait for the channel to be Ready at ``up`` (a test of a failing channel does not).
+    wait_ready: bool = True
     kube: Kube = field(init=False)
     operator: OperatorProcess | None = None
     rendered: RenderedWorkers | None = None
@@ -146,6 +148,8 @@ class PodChannel:
             self.operator.start()
         self.applied_at = time.monotonic()
         self.kube.apply(self.objects(), self.namespace)
+        if not self.wait_ready:
+            return
         deploy.wait_channel_ready(self.kube, self.namespace, self.channel, timeout=240)
         self.rendered = deploy.materialize(
             self.kube, self.namespace, self.channel, self.workdir / "rendered"
@@ -257,6 +261,12 @@ class PodChannel:
             )
 
         return wait_for(done, f"{self.deployment_name} rolled out", timeout)
+
+    def conditions(self) -> dict[str, dict[str, Any]]:
+        """The channel's status conditions by type."""
+        body = self.kube.get("rtc", self.channel, self.namespace)
+        found = body.get("status", {}).get("conditions", [])
+        return {str(c["type"]): c for c in found}
 
     def describe(self) -> str:
         return self.kube.run("get", "pods", "-n", self.namespace, "-o", "wide")
