@@ -148,3 +148,48 @@ def test_service_monitor_without_its_crd_is_reported(
     pods = local_stack.kubectl("get", "deploy", f"{name}-worker", "-n", namespace, "-o", "json")
     annotations = json.loads(pods)["spec"]["template"]["metadata"]["annotations"]
     assert annotations["prometheus.io/scrape"] == "true"
+
+
+def test_autoscaled_channel_is_not_ready_below_min_replicas(
+    operator: int, local_stack: LocalStack, kube_api: k8s.ApiClient, kafka_bootstrap: str,
+    namespace: str, unique_name: Any,
+) -> None:  # fmt: skip
+    """The Deployment starts at 1 replica and the controller-manager's HPA raises it to
+    minReplicas on its next sync: the channel must not say Ready 1/1 in between."""
+    _wait_ready(operator)
+    name = "scaled"
+    body = {
+        "apiVersion": crd.API_VERSION,
+        "kind": crd.KIND,
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {
+            "kafka": {"bootstrapServers": kafka_bootstrap},
+            "topics": [{"name": unique_name("scaled"), "deletionPolicy": "Delete"}],
+            "auth": {"mode": "none"},
+            "workers": {
+                "autoscaling": {"minReplicas": 3, "maxReplicas": 5},
+                "resources": {"requests": {"cpu": "100m"}},
+            },
+        },
+    }
+    local_stack.kubectl("apply", "--server-side", "-f", "-", stdin=json.dumps(body))
+    custom = k8s.CustomObjectsApi(kube_api)
+    args = (crd.GROUP, crd.VERSION, namespace, crd.PLURAL)
+    first_ready: dict[str, Any] = {}
+    seen: list[str] = []
+    stream = watch.Watch()
+    for event in stream.stream(
+        custom.list_namespaced_custom_object, *args, timeout_seconds=int(WAIT)
+    ):
+        obj = event["object"]
+        status = obj.get("status") or {}
+        if obj["metadata"]["name"] != name or "workersSummary" not in status:
+            continue
+        seen.append(status["workersSummary"])
+        ready = [c for c in status.get("conditions") or [] if c["type"] == "Ready"]
+        if ready and ready[0]["status"] == "True":
+            first_ready = status
+            stream.stop()
+    assert first_ready, f"never Ready; workers seen: {seen}"
+    assert first_ready["workers"]["ready"] >= 3, first_ready["workers"]
+    assert first_ready["workersSummary"] == "3/3", seen
