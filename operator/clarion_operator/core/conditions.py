@@ -331,13 +331,11 @@ def workers_condition(
     return Condition(WORKERS_READY, "True", Reason.WORKERS_READY, f"{w.ready}/{w.desired} ready")
 
 
-def ready_condition(
-    topics: Condition, workers: Condition, exposed: Condition | None = None
-) -> Condition:
-    """Ready from the others; an ``Exposed`` False (nothing serves the channel's HTTPRoute
-    or Ingress) makes the channel not Ready either, after topics and workers."""
-    parts = (topics, workers) if exposed is None else (topics, workers, exposed)
-    for part in parts:
+def ready_condition(topics: Condition, workers: Condition) -> Condition:
+    """Ready from topics and workers. ``Exposed`` stays beside it: a missing IngressClass or
+    Gateway leaves in-cluster clients served, and a channel written before ``exposure``
+    existed must not turn unready on an upgrade of the operator."""
+    for part in (topics, workers):
         if part.status == "False":
             return Condition(READY, "False", part.reason, part.message)
     for part in (topics, workers):
@@ -444,7 +442,7 @@ def compute_status(
     prev = _previous_conditions(previous)
     tc = topics_condition(topics)
     wc = workers_condition(workers, prev.get(WORKERS_READY), problem)
-    rc = ready_condition(tc, wc, exposed)
+    rc = ready_condition(tc, wc)
     parts = tuple(c for c in (rc, tc, wc, exposed, monitored) if c is not None)
     status: ChannelStatusBody = {
         "observedGeneration": generation,
@@ -527,18 +525,7 @@ def follow_workers(
             status[key] = previous[key]  # type: ignore[literal-required]
     ready = prev.get(READY)
     blocked = ready is not None and ready.get("reason") in _BLOCKING_REASONS
-    exposed = prev.get(EXPOSED)
-    ec = (
-        None
-        if exposed is None
-        else Condition(
-            EXPOSED,
-            _status_of(exposed.get("status")),
-            str(exposed.get("reason") or ""),
-            str(exposed.get("message") or ""),
-        )
-    )
-    rc = ready_condition(tc, wc, ec)
+    rc = ready_condition(tc, wc)
     bodies: list[Any] = [
         dict(ready) if blocked and ready is not None else _body(rc, prev, generation, stamp),
         dict(topics),

@@ -389,7 +389,7 @@ def _types(status: dict[str, Any]) -> dict[str, tuple[str, str]]:
     return {c["type"]: (c["status"], c["reason"]) for c in status["conditions"]}
 
 
-def test_exposed_false_makes_the_channel_not_ready_with_a_warning(
+def test_exposed_false_is_a_warning_beside_ready_not_inside_it(
     minimal_raw: dict[str, Any],
 ) -> None:
     exp = _exp(
@@ -399,7 +399,9 @@ def test_exposed_false_makes_the_channel_not_ready_with_a_warning(
     before = _status(None)
     after = _status(missing, before)
     assert _types(after)["Exposed"] == ("False", "IngressClassNotFound")
-    assert _types(after)["Ready"] == ("False", "IngressClassNotFound")
+    # Ready stays topics and workers: in-cluster clients are served, and a channel
+    # written before exposure existed must not turn unready on an operator upgrade.
+    assert _types(after)["Ready"] == ("True", "Reconciled")
     events = transition_events(before, after)
     assert [(e.type, e.reason) for e in events] == [("Warning", "IngressClassNotFound")]
     # A worker watch event recomputes Ready and keeps what the reconcile found.
@@ -409,8 +411,10 @@ def test_exposed_false_makes_the_channel_not_ready_with_a_warning(
     )
     assert followed is not None
     assert _types(dict(followed))["Exposed"] == ("False", "IngressClassNotFound")
-    assert _types(dict(followed))["Ready"] == ("False", "IngressClassNotFound")
-    # Once the class exists: Ready, and no Exposed condition without exposure at all.
+    assert _types(dict(followed))["Ready"] == ("True", "Reconciled")
+    # Once the class exists: Exposed, no second Warning; no Exposed without exposure.
     found = exposure_condition(exp, ExposureObservation(target_found=True), "apps")
-    assert _types(_status(found, after))["Ready"][0] == "True"
+    fixed = _status(found, after)
+    assert _types(fixed)["Exposed"] == ("True", "Exposed")
+    assert transition_events(after, fixed) == []
     assert "Exposed" not in _types(_status(None))
