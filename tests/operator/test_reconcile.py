@@ -86,6 +86,8 @@ class FakeKube:
         self.fail_events: list[int] = []
         #: (group/version, plural) pairs discovery reports (CRD-backed APIs).
         self.served_apis: set[tuple[str, str]] = set()
+        #: Prune HTTPRoute sessionPersistence on apply, as standard-channel CRDs do.
+        self.standard_gateway_crds = False
 
     async def patch_status(self, ref: ObjectRef, patch: Mapping[str, Any]) -> Body:
         if self.fail_status is not None:
@@ -111,6 +113,12 @@ class FakeKube:
         if self.fail_apply is not None:
             raise ApiError(self.fail_apply, "nope")
         obj = dict(body)
+        if obj["kind"] == "HTTPRoute" and self.standard_gateway_crds:
+            rules = [
+                {k: v for k, v in r.items() if k != "sessionPersistence"}
+                for r in obj["spec"]["rules"]
+            ]
+            obj["spec"] = {**obj["spec"], "rules": rules}
         if obj["kind"] == "Deployment":
             replicas = obj["spec"].get("replicas", 1) if self.pods_ready else 0
             obj["status"] = {
@@ -599,3 +607,19 @@ async def test_a_deployment_event_older_than_the_reconciles_read_is_ignored(
     assert lost is not None
     assert lost.status is not None
     assert lost.status["conditions"][0]["reason"] == "WorkersUnavailable"
+
+
+async def test_pruned_session_persistence_is_said_in_the_exposed_condition(
+    parts: tuple[FakeKube, FakeKafka, Reconciler],
+) -> None:
+    kube, _, rec = parts
+    kube.served_apis.add(("gateway.networking.k8s.io/v1", "httproutes"))
+    kube.objects[("Gateway", "gw")] = {"kind": "Gateway", "metadata": {"name": "gw"}}
+    kube.standard_gateway_crds = True
+    body = channel({**spec(), "exposure": {"type": "gateway", "gateway": {"name": "gw"}}})
+    kube.channels = [body]
+    out = await rec.ensure(body)
+    assert out.status is not None
+    exposed = next(c for c in out.status["conditions"] if c["type"] == "Exposed")
+    assert (exposed["status"], exposed["reason"]) == ("True", "Exposed")
+    assert "sessionPersistence was pruned" in exposed["message"]
