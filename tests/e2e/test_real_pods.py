@@ -31,7 +31,6 @@ from clarion_devstack.e2e.clients import (
     viewer,
 )
 from clarion_devstack.e2e.cluster import replica_counts
-from clarion_devstack.e2e.deploy import DeployError
 from clarion_devstack.e2e.events import Person, Traffic, UnionFlowProducer
 from clarion_devstack.e2e.pods import PodChannel
 from clarion_devstack.pytest_plugin import LocalStack
@@ -321,13 +320,6 @@ async def test_a_worker_killed_by_its_memory_limit_loses_nothing(
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=DeployError,
-    reason="the operator image crashes as uid 65532: kopf's peering id calls "
-    "getpass.getuser(), and the image has no passwd entry nor USER/LOGNAME for 65532 "
-    "(KeyError 'getpwuid(): uid not found: 65532'); with USER set the test passes",
-)
 async def test_the_operator_as_a_pod_with_the_charts_rbac_serves_the_channel(
     real_node: stack.StackEnv,
     tmp_path_factory: pytest.TempPathFactory,
