@@ -66,10 +66,14 @@ INSTANCE_LABEL: Final = "app.kubernetes.io/instance"
 PROBE_INTERVAL: Final = 2.0
 #: kopf's logger of every per-object line (handler outcomes included).
 KOPF_OBJECTS_LOGGER: Final = "kopf.objects"
-#: kopf's backoff of its own requests, and of an object whose processing failed (its
-#: status or progress patch did not go through): short and capped, so an object is back
-#: within seconds of the API server. kopf's defaults grow to 21 s and 610 s.
-KOPF_REQUEST_BACKOFFS: Final = (0.5, 1.0, 2.0)
+#: kopf's backoff of its own requests: steps of at most 5 s, so a request is sent again
+#: within 5 s of the API server's return, over about two minutes in all, since kopf stops
+#: the whole operator when a watch request still fails after the last one (a starting API
+#: server answers 503 "not all HTTP paths installed yet" for a while). kopf's default,
+#: 1 to 21 s, covers 54 s.
+KOPF_REQUEST_BACKOFFS: Final = (0.5, 1.0, 2.0, 3.0, *(5.0,) * 24)
+#: kopf's delays before processing an object again after its status or progress could not
+#: be written: short and capped (kopf's default grows to 610 s).
 KOPF_ERROR_DELAYS: Final = (1.0, 2.0, 3.0)
 
 

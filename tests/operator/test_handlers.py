@@ -110,9 +110,11 @@ def test_downgraded_lines_are_dropped_below_the_configured_level() -> None:
 
 def test_kopf_backs_off_briefly_after_api_failures() -> None:
     """kopf's own retries (its patches, its watches) and the throttling of an object whose
-    processing failed are capped at a few seconds, not kopf's 21 s and 610 s defaults."""
+    processing failed come every few seconds, not after kopf's 21 s and 610 s."""
     ks = kopf_settings(ProcessSettings(namespaces=("a",)))
-    backoffs = ks.networking.error_backoffs
-    assert not isinstance(backoffs, float | int)
-    assert max(backoffs) <= 3
+    backoffs = list(ks.networking.error_backoffs)  # type: ignore[arg-type]
+    assert max(backoffs) <= 5
+    # kopf stops the operator when a watch request fails after its last retry: a starting
+    # API server answers 503 for a while, so the retries must outlast kopf's 54 s default.
+    assert sum(backoffs) >= 120
     assert max(ks.queueing.error_delays) <= 3
