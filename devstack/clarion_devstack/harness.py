@@ -167,9 +167,11 @@ def start_worker_process(
     directory: Path,
     auth: dict[str, Any] | None = None,
     python: str = sys.executable,
+    wait: bool = True,
     **sections: Any,
 ) -> WorkerProcess:
-    """Start ``python -m clarion_worker`` on the channel and wait until /readyz says ok."""
+    """Start ``python -m clarion_worker`` on the channel and (unless ``wait`` is false)
+    wait until /readyz says ok."""
     doc: dict[str, Any] = {
         "apiVersion": "clarion.dev/worker-config/v1",
         "channel": "tests",
@@ -217,7 +219,7 @@ def start_worker_process(
         )
     worker = WorkerProcess(name, port, proc, log)
     deadline = time.monotonic() + 60
-    while True:
+    while wait:
         if proc.poll() is not None:
             raise AssertionError(f"worker {name} exited: {log.read_text()[-3000:]}")
         try:
@@ -228,6 +230,7 @@ def start_worker_process(
         if time.monotonic() > deadline:
             raise AssertionError(f"worker {name} not ready in 60 s: {log}")
         time.sleep(0.1)
+    return worker
 
 
 @dataclass

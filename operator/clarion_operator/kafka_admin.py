@@ -27,6 +27,13 @@ from typing import Any, Final
 
 from aiokafka.admin import AIOKafkaAdminClient, NewPartitions, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+from aiokafka.conn import create_conn
+from aiokafka.errors import (
+    AuthenticationFailedError,
+    KafkaConnectionError,
+    SaslAuthenticationFailed,
+    UnsupportedSaslMechanismError,
+)
 
 from clarion_operator.core.errors import (
     INVALID_REPLICATION_FACTOR,
@@ -162,6 +169,15 @@ class AiokafkaAdmin:
         return {str(name): int(code) for name, code in response.topic_error_codes}
 
 
+#: What a broker answers to credentials or a certificate it refuses (not "unreachable").
+_REFUSALS = (
+    SaslAuthenticationFailed,
+    AuthenticationFailedError,
+    UnsupportedSaslMechanismError,
+    ssl.SSLError,
+)
+
+
 class KafkaCodeError(Exception):
     """A describe call failed with a Kafka error code (classified by the reconciler)."""
 
@@ -212,6 +228,14 @@ class AiokafkaFactory:
             fresh = self._new_client(conn)
             try:
                 await fresh.start()
+            except KafkaConnectionError as exc:
+                await fresh.close()
+                # aiokafka's bootstrap says only "Unable to bootstrap": a wrong password
+                # or an untrusted CA would read as an unreachable Kafka. Ask one broker why.
+                refused = await self._refusal(conn)
+                if refused is not None:
+                    raise refused from exc
+                raise
             except BaseException:
                 await fresh.close()
                 raise
@@ -230,6 +254,29 @@ class AiokafkaFactory:
         clients, self._clients = list(self._clients.values()), {}
         for client in clients:
             await client.close()
+
+    async def _refusal(self, conn: KafkaConnection) -> Exception | None:
+        """The authentication or TLS error a bootstrap server answers with, if any."""
+        for server in conn.bootstrap_servers.split(","):
+            host, _, port = server.strip().rpartition(":")
+            try:
+                probe = await create_conn(
+                    host,
+                    int(port),
+                    client_id=conn.client_id,
+                    request_timeout_ms=self._timeout_ms,
+                    ssl_context=ssl_context(conn),
+                    security_protocol=conn.security_protocol,
+                    sasl_mechanism=conn.sasl_mechanism,
+                    sasl_plain_username=conn.username,
+                    sasl_plain_password=conn.password,
+                )
+            except _REFUSALS as refused:
+                return refused
+            except (TimeoutError, OSError, ValueError, KafkaConnectionError):
+                continue  # this one is unreachable: try the next
+            probe.close()
+        return None
 
     def _new_client(self, conn: KafkaConnection) -> AIOKafkaAdminClient:
         kwargs: dict[str, Any] = {

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.errors import KafkaError
+from aiokafka.errors import KafkaConnectionError, KafkaError
 
 from clarion_worker.core.cursor import ChannelPosition, TopicLayout
 from clarion_worker.core.dispatch import Dispatcher
@@ -32,7 +32,7 @@ from clarion_worker.core.resume import TopicFacts
 from clarion_worker.core.settings import WorkerSettings
 from clarion_worker.core.timestamps import TIMESTAMP_PROBLEMS
 from clarion_worker.core.window import WindowSet
-from clarion_worker.kafka_client import client_options
+from clarion_worker.kafka_client import client_options, refusal
 from clarion_worker.kafka_metadata import TopicMetadata, describe_topics
 from clarion_worker.logs import RateLimitedLog
 from clarion_worker.metrics import WorkerMetrics
@@ -119,7 +119,12 @@ class ChannelConsumer:
                 await self._start_once()
                 return
             except (KafkaError, OSError, _TopicMissingError) as error:
-                log.warning("Kafka not ready; retrying", extra={"error": str(error), "in_s": delay})
+                reason = str(error)
+                if isinstance(error, KafkaConnectionError):
+                    refused = await refusal(self._settings.kafka)
+                    if refused is not None:
+                        reason = f"Kafka refused the worker: {type(refused).__name__}: {refused}"
+                log.warning("Kafka not ready; retrying", extra={"error": reason, "in_s": delay})
                 if self._consumer is not None:
                     await self._consumer.stop()
                     self._consumer = None

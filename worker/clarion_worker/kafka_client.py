@@ -6,7 +6,23 @@ import ssl
 from pathlib import Path
 from typing import Any
 
+from aiokafka.conn import create_conn
+from aiokafka.errors import (
+    AuthenticationFailedError,
+    KafkaConnectionError,
+    SaslAuthenticationFailed,
+    UnsupportedSaslMechanismError,
+)
+
 from clarion_worker.core.settings import KafkaSettings
+
+#: What a broker answers to credentials or a certificate it refuses (not "unreachable").
+_REFUSALS = (
+    SaslAuthenticationFailed,
+    AuthenticationFailedError,
+    UnsupportedSaslMechanismError,
+    ssl.SSLError,
+)
 
 
 def client_options(kafka: KafkaSettings) -> dict[str, Any]:
@@ -29,3 +45,36 @@ def client_options(kafka: KafkaSettings) -> dict[str, Any]:
         if security.password_file:
             options["sasl_plain_password"] = Path(security.password_file).read_text().strip()
     return options
+
+
+async def refusal(kafka: KafkaSettings, timeout_ms: int = 10_000) -> Exception | None:
+    """Why the brokers refuse this worker (wrong password, untrusted CA), if they do.
+
+    aiokafka's bootstrap reports every failure as "Unable to bootstrap" and keeps the
+    reason in a log line of its own: this asks the bootstrap servers again, one by one,
+    with the same options (the credential files read afresh), and returns the refusal.
+    """
+    try:
+        options = client_options(kafka)
+    except OSError:
+        return None  # a credential file went missing: the caller reports that itself
+    for server in kafka.bootstrap_servers.split(","):
+        host, _, port = server.strip().rpartition(":")
+        try:
+            probe = await create_conn(
+                host,
+                int(port),
+                client_id=options["client_id"],
+                request_timeout_ms=timeout_ms,
+                ssl_context=options.get("ssl_context"),
+                security_protocol=options["security_protocol"],
+                sasl_mechanism=options.get("sasl_mechanism"),
+                sasl_plain_username=options.get("sasl_plain_username"),
+                sasl_plain_password=options.get("sasl_plain_password"),
+            )
+        except _REFUSALS as refused:
+            return refused
+        except (TimeoutError, OSError, ValueError, KafkaConnectionError):
+            continue  # this one is unreachable: try the next
+        probe.close()
+    return None

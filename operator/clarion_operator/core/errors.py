@@ -192,6 +192,8 @@ _UNREACHABLE_NAMES: Final = frozenset(
 _AUTH_NAMES: Final = frozenset(
     {
         "SaslAuthenticationFailedError",
+        "SaslAuthenticationFailed",  # aiokafka 0.14's name for Kafka error 58
+        "UnsupportedSaslMechanismError",
         "AuthenticationFailedError",
         "TopicAuthorizationFailedError",
         "ClusterAuthorizationFailedError",
