@@ -135,6 +135,9 @@ class ExpectedRetryLogFilter(logging.Filter):
             or (request and self._state.down)
             or (message.startswith("Request attempt") and "; will retry:" in message)
             or message.startswith("Retrying (Retry(")  # urllib3, under the kubernetes client
+            # aiokafka, once per connection attempt: the channel's KafkaUnreachable line
+            # (WARNING, with the retry delay) says it once.
+            or (record.name.startswith("aiokafka") and message.startswith("Unable connect"))
         ):
             level = logging.DEBUG
         elif level >= logging.ERROR and request:

@@ -90,6 +90,23 @@ def test_while_the_api_is_known_away_failing_requests_are_debug() -> None:
     ]
 
 
+def test_kafka_connection_attempts_are_debug() -> None:
+    logger = logging.getLogger("aiokafka.conn")
+    records = _Records()
+    records.addFilter(ExpectedRetryLogFilter())
+    logger.addHandler(records)
+    root = logging.getLogger()
+    root_level = root.level
+    root.setLevel(logging.DEBUG)
+    try:
+        logger.error('Unable connect to "127.0.0.1:9092": [Errno 111] Connect call failed')
+        logger.error("Some other aiokafka failure")
+    finally:
+        root.setLevel(root_level)
+        logger.removeHandler(records)
+    assert [r.levelname for r in records.records] == ["DEBUG", "ERROR"]
+
+
 def test_downgraded_lines_are_dropped_below_the_configured_level() -> None:
     logger = logging.getLogger("clarion-tests.kopf-quiet")
     logger.propagate = False

@@ -1011,6 +1011,7 @@ def test_etcd_killed_under_an_idle_operator_is_logged_and_recovered_within_10s(
         )
         assert recovery <= RECOVERY_TARGET
         assert len([ln for ln in operator.log_lines() if "API unavailable" in ln["message"]]) == 1
+        assert operator.alive()
         assert not errors_logged(operator), errors_logged(operator)
     finally:
         delete_topics(kafka, [idle, fresh])
