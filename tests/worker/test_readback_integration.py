@@ -407,3 +407,31 @@ async def test_a_record_larger_than_the_read_back_fetch_limit_is_still_read_back
         async for batch in batches:
             got += batch
     assert [(type(item), item.offset) for item in got] == [(Event, meta.offset)]
+
+
+@pytest.mark.timeout(180)
+async def test_abandoned_resumes_are_freed_without_waiting_for_a_garbage_collection(
+    runtime: WorkerRuntime, no_gc: None
+) -> None:
+    """The worker raises the collector's thresholds (full collections are rare): what a
+    client that left held must go by reference counting, not wait for a collection."""
+    count = 6
+    cursor = _cursor_at_zero(runtime)
+    await asyncio.wait({await _abandon_during_readback(runtime, cursor)}, timeout=10)
+    gc.collect()
+    tracemalloc.start()
+    try:
+        baseline = tracemalloc.get_traced_memory()[0]
+        tasks = [await _abandon_during_readback(runtime, cursor) for _ in range(count)]
+        await asyncio.wait(set(tasks), timeout=20)
+        assert all(task.done() for task in tasks)
+        del tasks
+        await _all_stopped(_readback_consumers(runtime))
+        for _ in range(3):
+            await asyncio.sleep(0)
+        grown = tracemalloc.get_traced_memory()[0] - baseline
+    finally:
+        tracemalloc.stop()
+    # Before: each left its session, replay and frames in a reference cycle (task ->
+    # CancelledError -> traceback -> frame -> session -> task) until a full collection.
+    assert grown < 512 << 10, f"{grown / 1024:.0f} KiB held (no collection) after {count}"

@@ -148,7 +148,20 @@ class Session:
         self.outbox.offer_control(frame, len(frame.encode()))
 
     async def start(self, last_id: str) -> None:
-        """Replay from ``last_id``, then join live delivery (see the module docstring)."""
+        """Replay from ``last_id``, then join live delivery (see the module docstring).
+
+        The handler cancels this task when its client leaves. The task then returns
+        instead of ending cancelled: a cancelled task keeps its CancelledError, whose
+        traceback holds this session's frames (the replay, its frames, the session, and
+        through ``resume_task`` the task itself) in a reference cycle that only a full
+        collection frees, and the worker makes those rare (``gc.set_threshold``).
+        """
+        try:
+            await self._resume(last_id)
+        except asyncio.CancelledError:
+            return
+
+    async def _resume(self, last_id: str) -> None:
         await self._wait_for_cursor(last_id)
         if self.close_code is not None:
             return
