@@ -1,31 +1,58 @@
 """The channel's traffic entry through a real, maintained controller: Traefik v3 as a process
 against the local stack (Kubernetes Ingress and Gateway API providers).
 
-Control plane only: the operator's Exposed condition and Event for a missing
-IngressClass, Traefik picking up the rendered Ingress and the Service's stickiness, and
-Traefik accepting the rendered HTTPRoute (its sessionPersistence kept by the
-experimental-channel CRDs). Nothing is sent through Traefik here: KWOK's pods have no
-real address, and an EndpointSlice cannot point at 127.0.0.1.
+Without the real node (control plane only): the operator's Exposed condition and Event for
+a missing IngressClass, Traefik picking up the rendered Ingress and the Service's
+stickiness, and Traefik accepting the rendered HTTPRoute (its sessionPersistence kept by
+the experimental-channel CRDs). Nothing is sent through Traefik there: KWOK's pods have
+no real address.
+
+With the real node: clients of several organizations through Traefik, a returning
+client's cookie, idle WebSocket and SSE streams past Traefik's default timeouts, a pod
+deleted and a rolling update; every delivery sequence-checked (0 lost, 0 duplicated).
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
+import random
+import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from clarion_devstack.e2e import deploy, pods, traefik
+from clarion_devstack.e2e.clients import (
+    Viewer,
+    all_welcomed,
+    produce_steadily,
+    report,
+    settle,
+    viewer,
+)
 from clarion_devstack.e2e.deploy import Kube, OperatorProcess
+from clarion_devstack.e2e.events import Person, Traffic, UnionFlowProducer
+from clarion_devstack.e2e.pods import PodChannel
 from clarion_devstack.pytest_plugin import LocalStack
 
 pytestmark = pytest.mark.integration
 
+ORGS = ("org-abidjan", "org-dakar", "org-lome")
+PEOPLE = (
+    Person("awa", ("org-abidjan",)),
+    Person("kofi", ("org-lome",)),
+    Person("fatou", ("org-dakar", "org-abidjan")),
+    Person("ibrahim", ("org-abidjan", "org-lome")),
+    Person("seydou", ()),
+    Person("adjoa", ("org-dakar",)),
+)
 COOKIE = "clarion-affinity"
 TRAEFIK_EXPOSURE: dict[str, Any] = {
     "type": "ingress",
@@ -208,3 +235,265 @@ def test_gateway_exposure_is_accepted_by_traefik_with_session_persistence(
         lambda: any("/sse/dashboard" in str(r.get("rule")) for r in controller.routers()),
         "Traefik's router for the HTTPRoute",
     )
+
+
+# --- through Traefik in front of real pods ------------------------------------------------
+
+
+@dataclass
+class ExposedPodChannel(PodChannel):
+    """:class:`PodChannel` with ``spec.exposure`` instead of clients on the Service."""
+
+    exposure: dict[str, Any] = field(default_factory=lambda: dict(TRAEFIK_EXPOSURE))
+
+    def objects(self, **workers: Any) -> list[dict[str, Any]]:
+        objects = super().objects(**workers)
+        deploy.channel_of(objects)["spec"]["exposure"] = self.exposure
+        return objects
+
+
+@pytest.fixture(scope="module")
+def exposed(
+    local_stack: LocalStack,
+    controller: traefik.Traefik,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[ExposedPodChannel]:
+    reason = pods.unavailable_reason(local_stack.env)
+    if reason is not None:
+        pytest.skip(f"no real node in this stack: {reason}")
+    ch = ExposedPodChannel(
+        local_stack.env,
+        tmp_path_factory.mktemp("entry-pods"),
+        namespace=f"entry-{uuid.uuid4().hex[:8]}",
+        replicas=2,
+        drain_window_seconds=2,
+    )
+    ch.up()
+    try:
+        yield ch
+    finally:
+        ch.down()
+
+
+def _service_key(ch: PodChannel) -> str:
+    # Traefik names an Ingress backend "<namespace>-<service>-<port>".
+    return f"{ch.namespace}-{ch.deployment_name}-"
+
+
+@pytest.fixture
+def routed(exposed: ExposedPodChannel, controller: traefik.Traefik) -> ExposedPodChannel:
+    """Every replica Ready and in Traefik's rotation (a previous test may have rolled)."""
+    exposed.wait_rolled_out()
+    controller.wait_servers(_service_key(exposed), exposed.replicas)
+    return exposed
+
+
+@pytest.fixture
+async def producer(local_stack: LocalStack) -> AsyncIterator[UnionFlowProducer]:
+    p = UnionFlowProducer(local_stack.kafka_bootstrap)
+    yield p
+    p.flush(30)
+
+
+def _ws_url(controller: traefik.Traefik, ch: PodChannel) -> str:
+    assert ch.rendered is not None
+    return controller.ws_base + ch.rendered.websocket_path
+
+
+def _connect(
+    controller: traefik.Traefik, ch: PodChannel, people: tuple[Person, ...] = PEOPLE
+) -> list[Viewer]:
+    return [viewer(_ws_url(controller, ch), ch.token(p), p) for p in people]
+
+
+def _print_totals(title: str, totals: dict[str, int], extra: str = "") -> None:
+    print(
+        f"\n[traffic-entry] {title}: produced {totals['produced']}, expected "
+        f"{totals['expected']}, delivered {totals['delivered']}, lost {totals['lost']}, "
+        f"duplicated {totals['duplicated']}, unexpected {totals['unexpected']}{extra}"
+    )
+
+
+async def _stop_all(viewers: list[Viewer]) -> None:
+    for v in viewers:
+        await v.stop()
+
+
+async def test_organizations_get_exactly_their_events_through_traefik(
+    routed: ExposedPodChannel, controller: traefik.Traefik, producer: UnionFlowProducer
+) -> None:
+    viewers = _connect(controller, routed)
+    try:
+        await all_welcomed(viewers)
+        traffic = Traffic(ORGS, PEOPLE, random.Random(11))
+        for _ in range(300):
+            traffic.next(producer)
+        await settle(producer, viewers)
+        totals, problems = report(producer, viewers)
+        _print_totals("organizations through Traefik", totals)
+        assert not problems, problems
+        for v in viewers:
+            orgs = set(v.person.organizations)
+            assert {e["organizationId"] for e in v.events if e["organizationId"]} <= orgs
+    finally:
+        await _stop_all(viewers)
+
+
+async def test_a_returning_client_with_its_cookie_lands_on_the_same_pod(
+    routed: ExposedPodChannel, controller: traefik.Traefik
+) -> None:
+    assert routed.rendered is not None
+    # What curl -i shows: Traefik's Set-Cookie on the SSE response.
+    sse = f"{controller.url}{routed.rendered.sse_path}"
+    token = routed.token(PEOPLE[0])
+    async with (
+        httpx.AsyncClient(timeout=10) as http,
+        http.stream("GET", sse, params={"access_token": token}) as resp,
+    ):
+        head = f"HTTP/1.1 {resp.status_code}\n" + "\n".join(
+            f"{k}: {v}" for k, v in resp.headers.items()
+        )
+        print(f"\n[traffic-entry] GET {routed.rendered.sse_path} through Traefik:\n{head}")
+        assert resp.status_code == 200
+        assert COOKIE in resp.headers.get("set-cookie", "")
+    first = _connect(controller, routed)
+    try:
+        await all_welcomed(first)
+        for v in first:
+            assert COOKIE in v.client.cookies, v.client.cookies
+        assert len({v.replica for v in first}) == 2, [v.replica for v in first]
+    finally:
+        await _stop_all(first)
+    again = [
+        viewer(
+            _ws_url(controller, routed),
+            routed.token(v.person),
+            v.person,
+            cookies=dict(v.client.cookies),
+        )
+        for v in first
+    ]
+    try:
+        await all_welcomed(again)
+        assert [v.replica for v in again] == [v.replica for v in first]
+        print(f"\n[traffic-entry] cookie: {len(again)}/{len(again)} returned to their pod")
+    finally:
+        await _stop_all(again)
+
+
+async def _sse_lines(
+    url: str, token: str, lines: list[tuple[float, str]], stop: asyncio.Event
+) -> None:
+    async with (
+        httpx.AsyncClient(timeout=httpx.Timeout(10, read=None)) as http,
+        http.stream("GET", url, params={"access_token": token}) as resp,
+    ):
+        assert resp.status_code == 200
+        async for line in resp.aiter_lines():
+            lines.append((time.monotonic(), line))
+            if stop.is_set():
+                return
+
+
+async def test_idle_streams_outlive_traefiks_default_timeouts(
+    routed: ExposedPodChannel, controller: traefik.Traefik, producer: UnionFlowProducer
+) -> None:
+    """Traefik's entry point defaults: readTimeout 60 s, idleTimeout 180 s. A WebSocket and
+    an SSE stream with no event for longer than both stay up on the heartbeats alone."""
+    assert routed.rendered is not None
+    person = PEOPLE[0]
+    ws = viewer(_ws_url(controller, routed), routed.token(person), person)
+    lines: list[tuple[float, str]] = []
+    stop = asyncio.Event()
+    sse = asyncio.create_task(
+        _sse_lines(f"{controller.url}{routed.rendered.sse_path}", routed.token(person), lines, stop)
+    )
+    try:
+        await all_welcomed([ws])
+        started = time.monotonic()
+        idle = 200.0
+
+        async def heartbeats_past(deadline: float) -> None:
+            while not any(at >= deadline and line.startswith(":") for at, line in lines):
+                if sse.done():
+                    sse.result()  # the stream ended: raise what ended it
+                    raise AssertionError("SSE stream ended while idle")
+                await asyncio.sleep(1)
+
+        await asyncio.wait_for(heartbeats_past(started + idle), timeout=idle + 60)
+        assert len(ws.welcomes) == 1, ws.welcomes  # never reconnected
+        assert ws.error is None
+        traffic = Traffic(ORGS, (person,), random.Random(5))
+        for _ in range(20):
+            traffic.next(producer)
+        await settle(producer, [ws])
+        totals, problems = report(producer, [ws])
+        assert not problems, problems
+        sse_events = [ln for _, ln in lines if ln.startswith("data:") and '"event"' in ln]
+        assert sse_events, "the SSE stream delivered nothing after the idle period"
+        pings = sum(1 for at, ln in lines if ln.startswith(":") and at > started)
+        _print_totals(
+            f"idle {idle:.0f}s through Traefik",
+            totals,
+            f"; WebSocket welcomes {len(ws.welcomes)}, SSE pings while idle {pings}",
+        )
+    finally:
+        stop.set()
+        sse.cancel()
+        with contextlib.suppress(asyncio.CancelledError, httpx.HTTPError):
+            await sse
+        await ws.stop()
+
+
+async def test_pod_deleted_and_rolling_update_lose_nothing_through_traefik(
+    routed: ExposedPodChannel, controller: traefik.Traefik, producer: UnionFlowProducer
+) -> None:
+    viewers = _connect(controller, routed, PEOPLE * 2)
+    stop = asyncio.Event()
+    traffic = Traffic(ORGS, PEOPLE, random.Random(7))
+    load = asyncio.create_task(produce_steadily(producer, traffic, stop, rate=60))
+    try:
+        await all_welcomed(viewers)
+        await asyncio.gather(*(v.wait(lambda x: len(x.events) >= 3) for v in viewers))
+        # 1. kubectl delete pod (graceful: the worker drains, Traefik drops it).
+        victim = routed.ready_pods()[0]["metadata"]["name"]
+        on_victim = [v for v in viewers if v.replica == victim]
+        deleted_at = time.monotonic()
+        routed.kube.run("delete", "pod", victim, "-n", routed.namespace, "--wait=false")
+        for v in on_victim:
+            await v.wait(lambda x: x.replica not in (None, victim), within=60)
+        moved = time.monotonic() - deleted_at
+        routed.wait_rolled_out()
+        controller.wait_servers(_service_key(routed), routed.replicas)
+        # 2. A rolling update (maxUnavailable 0): every client ends on a new pod.
+        before = {p["metadata"]["name"] for p in routed.ready_pods()}
+        rolled_at = time.monotonic()
+        routed.apply(drainWindowSeconds=3)
+        routed.wait_rolled_out(timeout=300)
+        after = {p["metadata"]["name"] for p in routed.ready_pods()}
+        assert not before & after, (before, after)
+
+        def on_new_pod(x: Viewer) -> bool:
+            return x.replica in after
+
+        for v in viewers:
+            await v.wait(on_new_pod, within=120)
+        rolled = time.monotonic() - rolled_at
+        stop.set()
+        await load
+        await settle(producer, viewers, within=120)
+        totals, problems = report(producer, viewers)
+        _print_totals(
+            "pod deleted + rolling update through Traefik",
+            totals,
+            f"; {len(on_victim)} clients moved off the deleted pod in {moved:.1f}s, "
+            f"all {len(viewers)} on new pods {rolled:.1f}s after the update",
+        )
+        assert not problems, problems
+        assert totals["lost"] == 0
+        assert totals["duplicated"] == 0
+    finally:
+        stop.set()
+        with contextlib.suppress(Exception):
+            await load
+        await _stop_all(viewers)
