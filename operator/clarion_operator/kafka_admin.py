@@ -169,6 +169,8 @@ class AiokafkaAdmin:
         return {str(name): int(code) for name, code in response.topic_error_codes}
 
 
+#: How long asking the bootstrap servers why they refused may take, all of them.
+_PROBE_SECONDS = 5.0
 #: What a broker answers to credentials or a certificate it refuses (not "unreachable").
 _REFUSALS = (
     SaslAuthenticationFailed,
@@ -257,25 +259,30 @@ class AiokafkaFactory:
 
     async def _refusal(self, conn: KafkaConnection) -> Exception | None:
         """The authentication or TLS error a bootstrap server answers with, if any."""
-        for server in conn.bootstrap_servers.split(","):
-            host, _, port = server.strip().rpartition(":")
-            try:
-                probe = await create_conn(
-                    host,
-                    int(port),
-                    client_id=conn.client_id,
-                    request_timeout_ms=self._timeout_ms,
-                    ssl_context=ssl_context(conn),
-                    security_protocol=conn.security_protocol,
-                    sasl_mechanism=conn.sasl_mechanism,
-                    sasl_plain_username=conn.username,
-                    sasl_plain_password=conn.password,
-                )
-            except _REFUSALS as refused:
-                return refused
-            except (TimeoutError, OSError, ValueError, KafkaConnectionError):
-                continue  # this one is unreachable: try the next
-            probe.close()
+        try:
+            # Bounded: a frozen broker must not double the time to report it unreachable.
+            async with asyncio.timeout(_PROBE_SECONDS):
+                for server in conn.bootstrap_servers.split(","):
+                    host, _, port = server.strip().rpartition(":")
+                    try:
+                        probe = await create_conn(
+                            host,
+                            int(port),
+                            client_id=conn.client_id,
+                            request_timeout_ms=self._timeout_ms,
+                            ssl_context=ssl_context(conn),
+                            security_protocol=conn.security_protocol,
+                            sasl_mechanism=conn.sasl_mechanism,
+                            sasl_plain_username=conn.username,
+                            sasl_plain_password=conn.password,
+                        )
+                    except _REFUSALS as refused:
+                        return refused
+                    except (TimeoutError, OSError, ValueError, KafkaConnectionError):
+                        continue  # this one is unreachable: try the next
+                    probe.close()
+        except TimeoutError:
+            pass
         return None
 
     def _new_client(self, conn: KafkaConnection) -> AIOKafkaAdminClient:

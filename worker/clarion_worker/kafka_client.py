@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import ssl
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,8 @@ from aiokafka.errors import (
 
 from clarion_worker.core.settings import KafkaSettings
 
+#: How long asking the bootstrap servers why they refused may take, all of them.
+_PROBE_SECONDS = 5.0
 #: What a broker answers to credentials or a certificate it refuses (not "unreachable").
 _REFUSALS = (
     SaslAuthenticationFailed,
@@ -58,23 +61,28 @@ async def refusal(kafka: KafkaSettings, timeout_ms: int = 10_000) -> Exception |
         options = client_options(kafka)
     except OSError:
         return None  # a credential file went missing: the caller reports that itself
-    for server in kafka.bootstrap_servers.split(","):
-        host, _, port = server.strip().rpartition(":")
-        try:
-            probe = await create_conn(
-                host,
-                int(port),
-                client_id=options["client_id"],
-                request_timeout_ms=timeout_ms,
-                ssl_context=options.get("ssl_context"),
-                security_protocol=options["security_protocol"],
-                sasl_mechanism=options.get("sasl_mechanism"),
-                sasl_plain_username=options.get("sasl_plain_username"),
-                sasl_plain_password=options.get("sasl_plain_password"),
-            )
-        except _REFUSALS as refused:
-            return refused
-        except (TimeoutError, OSError, ValueError, KafkaConnectionError):
-            continue  # this one is unreachable: try the next
-        probe.close()
+    try:
+        # Bounded: a frozen broker must not double the time to report it unreachable.
+        async with asyncio.timeout(_PROBE_SECONDS):
+            for server in kafka.bootstrap_servers.split(","):
+                host, _, port = server.strip().rpartition(":")
+                try:
+                    probe = await create_conn(
+                        host,
+                        int(port),
+                        client_id=options["client_id"],
+                        request_timeout_ms=timeout_ms,
+                        ssl_context=options.get("ssl_context"),
+                        security_protocol=options["security_protocol"],
+                        sasl_mechanism=options.get("sasl_mechanism"),
+                        sasl_plain_username=options.get("sasl_plain_username"),
+                        sasl_plain_password=options.get("sasl_plain_password"),
+                    )
+                except _REFUSALS as refused:
+                    return refused
+                except (TimeoutError, OSError, ValueError, KafkaConnectionError):
+                    continue  # this one is unreachable: try the next
+                probe.close()
+    except TimeoutError:
+        pass
     return None
