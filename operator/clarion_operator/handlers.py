@@ -137,7 +137,10 @@ class ExpectedRetryLogFilter(logging.Filter):
             or message.startswith("Retrying (Retry(")  # urllib3, under the kubernetes client
             # aiokafka, once per connection attempt: the channel's KafkaUnreachable line
             # (WARNING, with the retry delay) says it once.
-            or (record.name.startswith("aiokafka") and message.startswith("Unable connect"))
+            or (
+                record.name.startswith("aiokafka")
+                and message.startswith(("Unable connect", "Unable to update metadata"))
+            )
         ):
             level = logging.DEBUG
         elif level >= logging.ERROR and request:

@@ -100,11 +100,12 @@ def test_kafka_connection_attempts_are_debug() -> None:
     root.setLevel(logging.DEBUG)
     try:
         logger.error('Unable connect to "127.0.0.1:9092": [Errno 111] Connect call failed')
+        logger.error("Unable to update metadata from [1]")
         logger.error("Some other aiokafka failure")
     finally:
         root.setLevel(root_level)
         logger.removeHandler(records)
-    assert [r.levelname for r in records.records] == ["DEBUG", "ERROR"]
+    assert [r.levelname for r in records.records] == ["DEBUG", "DEBUG", "ERROR"]
 
 
 def test_downgraded_lines_are_dropped_below_the_configured_level() -> None:
