@@ -16,8 +16,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
+import http.server
 import json
 import random
+import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -37,6 +40,7 @@ from clarion_devstack.e2e.clients import (
     settle,
     viewer,
 )
+from clarion_devstack.e2e.cluster import Deployment
 from clarion_devstack.e2e.deploy import Kube, OperatorProcess
 from clarion_devstack.e2e.events import Person, Traffic, UnionFlowProducer
 from clarion_devstack.e2e.pods import PodChannel
@@ -497,3 +501,55 @@ async def test_pod_deleted_and_rolling_update_lose_nothing_through_traefik(
         with contextlib.suppress(Exception):
             await load
         await _stop_all(viewers)
+
+
+async def test_the_harness_and_demo_put_traefik_in_front_of_real_pods(
+    local_stack: LocalStack, tmp_path: Path
+) -> None:
+    """``cluster.Deployment`` (what ``make demo`` runs) with the real node: Traefik serves the
+    channel's own Ingress, and the dashboard page shares its origin (file provider)."""
+    if pods.unavailable_reason(local_stack.env) is not None:
+        pytest.skip("no real node in this stack")
+    page = tmp_path / "site"
+    page.mkdir()
+    (page / "index.html").write_text("dashboard page")
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(page))
+    site = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    serving = threading.Thread(target=site.serve_forever, daemon=True)
+    serving.start()
+    dep = Deployment(
+        local_stack.env,
+        tmp_path / "dep",
+        namespace=f"harness-{uuid.uuid4().hex[:8]}",
+        replicas=2,
+        real_pods=True,
+        traefik_binary=traefik.traefik_binary(local_stack.settings),
+        site_port=site.server_address[1],
+        quiet=True,
+    )
+    try:
+        dep.up()
+        assert dep.entry_name == "Traefik"
+        assert dep.lb is None  # no hand-configured HAProxy
+        ingress = dep.kube.get("ingress", f"{dep.channel}-worker", dep.namespace)
+        assert ingress["spec"]["ingressClassName"] == traefik.INGRESS_CLASS
+        viewers = [viewer(dep.ws_url, dep.token(p), p) for p in PEOPLE]
+        try:
+            await all_welcomed(viewers)
+            listed = json.loads(dep.kube.run("get", "pods", "-n", dep.namespace, "-o", "json"))[
+                "items"
+            ]
+            running = {p["metadata"]["name"] for p in listed}
+            # Spread over both replicas, each a pod of the real node.
+            assert len({v.replica for v in viewers}) == 2
+            assert {v.replica for v in viewers} <= running
+            assert all(COOKIE in v.client.cookies for v in viewers)
+        finally:
+            await _stop_all(viewers)
+        async with httpx.AsyncClient(timeout=10) as http_client:
+            resp = await http_client.get(dep.entry_url + "/")
+        assert (resp.status_code, resp.text) == (200, "dashboard page")
+    finally:
+        dep.down()
+        site.shutdown()
+        site.server_close()

@@ -4,7 +4,10 @@ operator (real process) --reconciles--> RealtimeChannel (the UnionFlow example)
     -> Kafka topics, ConfigMap worker.json, Secret mount, Deployment
 worker processes, one per (KWOK) pod, configured from what the API server holds;
   or, with ``real_pods``, the Deployment's own pods on the stack's real node
-HAProxy (cookie stickiness, /readyz checks) on 127.0.0.1 in front of them
+in front of them, on 127.0.0.1: with real pods, Traefik (a maintained ingress
+  controller) serving the channel's own Ingress (``exposure.ingress.profile: traefik``,
+  cookie stickiness from the Service's annotations); otherwise (worker processes, or no
+  Traefik binary given) HAProxy, configured by hand (cookie stickiness, /readyz checks)
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from typing import Any
 
 import jwt
 
-from clarion_devstack.e2e import deploy, pods
+from clarion_devstack.e2e import deploy, pods, traefik
 from clarion_devstack.e2e.deploy import Kube, OperatorProcess, RenderedWorkers, Replica
 from clarion_devstack.e2e.events import Person
 from clarion_devstack.e2e.haproxy import LoadBalancer, Server
@@ -39,8 +42,12 @@ class Deployment:
     quiet: bool = False
     #: Run the workers as the Deployment's pods on the real node (the stack must have one).
     real_pods: bool = False
-    #: With ``real_pods``: the pods behind HAProxy (name -> pod IP and worker port).
+    #: With ``real_pods``: the pods behind the entry point (name -> pod IP and worker port).
     pod_ips: dict[str, tuple[str, int]] = field(default_factory=dict)
+    #: Traefik's binary (``traefik.traefik_binary``): with ``real_pods``, Traefik serves
+    #: the channel's Ingress in front of the pods; without it, HAProxy is the fallback.
+    traefik_binary: Path | None = None
+    controller: traefik.Traefik | None = None
     kube: Kube = field(init=False)
     operator: OperatorProcess | None = None
     rendered: RenderedWorkers | None = None
@@ -81,6 +88,9 @@ class Deployment:
                 self.env["kubeconfig"], self.namespace, self.log_dir / "operator.log"
             )
             self.operator.start()
+        if self.real_pods and self.traefik_binary is not None:
+            self._up_behind_traefik(self.traefik_binary)
+            return
         lb = LoadBalancer(
             servers=[],
             cookie="",
@@ -133,10 +143,71 @@ class Deployment:
             for server in servers:
                 lb.wait_state(server.name, "UP", timeout=60)
 
+    def _up_behind_traefik(self, binary: Path) -> None:
+        """The channel's own Ingress, served by Traefik, in front of its real pods."""
+        kube = self.kube
+        bootstrap = self.env.get("kafka_pod_bootstrap") or ""
+        if not bootstrap:
+            raise deploy.DeployError(pods.unavailable_reason(self.env) or "no real node")
+        controller = traefik.Traefik(
+            binary,
+            self.env["kubeconfig"],
+            self.log_dir / "traefik.log",
+            gateway_api=False,
+            site_port=self.site_port,
+        )
+        if self.lb_port is not None:
+            controller.port = self.lb_port
+        self.controller = controller
+        with self._step("start Traefik (Kubernetes Ingress provider) on 127.0.0.1"):
+            traefik.ensure_ingress_class(kube)
+            controller.start()
+        objects = deploy.for_local_stack(
+            deploy.load_objects(self.channel_file),
+            bootstrap=bootstrap,
+            origins=[controller.origin],
+            replicas=self.replicas,
+            drain_window_seconds=self.drain_window_seconds,
+        )
+        spec = deploy.channel_of(objects)["spec"]
+        cookie = (spec.get("ingress") or {}).get("stickyCookie") or {}
+        spec["ingress"] = {"enabled": False}
+        spec["exposure"] = {
+            "type": "ingress",
+            "stickyCookie": cookie,
+            "ingress": {"className": traefik.INGRESS_CLASS, "profile": "traefik"},
+        }
+        with self._step(f"apply {self.channel_file.name} (exposure: Traefik) and wait for Ready"):
+            kube.apply(objects, self.namespace)
+            deploy.wait_channel_ready(kube, self.namespace, self.channel)
+        with self._step("read the rendered ConfigMap, Secret and pods back"):
+            self.rendered = deploy.materialize(
+                kube, self.namespace, self.channel, self.workdir / "rendered"
+            )
+        with self._step(f"wait for {self.replicas} worker pods Ready and routed by Traefik"):
+            self.pod_ips = _ready_pod_ips(kube, self.namespace, self.channel, self.replicas)
+            controller.wait_servers(
+                f"{self.namespace}-{self.channel}-worker-", self.replicas, timeout=120
+            )
+
+    @property
+    def entry_url(self) -> str:
+        """The entry point's base URL (Traefik or HAProxy)."""
+        if self.controller is not None:
+            return self.controller.url
+        assert self.lb is not None
+        return self.lb.url
+
+    @property
+    def entry_name(self) -> str:
+        return "Traefik" if self.controller is not None else "HAProxy"
+
     @property
     def ws_url(self) -> str:
-        assert self.lb is not None
         assert self.rendered is not None
+        if self.controller is not None:
+            return self.controller.ws_base + self.rendered.websocket_path
+        assert self.lb is not None
         return self.lb.ws_base + self.rendered.websocket_path
 
     def token(self, person: Person, ttl: float = 12 * 3600) -> str:
@@ -177,6 +248,8 @@ class Deployment:
         the operator still runs, so its finalizer never leaves the namespace hanging."""
         if self.lb is not None:
             self.lb.stop()
+        if self.controller is not None:
+            self.controller.stop()
         deploy.stop_all(self.workers)
         if self.operator is not None and self.operator.alive():
             try:

@@ -1,13 +1,15 @@
 """``make demo``: the local stack, the operator, the UnionFlow channel, two workers behind
-HAProxy, a producer of UnionFlow-like events, and a live dashboard. Ctrl-C stops it all.
+an entry point, a producer of UnionFlow-like events, and a live dashboard. Ctrl-C stops it.
 
 The workers are the Deployment's own pods on the stack's real node when it has one (built
-from the worker image, started by the kubelet); otherwise worker processes configured
-from what the operator rendered, and the demo says so.
+from the worker image, started by the kubelet), behind Traefik serving the channel's own
+Ingress; otherwise worker processes configured from what the operator rendered, behind a
+hand-configured HAProxy, and the demo says so.
 
 The dashboard (static HTML and JS in ``dashboard/``) is served by a tiny local server
-behind the same HAProxy frontend as the workers, so the page and its WebSockets share one
-origin (the one the channel's allowedOrigins is given). ``/config.json`` hands the page
+behind the same entry point as the workers (Traefik's file provider, or HAProxy's second
+backend), so the page and its WebSockets share one origin (the one the channel's
+allowedOrigins is given). ``/config.json`` hands the page
 demo tokens minted with the channel's secret.
 """
 
@@ -28,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from clarion_devstack import stack
-from clarion_devstack.e2e import pods, sysdeps
+from clarion_devstack.e2e import pods, sysdeps, traefik
 from clarion_devstack.e2e.cluster import Deployment
 from clarion_devstack.e2e.events import Person, Traffic, UnionFlowProducer
 from clarion_devstack.procs import free_port
@@ -140,8 +142,10 @@ def run_demo(
         say("the workers run as real pods on the stack's node")
     else:
         say(f"no real node ({no_node}): the workers run as processes on this machine")
+    # With the real node, Traefik (built on first use) serves the channel's Ingress.
+    entry = traefik.traefik_binary(settings) if no_node is None else None
     dep = Deployment(env, workdir, namespace="unionflow-demo", replicas=2, site_port=site.port,
-                     lb_port=port, real_pods=no_node is None)  # fmt: skip
+                     lb_port=port, real_pods=no_node is None, traefik_binary=entry)  # fmt: skip
     producer: DemoProducer | None = None
     try:
         site.start()
@@ -149,7 +153,6 @@ def run_demo(
         site.config = dashboard_config(dep)
         producer = DemoProducer(env["kafka_bootstrap"], rate)
         producer.start()
-        assert dep.lb is not None
         token = site.config["viewers"][2]["token"]
         kubectl = f"{env['kubectl']} --kubeconfig {env['kubeconfig']}"
         if dep.real_pods:
@@ -167,11 +170,17 @@ def run_demo(
         else:
             replicas = ", ".join(f"{w.replica_id} (:{w.port})" for w in dep.workers)
             kill = f"kill -9 {dep.workers[0].proc.pid if dep.workers[0].proc else ''}"
+        if dep.controller is not None:
+            entry_admin = f"{dep.controller.api}/api/http/services (Traefik's view)"
+            print(dep.kube.run("get", "ingress", "-n", dep.namespace), flush=True)
+        else:
+            assert dep.lb is not None
+            entry_admin = f"{dep.lb.stats_url} (stats)"
         say("the demo is running:")
         print(
-            f"\n  dashboard      {dep.lb.url}/\n"
+            f"\n  dashboard      {dep.entry_url}/\n"
             f"  WebSocket      {dep.ws_url}\n"
-            f"  HAProxy stats  {dep.lb.stats_url}\n"
+            f"  {dep.entry_name:<14} {entry_admin}\n"
             f"  replicas       {replicas}\n"
             f"  logs           {dep.log_dir}\n"
             f"  pods           {kubectl} -n {dep.namespace} get pods -o wide\n\n"
