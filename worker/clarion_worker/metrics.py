@@ -55,6 +55,7 @@ class WorkerMetrics:
     broadcast_duration: Histogram
     write_pass_duration: Histogram
     loop_lag: Histogram
+    gc_collection: Histogram
     consumer_lag: Gauge
     fetch_age: Gauge
     paused_partitions: Gauge
@@ -62,10 +63,10 @@ class WorkerMetrics:
     readbacks_open: Gauge
     auth_failures: Counter
     draining: Gauge
-    timestamps_ignored: Counter
-    userless_events: Counter
     pending_handshakes: Gauge
     handshake_refusals: Counter
+    timestamps_ignored: Counter
+    userless_events: Counter
 
     @classmethod
     def create(cls, registry: CollectorRegistry, *, process: bool = True) -> WorkerMetrics:
@@ -181,6 +182,12 @@ class WorkerMetrics:
                 buckets=_LOOP_BUCKETS,
                 registry=registry,
             ),
+            gc_collection=Histogram(
+                f"{ns}_gc_collection_seconds",
+                "Full garbage collections the worker ran after connections closed.",
+                buckets=_LOOP_BUCKETS,
+                registry=registry,
+            ),
             consumer_lag=Gauge(
                 f"{ns}_consumer_lag",
                 "Records between the partition's end and this worker's position, as of the "
@@ -217,6 +224,19 @@ class WorkerMetrics:
             draining=Gauge(
                 f"{ns}_draining", "1 while the worker drains its clients.", registry=registry
             ),
+            pending_handshakes=Gauge(
+                f"{ns}_pending_handshakes",
+                "Connections whose request head has not fully arrived yet.",
+                registry=registry,
+            ),
+            handshake_refusals=Counter(
+                f"{ns}_handshake_refusals_total",
+                "Connections answered before their request reached the app, by reason: "
+                "url_too_long (414), headers_too_large (431), handshake_timeout (408), "
+                "unavailable (503, too many pending).",
+                ["reason"],
+                registry=registry,
+            ),
             timestamps_ignored=Counter(
                 f"{ns}_timestamps_ignored_total",
                 "Producer timestamps present but not used (the Kafka timestamp stood in), "
@@ -229,19 +249,6 @@ class WorkerMetrics:
                 "Events of user topics that named no user, delivered to the members of "
                 "their organization (topics[].withoutUser: organization).",
                 ["topic"],
-                registry=registry,
-            ),
-            pending_handshakes=Gauge(
-                f"{ns}_pending_handshakes",
-                "Connections whose request head has not fully arrived yet.",
-                registry=registry,
-            ),
-            handshake_refusals=Counter(
-                f"{ns}_handshake_refusals_total",
-                "Connections answered before their request reached the app, by reason: "
-                "url_too_long (414), headers_too_large (431), handshake_timeout (408), "
-                "unavailable (503, too many pending).",
-                ["reason"],
                 registry=registry,
             ),
         )

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import random
 import time
@@ -16,6 +17,7 @@ from prometheus_client import CollectorRegistry
 from clarion_worker.config import Secrets
 from clarion_worker.consumer import ChannelConsumer, ChannelState
 from clarion_worker.core.auth import TokenVerifier
+from clarion_worker.core.collection import CollectionPolicy
 from clarion_worker.core.drain import plan_drain
 from clarion_worker.core.events import RecordDecoder
 from clarion_worker.core.hub import Connection, Hub
@@ -76,6 +78,10 @@ class WorkerRuntime:
             transport: self.metrics.connections.labels(transport)
             for transport in ("websocket", "sse")
         }
+        #: Closed connections leave cycles only a full collection frees (core/collection.py).
+        self.collection = CollectionPolicy()
+        self._closes_since_collection = 0
+        self._last_collection = time.monotonic()
 
     # ---- state ---------------------------------------------------------------------
 
@@ -102,6 +108,7 @@ class WorkerRuntime:
         if self.sessions.pop(session.id, None) is not None:
             self.hub.remove(session.connection)
             self._connections[session.transport].dec()
+            self._closes_since_collection += 1
 
     def _overflowed(self, connection: Connection) -> None:
         session = self.sessions.get(connection.id)
@@ -191,11 +198,24 @@ class WorkerRuntime:
         while True:
             await asyncio.sleep(_LAG_SECONDS)
             await self.consumer.update_lag()
+            self.collect_if_due()
             now = time.time()
             for session in list(self.sessions.values()):
                 expires = session.connection.principal.expires_at
                 if expires is not None and expires + leeway < now:
                     session.request_close(CloseCode.TOKEN_EXPIRED, "token expired")
+
+    def collect_if_due(self) -> bool:
+        """Run a full garbage collection when the policy says closed connections wait."""
+        started = time.monotonic()
+        if not self.collection.due(self._closes_since_collection, started - self._last_collection):
+            return False
+        gc.collect()
+        finished = time.monotonic()
+        self.metrics.gc_collection.observe(finished - started)
+        self._closes_since_collection = 0
+        self._last_collection = finished
+        return True
 
     # ---- drain ---------------------------------------------------------------------
 
