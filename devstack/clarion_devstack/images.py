@@ -222,6 +222,9 @@ def containers_conf(hard_nofile: int, hard_nproc: int) -> str:
         "[containers]\n"
         f'default_ulimits = ["nofile={nofile}:{nofile}", "nproc={nproc}:{nproc}"]\n'
         'log_driver = "k8s-file"\n'
+        # No network unless a command asks for one: podman's default bridge would leave
+        # cni-podman0 and CNI firewall chains on the host after the run.
+        'netns = "none"\n'
         "\n"
         "[engine]\n"
         'runtime = "runc"\n'

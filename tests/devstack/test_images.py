@@ -109,6 +109,13 @@ def test_containers_conf_keeps_the_limits_at_or_below_the_hard_ones() -> None:
     assert 'cgroup_manager = "cgroupfs"' in conf
 
 
+def test_podman_runs_without_a_network_unless_asked() -> None:
+    """podman's default bridge would leave cni-podman0 and CNI chains on the host."""
+    conf = images.containers_conf(hard_nofile=20000, hard_nproc=96365)
+    section = conf.split("[containers]", 1)[1].split("[engine]", 1)[0]
+    assert 'netns = "none"' in section
+
+
 def test_the_build_uses_no_registry_and_mounts_the_ca_bundle_read_only() -> None:
     argv = images.build_argv(ROOT, images.WORKER, "ghcr.io/clarion/worker:9", "fp")
     assert "--pull=never" in argv
