@@ -29,7 +29,7 @@ $(STAMP): pyproject.toml constraints.txt
 venv: $(STAMP) ## Create .venv with the pinned Python dependencies
 
 .PHONY: stack-build
-stack-build: venv ## Fetch Kafka and build etcd, Kubernetes, KWOK and Helm into the cache
+stack-build: venv ## Fetch Kafka; build etcd, Kubernetes, KWOK, Helm, crictl, Traefik, promtool into the cache
 	@$(PY) -m clarion_devstack build
 
 .PHONY: sysdeps

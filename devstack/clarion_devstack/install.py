@@ -118,8 +118,7 @@ TRAEFIK = GoBuild(
 )
 
 
-#: promtool checks and unit-tests the chart's alerting rules (tests/charts); built on first
-#: use, not by ``make setup`` (the stack does not need it).
+#: promtool checks and unit-tests the chart's alerting rules (tests/charts).
 def _promtool_ldflags() -> str:
     # Prometheus's release build stamps prometheus/common's version package; without it
     # `promtool --version` prints an empty version. Module v0.3MM.P is Prometheus 3.MM.P.
@@ -135,7 +134,9 @@ PROMTOOL = GoBuild(
     packages=("github.com/prometheus/prometheus/cmd/promtool",),
     ldflags=_promtool_ldflags(),
 )
-GO_BUILDS = (ETCD, KUBE, KWOK, HELM, CRI_TOOLS)
+#: Built by ``make setup`` with visible progress: Traefik and promtool are only used by
+#: tests, but a first build inside a test run (10 minutes and more, cold) would look hung.
+GO_BUILDS = (ETCD, KUBE, KWOK, HELM, CRI_TOOLS, TRAEFIK, PROMTOOL)
 
 
 @dataclass(frozen=True)
