@@ -17,7 +17,7 @@ import re
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
@@ -202,6 +202,20 @@ def test_the_api_server_admits_exactly_what_the_operator_admits(
         suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
     )
     @given(specs)
+    # Found by this test: the CRD admitted a TLS Secret whose keys coincide.
+    @example(
+        raw={
+            "kafka": {
+                "bootstrapServers": "0",
+                "security": {
+                    "protocol": "SSL",
+                    "tlsSecret": {"name": "0", "caKey": "0", "keyKey": "0", "certKey": "0"},
+                },
+            },
+            "topics": [{"name": "0"}],
+            "auth": {"mode": "none"},
+        }
+    )
     def check(raw: dict[str, Any]) -> None:
         api = _api_admits(custom_objects, namespace, raw)
         operator = _worker_accepts(raw)

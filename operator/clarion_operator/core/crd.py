@@ -338,7 +338,15 @@ def _kafka() -> Schema:
             ),
         },
         required=("name",),
-        rules=(rule("has(self.certKey) == has(self.keyKey)", "set certKey and keyKey together"),),
+        rules=(
+            rule("has(self.certKey) == has(self.keyKey)", "set certKey and keyKey together"),
+            rule(
+                "!has(self.certKey) || !has(self.keyKey) || (self.certKey != self.keyKey"
+                " && (!has(self.caKey) || (self.caKey != self.certKey"
+                " && self.caKey != self.keyKey)))",
+                "caKey, certKey and keyKey must differ",
+            ),
+        ),
     )
     security = obj(
         "How the workers and the operator authenticate to Kafka.",
