@@ -269,24 +269,42 @@ class Deployment:
 def _ready_pod_ips(
     kube: Kube, namespace: str, channel: str, replicas: int
 ) -> dict[str, tuple[str, int]]:
+    """The worker pods once the Deployment's rollout is complete: every replica updated,
+    ready and of the current ReplicaSet, no old or terminating pod left (a channel can be
+    Ready while a second rollout still replaces its first pods)."""
     found: dict[str, tuple[str, int]] = {}
 
     def ready() -> bool:
+        deployment = json.loads(
+            kube.run("get", "deployment", f"{channel}-worker", "-n", namespace, "-o", "json")
+        )
+        status = deployment.get("status", {})
+        settled = (
+            status.get("observedGeneration") == deployment["metadata"]["generation"]
+            and status.get("replicas") == replicas
+            and status.get("updatedReplicas") == replicas
+            and status.get("readyReplicas") == replicas
+        )
+        if not settled:
+            return False
         listed = json.loads(
             kube.run(
                 "get", "pods", "-n", namespace, "-l",
                 f"app.kubernetes.io/instance={channel}", "-o", "json",
             )
         )  # fmt: skip
+        hashes = {p["metadata"].get("labels", {}).get("pod-template-hash") for p in listed["items"]}
         found.clear()
         for pod in listed["items"]:
+            if pod["metadata"].get("deletionTimestamp"):
+                return False
             conditions = pod.get("status", {}).get("conditions", [])
             if any(c["type"] == "Ready" and c["status"] == "True" for c in conditions):
                 port = int(pod["spec"]["containers"][0]["ports"][0]["containerPort"])
                 found[pod["metadata"]["name"]] = (pod["status"]["podIP"], port)
-        return len(found) >= replicas
+        return len(hashes) == 1 and len(found) == replicas
 
-    pods.wait_for(ready, f"{replicas} worker pods Ready", 240)
+    pods.wait_for(ready, f"{replicas} worker pods Ready, rollout complete", 240)
     return dict(found)
 
 
