@@ -155,6 +155,7 @@ class Deployment:
             self.log_dir / "traefik.log",
             gateway_api=False,
             site_port=self.site_port,
+            namespaces=(self.namespace,),
         )
         if self.lb_port is not None:
             controller.port = self.lb_port

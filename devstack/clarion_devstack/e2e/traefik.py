@@ -162,6 +162,9 @@ class Traefik:
     #: A page on 127.0.0.1 served for every other path (the demo's dashboard), so the
     #: page and its sockets share one origin; through Traefik's file provider.
     site_port: int | None = None
+    #: Watch only these namespaces (all when empty): channels of the same example in other
+    #: namespaces, such as an earlier test's still terminating, share its host and paths.
+    namespaces: tuple[str, ...] = ()
     pid: int | None = None
 
     @property
@@ -198,8 +201,13 @@ class Traefik:
             # during a full restart is told to retry, and tests can see the route at once.
             "--providers.kubernetesIngress.allowEmptyServices=true",
         ]
+        if self.namespaces:
+            watched = ",".join(self.namespaces)
+            args.append(f"--providers.kubernetesIngress.namespaces={watched}")
         if self.gateway_api:
             args.append("--providers.kubernetesGateway=true")
+            if self.namespaces:
+                args.append(f"--providers.kubernetesGateway.namespaces={watched}")
         if self.site_port is not None:
             args.append(f"--providers.file.filename={self.site_config}")
         return args
