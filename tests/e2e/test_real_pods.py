@@ -393,6 +393,11 @@ def test_a_crash_looping_worker_shows_in_the_channels_conditions_with_its_own_wo
         (pod,) = ch.pods()
         assert pod["spec"]["nodeName"] == node.NODE_NAME
         (status,) = pods.container_statuses(pod)
-        assert status["lastState"]["terminated"]["exitCode"] != 0
+        # Terminated now (before its first restart) or last time (restarting, in back-off).
+        terminated = status.get("state", {}).get("terminated") or status.get("lastState", {}).get(
+            "terminated"
+        )
+        assert terminated is not None, status
+        assert terminated["exitCode"] != 0, status
     finally:
         ch.down()
