@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import pytest
 from prometheus_client import CollectorRegistry
 
 from clarion_worker.core.hub import Connection
@@ -118,3 +119,26 @@ async def test_a_drain_closes_only_once_the_queue_is_written() -> None:
     await asyncio.sleep(0)
     assert len(session.sink.written) == 1
     assert session.sink.closed_with == (int(CloseCode.DRAIN), "draining")
+
+
+class BrokenSink(FakeSink):
+    """A sink whose write fails the way a defect does, not the way a socket does."""
+
+    def write(self, data: bytes) -> None:
+        raise AttributeError("'DirectWebSocketProtocol' object has no attribute 'transport'")
+
+
+async def test_a_defect_is_raised_not_turned_into_a_close_and_the_others_keep_their_turn() -> None:
+    # A defect closing every client with 1011 would be a reconnect storm (issue 14 item 3).
+    flush = flusher()
+    broken, healthy = FakeSession(BrokenSink()), FakeSession(FakeSink())
+    for session in (broken, healthy):
+        session.outbox.offer(EVENT, len(EVENT))
+        flush.mark(session)  # type: ignore[arg-type]
+    with pytest.raises(AttributeError):
+        flush.flush()
+    assert broken.close_code is None
+    assert healthy.marked  # back in the queue of the next pass
+    await asyncio.sleep(0)
+    assert len(healthy.sink.written) == 1
+    assert not healthy.marked

@@ -1,7 +1,7 @@
 """Direct writes: an ASGI extension that lets the fan-out pass write to the socket itself.
 
 Through plain ASGI every frame costs a task wake-up and a ``send`` coroutine per client;
-GUIDE §7 measured that at 3-5x below what one core can write. This uvicorn WebSocket
+docs/benchmarks.md measured that at 3-5x below what one core can write. This uvicorn WebSocket
 protocol (the ``websockets-sansio`` one) adds the extension ``clarion.direct`` to the
 scope of each upgrade request. Its ``DirectSink`` writes pre-built frames straight to
 the transport, reports whether the transport still accepts data (uvicorn's own
@@ -13,6 +13,13 @@ Frames written here are whole, unfragmented server frames (never masked), writte
 the event loop thread like uvicorn's own, so they never interleave inside a frame.
 Servers without the extension (granian, or ``server.directWrites: false``) fall back to
 one ASGI send per frame.
+
+The subclass reaches into uvicorn's implementation (``PROTOCOL_METHODS``,
+``PROTOCOL_STATE``, ``CONNECTION_STATE``: none of it is public API). pyproject.toml pins
+uvicorn and websockets to the tested minor ranges, tests/worker/test_direct_contract.py
+holds these lists against the installed classes and against this file's own code, and
+``incompatibilities`` checks them at start-up: the server falls back to uvicorn's plain
+protocol (and so to the ASGI path) with a warning instead of failing every write.
 """
 
 from __future__ import annotations
@@ -24,7 +31,9 @@ import termios
 from collections.abc import Callable
 from typing import Any, Final
 
+import uvicorn
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+from uvicorn.server import ServerState
 from websockets.http11 import Request
 
 from clarion_worker.core.protocol import CloseCode, error_frame
@@ -35,6 +44,78 @@ EXTENSION: Final = "clarion.direct"
 CLOSED: Final = 0
 PAUSED: Final = 1
 WRITABLE: Final = 2
+
+#: uvicorn's methods the subclass overrides and calls through ``super()``.
+PROTOCOL_METHODS: Final = (
+    "data_received",
+    "handle_parser_exception",
+    "connection_lost",
+    "handle_connect",
+    "send",
+    "resume_writing",
+)
+#: uvicorn's per-connection state, set in its ``__init__``, that this module reads or writes.
+PROTOCOL_STATE: Final = (
+    "transport",
+    "loop",
+    "queue",
+    "conn",
+    "handshake_initiated",
+    "handshake_complete",
+    "close_sent",
+    "disconnected",
+    "close_timer",
+    "read_paused",
+    "writable",
+)
+#: What this module uses of the protocol's websockets ``ServerProtocol`` (``conn``).
+CONNECTION_STATE: Final = (
+    "send_close",
+    "data_to_send",
+    "handshake_exc",
+    "close_sent",
+    "close_rcvd",
+)
+#: Set by uvicorn's ``handle_connect``, after the request is parsed; read tolerantly.
+HANDSHAKE_STATE: Final = ("request", "response", "scope")
+
+
+def incompatibilities() -> list[str]:
+    """What this module uses that the installed uvicorn and websockets lack; empty if none.
+
+    Builds one protocol object the way uvicorn does for a connection (no socket, no
+    task) and looks for every name of ``PROTOCOL_METHODS``, ``PROTOCOL_STATE`` and
+    ``CONNECTION_STATE`` on it.
+    """
+    # Defined by uvicorn itself: asyncio.Protocol's no-op ``resume_writing`` would leave
+    # a paused client paused for good.
+    defined = {
+        name
+        for cls in WebSocketsSansIOProtocol.__mro__
+        if cls.__module__.startswith("uvicorn.")
+        for name, value in vars(cls).items()
+        if callable(value)
+    }
+    missing = [
+        f"WebSocketsSansIOProtocol.{name}" for name in PROTOCOL_METHODS if name not in defined
+    ]
+    config = uvicorn.Config(_no_app, ws=DirectWebSocketProtocol, log_config=None, lifespan="off")
+    loop = asyncio.new_event_loop()
+    try:
+        config.load()
+        protocol = DirectWebSocketProtocol(config, ServerState(), {}, _loop=loop)
+    except (TypeError, AttributeError, ValueError) as error:  # the constructor itself changed
+        return [*missing, f"WebSocketsSansIOProtocol(config, server_state, app_state): {error}"]
+    finally:
+        loop.close()
+    missing += [f"protocol.{name}" for name in PROTOCOL_STATE if not hasattr(protocol, name)]
+    conn = getattr(protocol, "conn", None)
+    missing += [f"protocol.conn.{name}" for name in CONNECTION_STATE if not hasattr(conn, name)]
+    return missing
+
+
+async def _no_app(scope: Any, receive: Any, send: Any) -> None:
+    """The application of the throwaway ``incompatibilities`` config: never called."""
 
 
 class DirectSink:
@@ -220,7 +301,8 @@ class DirectWebSocketProtocol(WebSocketsSansIOProtocol):
         super().handle_connect(event)
         # The ASGI task is created but has not run yet: extending its scope is safe.
         scope: Any = getattr(self, "scope", None)
-        if scope is not None and self.response.status_code == 101:
+        response: Any = getattr(self, "response", None)
+        if scope is not None and response is not None and response.status_code == 101:
             self.sink = DirectSink(self)
             scope["extensions"][EXTENSION] = {"sink": self.sink}
 

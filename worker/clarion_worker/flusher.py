@@ -21,6 +21,8 @@ import logging
 import time
 from typing import TYPE_CHECKING
 
+from websockets.exceptions import InvalidState
+
 from clarion_worker.core.coalesce import Encoded, PassEncoder
 from clarion_worker.core.protocol import CloseCode
 from clarion_worker.core.settings import LimitsSettings
@@ -34,6 +36,10 @@ if TYPE_CHECKING:
 log = logging.getLogger("clarion.worker.flusher")
 #: How long a closed connection waits for the client's close reply before aborting.
 CLOSE_HANDSHAKE_SECONDS = 2.0
+#: What writing to one client's socket may raise: the transport is gone or closing
+#: (OSError, asyncio's RuntimeError on a closed transport), or websockets refuses a
+#: close frame in the connection's state.
+_SOCKET_ERRORS = (OSError, RuntimeError, InvalidState)
 
 
 class Flusher:
@@ -71,16 +77,24 @@ class Flusher:
         events = one = batch = 0
         sampled: set[int] = set()
         now = time.time()
-        for session in dirty:
+        for index, session in enumerate(dirty):
             session.marked = False
             try:
                 written = self._write(session, encoder)
-            except Exception as error:  # one broken socket must not starve everyone else
+            except _SOCKET_ERRORS as error:  # one broken socket must not starve the others
                 self._failed_log.warning(
                     "write", "write pass failed for a client", error=repr(error)
                 )
                 session.request_close(CloseCode.INTERNAL_ERROR, "write failed")
                 continue
+            except BaseException:
+                # A defect, not a socket (a renamed uvicorn attribute, a bad frame): it
+                # reaches the loop's handler with its traceback instead of closing every
+                # client with 1011; the clients after this one keep their turn.
+                for rest in dirty[index + 1 :]:
+                    rest.marked = False
+                    self.mark(rest)
+                raise
             if written is None:
                 continue
             replayed = session.replaying

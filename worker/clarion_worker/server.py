@@ -25,12 +25,13 @@ from types import FrameType
 
 import uvicorn
 from prometheus_client import CollectorRegistry, disable_created_metrics
+from websockets.version import version as websockets_version
 
 from clarion_contract import WORKER_PORT
 from clarion_worker import config, logs
 from clarion_worker.app import create_app
 from clarion_worker.core.settings import SettingsError
-from clarion_worker.direct import DirectWebSocketProtocol
+from clarion_worker.direct import DirectWebSocketProtocol, incompatibilities
 from clarion_worker.handshake import HandshakeGuard
 from clarion_worker.runtime import WorkerRuntime
 
@@ -85,6 +86,24 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def websocket_protocol() -> type[DirectWebSocketProtocol] | str:
+    """The direct-write protocol if the installed uvicorn still has all it uses, else
+    uvicorn's own: every frame then takes the ASGI path, slower but correct."""
+    missing = incompatibilities()
+    if not missing:
+        return DirectWebSocketProtocol
+    log.warning(
+        "direct writes off: uvicorn's WebSocket protocol lacks what clarion.direct uses; "
+        "every frame goes through ASGI send",
+        extra={
+            "uvicorn": uvicorn.__version__,
+            "websockets": websockets_version,
+            "missing": missing,
+        },
+    )
+    return "websockets-sansio"
+
+
 def build_server(args: argparse.Namespace, environ: dict[str, str]) -> DrainingServer:
     path = args.config or environ.get("CLARION_CONFIG")
     if not path:
@@ -110,7 +129,7 @@ def build_server(args: argparse.Namespace, environ: dict[str, str]) -> DrainingS
         # httptools, with request heads bounded in size, time and number (handshake).
         http=guard.protocol_class(),
         # uvicorn's websockets-sansio protocol plus the direct-write extension.
-        ws=DirectWebSocketProtocol,
+        ws=websocket_protocol(),
         # Deflate costs ~50 KiB and CPU per connection; events are small JSON.
         ws_per_message_deflate=False,
         ws_max_size=settings.limits.max_client_frame_bytes,

@@ -1,0 +1,139 @@
+"""The uvicorn coupling of ``clarion_worker.direct``, held against the installed classes.
+
+``DirectWebSocketProtocol`` subclasses uvicorn's sans-I/O WebSocket protocol and uses
+its undocumented attributes (issue 14, item 3). An upgrade that renames one must fail
+here, and at start-up turn direct writes off with a warning, rather than make every
+write raise in production.
+"""
+
+from __future__ import annotations
+
+import ast
+import asyncio
+import logging
+import socket
+from pathlib import Path
+from typing import Any
+
+import pytest
+import uvicorn
+from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+from uvicorn.server import ServerState
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosedOK
+
+from clarion_worker import direct, server
+from clarion_worker.core.wsframe import text_frame
+
+DIRECT_PY = Path(direct.__file__)
+
+
+def test_the_installed_uvicorn_and_websockets_have_every_name_direct_uses() -> None:
+    assert direct.incompatibilities() == []
+    assert server.websocket_protocol() is direct.DirectWebSocketProtocol
+
+
+def _names_used_on_uvicorns_objects() -> tuple[set[str], set[str], set[str]]:
+    """From direct.py's own code: attributes read or written on the protocol (``p.x``,
+    ``self._protocol.x``, ``self.x`` inside the subclass), on its websockets connection
+    (``….conn.x``), and methods reached through ``super()``."""
+    tree = ast.parse(DIRECT_PY.read_text())
+    on_protocol: set[str] = set()
+    on_conn: set[str] = set()
+    via_super: set[str] = set()
+    own: set[str] = set()
+
+    def is_protocol(node: ast.expr, in_subclass: bool) -> bool:
+        if isinstance(node, ast.Name):
+            return node.id == "p" or (in_subclass and node.id == "self")
+        return isinstance(node, ast.Attribute) and node.attr == "_protocol"
+
+    for cls in (n for n in tree.body if isinstance(n, ast.ClassDef)):
+        in_subclass = cls.name == "DirectWebSocketProtocol"
+        if in_subclass:
+            own |= {
+                n.name if isinstance(n, ast.FunctionDef) else n.target.id  # type: ignore[union-attr]
+                for n in cls.body
+                if isinstance(n, ast.FunctionDef)
+                or (isinstance(n, ast.AnnAssign) and isinstance(n.target, ast.Name))
+            }
+        for node in ast.walk(cls):
+            if not isinstance(node, ast.Attribute):
+                continue
+            value = node.value
+            if isinstance(value, ast.Call) and getattr(value.func, "id", None) == "super":
+                via_super.add(node.attr)
+            elif isinstance(value, ast.Attribute) and value.attr == "conn":
+                if is_protocol(value.value, in_subclass):
+                    on_conn.add(node.attr)
+            elif is_protocol(value, in_subclass):
+                on_protocol.add(node.attr)
+    return on_protocol - own - {"_protocol"}, on_conn, via_super
+
+
+def test_the_declared_lists_cover_everything_direct_py_touches() -> None:
+    # A new use of uvicorn's internals must be declared, or neither the start-up check
+    # nor the test above would watch it.
+    on_protocol, on_conn, via_super = _names_used_on_uvicorns_objects()
+    assert on_protocol, "the scan found nothing: it no longer matches direct.py's code"
+    declared = set(direct.PROTOCOL_STATE) | set(direct.HANDSHAKE_STATE)
+    assert on_protocol <= declared, on_protocol - declared
+    assert on_conn <= set(direct.CONNECTION_STATE), on_conn - set(direct.CONNECTION_STATE)
+    assert via_super - {"__init__"} <= set(direct.PROTOCOL_METHODS)
+
+
+def test_a_renamed_attribute_turns_direct_writes_off_with_a_warning(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    original = WebSocketsSansIOProtocol.__init__
+
+    def renamed(self: Any, *args: Any, **kwargs: Any) -> None:
+        original(self, *args, **kwargs)
+        self.reading_paused = self.__dict__.pop("read_paused")  # what an upgrade could do
+
+    monkeypatch.setattr(WebSocketsSansIOProtocol, "__init__", renamed)
+    monkeypatch.delattr(WebSocketsSansIOProtocol, "resume_writing")
+    assert direct.incompatibilities() == [
+        "WebSocketsSansIOProtocol.resume_writing",
+        "protocol.read_paused",
+    ]
+    with caplog.at_level(logging.WARNING, logger="clarion.worker"):
+        assert server.websocket_protocol() == "websockets-sansio"
+    (record,) = caplog.records
+    assert record.getMessage().startswith("direct writes off")
+    assert record.missing == direct.incompatibilities()  # type: ignore[attr-defined]
+
+
+async def test_a_handshake_through_the_real_protocol_offers_the_sink_and_closes_cleanly() -> None:
+    offered: list[bool] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        assert (await receive())["type"] == "websocket.connect"
+        await send({"type": "websocket.accept"})
+        sink = direct.sink_of(scope)
+        offered.append(sink is not None)
+        assert sink is not None
+        assert sink.state() == direct.WRITABLE
+        sink.write(text_frame(b"hello"))
+        sink.close(1000, "bye", handshake_seconds=5.0)
+        assert sink.state() == direct.CLOSED
+        assert (await receive())["type"] == "websocket.disconnect"
+
+    config = uvicorn.Config(app, ws=direct.DirectWebSocketProtocol, log_config=None)
+    config.load()
+    state = ServerState()
+    ours, theirs = socket.socketpair()
+    loop = asyncio.get_running_loop()
+    _, protocol = await loop.connect_accepted_socket(
+        lambda: direct.DirectWebSocketProtocol(config, state, {}), ours
+    )
+    async with connect("ws://clarion.invalid/ws", sock=theirs) as client:
+        assert await client.recv() == "hello"
+        with pytest.raises(ConnectionClosedOK) as closed:
+            await client.recv()
+    assert closed.value.rcvd is not None
+    assert (closed.value.rcvd.code, closed.value.rcvd.reason) == (1000, "bye")
+    await asyncio.gather(*state.tasks)
+    assert offered == [True]
+    assert isinstance(protocol, direct.DirectWebSocketProtocol)
+    assert protocol.request is None  # dropped after the handshake (W3 memory)
