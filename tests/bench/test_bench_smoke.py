@@ -37,6 +37,7 @@ def test_bench_smoke_reports_every_delivery() -> None:
         assert client["connected"] == smoke["connections"][kind] > 0
         assert client["events"] > 0
         assert set(client["latency_ms"]) == {"p50", "p95", "p99", "max"}
-        assert client["cpu_seconds"] >= 0
+        # The load generator decoded every frame it counted: that is CPU time, not zero.
+        assert client["cpu_seconds"] > 0
     assert result["loadavg_start"]
     assert result["loadavg_end"]

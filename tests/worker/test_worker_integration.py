@@ -236,9 +236,14 @@ async def test_reset_beyond_the_replay_bound_and_for_a_bad_cursor(
 
 
 async def _read_sse(
-    url: str, headers: dict[str, str], want: int, received: list[dict[str, Any]]
+    url: str,
+    headers: dict[str, str],
+    want: int,
+    received: list[dict[str, Any]],
+    opened: asyncio.Event | None = None,
 ) -> str:
-    """Read SSE frames until ``want`` events; return the last event id."""
+    """Read SSE frames until ``want`` events; return the last event id. ``opened`` is set
+    at the welcome frame: the stream is registered from then on."""
     last_id = ""
     async with (
         httpx.AsyncClient(timeout=30) as client,
@@ -252,7 +257,9 @@ async def _read_sse(
                 event_id = line[4:]
             elif line.startswith("data: "):
                 frame = json.loads(line[6:])
-                if frame["type"] == "event":
+                if frame["type"] == "welcome" and opened is not None:
+                    opened.set()
+                elif frame["type"] == "event":
                     received.append(frame)
                     last_id = event_id
                     if len(received) >= want:
@@ -267,8 +274,9 @@ async def test_sse_with_last_event_id_resumes_exactly(
     token = keys.token(["org-a"], "alice")
     url = f"{worker.http}/sse/dashboard?access_token={token}"
     first: list[dict[str, Any]] = []
-    reader = asyncio.create_task(_read_sse(url, ORIGIN, 5, first))
-    await asyncio.sleep(0.5)  # nothing to wait on from outside: the stream opens in the task
+    opened = asyncio.Event()
+    reader = asyncio.create_task(_read_sse(url, ORIGIN, 5, first, opened))
+    await asyncio.wait_for(opened.wait(), 20)
     for _ in range(5):
         await producer.send(topics.approvals, "APPROVAL_PENDING", "org-a", key="k")
     last_id = await asyncio.wait_for(reader, 20)

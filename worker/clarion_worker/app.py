@@ -215,16 +215,11 @@ async def _serve_direct(
     except (WebSocketDisconnect, RuntimeError, OSError):
         session.request_close(CloseCode.NORMAL, "client left")
     finally:
-        if session.resume_task is not None:
-            session.resume_task.cancel()
-        if session.close_code is None and session.pending_close is None:
-            session.request_close(CloseCode.NORMAL)
+        _stop(session)
         # What must still go out (an error frame, the close) goes now: once the handler
         # returns, uvicorn closes a transport that has no close handshake under way.
         runtime.flusher.flush_session(session)
-        session.finish()
-        label = disconnect_label(session.ended_with())
-        runtime.metrics.disconnects.labels("websocket", label).inc()
+        _finish(runtime, session)
 
 
 async def _serve_websocket(
@@ -243,10 +238,7 @@ async def _serve_websocket(
     try:
         await asyncio.wait({reader, writer}, return_when=asyncio.FIRST_COMPLETED)
     finally:
-        if session.resume_task is not None:
-            session.resume_task.cancel()
-        if session.close_code is None and session.pending_close is None:
-            session.request_close(CloseCode.NORMAL)
+        _stop(session)
         # The writer sends what must go out (error, reconnect advice) and closes; the
         # reader then sees the client's close reply. A client that never answers (it
         # stopped reading) must not keep the handler, and its socket, alive.
@@ -254,9 +246,23 @@ async def _serve_websocket(
             with contextlib.suppress(Exception, asyncio.CancelledError):
                 await asyncio.wait_for(task, timeout=grace)
             task.cancel()
-        session.finish()
-        label = disconnect_label(session.ended_with())
-        runtime.metrics.disconnects.labels("websocket", label).inc()
+        _finish(runtime, session)
+
+
+def _stop(session: Session) -> None:
+    """A WebSocket handler is ending: no more replay, and a close code (1000 unless one
+    was already decided) for what is left to write."""
+    if session.resume_task is not None:
+        session.resume_task.cancel()
+    if session.close_code is None and session.pending_close is None:
+        session.request_close(CloseCode.NORMAL)
+
+
+def _finish(runtime: WorkerRuntime, session: Session) -> None:
+    """The WebSocket handler's last step, after its writes: unregister and count the end."""
+    session.finish()
+    label = disconnect_label(session.ended_with())
+    runtime.metrics.disconnects.labels("websocket", label).inc()
 
 
 async def _ws_reader(

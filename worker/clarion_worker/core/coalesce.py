@@ -9,8 +9,8 @@ socket write.
 Batch clients get runs of events packed into ``batch`` frames, bounded by
 ``batch_max_events`` and ``batch_max_bytes``; other clients get one frame per event.
 Either way every frame queued for a client goes out in a single write, so the kernel's
-per-write cost (the floor near 110k writes/s per core measured in GUIDE §7) is shared by
-all the events of the pass. An encoder lives for one pass: its memo is keyed by the
+per-write cost (about 19 µs a write on loopback, most of a loaded worker's time: see
+docs/benchmarks.md) is shared by all the events of the pass. An encoder lives for one pass: its memo is keyed by the
 identity-stable strings the outbox holds, and dropped with the pass.
 """
 
