@@ -13,12 +13,9 @@ import json
 import os
 import re
 import signal
-import subprocess
-import sys
 import time
-import urllib.request
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
@@ -29,13 +26,15 @@ from kubernetes import client as k8s
 from kubernetes import watch
 
 from clarion_devstack import stack
-from clarion_devstack.procs import free_port
+from clarion_devstack.e2e.deploy import OperatorProcess
 from clarion_devstack.pytest_plugin import LocalStack
 from clarion_operator.core import crd
 
 ROOT = Path(__file__).resolve().parents[2]
 DRIFT_INTERVAL = 2.0
 WAIT = 60
+#: The override every topic gets from limits.maxRecordBytes (the worker's default 1 MiB).
+LIMIT = {"max.message.bytes": "1064960"}
 
 pytestmark = pytest.mark.integration
 
@@ -55,93 +54,26 @@ def crd_installed(local_stack: LocalStack) -> None:
     )
 
 
-@dataclass
-class OperatorProcess:
-    """One ``python -m clarion_operator`` subprocess watching one namespace."""
-
-    stack: LocalStack
-    namespace: str
-    log: Path
-    drift_interval: float = DRIFT_INTERVAL
-    metrics_port: int = field(default_factory=free_port)
-    liveness_port: int = field(default_factory=free_port)
-    proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        env = {**os.environ, "KUBECONFIG": str(self.stack.kubeconfig)}  # noqa: TID251
-        argv = [
-            sys.executable,
-            "-m",
-            "clarion_operator",
-            "--standalone",
-            "--namespace",
-            self.namespace,
-            "--drift-interval",
-            str(self.drift_interval),
-            "--kafka-request-timeout-ms",
-            "3000",
-            "--metrics-port",
-            str(self.metrics_port),
-            "--liveness-port",
-            str(self.liveness_port),
-        ]
-        with self.log.open("ab") as out:
-            self.proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env)
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            assert self.alive(), f"the operator exited; see {self.log}"
-            if self.healthy():
-                return
-            time.sleep(0.1)
-        raise AssertionError(f"the operator did not become live in 30 s; see {self.log}")
-
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def healthy(self) -> bool:
-        try:
-            url = f"http://127.0.0.1:{self.liveness_port}/healthz"
-            with urllib.request.urlopen(url, timeout=1) as response:
-                return int(response.status) == 200
-        except OSError:
-            return False
-
-    def metrics(self) -> str:
-        url = f"http://127.0.0.1:{self.metrics_port}/metrics"
-        with urllib.request.urlopen(url, timeout=2) as response:
-            return bytes(response.read()).decode()
-
-    def log_lines(self) -> list[dict[str, Any]]:
-        """The JSON log lines written so far (kopf's JSON format, the default)."""
-        lines = []
-        for raw in self.log.read_text().splitlines():
-            try:
-                lines.append(dict(json.loads(raw)))
-            except ValueError:
-                continue  # a traceback, or the line being written right now
-        return lines
-
-    def stop(self) -> None:
-        if self.proc is None:
-            return
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=5)
-        self.proc = None
+def operator_process(
+    stack: LocalStack, namespace: str, drift_interval: float = DRIFT_INTERVAL
+) -> OperatorProcess:
+    """The operator as in production, scoped to the test's namespace, logging to the
+    stack's logs folder, with a short drift interval and Kafka timeout."""
+    return OperatorProcess(
+        str(stack.kubeconfig),
+        namespace,
+        stack.logs_dir / f"operator-{namespace}.log",
+        drift_interval=drift_interval,
+        kafka_request_timeout_ms=3000,
+    )
 
 
 @pytest.fixture
 def operator(
     local_stack: LocalStack, namespace: str, crd_installed: None
 ) -> Iterator[OperatorProcess]:
-    process = OperatorProcess(
-        local_stack, namespace, local_stack.logs_dir / f"operator-{namespace}.log"
-    )
-    process.start()
+    process = operator_process(local_stack, namespace)
+    process.start(timeout=30)
     try:
         yield process
     finally:
@@ -408,7 +340,7 @@ def test_apply_creates_topics_children_and_reports_ready(
         cluster.apply("dash", spec)
         channel = cluster.wait_channel("dash", is_ready)
 
-        expected = KafkaTopic(3, 1, {"retention.ms": "3600000"})
+        expected = KafkaTopic(3, 1, {"retention.ms": "3600000", **LIMIT})
         wait_kafka(lambda: describe_topic(kafka, topic) == expected, "topic as specified")
 
         uid = channel["metadata"]["uid"]
@@ -492,7 +424,10 @@ def test_edits_grow_partitions_refuse_decrease_apply_configs_and_roll_workers(
         cluster.apply("dash", spec(4, "3600000"))
         cluster.wait_channel("dash", is_ready)
         wait_kafka(
-            lambda: describe_topic(kafka, topic) == KafkaTopic(4, 1, {"retention.ms": "3600000"}),
+            lambda: (
+                describe_topic(kafka, topic)
+                == KafkaTopic(4, 1, {"retention.ms": "3600000", **LIMIT})
+            ),
             "topic as specified",
         )
 
@@ -503,7 +438,10 @@ def test_edits_grow_partitions_refuse_decrease_apply_configs_and_roll_workers(
         assert condition(refused, "TopicsReady")["reason"] == "NotSupported"
         assert "not supported" in condition(refused)["message"]
         wait_kafka(
-            lambda: describe_topic(kafka, topic) == KafkaTopic(4, 1, {"retention.ms": "3600000"}),
+            lambda: (
+                describe_topic(kafka, topic)
+                == KafkaTopic(4, 1, {"retention.ms": "3600000", **LIMIT})
+            ),
             "topic as specified",
         )
 
@@ -511,7 +449,10 @@ def test_edits_grow_partitions_refuse_decrease_apply_configs_and_roll_workers(
         cluster.apply("dash", spec(4, "7200000"))
         cluster.wait_channel("dash", is_ready)
         wait_kafka(
-            lambda: describe_topic(kafka, topic) == KafkaTopic(4, 1, {"retention.ms": "7200000"}),
+            lambda: (
+                describe_topic(kafka, topic)
+                == KafkaTopic(4, 1, {"retention.ms": "7200000", **LIMIT})
+            ),
             "topic as specified",
         )
 
@@ -560,7 +501,10 @@ def test_drift_repairs_deleted_deployment_and_altered_topic_config(
         )
         cluster.wait_event("TopicUpdated", "dash", timeout=DRIFT_INTERVAL * 10)
         wait_kafka(
-            lambda: describe_topic(kafka, topic) == KafkaTopic(6, 1, {"retention.ms": "3600000"}),
+            lambda: (
+                describe_topic(kafka, topic)
+                == KafkaTopic(6, 1, {"retention.ms": "3600000", **LIMIT})
+            ),
             "topic as specified",
         )
         cluster.wait_channel("dash", is_ready)
@@ -760,7 +704,7 @@ def test_two_channels_claiming_one_topic_the_younger_gets_resource_conflict(
         assert "older" in condition(conflict, "TopicsReady")["message"]
         assert is_ready(cluster.channel("older"))
         wait_kafka(
-            lambda: describe_topic(kafka, topic) == KafkaTopic(1, 1, {}), "topic as specified"
+            lambda: describe_topic(kafka, topic) == KafkaTopic(1, 1, LIMIT), "topic as specified"
         )
     finally:
         delete_topics(kafka, [topic])
@@ -868,10 +812,8 @@ def slow_drift_operator(
     own_stack: LocalStack, namespace: str, crd_installed: None
 ) -> Iterator[OperatorProcess]:
     """An operator whose drift check comes seldom, so a failed one shows."""
-    process = OperatorProcess(
-        own_stack, namespace, own_stack.logs_dir / f"operator-{namespace}.log", drift_interval=20
-    )
-    process.start()
+    process = operator_process(own_stack, namespace, drift_interval=20)
+    process.start(timeout=30)
     try:
         yield process
     finally:

@@ -146,13 +146,20 @@ def for_local_stack(
 
 @dataclass
 class OperatorProcess:
-    """``python -m clarion_operator`` watching one namespace, as in production."""
+    """``python -m clarion_operator`` watching one namespace, as in production.
+
+    The end-to-end harness and the operator's integration tests both run it through this
+    class; its log (kopf's JSON lines) is ``log``.
+    """
 
     kubeconfig: str
     namespace: str
     log: Path
     metrics_port: int = field(default_factory=free_port)
     liveness_port: int = field(default_factory=free_port)
+    #: ``--drift-interval``; None keeps the operator's default.
+    drift_interval: float | None = None
+    kafka_request_timeout_ms: int = 5000
     proc: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout: float = 60) -> None:
@@ -181,25 +188,42 @@ class OperatorProcess:
             "--liveness-port",
             str(self.liveness_port),
             "--kafka-request-timeout-ms",
-            "5000",
+            str(self.kafka_request_timeout_ms),
         ]
+        if self.drift_interval is not None:
+            argv += ["--drift-interval", str(self.drift_interval)]
         self.log.parent.mkdir(parents=True, exist_ok=True)
         with self.log.open("ab") as out:
             self.proc = subprocess.Popen(
                 argv, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True
             )
-        _wait(lambda: self._live(), f"the operator to be live (log {self.log})", timeout, self)
+        _wait(self.healthy, f"the operator to be live (log {self.log})", timeout, self)
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
-    def _live(self) -> bool:
+    def healthy(self) -> bool:
         try:
             url = f"http://127.0.0.1:{self.liveness_port}/healthz"
             with urllib.request.urlopen(url, timeout=1) as response:
                 return int(response.status) == 200
         except OSError:
             return False
+
+    def metrics(self) -> str:
+        url = f"http://127.0.0.1:{self.metrics_port}/metrics"
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return bytes(response.read()).decode()
+
+    def log_lines(self) -> list[dict[str, Any]]:
+        """The JSON log lines written so far (kopf's JSON format, the default)."""
+        lines = []
+        for raw in self.log.read_text().splitlines():
+            try:
+                lines.append(dict(json.loads(raw)))
+            except ValueError:
+                continue  # a traceback, or the line being written right now
+        return lines
 
     def stop(self) -> None:
         _stop_popen(self.proc, signal.SIGTERM, 15)
