@@ -40,11 +40,12 @@ package's database (``resolve_zone``), once per zone name.
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime, timedelta, timezone, tzinfo
+from datetime import UTC, datetime, timedelta, tzinfo
 from decimal import Decimal, InvalidOperation
 from functools import lru_cache
 from typing import Final, Literal, NamedTuple
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from clarion_contract.zones import resolve_zone as resolve_zone
 
 TimestampForm = Literal[
     "iso_offset",
@@ -94,8 +95,6 @@ _ISO: Final = re.compile(
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 _ONE_MS: Final = timedelta(milliseconds=1)
 _MAX_OFFSET: Final = timedelta(hours=18)
-_ZONE_NAME: Final = re.compile(r"[A-Za-z][A-Za-z0-9_+\-]*(?:/[A-Za-z0-9_+\-]+)*")
-_FIXED_OFFSET: Final = re.compile(r"([+-])(\d{2}):(\d{2})")
 
 
 class TimestampReading(NamedTuple):
@@ -113,30 +112,6 @@ ABSENT: Final = TimestampReading()
 _UNPARSABLE: Final = TimestampReading(problem="unparsable")
 _WRONG_TYPE: Final = TimestampReading(problem="wrong_type")
 _IMPLAUSIBLE: Final = TimestampReading(problem="implausible")
-
-
-def resolve_zone(name: str) -> tzinfo:
-    """``UTC``/``Z``, a fixed offset ``+HH:MM``, or an IANA zone name; ValueError otherwise."""
-    return _resolve_zone(name)
-
-
-@lru_cache(maxsize=256)
-def _resolve_zone(name: str) -> tzinfo:
-    if name in ("UTC", "Z", "Etc/UTC"):
-        return UTC
-    fixed = _FIXED_OFFSET.fullmatch(name)
-    if fixed:
-        sign, hours, minutes = fixed.groups()
-        if int(hours) > 18 or int(minutes) > 59:
-            raise ValueError(f"{name!r}: offset out of range")
-        offset = timedelta(hours=int(hours), minutes=int(minutes))
-        return timezone(-offset if sign == "-" else offset)
-    if not _ZONE_NAME.fullmatch(name) or len(name) > 64:
-        raise ValueError(f"{name!r} is not a zone name (UTC, +HH:MM or an IANA name)")
-    try:
-        return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError, OSError) as error:
-        raise ValueError(f"{name!r}: unknown time zone") from error
 
 
 def read_timestamp(
