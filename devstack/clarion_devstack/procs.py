@@ -129,6 +129,40 @@ def stop(pid: int, grace: float = 10.0) -> None:
     raise StackError(f"process {pid} survived SIGKILL")
 
 
+def stop_popen(
+    proc: subprocess.Popen[bytes] | None, sig: int = signal.SIGTERM, grace: float = 10.0
+) -> None:
+    """Signal a child started by this process, wait ``grace`` seconds, then kill it."""
+    if proc is None:
+        return
+    if proc.poll() is None:
+        proc.send_signal(sig)
+        try:
+            proc.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+
+
+class Loopback:
+    """The addresses of a listener on ``127.0.0.1:port`` (the class mixing it in has the
+    ``port``): its HTTP and WebSocket bases, and the origin a browser page there sends."""
+
+    port: int
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def ws_base(self) -> str:
+        return f"ws://127.0.0.1:{self.port}"
+
+    @property
+    def origin(self) -> str:
+        return self.url
+
+
 def _wait_gone(pid: int, timeout: float = 5.0) -> None:
     # A process reparented to init stays a zombie until init reaps it; wait for that
     # so that nobody (pgrep, the next env-up) sees it afterwards.

@@ -9,9 +9,11 @@ from pathlib import Path
 
 import pytest
 
+from clarion_devstack.e2e import pods
 from clarion_devstack.e2e.cluster import Deployment
 from clarion_devstack.e2e.events import UnionFlowProducer
 from clarion_devstack.pytest_plugin import LocalStack
+from clarion_devstack.stack import StackEnv
 
 
 @pytest.fixture(scope="module")
@@ -27,11 +29,8 @@ def deployment(
         drain_window_seconds=2,
         quiet=True,
     )
-    dep.up()
-    try:
+    with dep:
         yield dep
-    finally:
-        dep.down()
 
 
 @pytest.fixture
@@ -39,6 +38,15 @@ def healthy(deployment: Deployment) -> Deployment:
     """The deployment with every replica up (a previous test may have failed midway)."""
     deployment.ensure_all_up()
     return deployment
+
+
+@pytest.fixture(scope="module")
+def real_node(local_stack: LocalStack) -> StackEnv:
+    """The stack's environment, if it has a real node; the module is skipped if not."""
+    reason = pods.unavailable_reason(local_stack.env)
+    if reason is not None:
+        pytest.skip(f"no real node in this stack: {reason}")
+    return local_stack.env
 
 
 @pytest.fixture

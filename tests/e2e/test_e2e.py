@@ -17,30 +17,19 @@ import pytest
 from clarion_devstack import stack
 from clarion_devstack.e2e.clients import (
     Viewer,
+    all_past,
     all_welcomed,
+    print_totals,
     produce_steadily,
-    report,
-    settle,
+    settled_report,
+    stop_all,
     viewer,
 )
 from clarion_devstack.e2e.cluster import Deployment, replica_counts
-from clarion_devstack.e2e.events import Person, Traffic, UnionFlowProducer
+from clarion_devstack.e2e.events import ORGS, PEOPLE, Person, Traffic, UnionFlowProducer
 from clarion_devstack.pytest_plugin import LocalStack
 
 pytestmark = pytest.mark.integration
-
-ORGS = ("org-abidjan", "org-dakar", "org-lome", "org-bamako")
-PEOPLE = (
-    Person("awa", ("org-abidjan",)),
-    Person("kofi", ("org-lome",)),
-    Person("fatou", ("org-dakar", "org-abidjan")),
-    Person("moussa", ("org-bamako",)),
-    Person("aminata", ("org-dakar",)),
-    Person("ibrahim", ("org-abidjan", "org-lome", "org-bamako")),
-    Person("mariam", ("org-lome",)),
-    Person("seydou", ()),
-    Person("adjoa", ("org-bamako", "org-dakar")),
-)
 
 
 def _connect(dep: Deployment, people: tuple[Person, ...] = PEOPLE) -> list[Viewer]:
@@ -49,19 +38,6 @@ def _connect(dep: Deployment, people: tuple[Person, ...] = PEOPLE) -> list[Viewe
 
 def _traffic(seed: int) -> Traffic:
     return Traffic(ORGS, PEOPLE, random.Random(seed))
-
-
-def _print_totals(title: str, totals: dict[str, int], extra: str = "") -> None:
-    print(
-        f"\n[e2e] {title}: produced {totals['produced']}, expected deliveries "
-        f"{totals['expected']}, delivered {totals['delivered']}, lost {totals['lost']}, "
-        f"duplicated {totals['duplicated']}, unexpected {totals['unexpected']}{extra}"
-    )
-
-
-async def _stop_all(viewers: list[Viewer]) -> None:
-    for v in viewers:
-        await v.stop()
 
 
 async def test_each_client_gets_exactly_its_events_through_the_lb(
@@ -75,16 +51,15 @@ async def test_each_client_gets_exactly_its_events_through_the_lb(
         traffic = _traffic(1)
         for _ in range(400):
             traffic.next(producer)
-        await settle(producer, viewers)
-        totals, problems = report(producer, viewers)
-        _print_totals("isolation", totals)
+        totals, problems = await settled_report(producer, viewers)
+        print_totals("e2e", "isolation", totals)
         assert not problems, problems
         for v in viewers:
             orgs = set(v.person.organizations)
             assert {e["organizationId"] for e in v.events if e["organizationId"]} <= orgs
             assert {e.get("userId") for e in v.events} <= {None, v.person.user}
     finally:
-        await _stop_all(viewers)
+        await stop_all(viewers)
 
 
 async def test_a_reconnecting_client_with_its_cookie_lands_on_the_same_replica(
@@ -98,7 +73,7 @@ async def test_a_reconnecting_client_with_its_cookie_lands_on_the_same_replica(
             # HAProxy's cookie names the server, and the server is the replica.
             assert v.client.cookies.get(cookie) == v.replica
     finally:
-        await _stop_all(first)
+        await stop_all(first)
     again = [
         viewer(healthy.ws_url, healthy.token(v.person), v.person, cookies=dict(v.client.cookies))
         for v in first
@@ -107,7 +82,7 @@ async def test_a_reconnecting_client_with_its_cookie_lands_on_the_same_replica(
         await all_welcomed(again)
         assert [v.replica for v in again] == [v.replica for v in first]
     finally:
-        await _stop_all(again)
+        await stop_all(again)
 
 
 async def test_sigkill_of_a_replica_under_load_loses_nothing(
@@ -138,15 +113,12 @@ async def test_sigkill_of_a_replica_under_load_loses_nothing(
             next(t for t in v.arrivals if t > v.welcomes[-1].at) - killed_at for v in victims
         ]
         # Keep the load on a little after everyone is back.
-        mark = producer.produced
-        await asyncio.gather(
-            *(v.wait(lambda x, m=mark: max(x.seqs(), default=0) > m) for v in viewers)
-        )
+        await all_past(producer, viewers)
         stop.set()
         await load
-        await settle(producer, viewers)
-        totals, problems = report(producer, viewers)
-        _print_totals(
+        totals, problems = await settled_report(producer, viewers)
+        print_totals(
+            "e2e",
             "SIGKILL failover",
             totals,
             f"; {len(victims)} clients of {victim_id} reconnected in "
@@ -157,7 +129,7 @@ async def test_sigkill_of_a_replica_under_load_loses_nothing(
         assert all(v.replica != victim_id for v in victims)
     finally:
         stop.set()
-        await _stop_all(viewers)
+        await stop_all(viewers)
         healthy.ensure_all_up()
 
 
@@ -175,22 +147,18 @@ async def test_rolling_restart_with_drain_loses_nothing(
             replica.terminate()
             assert await asyncio.to_thread(replica.wait_exit, 30) == 0
             await asyncio.to_thread(healthy.restart, replica)
-        mark = producer.produced
-        await asyncio.gather(
-            *(v.wait(lambda x, m=mark: max(x.seqs(), default=0) > m) for v in viewers)
-        )
+        await all_past(producer, viewers)
         stop.set()
         await load
-        await settle(producer, viewers)
-        totals, problems = report(producer, viewers)
+        totals, problems = await settled_report(producer, viewers)
         advice = sum(v.client.stats.reconnect_advice for v in viewers)
-        _print_totals("rolling restart", totals, f"; drain advice received {advice}")
+        print_totals("e2e", "rolling restart", totals, f"; drain advice received {advice}")
         assert not problems, problems
         # Every client was drained (reconnect advice), none was just cut.
         assert all(v.client.stats.reconnect_advice >= 1 for v in viewers)
     finally:
         stop.set()
-        await _stop_all(viewers)
+        await stop_all(viewers)
 
 
 async def test_kafka_restart_workers_reconnect_and_continue(
@@ -214,10 +182,9 @@ async def test_kafka_restart_workers_reconnect_and_continue(
             )
         for _ in range(150):
             traffic.next(producer)
-        await settle(producer, viewers, within=90)
-        totals, problems = report(producer, viewers)
-        _print_totals("Kafka restart", totals)
+        totals, problems = await settled_report(producer, viewers, within=90)
+        print_totals("e2e", "Kafka restart", totals)
         assert not problems, problems
         assert all(w.ready() for w in healthy.workers)
     finally:
-        await _stop_all(viewers)
+        await stop_all(viewers)

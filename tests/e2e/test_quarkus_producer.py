@@ -269,11 +269,8 @@ def channel(
         channel_file=channel_file,
         quiet=True,
     )
-    dep.up()
-    try:
+    with dep:
         yield dep
-    finally:
-        dep.down()
 
 
 # The first run of a changed project builds it with Maven (minutes on a busy 2-core

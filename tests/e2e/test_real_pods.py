@@ -14,7 +14,7 @@ import json
 import random
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,36 +24,20 @@ from clarion_devstack import node, stack
 from clarion_devstack.e2e import pods
 from clarion_devstack.e2e.clients import (
     Viewer,
+    all_past,
     all_welcomed,
+    print_totals,
     produce_steadily,
-    report,
-    settle,
+    settled_report,
+    stop_all,
     viewer,
 )
 from clarion_devstack.e2e.cluster import replica_counts
-from clarion_devstack.e2e.events import Person, Traffic, UnionFlowProducer
+from clarion_devstack.e2e.events import FEW_ORGS, FEW_PEOPLE, Traffic, UnionFlowProducer
 from clarion_devstack.e2e.pods import PodChannel
 from clarion_devstack.pytest_plugin import LocalStack
 
 pytestmark = pytest.mark.integration
-
-ORGS = ("org-abidjan", "org-dakar", "org-lome")
-PEOPLE = (
-    Person("awa", ("org-abidjan",)),
-    Person("kofi", ("org-lome",)),
-    Person("fatou", ("org-dakar", "org-abidjan")),
-    Person("ibrahim", ("org-abidjan", "org-lome")),
-    Person("seydou", ()),
-    Person("adjoa", ("org-dakar",)),
-)
-
-
-@pytest.fixture(scope="module")
-def real_node(local_stack: LocalStack) -> stack.StackEnv:
-    reason = pods.unavailable_reason(local_stack.env)
-    if reason is not None:
-        pytest.skip(f"no real node in this stack: {reason}")
-    return local_stack.env
 
 
 @pytest.fixture(scope="module")
@@ -67,11 +51,8 @@ def channel(
         replicas=2,
         drain_window_seconds=2,
     )
-    ch.up()
-    try:
+    with ch:
         yield ch
-    finally:
-        ch.down()
 
 
 @pytest.fixture
@@ -80,32 +61,8 @@ def healthy(channel: PodChannel) -> PodChannel:
     return channel
 
 
-@pytest.fixture
-async def producer(local_stack: LocalStack) -> AsyncIterator[UnionFlowProducer]:
-    p = UnionFlowProducer(local_stack.kafka_bootstrap)
-    yield p
-    p.flush(30)
-
-
 def _connect(ch: PodChannel) -> list[Viewer]:
-    return [viewer(ch.ws_url, ch.token(p), p) for p in PEOPLE]
-
-
-async def _stop_all(viewers: list[Viewer]) -> None:
-    for v in viewers:
-        await v.stop()
-
-
-def _print(title: str, totals: dict[str, int], extra: str = "") -> None:
-    print(
-        f"\n[real-pods] {title}: produced {totals['produced']}, expected "
-        f"{totals['expected']}, delivered {totals['delivered']}, lost {totals['lost']}, "
-        f"duplicated {totals['duplicated']}, unexpected {totals['unexpected']}{extra}"
-    )
-
-
-def _past(mark: int) -> Callable[[Viewer], bool]:
-    return lambda x: max(x.seqs(), default=0) > mark
+    return [viewer(ch.ws_url, ch.token(p), p) for p in FEW_PEOPLE]
 
 
 def _pod_names(ch: PodChannel) -> set[str]:
@@ -132,19 +89,20 @@ async def test_worker_pods_run_on_the_real_node_and_serve_through_the_service(
         await all_welcomed(viewers, within=60)
         # The welcome names the pod: the replica id is the pod name (downward API).
         assert {v.replica for v in viewers} <= {p["metadata"]["name"] for p in listed}
-        traffic = Traffic(ORGS, PEOPLE, random.Random(11))
+        traffic = Traffic(FEW_ORGS, FEW_PEOPLE, random.Random(11))
         for _ in range(300):
             traffic.next(producer)
-        await settle(producer, viewers, within=90)
-        totals, problems = report(producer, viewers)
+        totals, problems = await settled_report(producer, viewers, within=90)
         # From `kubectl apply` of the channel to the first event a client received.
         to_first = min(t for v in viewers for t in v.arrivals[:1]) - channel.applied_at
-        _print("through the Service", totals, f"; apply to first event {to_first:.1f}s")
+        print_totals(
+            "real-pods", "through the Service", totals, f"; apply to first event {to_first:.1f}s"
+        )
         assert not problems, problems
         assert totals["lost"] == 0
         assert totals["duplicated"] == 0
     finally:
-        await _stop_all(viewers)
+        await stop_all(viewers)
 
 
 async def _scenario(
@@ -168,7 +126,9 @@ async def _scenario(
         await all_welcomed(viewers, within=60)
         victim = max(replica_counts(viewers).items(), key=lambda kv: kv[1])[0]
         load = asyncio.create_task(
-            produce_steadily(producer, Traffic(ORGS, PEOPLE, random.Random(seed)), stop, 100)
+            produce_steadily(
+                producer, Traffic(FEW_ORGS, FEW_PEOPLE, random.Random(seed)), stop, 100
+            )
         )
         await asyncio.gather(*(v.wait(lambda x: len(x.events) >= 3, 60) for v in viewers))
         on_victim = [v for v in viewers if v.replica == victim]
@@ -178,19 +138,18 @@ async def _scenario(
             for v in on_victim:
                 await v.wait(lambda x: x.welcomes[-1].at > started, 120)
         await asyncio.to_thread(recover or (lambda name: _replaced(ch, name)), victim)
-        mark = producer.produced
-        await asyncio.gather(*(v.wait(_past(mark), 90) for v in viewers))
+        await all_past(producer, viewers, 90)
         recovered = time.monotonic() - started
         stop.set()
         await load
-        await settle(producer, viewers, within=90)
-        totals, problems = report(producer, viewers)
+        totals, problems = await settled_report(producer, viewers, within=90)
         reconnected = [
             next(w.at for w in v.welcomes if w.at > started) - started
             for v in on_victim
             if v.welcomes[-1].at > started
         ]
-        _print(
+        print_totals(
+            "real-pods",
             title,
             totals,
             f"; {len(on_victim)} clients on {victim}, {len(reconnected)} reconnected"
@@ -206,7 +165,7 @@ async def _scenario(
         return viewers
     finally:
         stop.set()
-        await _stop_all(viewers)
+        await stop_all(viewers)
 
 
 def _replaced(ch: PodChannel, victim: str) -> None:
@@ -349,15 +308,14 @@ async def test_the_operator_as_a_pod_with_the_charts_rbac_serves_the_channel(
         print("\n" + ch.describe())
         viewers = _connect(ch)
         await all_welcomed(viewers, within=60)
-        traffic = Traffic(ORGS, PEOPLE, random.Random(31))
+        traffic = Traffic(FEW_ORGS, FEW_PEOPLE, random.Random(31))
         for _ in range(100):
             traffic.next(producer)
-        await settle(producer, viewers, within=90)
-        totals, problems = report(producer, viewers)
-        _print("operator as a pod", totals)
+        totals, problems = await settled_report(producer, viewers, within=90)
+        print_totals("real-pods", "operator as a pod", totals)
         assert not problems, problems
     finally:
-        await _stop_all(viewers)
+        await stop_all(viewers)
         await asyncio.to_thread(ch.down)
 
 
@@ -374,8 +332,7 @@ def test_a_crash_looping_worker_shows_in_the_channels_conditions_with_its_own_wo
         workers={"image": "ghcr.io/clarion/operator:0.1.0"},
         wait_ready=False,
     )
-    ch.up()
-    try:
+    with ch:
         found: dict[str, dict[str, Any]] = {}
 
         def failing() -> bool:
@@ -399,5 +356,3 @@ def test_a_crash_looping_worker_shows_in_the_channels_conditions_with_its_own_wo
         )
         assert terminated is not None, status
         assert terminated["exitCode"] != 0, status
-    finally:
-        ch.down()

@@ -23,7 +23,7 @@ import random
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,28 +35,21 @@ from clarion_devstack.e2e import deploy, pods, traefik
 from clarion_devstack.e2e.clients import (
     Viewer,
     all_welcomed,
+    print_totals,
     produce_steadily,
-    report,
-    settle,
+    settled_report,
+    stop_all,
     viewer,
 )
 from clarion_devstack.e2e.cluster import Deployment
 from clarion_devstack.e2e.deploy import Kube, OperatorProcess
-from clarion_devstack.e2e.events import Person, Traffic, UnionFlowProducer
+from clarion_devstack.e2e.events import FEW_ORGS, FEW_PEOPLE, Person, Traffic, UnionFlowProducer
 from clarion_devstack.e2e.pods import PodChannel
 from clarion_devstack.pytest_plugin import LocalStack
+from clarion_devstack.stack import StackEnv
 
 pytestmark = pytest.mark.integration
 
-ORGS = ("org-abidjan", "org-dakar", "org-lome")
-PEOPLE = (
-    Person("awa", ("org-abidjan",)),
-    Person("kofi", ("org-lome",)),
-    Person("fatou", ("org-dakar", "org-abidjan")),
-    Person("ibrahim", ("org-abidjan", "org-lome")),
-    Person("seydou", ()),
-    Person("adjoa", ("org-dakar",)),
-)
 COOKIE = "clarion-affinity"
 TRAEFIK_EXPOSURE: dict[str, Any] = {
     "type": "ingress",
@@ -111,7 +104,7 @@ def _channel_objects(bootstrap: str, exposure: dict[str, Any]) -> list[dict[str,
 
 
 @dataclass
-class ControlPlaneChannel:
+class ControlPlaneChannel(deploy.Arrangement):
     """The UnionFlow channel and an operator process, on KWOK's fake node."""
 
     kube: Kube
@@ -161,12 +154,8 @@ class ControlPlaneChannel:
 def cp_channel(
     local_stack: LocalStack, kube: Kube, tmp_path: Path
 ) -> Iterator[ControlPlaneChannel]:
-    ch = ControlPlaneChannel(kube, local_stack.env, tmp_path)
-    ch.up()
-    try:
+    with ControlPlaneChannel(kube, local_stack.env, tmp_path) as ch:
         yield ch
-    finally:
-        ch.down()
 
 
 def test_missing_ingress_class_is_said_then_traefik_serves_the_ingress(
@@ -258,25 +247,17 @@ class ExposedPodChannel(PodChannel):
 
 @pytest.fixture(scope="module")
 def exposed(
-    local_stack: LocalStack,
-    controller: traefik.Traefik,
-    tmp_path_factory: pytest.TempPathFactory,
+    real_node: StackEnv, controller: traefik.Traefik, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[ExposedPodChannel]:
-    reason = pods.unavailable_reason(local_stack.env)
-    if reason is not None:
-        pytest.skip(f"no real node in this stack: {reason}")
     ch = ExposedPodChannel(
-        local_stack.env,
+        real_node,
         tmp_path_factory.mktemp("entry-pods"),
         namespace=f"entry-{uuid.uuid4().hex[:8]}",
         replicas=2,
         drain_window_seconds=2,
     )
-    ch.up()
-    try:
+    with ch:
         yield ch
-    finally:
-        ch.down()
 
 
 def _service_key(ch: PodChannel) -> str:
@@ -292,35 +273,15 @@ def routed(exposed: ExposedPodChannel, controller: traefik.Traefik) -> ExposedPo
     return exposed
 
 
-@pytest.fixture
-async def producer(local_stack: LocalStack) -> AsyncIterator[UnionFlowProducer]:
-    p = UnionFlowProducer(local_stack.kafka_bootstrap)
-    yield p
-    p.flush(30)
-
-
 def _ws_url(controller: traefik.Traefik, ch: PodChannel) -> str:
     assert ch.rendered is not None
     return controller.ws_base + ch.rendered.websocket_path
 
 
 def _connect(
-    controller: traefik.Traefik, ch: PodChannel, people: tuple[Person, ...] = PEOPLE
+    controller: traefik.Traefik, ch: PodChannel, people: tuple[Person, ...] = FEW_PEOPLE
 ) -> list[Viewer]:
     return [viewer(_ws_url(controller, ch), ch.token(p), p) for p in people]
-
-
-def _print_totals(title: str, totals: dict[str, int], extra: str = "") -> None:
-    print(
-        f"\n[traffic-entry] {title}: produced {totals['produced']}, expected "
-        f"{totals['expected']}, delivered {totals['delivered']}, lost {totals['lost']}, "
-        f"duplicated {totals['duplicated']}, unexpected {totals['unexpected']}{extra}"
-    )
-
-
-async def _stop_all(viewers: list[Viewer]) -> None:
-    for v in viewers:
-        await v.stop()
 
 
 async def test_organizations_get_exactly_their_events_through_traefik(
@@ -329,18 +290,17 @@ async def test_organizations_get_exactly_their_events_through_traefik(
     viewers = _connect(controller, routed)
     try:
         await all_welcomed(viewers)
-        traffic = Traffic(ORGS, PEOPLE, random.Random(11))
+        traffic = Traffic(FEW_ORGS, FEW_PEOPLE, random.Random(11))
         for _ in range(300):
             traffic.next(producer)
-        await settle(producer, viewers)
-        totals, problems = report(producer, viewers)
-        _print_totals("organizations through Traefik", totals)
+        totals, problems = await settled_report(producer, viewers)
+        print_totals("traffic-entry", "organizations through Traefik", totals)
         assert not problems, problems
         for v in viewers:
             orgs = set(v.person.organizations)
             assert {e["organizationId"] for e in v.events if e["organizationId"]} <= orgs
     finally:
-        await _stop_all(viewers)
+        await stop_all(viewers)
 
 
 async def test_a_returning_client_with_its_cookie_lands_on_the_same_pod(
@@ -349,7 +309,7 @@ async def test_a_returning_client_with_its_cookie_lands_on_the_same_pod(
     assert routed.rendered is not None
     # What curl -i shows: Traefik's Set-Cookie on the SSE response.
     sse = f"{controller.url}{routed.rendered.sse_path}"
-    token = routed.token(PEOPLE[0])
+    token = routed.token(FEW_PEOPLE[0])
     async with (
         httpx.AsyncClient(timeout=10) as http,
         http.stream("GET", sse, params={"access_token": token}) as resp,
@@ -367,7 +327,7 @@ async def test_a_returning_client_with_its_cookie_lands_on_the_same_pod(
             assert COOKIE in v.client.cookies, v.client.cookies
         assert len({v.replica for v in first}) == 2, [v.replica for v in first]
     finally:
-        await _stop_all(first)
+        await stop_all(first)
     again = [
         viewer(
             _ws_url(controller, routed),
@@ -382,7 +342,7 @@ async def test_a_returning_client_with_its_cookie_lands_on_the_same_pod(
         assert [v.replica for v in again] == [v.replica for v in first]
         print(f"\n[traffic-entry] cookie: {len(again)}/{len(again)} returned to their pod")
     finally:
-        await _stop_all(again)
+        await stop_all(again)
 
 
 async def _sse_lines(
@@ -405,7 +365,7 @@ async def test_idle_streams_outlive_traefiks_default_timeouts(
     """Traefik's entry point defaults: readTimeout 60 s, idleTimeout 180 s. A WebSocket and
     an SSE stream with no event for longer than both stay up on the heartbeats alone."""
     assert routed.rendered is not None
-    person = PEOPLE[0]
+    person = FEW_PEOPLE[0]
     ws = viewer(_ws_url(controller, routed), routed.token(person), person)
     lines: list[tuple[float, str]] = []
     stop = asyncio.Event()
@@ -427,16 +387,16 @@ async def test_idle_streams_outlive_traefiks_default_timeouts(
         await asyncio.wait_for(heartbeats_past(started + idle), timeout=idle + 60)
         assert len(ws.welcomes) == 1, ws.welcomes  # never reconnected
         assert ws.error is None
-        traffic = Traffic(ORGS, (person,), random.Random(5))
+        traffic = Traffic(FEW_ORGS, (person,), random.Random(5))
         for _ in range(20):
             traffic.next(producer)
-        await settle(producer, [ws])
-        totals, problems = report(producer, [ws])
+        totals, problems = await settled_report(producer, [ws])
         assert not problems, problems
         sse_events = [ln for _, ln in lines if ln.startswith("data:") and '"event"' in ln]
         assert sse_events, "the SSE stream delivered nothing after the idle period"
         pings = sum(1 for at, ln in lines if ln.startswith(":") and at > started)
-        _print_totals(
+        print_totals(
+            "traffic-entry",
             f"idle {idle:.0f}s through Traefik",
             totals,
             f"; WebSocket welcomes {len(ws.welcomes)}, SSE pings while idle {pings}",
@@ -452,9 +412,9 @@ async def test_idle_streams_outlive_traefiks_default_timeouts(
 async def test_pod_deleted_and_rolling_update_lose_nothing_through_traefik(
     routed: ExposedPodChannel, controller: traefik.Traefik, producer: UnionFlowProducer
 ) -> None:
-    viewers = _connect(controller, routed, PEOPLE * 2)
+    viewers = _connect(controller, routed, FEW_PEOPLE * 2)
     stop = asyncio.Event()
-    traffic = Traffic(ORGS, PEOPLE, random.Random(7))
+    traffic = Traffic(FEW_ORGS, FEW_PEOPLE, random.Random(7))
     load = asyncio.create_task(produce_steadily(producer, traffic, stop, rate=60))
     try:
         await all_welcomed(viewers)
@@ -485,9 +445,9 @@ async def test_pod_deleted_and_rolling_update_lose_nothing_through_traefik(
         rolled = time.monotonic() - rolled_at
         stop.set()
         await load
-        await settle(producer, viewers, within=120)
-        totals, problems = report(producer, viewers)
-        _print_totals(
+        totals, problems = await settled_report(producer, viewers, within=120)
+        print_totals(
+            "traffic-entry",
             "pod deleted + rolling update through Traefik",
             totals,
             f"; {len(on_victim)} clients moved off the deleted pod in {moved:.1f}s, "
@@ -500,7 +460,7 @@ async def test_pod_deleted_and_rolling_update_lose_nothing_through_traefik(
         stop.set()
         with contextlib.suppress(Exception):
             await load
-        await _stop_all(viewers)
+        await stop_all(viewers)
 
 
 async def test_the_harness_and_demo_put_traefik_in_front_of_real_pods(
@@ -533,7 +493,7 @@ async def test_the_harness_and_demo_put_traefik_in_front_of_real_pods(
         assert dep.lb is None  # no hand-configured HAProxy
         ingress = dep.kube.get("ingress", f"{dep.channel}-worker", dep.namespace)
         assert ingress["spec"]["ingressClassName"] == traefik.INGRESS_CLASS
-        viewers = [viewer(dep.ws_url, dep.token(p), p) for p in PEOPLE]
+        viewers = [viewer(dep.ws_url, dep.token(p), p) for p in FEW_PEOPLE]
         try:
             await all_welcomed(viewers)
             listed = json.loads(dep.kube.run("get", "pods", "-n", dep.namespace, "-o", "json"))[
@@ -545,7 +505,7 @@ async def test_the_harness_and_demo_put_traefik_in_front_of_real_pods(
             assert {v.replica for v in viewers} <= running
             assert all(COOKIE in v.client.cookies for v in viewers)
         finally:
-            await _stop_all(viewers)
+            await stop_all(viewers)
         async with httpx.AsyncClient(timeout=10) as http_client:
             resp = await http_client.get(dep.entry_url + "/")
         assert (resp.status_code, resp.text) == (200, "dashboard page")

@@ -7,6 +7,7 @@ paths); these pin the pass's rules, including that one failing client cannot sta
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 import pytest
@@ -44,7 +45,7 @@ class FakeSink:
 class FakeSession:
     """The attributes the pass reads and writes, nothing else."""
 
-    def __init__(self, sink: FakeSink) -> None:
+    def __init__(self, sink: FakeSink, *, replaying: bool = False) -> None:
         self.sink = sink
         self.marked = False
         self.outbox = Outbox(max_events=100, max_bytes=10**6)
@@ -55,7 +56,7 @@ class FakeSession:
         self.resume_task: Any = None
         self.frames_written = 0
         self.events_written = False
-        self.replaying = False
+        self.replaying = replaying
         self.replay_done = False
 
     def request_close(self, code: CloseCode, reason: str = "") -> None:
@@ -142,3 +143,36 @@ async def test_a_defect_is_raised_not_turned_into_a_close_and_the_others_keep_th
     await asyncio.sleep(0)
     assert len(healthy.sink.written) == 1
     assert not healthy.marked
+
+
+def _event(kafka_ms: int) -> str:
+    return f'{{"type":"event","id":"x","kafkaTs":{kafka_ms},"data":1}}'
+
+
+async def test_replayed_frames_are_kept_out_of_live_delivery_latency() -> None:
+    registry = CollectorRegistry()
+    flush = Flusher(LimitsSettings(), WorkerMetrics.create(registry))
+    hour_old = int(time.time() * 1000) - 3_600_000
+    resuming = FakeSession(FakeSink(), replaying=True)
+    frame = _event(hour_old)
+    resuming.outbox.offer_replay(frame, len(frame))
+    flush.mark(resuming)  # type: ignore[arg-type]
+    await asyncio.sleep(0)
+    live_count = "clarion_worker_delivery_latency_seconds_count"
+    replay_sum = "clarion_worker_replay_delivery_latency_seconds_sum"
+    assert registry.get_sample_value(live_count, {"transport": "websocket"}) == 0
+    assert (registry.get_sample_value(replay_sum, {"transport": "websocket"}) or 0) >= 3599
+    # The write that hands over to live is the last one counted as replay.
+    resuming.replay_done = True
+    resuming.outbox.offer_replay(frame, len(frame))
+    flush.mark(resuming)  # type: ignore[arg-type]
+    await asyncio.sleep(0)
+    assert not resuming.replaying
+    assert registry.get_sample_value(live_count, {"transport": "websocket"}) == 0
+    recent = _event(int(time.time() * 1000))
+    resuming.outbox.offer(recent, len(recent))
+    flush.mark(resuming)  # type: ignore[arg-type]
+    await asyncio.sleep(0)
+    assert registry.get_sample_value(live_count, {"transport": "websocket"}) == 1
+    live_sum = "clarion_worker_delivery_latency_seconds_sum"
+    assert (registry.get_sample_value(live_sum, {"transport": "websocket"}) or 0) < 60

@@ -203,3 +203,35 @@ def report(
                 f"unexpected {acc.unexpected[:10]} disorder {acc.out_of_order[:3]}"
             )
     return totals, problems
+
+
+async def settled_report(
+    producer: UnionFlowProducer, viewers: Sequence[Viewer], within: float = 45
+) -> tuple[dict[str, int], list[str]]:
+    """``settle``, then ``report``: the exact accounting once nothing is in flight."""
+    await settle(producer, viewers, within)
+    return report(producer, viewers)
+
+
+async def all_past(
+    producer: UnionFlowProducer, viewers: Sequence[Viewer], within: float = 30.0
+) -> None:
+    """Until every viewer has an event produced after this call: all are served again."""
+    mark = producer.produced
+    await asyncio.gather(
+        *(v.wait(lambda x: max(x.seqs(), default=0) > mark, within) for v in viewers)
+    )
+
+
+async def stop_all(viewers: Sequence[Viewer]) -> None:
+    for v in viewers:
+        await v.stop()
+
+
+def print_totals(tag: str, title: str, totals: dict[str, int], extra: str = "") -> None:
+    """One line of counts for a scenario, in the test's output."""
+    print(
+        f"\n[{tag}] {title}: produced {totals['produced']}, expected "
+        f"{totals['expected']}, delivered {totals['delivered']}, lost {totals['lost']}, "
+        f"duplicated {totals['duplicated']}, unexpected {totals['unexpected']}{extra}"
+    )

@@ -13,16 +13,13 @@ in front of them, on 127.0.0.1: with real pods, Traefik (a maintained ingress
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import jwt
-
 from clarion_devstack.e2e import deploy, pods, traefik
-from clarion_devstack.e2e.deploy import Kube, OperatorProcess, RenderedWorkers, Replica
+from clarion_devstack.e2e.deploy import Arrangement, Kube, OperatorProcess, RenderedWorkers, Replica
 from clarion_devstack.e2e.events import Person
 from clarion_devstack.e2e.haproxy import LoadBalancer, Server
 from clarion_devstack.progress import say, step
@@ -30,7 +27,7 @@ from clarion_devstack.stack import StackEnv
 
 
 @dataclass
-class Deployment:
+class Deployment(Arrangement):
     env: StackEnv
     workdir: Path
     namespace: str = "unionflow"
@@ -67,13 +64,6 @@ class Deployment:
 
     def _step(self, name: str) -> Any:
         return step(name) if not self.quiet else _Silent()
-
-    def up(self) -> None:
-        try:
-            self._up()
-        except BaseException:
-            self.down()
-            raise
 
     def _up(self) -> None:
         kube = self.kube
@@ -214,19 +204,7 @@ class Deployment:
     def token(self, person: Person, ttl: float = 12 * 3600) -> str:
         """A token the identity provider would issue, signed with the channel's secret."""
         assert self.rendered is not None
-        auth = self.rendered.doc["auth"]
-        now = int(time.time())
-        claims: dict[str, Any] = {
-            auth.get("organizationsClaim", "organizations"): list(person.organizations),
-            auth.get("userClaim", "sub"): person.user,
-            "iat": now,
-            "exp": now + int(ttl),
-        }
-        if auth.get("issuer"):
-            claims["iss"] = auth["issuer"]
-        if auth.get("audience"):
-            claims["aud"] = auth["audience"]
-        return jwt.encode(claims, self.rendered.hmac_secret(), algorithm="HS256")
+        return self.rendered.token(person, ttl)
 
     def worker(self, replica_id: str) -> Replica:
         return next(w for w in self.workers if w.replica_id == replica_id)

@@ -23,15 +23,19 @@ import urllib.request
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Self
 
 import httpx
+import jwt
 import yaml
 
 from clarion_devstack.harness import WorkerProcess
-from clarion_devstack.procs import free_port
+from clarion_devstack.procs import free_port, stop_popen
 from clarion_devstack.settings import CHECKOUT
 from clarion_devstack.stack import StackEnv
+
+if TYPE_CHECKING:
+    from clarion_devstack.e2e.events import Person
 
 CHANNEL_FILE = Path(__file__).with_name("unionflow.yaml")
 CRD_FILE = CHECKOUT / "manifests" / "crd.yaml"
@@ -40,6 +44,32 @@ FIELD_MANAGER = "clarion-e2e"
 
 class DeployError(RuntimeError):
     """Something the end-to-end setup waited for did not happen."""
+
+
+class Arrangement:
+    """Something a test brings up and takes down (a channel with its operator, workers
+    and entry point): ``up`` takes down what it started if it fails midway, and a
+    ``with`` block takes everything down whatever its body does."""
+
+    def _up(self) -> None:
+        raise NotImplementedError
+
+    def down(self) -> None:
+        raise NotImplementedError
+
+    def up(self) -> None:
+        try:
+            self._up()
+        except BaseException:
+            self.down()
+            raise
+
+    def __enter__(self) -> Self:
+        self.up()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.down()
 
 
 @dataclass(frozen=True)
@@ -70,15 +100,17 @@ class Kube:
         )
         return body
 
-    def apply(self, objects: Sequence[Mapping[str, Any]], namespace: str) -> None:
+    def apply(self, objects: Sequence[Mapping[str, Any]], namespace: str | None = None) -> None:
+        """Server-side apply as the harness's field manager (``namespace`` for the
+        objects that do not name theirs)."""
         text = yaml.safe_dump_all([dict(o) for o in objects])
+        where = ["-n", namespace] if namespace else []
         self.run(
             "apply",
             "--server-side",
             "--force-conflicts",
             f"--field-manager={FIELD_MANAGER}",
-            "-n",
-            namespace,
+            *where,
             "-f",
             "-",
             stdin=text,
@@ -226,7 +258,7 @@ class OperatorProcess:
         return lines
 
     def stop(self) -> None:
-        _stop_popen(self.proc, signal.SIGTERM, 15)
+        stop_popen(self.proc, signal.SIGTERM, 15)
         self.proc = None
 
 
@@ -238,18 +270,6 @@ def _wait(ready: Any, what: str, timeout: float, process: OperatorProcess | None
         if time.monotonic() > deadline:
             raise DeployError(f"timed out after {timeout:.0f}s waiting for {what}")
         time.sleep(0.1)
-
-
-def _stop_popen(proc: subprocess.Popen[bytes] | None, sig: int, grace: float) -> None:
-    if proc is None:
-        return
-    if proc.poll() is None:
-        proc.send_signal(sig)
-        try:
-            proc.wait(timeout=grace)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
 
 
 def wait_channel_ready(kube: Kube, namespace: str, name: str, timeout: int = 120) -> None:
@@ -328,6 +348,22 @@ class RenderedWorkers:
         if not path:
             raise DeployError("the channel does not use an HMAC secret")
         return Path(path).read_bytes()
+
+    def token(self, person: Person, ttl: float = 12 * 3600) -> str:
+        """A token the identity provider would issue, signed with the channel's secret."""
+        auth = self.doc["auth"]
+        now = int(time.time())
+        claims: dict[str, Any] = {
+            auth.get("organizationsClaim", "organizations"): list(person.organizations),
+            auth.get("userClaim", "sub"): person.user,
+            "iat": now,
+            "exp": now + int(ttl),
+        }
+        if auth.get("issuer"):
+            claims["iss"] = auth["issuer"]
+        if auth.get("audience"):
+            claims["aud"] = auth["audience"]
+        return jwt.encode(claims, self.hmac_secret(), algorithm="HS256")
 
 
 def _rewrite(value: Any, mount: str, root: Path) -> Any:
@@ -516,7 +552,7 @@ class Replica:
 
     def stop(self) -> None:
         """Stop at once (SIGINT skips the drain), for teardown."""
-        _stop_popen(self.proc, signal.SIGINT, 10)
+        stop_popen(self.proc, signal.SIGINT, 10)
 
 
 def start_replicas(

@@ -64,6 +64,29 @@ class Person:
     organizations: tuple[str, ...]
 
 
+#: The end-to-end tests' organizations and people (a token each).
+ORGS: Final = ("org-abidjan", "org-dakar", "org-lome", "org-bamako")
+PEOPLE: Final = (
+    Person("awa", ("org-abidjan",)),
+    Person("kofi", ("org-lome",)),
+    Person("fatou", ("org-dakar", "org-abidjan")),
+    Person("moussa", ("org-bamako",)),
+    Person("aminata", ("org-dakar",)),
+    Person("ibrahim", ("org-abidjan", "org-lome", "org-bamako")),
+    Person("mariam", ("org-lome",)),
+    Person("seydou", ()),
+    Person("adjoa", ("org-bamako", "org-dakar")),
+)
+#: A smaller cast for the scenarios on real pods (the node shares the machine's two
+#: cores): three organizations and six people, one of them in no organization.
+FEW_ORGS: Final = ORGS[:3]
+FEW_PEOPLE: Final = tuple(
+    Person(p.user, tuple(org for org in p.organizations if org in FEW_ORGS))
+    for p in PEOPLE
+    if p.user in {"awa", "kofi", "fatou", "ibrahim", "seydou", "adjoa"}
+)
+
+
 class UnionFlowProducer:
     """confluent-kafka producer of numbered seed-shaped events (thread-safe bookkeeping)."""
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import csv
 import io
-import signal
 import subprocess
 import time
 from collections.abc import Sequence
@@ -29,7 +28,7 @@ from pathlib import Path
 import httpx
 
 from clarion_devstack.e2e.sysdeps import HAPROXY
-from clarion_devstack.procs import free_port, port_open
+from clarion_devstack.procs import Loopback, free_port, port_open, stop_popen
 
 
 @dataclass(frozen=True)
@@ -99,7 +98,7 @@ def render_config(
 
 
 @dataclass
-class LoadBalancer:
+class LoadBalancer(Loopback):
     servers: list[Server]
     cookie: str
     stream_paths: list[str]
@@ -109,18 +108,6 @@ class LoadBalancer:
     port: int = field(default_factory=free_port)
     stats_port: int = field(default_factory=free_port)
     proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def ws_base(self) -> str:
-        return f"ws://127.0.0.1:{self.port}"
-
-    @property
-    def origin(self) -> str:
-        return self.url
 
     @property
     def stats_url(self) -> str:
@@ -174,11 +161,5 @@ class LoadBalancer:
             time.sleep(0.05)
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=5)
+        stop_popen(self.proc)
         self.proc = None

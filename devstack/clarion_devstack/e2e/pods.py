@@ -21,12 +21,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import jwt
 import yaml
 
 from clarion_devstack import node
 from clarion_devstack.e2e import deploy
-from clarion_devstack.e2e.deploy import DeployError, Kube, OperatorProcess, RenderedWorkers
+from clarion_devstack.e2e.deploy import (
+    Arrangement,
+    DeployError,
+    Kube,
+    OperatorProcess,
+    RenderedWorkers,
+)
 from clarion_devstack.e2e.events import Person
 from clarion_devstack.procs import free_port
 from clarion_devstack.settings import CHECKOUT
@@ -73,7 +78,7 @@ def wait_for(ready: Callable[[], bool], what: str, timeout: float, interval: flo
 
 
 @dataclass
-class PodChannel:
+class PodChannel(Arrangement):
     """The UnionFlow channel applied by an operator process; its workers are real pods."""
 
     env: StackEnv
@@ -120,13 +125,6 @@ class PodChannel:
         # Clients reach the workers through the Service here, not through an ingress.
         spec["ingress"] = {"enabled": False}
         return objects
-
-    def up(self) -> None:
-        try:
-            self._up()
-        except BaseException:
-            self.down()
-            raise
 
     def _up(self) -> None:
         deploy.install_crd(self.kube)
@@ -233,19 +231,7 @@ class PodChannel:
 
     def token(self, person: Person, ttl: float = 12 * 3600) -> str:
         assert self.rendered is not None
-        auth = self.rendered.doc["auth"]
-        now = int(time.time())
-        claims: dict[str, Any] = {
-            auth.get("organizationsClaim", "organizations"): list(person.organizations),
-            auth.get("userClaim", "sub"): person.user,
-            "iat": now,
-            "exp": now + int(ttl),
-        }
-        if auth.get("issuer"):
-            claims["iss"] = auth["issuer"]
-        if auth.get("audience"):
-            claims["aud"] = auth["audience"]
-        return jwt.encode(claims, self.rendered.hmac_secret(), algorithm="HS256")
+        return self.rendered.token(person, ttl)
 
     def wait_rolled_out(self, timeout: float = 240) -> float:
         """Wait until the Deployment has every replica updated and ready; return the time."""

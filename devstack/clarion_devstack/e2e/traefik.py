@@ -37,7 +37,7 @@ import yaml
 
 from clarion_devstack import install, versions
 from clarion_devstack.e2e.deploy import FIELD_MANAGER, DeployError, Kube
-from clarion_devstack.procs import free_port, spawn, stop, tail
+from clarion_devstack.procs import Loopback, free_port, spawn, stop, tail
 from clarion_devstack.settings import DevstackSettings
 
 INGRESS_CLASS = "traefik"
@@ -99,18 +99,6 @@ def uninstall_gateway_api(kube: Kube) -> None:
         kube.run("delete", "--wait=true", *ours)
 
 
-def _apply(kube: Kube, objects: list[dict[str, Any]]) -> None:
-    kube.run(
-        "apply",
-        "--server-side",
-        "--force-conflicts",
-        f"--field-manager={FIELD_MANAGER}",
-        "-f",
-        "-",
-        stdin=json.dumps({"apiVersion": "v1", "kind": "List", "items": objects}),
-    )
-
-
 def ingress_class() -> dict[str, Any]:
     return {
         "apiVersion": "networking.k8s.io/v1",
@@ -149,7 +137,7 @@ def gateway_objects(namespace: str, name: str, port: int) -> list[dict[str, Any]
 
 
 @dataclass
-class Traefik:
+class Traefik(Loopback):
     """One Traefik process; ``start`` and ``stop`` (by its PID) are the test's to call."""
 
     binary: Path
@@ -166,18 +154,6 @@ class Traefik:
     #: namespaces, such as an earlier test's still terminating, share its host and paths.
     namespaces: tuple[str, ...] = ()
     pid: int | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def ws_base(self) -> str:
-        return f"ws://127.0.0.1:{self.port}"
-
-    @property
-    def origin(self) -> str:
-        return self.url
 
     @property
     def api(self) -> str:
@@ -299,8 +275,8 @@ class Traefik:
 
 
 def ensure_ingress_class(kube: Kube) -> None:
-    _apply(kube, [ingress_class()])
+    kube.apply([ingress_class()])
 
 
 def ensure_gateway(kube: Kube, namespace: str, name: str, port: int) -> None:
-    _apply(kube, gateway_objects(namespace, name, port))
+    kube.apply(gateway_objects(namespace, name, port))
