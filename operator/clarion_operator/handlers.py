@@ -10,6 +10,10 @@
   event, so the timer would still fire; ``when=`` would stop and respawn the timer). A
   drift check that fails for a reason expected to heal (Kafka or the API server not
   answering) is retried within the same tick with the short backoff, not an interval later;
+* a second timer, every ``health_interval`` seconds (10 by default), describes the
+  channel's topics only (leaders, in-sync replicas) and updates ``TopicsHealthy``, so a
+  broker lost shows on the channel within moments, not one drift interval later; it is
+  skipped like the drift check, and is silent when Kafka does not answer;
 * two watches follow the workers: every worker Deployment and every worker Pod (selected
   by the labels ``core.render`` puts on them) feeds the reconciler, which sets
   ``WorkersReady``/``Ready`` from them, so ``Ready`` follows the rollout within moments
@@ -158,7 +162,7 @@ class ExpectedRetryLogFilter(logging.Filter):
 def quiet_expected_retries(handlers: list[logging.Handler] | None = None) -> ExpectedRetryLogFilter:
     """Install :class:`ExpectedRetryLogFilter` on ``handlers`` (the root logger's, which
     ``kopf.configure`` set up)."""
-    log_filter = ExpectedRetryLogFilter(("follow_deployment", "follow_pod", "drift"))
+    log_filter = ExpectedRetryLogFilter(("follow_deployment", "follow_pod", "drift", "health"))
     for handler in handlers if handlers is not None else logging.getLogger().handlers:
         handler.addFilter(log_filter)
     return log_filter
@@ -270,6 +274,21 @@ def register(
             if await stopped.wait(delay):
                 return
             attempt += 1
+
+    @kopf.timer(
+        crd.GROUP,
+        crd.VERSION,
+        crd.PLURAL,
+        registry=registry,
+        id="health",
+        interval=settings.health_interval,
+        initial_delay=settings.health_interval,
+        when=_not_deleting,
+    )
+    async def health(body: kopf.Body, logger: kopf.Logger, **_: Any) -> None:
+        outcome = await reconciler.probe_health(body)
+        if outcome is not None:
+            _log_outcome(outcome, logger)
 
     @kopf.on.event(
         "apps", "v1", "deployments", labels=WORKER_LABELS, registry=registry, id="follow_deployment"

@@ -11,6 +11,8 @@ Facts proven against Kafka 4.1.1 (``tests/devstack/test_stack_integration.py`` a
 * ``describe_configs`` entries are ``(name, value, read_only, source, sensitive, ...)``
   and only source 1 (DYNAMIC_TOPIC_CONFIG) is an override of the topic;
 * ``alter_configs`` replaces the whole override set (the core always sends all of it);
+* ``describe_topics`` is the metadata request: per partition its ``leader`` (-1: none),
+  ``replicas`` and ``isr``, which ``core/health.py`` turns into ``TopicsHealthy``;
 * ``create_partitions`` raises on a per-topic error instead of returning it: its
   ``errno`` is turned back into a code here so the core classifies it like the others.
 """
@@ -41,8 +43,16 @@ from clarion_operator.core.errors import (
     NONE,
     UNKNOWN_TOPIC_OR_PARTITION,
 )
-from clarion_operator.core.topics import AlterConfigs, CreateTopic, GrowPartitions, ObservedTopic
-from clarion_operator.ports import KafkaAdmin, KafkaConnection
+from clarion_operator.core.health import min_insync_replicas
+from clarion_operator.core.topics import (
+    AlterConfigs,
+    CreateTopic,
+    GrowPartitions,
+    ObservedTopic,
+    PartitionState,
+    TopicHealth,
+)
+from clarion_operator.ports import KafkaAdmin, KafkaCodeError, KafkaConnection
 
 DYNAMIC_TOPIC_CONFIG: Final = 1
 DEFAULT_REPLICATION_FACTOR: Final = "default.replication.factor"
@@ -78,6 +88,7 @@ class AiokafkaAdmin:
         described: list[dict[str, Any]] = await self._client.describe_topics(list(names))
         observed: dict[str, ObservedTopic | None] = dict.fromkeys(names)
         present: dict[str, tuple[int, int]] = {}
+        states: dict[str, tuple[PartitionState, ...]] = {}
         for topic in described:
             code = int(topic.get("error_code", 0))
             if code == UNKNOWN_TOPIC_OR_PARTITION:
@@ -87,22 +98,36 @@ class AiokafkaAdmin:
             partitions = topic.get("partitions") or []
             replicas = len(partitions[0].get("replicas") or []) if partitions else 0
             present[str(topic["topic"])] = (len(partitions), replicas)
+            # A partition without a leader is answered with leader -1 (and the error
+            # LEADER_NOT_AVAILABLE on the partition, not the topic).
+            states[str(topic["topic"])] = tuple(
+                PartitionState(
+                    int(p.get("partition", i)),
+                    int(p.get("leader", -1)),
+                    tuple(int(b) for b in p.get("replicas") or ()),
+                    tuple(int(b) for b in p.get("isr") or ()),
+                )
+                for i, p in enumerate(partitions)
+            )
         if not present:
             return observed
         responses = await self._client.describe_configs(
             [ConfigResource(ConfigResourceType.TOPIC, name) for name in present]
         )
         dynamic: dict[str, dict[str, str]] = {name: {} for name in present}
+        effective: dict[str, dict[str, str | None]] = {name: {} for name in present}
         for response in responses:
             for code, message, _type, name, entries in response.resources:
                 if code != NONE:
                     raise KafkaCodeError(int(code), f"describing configs of {name}: {message}")
                 for entry in entries:
                     key, value, source = entry[0], entry[1], entry[3]
+                    effective[str(name)][str(key)] = None if value is None else str(value)
                     if source == DYNAMIC_TOPIC_CONFIG and value is not None:
                         dynamic[str(name)][str(key)] = str(value)
         for name, (count, rf) in present.items():
-            observed[name] = ObservedTopic(count, rf, dynamic[name])
+            health = TopicHealth(name, states[name], min_insync_replicas(effective[name]))
+            observed[name] = ObservedTopic(count, rf, dynamic[name], health)
         return observed
 
     async def create(self, action: CreateTopic) -> int:
@@ -178,14 +203,6 @@ _REFUSALS = (
     UnsupportedSaslMechanismError,
     ssl.SSLError,
 )
-
-
-class KafkaCodeError(Exception):
-    """A describe call failed with a Kafka error code (classified by the reconciler)."""
-
-    def __init__(self, code: int, message: str) -> None:
-        super().__init__(f"error code {code}: {message}")
-        self.code = code
 
 
 class AiokafkaFactory:

@@ -49,6 +49,7 @@ from clarion_operator.core.conditions import (
     adoption_events,
     blocked_status,
     compute_status,
+    follow_health,
     follow_workers,
     monitoring_condition,
     observe_deployment,
@@ -77,6 +78,7 @@ from clarion_operator.core.exposure import (
     ExposureObservation,
     exposure_condition,
 )
+from clarion_operator.core.health import health_of
 from clarion_operator.core.reasons import Reason
 from clarion_operator.core.render import (
     ChannelContext,
@@ -102,7 +104,6 @@ from clarion_operator.core.topics import (
     plan_topics,
     resolve_claims,
 )
-from clarion_operator.kafka_admin import KafkaCodeError
 from clarion_operator.metrics import Metrics
 from clarion_operator.ports import (
     ApiError,
@@ -110,6 +111,7 @@ from clarion_operator.ports import (
     EventPost,
     KafkaAdmin,
     KafkaAdminFactory,
+    KafkaCodeError,
     KafkaConnection,
     KubeApi,
 )
@@ -157,6 +159,8 @@ class _TopicsResult:
     error: RetryableError | None = None
     #: Topics whose create found them already there.
     existed: frozenset[str] = frozenset()
+    #: ``TopicsHealthy`` from the describe (None: no topic described).
+    health: conditions.Condition | None = None
 
 
 @dataclass
@@ -358,6 +362,7 @@ class Reconciler:
             problem=self._seen(key).problem(),
             exposed=exposure_condition(spec.exposure, seen, namespace),
             monitored=monitoring_condition(spec.monitoring.service_monitor_enabled, monitoring),
+            healthy=topics.health,
         )
         events = [
             *action_events(topics.actions, topics.failures, topics.existed),
@@ -425,6 +430,7 @@ class Reconciler:
         try:
             async with self._kafka(connection) as admin:
                 observed = await admin.describe(names)
+                health = health_of(observed)
                 plan = plan_topics(
                     desired.topics, observed, claims, channel=ChannelRef(namespace, name)
                 )
@@ -447,11 +453,10 @@ class Reconciler:
                     # A topic created with the broker's default replication factor: read
                     # it back, so the first status is complete (not only the next drift
                     # check's), and a resumed operator finds nothing to add.
+                    observed = await admin.describe(names)
+                    health = health_of(observed)
                     reread = plan_topics(
-                        desired.topics,
-                        await admin.describe(names),
-                        claims,
-                        channel=ChannelRef(namespace, name),
+                        desired.topics, observed, claims, channel=ChannelRef(namespace, name)
                     )
                     if not reread.actions:
                         settled = reread.statuses
@@ -463,7 +468,7 @@ class Reconciler:
                 Failure(cls.reason, message),
                 error=RetryableError(cls.reason, message, cls.delay),
             )
-        return _TopicsResult(settled, actions, failures, retry, frozenset(existed))
+        return _TopicsResult(settled, actions, failures, retry, frozenset(existed), health)
 
     def _claims(self, spec: ChannelSpec) -> list[ChannelClaim]:
         """Every watched channel claiming topics on the same Kafka cluster (this one too)."""
@@ -565,6 +570,55 @@ class Reconciler:
                         )
                         break
                     await asyncio.sleep(retry_delay(err, attempt))
+
+    # --- topic health between reconciles ---------------------------------------------
+
+    async def probe_health(self, body: Mapping[str, Any]) -> Outcome | None:
+        """Describe the channel's topics and update ``TopicsHealthy`` (and ``Ready``, for
+        offline partitions) when their leaders or in-sync replicas changed: a lighter
+        check than a reconcile, run more often, so a broker lost shows within moments.
+
+        Nothing happens while the channel's create/update handler has not settled, before
+        a reconcile wrote a status, or when Kafka does not answer (the reconciles report
+        that); None then, and when nothing changed.
+        """
+        meta = body.get("metadata") or {}
+        uid, key = str(meta.get("uid", "")), _key(body)
+        if uid in self._unsettled or meta.get("deletionTimestamp"):
+            return None
+        name, namespace = str(meta.get("name")), str(meta.get("namespace"))
+        try:
+            spec = parse_spec(body.get("spec") or {}, name=name)
+        except SpecError:
+            return None
+        async with self._lock(key):
+            old = self._old(key, uid, body)
+            try:
+                connection = await self._connection(namespace, spec)
+                async with self._kafka(connection) as admin:
+                    observed = await admin.describe([t.name for t in spec.topics])
+            except Exception as exc:
+                log.debug("health probe of %s: Kafka not asked: %s", key, exc)
+                return None
+            health = health_of(observed)
+            if health is None:
+                return None
+            status = follow_health(old, healthy=health, now=self._clock())
+            if status is None:
+                return None
+            outcome = await self._publish(
+                key,
+                uid,
+                Outcome(
+                    old,
+                    status,
+                    tuple(transition_events(old, status)),
+                    workers_ready=_condition_true(status, conditions.WORKERS_READY),
+                    line=_health_line(old, health),
+                ),
+            )
+        self._post_events(_channel_ref(body), uid, outcome.events)
+        return outcome
 
     # --- following the workers ---------------------------------------------------------
 
@@ -753,6 +807,23 @@ def _key(body: Mapping[str, Any]) -> str:
 def _channel_ref(body: Mapping[str, Any]) -> ObjectRef:
     meta = body.get("metadata") or {}
     return ObjectRef(API_VERSION, KIND, str(meta.get("namespace")), str(meta.get("name")))
+
+
+def _health_line(old: Mapping[str, Any], health: conditions.Condition) -> StateLine | None:
+    """A log line when ``TopicsHealthy`` changes its status or reason (a Ready change
+    that comes with it is logged instead, by ``_publish``)."""
+    before: Mapping[str, Any] = next(
+        (c for c in old.get("conditions") or [] if c.get("type") == conditions.TOPICS_HEALTHY),
+        {},
+    )
+    if (before.get("status"), before.get("reason")) == (health.status, str(health.reason)):
+        return None
+    level: Literal["info", "warning"] = "info" if health.status == "True" else "warning"
+    return StateLine(
+        level,
+        (health.status, str(health.reason)),
+        f"{health.type}={health.status} {health.reason}: {health.message}",
+    )
 
 
 def _condition_true(status: Mapping[str, Any], type_: str) -> bool:

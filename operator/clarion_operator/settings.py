@@ -40,6 +40,9 @@ class ProcessSettings:
     liveness_port: int = 8081
     #: Seconds between drift checks of every channel (topics and children).
     drift_interval: float = 60.0
+    #: Seconds between health probes of every channel's topics (metadata only: leaders
+    #: and in-sync replicas), so a lost broker shows in TopicsHealthy within moments.
+    health_interval: float = 10.0
     #: Peering lets several replicas run with one active; off means --standalone.
     peering: bool = False
     peering_name: str = "clarion-operator"
@@ -66,6 +69,8 @@ class ProcessSettings:
                 raise SettingsError(f"port {port} is out of range")
         if self.drift_interval <= 0:
             raise SettingsError("--drift-interval must be positive")
+        if self.health_interval <= 0:
+            raise SettingsError("--health-interval must be positive")
         if self.kafka_request_timeout_ms < 100:
             raise SettingsError("--kafka-request-timeout-ms must be at least 100")
         if self.kube_api_threads < 1:
@@ -113,6 +118,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--metrics-port", type=int, help="Prometheus /metrics and /readyz port (0: off)")
     p.add_argument("--liveness-port", type=int, help="liveness /healthz port (0: off)")
     p.add_argument("--drift-interval", type=float, help="seconds between drift checks")
+    p.add_argument(
+        "--health-interval", type=float, help="seconds between health probes of the topics"
+    )
     peering = p.add_mutually_exclusive_group()
     peering.add_argument(
         "--standalone", action="store_true", default=None, help="no peering (one replica)"
@@ -165,17 +173,17 @@ def from_args(argv: Sequence[str], environ: Mapping[str, str]) -> ProcessSetting
         raw_peering = env("PEERING")
         peering = raw_peering is not None and _bool(raw_peering)
 
-    raw_interval = env("DRIFT_INTERVAL")
-    try:
-        drift = (
-            a.drift_interval
-            if a.drift_interval is not None
-            else (60.0 if raw_interval is None else float(raw_interval))
-        )
-    except ValueError as exc:
-        raise SettingsError(
-            f"{ENV_PREFIX}DRIFT_INTERVAL is not a number: {raw_interval!r}"
-        ) from exc
+    def pick_seconds(flag: float | None, name: str, default: float) -> float:
+        if flag is not None:
+            return flag
+        raw = env(name)
+        try:
+            return default if raw is None else float(raw)
+        except ValueError as exc:
+            raise SettingsError(f"{ENV_PREFIX}{name} is not a number: {raw!r}") from exc
+
+    drift = pick_seconds(a.drift_interval, "DRIFT_INTERVAL", 60.0)
+    health = pick_seconds(a.health_interval, "HEALTH_INTERVAL", 10.0)
 
     log_format = a.log_format or env("LOG_FORMAT") or "json"
     if log_format not in ("json", "plain", "full"):
@@ -188,6 +196,7 @@ def from_args(argv: Sequence[str], environ: Mapping[str, str]) -> ProcessSetting
         metrics_port=pick_int(a.metrics_port, "METRICS_PORT", 8082),
         liveness_port=pick_int(a.liveness_port, "LIVENESS_PORT", 8081),
         drift_interval=drift,
+        health_interval=health,
         peering=peering,
         peering_name=a.peering_name or env("PEERING_NAME") or "clarion-operator",
         kafka_request_timeout_ms=pick_int(

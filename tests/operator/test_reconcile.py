@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -18,6 +19,8 @@ from clarion_operator.core.topics import (
     CreateTopic,
     GrowPartitions,
     ObservedTopic,
+    PartitionState,
+    TopicHealth,
     channel_claim,
 )
 from clarion_operator.metrics import Metrics
@@ -461,7 +464,8 @@ async def test_topics_created_before_a_crash_are_adopted_with_an_event(
     parts: tuple[FakeKube, FakeKafka, Reconciler],
 ) -> None:
     kube, kafka, rec = parts
-    kafka.topics["orders"] = ObservedTopic(2, 1, {})  # created, then the operator died
+    # Created, then the operator died.
+    kafka.topics["orders"] = ObservedTopic(2, 1, {"max.message.bytes": "1064960"})
     body = channel(spec())
     kube.channels = [body]
     out = await rec.ensure(body)
@@ -470,6 +474,60 @@ async def test_topics_created_before_a_crash_are_adopted_with_an_event(
     # Recorded in the status from then on: no second adoption.
     again = await rec.ensure({**body, "status": out.status})
     assert "TopicAdopted" not in [e.reason for e in again.events]
+
+
+async def test_a_topic_from_before_the_record_limit_gets_it_with_an_event(
+    parts: tuple[FakeKube, FakeKafka, Reconciler],
+) -> None:
+    kube, kafka, rec = parts
+    raw = spec()
+    raw["workers"] = {
+        **raw.get("workers", {}),
+        "limits": {"maxRecordBytes": 2 * 1024**2, "queueMaxBytes": 4 * 1024**2},
+    }
+    # Created by an operator that did not set max.message.bytes (and recorded in the status).
+    kafka.topics["orders"] = ObservedTopic(2, 1, {})
+    body = channel(raw)
+    kube.channels = [body]
+    out = await rec.ensure(body)
+    assert kafka.calls == ["alter orders"]
+    assert kafka.topics["orders"].dynamic_configs == {"max.message.bytes": str(2 * 1024**2 + 16384)}
+    assert "set config overrides of topic orders (keys: max.message.bytes)" in [
+        e.message for e in out.events
+    ]
+
+
+async def test_the_health_probe_reports_a_lost_broker_beside_ready(
+    parts: tuple[FakeKube, FakeKafka, Reconciler],
+) -> None:
+    kube, kafka, rec = parts
+    body = channel(spec())
+    kube.channels = [body]
+    assert await rec.probe_health(body) is None  # no status written by a reconcile yet
+    await rec.ensure(body)
+    full, lost = (1, 2, 3), (1, 3)
+    kafka.topics["orders"] = replace(
+        kafka.topics["orders"],
+        health=TopicHealth(
+            "orders", (PartitionState(0, 1, full, lost), PartitionState(1, 3, full, full)), 2
+        ),
+    )
+    written = len(kube.statuses)
+    probed = await rec.probe_health(body)
+    assert probed is not None
+    assert probed.status is not None
+    conditions = {c["type"]: c for c in probed.status["conditions"]}
+    assert conditions["Ready"]["status"] == "True"
+    assert conditions["TopicsHealthy"]["reason"] == "UnderReplicatedPartitions"
+    assert "1 under-replicated, of 2 partition(s)" in conditions["TopicsHealthy"]["message"]
+    assert [e.reason for e in probed.events] == ["UnderReplicatedPartitions"]
+    assert probed.line is not None
+    assert probed.line.level == "warning"
+    assert len(kube.statuses) == written + 1
+    assert await rec.probe_health(body) is None  # nothing changed: nothing written
+    kafka.down = True
+    assert await rec.probe_health(body) is None  # Kafka not answering: left to reconciles
+    assert len(kube.statuses) == written + 1
 
 
 async def test_a_failing_worker_pod_shows_on_the_channel_with_its_message(

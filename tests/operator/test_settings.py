@@ -16,6 +16,7 @@ def test_flags_build_frozen_settings() -> None:
     assert (s.clusterwide, s.peering, s.drift_interval, s.metrics_port) == (False, False, 3.0, 0)
     assert s.field_manager == "clarion-operator"
     assert s.kube_api_threads == 32
+    assert s.health_interval == 10.0
     with pytest.raises(AttributeError):
         s.peering = True  # type: ignore[misc]
 
@@ -35,6 +36,8 @@ def test_environment_is_the_fallback_and_flags_win() -> None:
     assert s.kube_api_threads == 8
     assert from_args(["--kube-api-threads", "64"], env).kube_api_threads == 64
     assert from_args(["--standalone", "--drift-interval", "5"], env).peering is False
+    assert from_args([], {**env, "CLARION_OPERATOR_HEALTH_INTERVAL": "3"}).health_interval == 3.0
+    assert from_args(["--health-interval", "2.5"], env).health_interval == 2.5
     assert s.liveness_endpoint == "http://0.0.0.0:8081/healthz"
 
 
@@ -43,6 +46,8 @@ def test_environment_is_the_fallback_and_flags_win() -> None:
     [
         ([], {}),
         (["-n", "a", "--drift-interval", "0"], {}),
+        (["-n", "a", "--health-interval", "0"], {}),
+        (["-n", "a"], {"CLARION_OPERATOR_HEALTH_INTERVAL": "often"}),
         (["-n", "a", "--metrics-port", "70000"], {}),
         (["-n", "a"], {"CLARION_OPERATOR_METRICS_PORT": "x"}),
         (["-n", "a"], {"CLARION_OPERATOR_PEERING": "maybe"}),

@@ -1,5 +1,9 @@
 """Status and conditions of a RealtimeChannel, in Kubernetes API conventions.
 
+``TopicsHealthy`` (``core/health.py``: under-replicated, below min.insync.replicas or
+offline partitions) sits beside ``Ready`` like ``Exposed`` and ``Monitored``; only
+offline partitions (no leader: nothing delivered from them) make ``Ready`` False.
+
 Three conditions: ``TopicsReady`` (Kafka matches the spec), ``WorkersReady`` (the worker
 Deployment is rolled out and ready, or why not: a worker pod failing says so with the
 worker's own exit message) and ``Ready`` (both, and the spec is valid). Each has
@@ -40,10 +44,12 @@ EXPOSED: Final = "Exposed"
 #: Whether the ServiceMonitor the spec asks for exists (only with it); never blocks Ready:
 #: without it the workers still run, scraped through their prometheus.io annotations.
 MONITORED: Final = "Monitored"
-CONDITION_TYPES: Final = (READY, TOPICS_READY, WORKERS_READY, EXPOSED, MONITORED)
+#: Leaders and in-sync replicas of the topics' partitions (``core/health.py``).
+TOPICS_HEALTHY: Final = "TopicsHealthy"
+CONDITION_TYPES: Final = (READY, TOPICS_READY, WORKERS_READY, EXPOSED, MONITORED, TOPICS_HEALTHY)
 #: Conditions that are kept as they are between reconciles, and announced by an Event when
 #: they turn False.
-_SIDE_CONDITIONS: Final = (EXPOSED, MONITORED)
+_SIDE_CONDITIONS: Final = (EXPOSED, MONITORED, TOPICS_HEALTHY)
 MAX_MESSAGE: Final = 1024
 
 #: Reasons that mean "in progress", reported as Normal Events rather than Warnings.
@@ -331,13 +337,18 @@ def workers_condition(
     return Condition(WORKERS_READY, "True", Reason.WORKERS_READY, f"{w.ready}/{w.desired} ready")
 
 
-def ready_condition(topics: Condition, workers: Condition) -> Condition:
+def ready_condition(
+    topics: Condition, workers: Condition, health: Condition | None = None
+) -> Condition:
     """Ready from topics and workers. ``Exposed`` stays beside it: a missing IngressClass or
     Gateway leaves in-cluster clients served, and a channel written before ``exposure``
-    existed must not turn unready on an upgrade of the operator."""
+    existed must not turn unready on an upgrade of the operator. ``TopicsHealthy`` too,
+    except for offline partitions: with no leader, nothing of theirs is delivered."""
     for part in (topics, workers):
         if part.status == "False":
             return Condition(READY, "False", part.reason, part.message)
+    if health is not None and health.reason == Reason.PARTITIONS_OFFLINE:
+        return Condition(READY, "False", health.reason, health.message)
     for part in (topics, workers):
         if part.status == "Unknown":
             return Condition(READY, "Unknown", part.reason, part.message)
@@ -427,6 +438,7 @@ def compute_status(
     problem: str | None = None,
     exposed: Condition | None = None,
     monitored: Condition | None = None,
+    healthy: Condition | None = None,
 ) -> ChannelStatusBody:
     """The whole status the operator owns, from this round's observations.
 
@@ -436,14 +448,17 @@ def compute_status(
 
     ``topics`` is :meth:`TopicPlan.settled` (or a :class:`Failure` when Kafka could not be
     asked); ``workers`` is :func:`observe_deployment` of the Deployment; ``problem`` is a
-    failing worker pod's :func:`pod_problem`.
+    failing worker pod's :func:`pod_problem`. ``healthy`` is ``TopicsHealthy``
+    (``health.health_condition``); None keeps the last one written (Kafka not asked).
     """
     stamp = format_time(now)
     prev = _previous_conditions(previous)
     tc = topics_condition(topics)
     wc = workers_condition(workers, prev.get(WORKERS_READY), problem)
-    rc = ready_condition(tc, wc)
-    parts = tuple(c for c in (rc, tc, wc, exposed, monitored) if c is not None)
+    if healthy is None:
+        healthy = _condition_of(prev.get(TOPICS_HEALTHY))
+    rc = ready_condition(tc, wc, healthy)
+    parts = tuple(c for c in (rc, tc, wc, exposed, monitored, healthy) if c is not None)
     status: ChannelStatusBody = {
         "observedGeneration": generation,
         "conditions": [_body(c, prev, generation, stamp) for c in parts],
@@ -525,7 +540,7 @@ def follow_workers(
             status[key] = previous[key]  # type: ignore[literal-required]
     ready = prev.get(READY)
     blocked = ready is not None and ready.get("reason") in _BLOCKING_REASONS
-    rc = ready_condition(tc, wc)
+    rc = ready_condition(tc, wc, _condition_of(prev.get(TOPICS_HEALTHY)))
     bodies: list[Any] = [
         dict(ready) if blocked and ready is not None else _body(rc, prev, generation, stamp),
         dict(topics),
@@ -536,6 +551,51 @@ def follow_workers(
     if workers is not None:
         _set_workers(status, workers)
     return status
+
+
+def follow_health(
+    previous: Mapping[str, Any] | None, *, healthy: Condition, now: datetime
+) -> ChannelStatusBody | None:
+    """The status once a health probe described the topics between two reconciles:
+    ``TopicsHealthy`` replaced, ``Ready`` recomputed (offline partitions), everything else
+    kept. None when there is nothing to update: no status written by a reconcile yet, or
+    nothing changed."""
+    if not previous:
+        return None
+    prev = _previous_conditions(previous)
+    topics, workers = prev.get(TOPICS_READY), prev.get(WORKERS_READY)
+    if topics is None or workers is None:
+        return None
+    generation = _int(previous.get("observedGeneration"))
+    stamp = format_time(now)
+    status: ChannelStatusBody = {}
+    for key in MANAGED_KEYS:
+        if key in previous:
+            status[key] = previous[key]  # type: ignore[literal-required]
+    ready = prev.get(READY)
+    blocked = ready is not None and ready.get("reason") in _BLOCKING_REASONS
+    rc = ready_condition(_as_condition(topics), _as_condition(workers), healthy)
+    bodies: list[Any] = [
+        dict(ready) if blocked and ready is not None else _body(rc, prev, generation, stamp),
+        *(dict(c) for t, c in prev.items() if t not in (READY, TOPICS_HEALTHY)),
+        _body(healthy, prev, generation, stamp),
+    ]
+    status["conditions"] = bodies
+    return status if status_changed(previous, status) else None
+
+
+def _condition_of(body: Mapping[str, Any] | None) -> Condition | None:
+    """A condition read back from a status (None: not there)."""
+    return None if body is None else _as_condition(body)
+
+
+def _as_condition(body: Mapping[str, Any]) -> Condition:
+    return Condition(
+        str(body.get("type")),
+        _status_of(body.get("status")),
+        str(body.get("reason") or ""),
+        str(body.get("message") or ""),
+    )
 
 
 def _status_of(value: object) -> ConditionStatus:
@@ -620,6 +680,17 @@ def transition_events(old: Mapping[str, Any] | None, new: Mapping[str, Any]) -> 
     for side in _SIDE_CONDITIONS:
         before_side = _previous_conditions(old).get(side)
         after_side = _previous_conditions(new).get(side)
+        if (
+            side == TOPICS_HEALTHY
+            and after_side is not None
+            and after_side.get("status") == "True"
+            and before_side is not None
+            and before_side.get("status") == "False"
+        ):
+            # A recovery of the topics is news as well: their trouble had an Event.
+            reason, message = str(after_side.get("reason")), str(after_side.get("message"))
+            events.append(Event("Normal", reason, message))
+            continue
         if (
             after_side is not None
             and after_side.get("status") == "False"

@@ -69,6 +69,14 @@ class Reason(StrEnum):
     # Operator's CRDs), and the pods carry prometheus.io scrape annotations instead.
     SERVICE_MONITOR_APPLIED = "ServiceMonitorApplied"
     SERVICE_MONITOR_UNAVAILABLE = "ServiceMonitorUnavailable"
+    # TopicsHealthy (core/health.py): every replica in sync; replicas out of sync (a broker
+    # down or lagging: reads and writes go on); fewer in sync than min.insync.replicas
+    # (producers with acks=all are refused); partitions without a leader (nothing is
+    # delivered from them: the only one of these that makes the channel not Ready).
+    TOPICS_HEALTHY = "TopicsHealthy"
+    UNDER_REPLICATED_PARTITIONS = "UnderReplicatedPartitions"
+    BELOW_MIN_IN_SYNC_REPLICAS = "BelowMinInSyncReplicas"
+    PARTITIONS_OFFLINE = "PartitionsOffline"
     # Deletion waits on Kafka; the force-delete annotation releases it.
     DELETION_BLOCKED = "DeletionBlocked"
     # The force-delete annotation released the finalizer; Kafka was not touched.

@@ -682,7 +682,10 @@ def render(ctx: ChannelContext) -> DesiredState:
         http_route=_http_route(ctx),
         horizontal_pod_autoscaler=_hpa(ctx),
         service_monitor=_service_monitor(ctx),
-        topics=tuple(DesiredTopic.from_spec(t) for t in ctx.spec.topics),
+        topics=tuple(
+            DesiredTopic.from_spec(t, ctx.spec.workers.limits.max_record_bytes)
+            for t in ctx.spec.topics
+        ),
         worker_config=doc,
         worker_json=text,
         config_hash=digest,

@@ -15,7 +15,12 @@ entries whose source is the dynamic topic config, as the strings Kafka returns),
   desired set with overrides present is sent as ``{}``, which clears them. Adopting an
   existing topic therefore also adopts its config: list every override you want to keep;
 * "already exists" on create is adoption, not failure (``errors.classify_kafka_error``);
-* two channels claiming one topic: the older wins, the other gets ``ResourceConflict``.
+* two channels claiming one topic: the older wins, the other gets ``ResourceConflict``;
+* every topic carries ``max.message.bytes`` derived from the channel's
+  ``limits.maxRecordBytes`` (:func:`max_message_bytes`), so the broker refuses a record
+  the workers would skip, and its producer gets ``RecordTooLargeException``, instead of
+  every worker fetching it; an explicit ``max.message.bytes`` in ``spec.topics[].config``
+  wins.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from enum import StrEnum
 from types import MappingProxyType
 from typing import Any, Final
 
+from clarion_contract.worker_config import LIMIT_DEFAULTS
 from clarion_operator.core.reasons import Reason
 from clarion_operator.core.spec import DeletionPolicy, TopicSpec
 
@@ -35,6 +41,32 @@ from clarion_operator.core.spec import DeletionPolicy, TopicSpec
 FORCE_DELETE_ANNOTATION: Final = "realtime.clarion.dev/force-delete"
 
 _EMPTY: Final[Mapping[str, str]] = MappingProxyType({})
+
+MAX_MESSAGE_BYTES: Final = "max.message.bytes"
+#: Kafka's default ``max.message.bytes`` (a topic's) and ``message.max.bytes`` (a
+#: broker's): 1 MiB plus the 12 bytes of a batch's offset and length. Producers batch small
+#: records up to about this size by default (librdkafka's ``batch.size`` is 1,000,000), and
+#: a batch the broker refuses is lost to every producer but Java's, which splits it: the
+#: topic's limit is never set below it.
+KAFKA_DEFAULT_MAX_MESSAGE_BYTES: Final = 1024 * 1024 + 12
+#: What Kafka counts besides the value when it compares a one-record batch with
+#: ``max.message.bytes``: the batch header (61 bytes, offset and length included), the
+#: record's varint fields (at most 21 bytes), and the key and headers; 16 KiB leaves
+#: about 16,300 bytes for key and headers.
+RECORD_ALLOWANCE_BYTES: Final = 16 * 1024
+
+
+def max_message_bytes(max_record_bytes: int | None) -> int:
+    """A topic's ``max.message.bytes`` for a channel whose workers skip record values
+    above ``max_record_bytes`` (None: the worker's default, 1 MiB).
+
+    Kafka compares the record batch as stored (compressed, if the producer compresses)
+    with this limit, so a record whose value the workers accept is never refused (its key
+    and headers within :data:`RECORD_ALLOWANCE_BYTES`), one well above it is refused with
+    ``RecordTooLargeException``, and no value is below Kafka's own default.
+    """
+    value = LIMIT_DEFAULTS["maxRecordBytes"] if max_record_bytes is None else max_record_bytes
+    return max(KAFKA_DEFAULT_MAX_MESSAGE_BYTES, value + RECORD_ALLOWANCE_BYTES)
 
 
 @dataclass(frozen=True)
@@ -47,14 +79,45 @@ class DesiredTopic:
     deletion_policy: DeletionPolicy = "Retain"
 
     @classmethod
-    def from_spec(cls, topic: TopicSpec) -> DesiredTopic:
+    def from_spec(cls, topic: TopicSpec, max_record_bytes: int | None = None) -> DesiredTopic:
+        """The topic as the spec asks, with ``max.message.bytes`` from the channel's
+        ``limits.maxRecordBytes`` unless ``topic.config`` names it."""
+        configs = {MAX_MESSAGE_BYTES: str(max_message_bytes(max_record_bytes))}
+        configs.update(topic.config)
         return cls(
             name=topic.name,
             partitions=topic.partitions,
             replication_factor=topic.replication_factor,
-            configs=MappingProxyType(dict(topic.config)),
+            configs=MappingProxyType(configs),
             deletion_policy=topic.deletion_policy,
         )
+
+
+@dataclass(frozen=True)
+class PartitionState:
+    """One partition as Kafka's metadata reports it."""
+
+    partition: int
+    #: Broker id of the leader; -1 (or any negative) when the partition has none.
+    leader: int
+    replicas: tuple[int, ...]
+    isr: tuple[int, ...]
+
+    @property
+    def offline(self) -> bool:
+        return self.leader < 0
+
+    @property
+    def under_replicated(self) -> bool:
+        return len(self.isr) < len(self.replicas)
+
+
+@dataclass(frozen=True)
+class TopicHealth:
+    name: str
+    partitions: tuple[PartitionState, ...]
+    #: The topic's effective min.insync.replicas (an override, or the broker's default).
+    min_insync_replicas: int = 1
 
 
 @dataclass(frozen=True)
@@ -65,6 +128,8 @@ class ObservedTopic:
     replication_factor: int
     #: Only entries whose source is DYNAMIC_TOPIC_CONFIG, values as Kafka returns them.
     dynamic_configs: Mapping[str, str] = field(default_factory=lambda: _EMPTY)
+    #: Leaders and in-sync replicas per partition (``core.health``); None: not described.
+    health: TopicHealth | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)

@@ -428,7 +428,8 @@ def test_desired_topics(full_raw: dict[str, Any]) -> None:
         ("orders", 12, 3, "Delete"),
         ("notices", 6, None, "Retain"),
     ]
-    assert dict(topics[0].configs) == {"retention.ms": "86400000"}
+    # max.message.bytes from limits.maxRecordBytes (the worker's 1 MiB default here).
+    assert dict(topics[0].configs) == {"retention.ms": "86400000", "max.message.bytes": "1064960"}
 
 
 def test_status_helpers(minimal_raw: dict[str, Any]) -> None:

@@ -22,6 +22,7 @@ from clarion_operator.core.topics import (
     channel_claim,
     is_force_delete,
     kafka_cluster_key,
+    max_message_bytes,
     plan_deletion,
     plan_topics,
     resolve_claims,
@@ -185,7 +186,51 @@ def test_settled_promotes_successful_actions_and_marks_failures() -> None:
 
 def test_from_spec() -> None:
     topic = TopicSpec(name="x", partitions=3, config={"a": "b"}, deletion_policy="Delete")
-    assert DesiredTopic.from_spec(topic) == DesiredTopic("x", 3, None, {"a": "b"}, "Delete")
+    assert DesiredTopic.from_spec(topic) == DesiredTopic(
+        "x", 3, None, {"a": "b", "max.message.bytes": "1064960"}, "Delete"
+    )
+
+
+@pytest.mark.parametrize(
+    ("max_record_bytes", "expected"),
+    [
+        (None, 1024 * 1024 + 16 * 1024),  # the worker's default, 1 MiB
+        (1024 * 1024, 1024 * 1024 + 16 * 1024),
+        (4 * 1024 * 1024, 4 * 1024 * 1024 + 16 * 1024),  # raised above Kafka's default
+        (64 * 1024, 1048588),  # never below Kafka's default: producers' batches fit
+        (1, 1048588),
+    ],
+)
+def test_max_message_bytes_follows_max_record_bytes(
+    max_record_bytes: int | None, expected: int
+) -> None:
+    assert max_message_bytes(max_record_bytes) == expected
+    topic = TopicSpec(name="x", partitions=1)
+    desired = DesiredTopic.from_spec(topic, max_record_bytes)
+    assert dict(desired.configs) == {"max.message.bytes": str(expected)}
+
+
+def test_a_record_the_workers_accept_fits_and_a_five_mib_one_does_not() -> None:
+    limit = max_message_bytes(None)
+    # One record in a batch: 61 bytes of batch header, at most 21 of record fields.
+    assert limit >= 61 + 21 + 1024 * 1024 + 256  # a 1 MiB value with a 256-byte key
+    assert limit < 5 * 1024 * 1024
+
+
+def test_an_explicit_max_message_bytes_in_the_spec_wins() -> None:
+    topic = TopicSpec(name="x", partitions=1, config={"max.message.bytes": "2000000"})
+    assert dict(DesiredTopic.from_spec(topic, 4096).configs) == {"max.message.bytes": "2000000"}
+
+
+def test_a_topic_without_the_limit_gets_it_and_a_larger_one_set_outside_is_reverted() -> None:
+    desired = DesiredTopic.from_spec(TopicSpec(name="orders", partitions=6))
+    for found in ({}, {"max.message.bytes": "10485760"}, {"max.message.bytes": "1064960"}):
+        plan = plan_topics([desired], {"orders": ObservedTopic(6, 1, found)})
+        if found == {"max.message.bytes": "1064960"}:
+            assert plan.actions == ()
+            continue
+        assert plan.actions == (AlterConfigs("orders", {"max.message.bytes": "1064960"}),)
+        assert [s.state for s in plan.statuses] == [TopicState.UPDATING]
 
 
 def _claim(name: str, ts: str | datetime, uid: str, *topics: str) -> ChannelClaim:
