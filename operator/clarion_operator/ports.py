@@ -8,7 +8,8 @@ an API server.
 
 Error contract: a Kafka port raises whatever the client raised for "could not talk to
 Kafka" (classified by class names, ``errors.classify_kafka_exception``) and returns
-per-topic protocol error codes (classified by ``errors.classify_kafka_error``); a
+per-topic protocol error codes (classified by ``errors.classify_kafka_error``), or
+raises :class:`KafkaCodeError` with one where the call has no per-topic result; a
 Kubernetes port raises :class:`ApiError` carrying the HTTP status.
 """
 
@@ -81,6 +82,15 @@ class KafkaAdminFactory(Protocol):
     def __call__(self, connection: KafkaConnection) -> AbstractAsyncContextManager[KafkaAdmin]:
         """A connected admin client, closed when the context exits."""
         ...
+
+
+class KafkaCodeError(Exception):
+    """A Kafka port's describe call failed with a Kafka error code (the reconciler
+    classifies ``code`` with ``errors.classify_kafka_error``)."""
+
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(f"error code {code}: {message}")
+        self.code = code
 
 
 class ApiError(Exception):
