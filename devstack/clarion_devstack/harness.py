@@ -168,10 +168,11 @@ def start_worker_process(
     auth: dict[str, Any] | None = None,
     python: str = sys.executable,
     wait: bool = True,
+    port: int | None = None,
     **sections: Any,
 ) -> WorkerProcess:
     """Start ``python -m clarion_worker`` on the channel and (unless ``wait`` is false)
-    wait until /readyz says ok."""
+    wait until /readyz says ok. ``port`` restarts a replica where its clients expect it."""
     doc: dict[str, Any] = {
         "apiVersion": "clarion.dev/worker-config/v1",
         "channel": "tests",
@@ -194,7 +195,7 @@ def start_worker_process(
         doc.setdefault(section, {}).update(values)
     config = directory / f"{name}.json"
     config.write_text(json.dumps(doc))
-    port = free_port()
+    port = port or free_port()
     log = directory / f"{name}.log"
     # A pod gets no CLARION_* variables but those the operator sets; the worker rejects
     # unknown ones, so the test process's own (CLARION_STATE_DIR, ...) must not leak in.

@@ -10,7 +10,14 @@
   without one, or when it has nothing new, the client stops (``ClientRejectedError``), as
   it does on codes that retrying cannot fix (4001, 4003, 4009, 1003, 1009): retrying
   those forever is what the browser clients did when all they saw was 1006.
-- Heartbeat: an application-level ``ping`` every ``heartbeat_seconds`` (the seed app's 30 s).
+- Heartbeat: an application-level ``ping`` every ``heartbeat_seconds`` (the seed app's 30 s);
+  no frame at all within ``heartbeat_timeout`` after it means the connection is dead
+  (a frozen or unplugged server never closes it): drop it and reconnect.
+- Replicas: ``url`` may be a list, one URL per replica; every reconnect moves to the next
+  (round robin), so a killed or draining replica's clients resume elsewhere.
+- States: ``on_state(state, info)`` reports ``connecting`` (``url``), ``connected``
+  (``replicaId``), ``reconnecting`` (``delay``, ``code``, ``reason``) and ``closed``
+  (``code``, ``reason``; terminal): the state machine of docs/clients.md.
 - Stickiness: cookies set on the handshake (a load balancer's affinity cookie) are sent
   back on reconnect, as a browser would.
 """
@@ -58,36 +65,55 @@ _TERMINAL = {int(c) for c in CloseCode if not c.client_should_reconnect}
 _DENIED_TERMINAL = {401, 403, 414, 431}
 
 
+#: What ``on_state`` receives: the state's name and its details.
+StateCallback = Callable[[str, dict[str, Any]], None]
+
+
 class ClarionClient:
     def __init__(
         self,
-        url: str,
+        url: str | list[str],
         token: str | None = None,
         *,
         last_id: str | None = None,
         batch: bool = False,
         event_types: list[str] | None = None,
         heartbeat_seconds: float = 30.0,
+        heartbeat_timeout: float = 10.0,
         rng: random.Random | None = None,
         backoff_base: float = 1.0,
         backoff_cap: float = 60.0,
         extra_headers: Mapping[str, str] | None = None,
         on_welcome: Callable[[dict[str, Any]], None] | None = None,
         token_provider: Callable[[], Awaitable[str | None]] | None = None,
+        on_state: StateCallback | None = None,
     ) -> None:
-        self.url = url
+        self.urls = [url] if isinstance(url, str) else list(url)
+        if not self.urls:
+            raise ValueError("no URL to connect to")
+        self.url = self.urls[0]
         self.token = token
         self.last_id = last_id
         self.batch = batch
         self.event_types = event_types
         self.heartbeat_seconds = heartbeat_seconds
+        self.heartbeat_timeout = heartbeat_timeout
         self.backoff = Backoff(rng or random.Random(), base=backoff_base, cap=backoff_cap)
         self.extra_headers = dict(extra_headers or {})
         self.cookies: dict[str, str] = {}
         self.stats = ClientStats()
         self.on_welcome = on_welcome
-        #: Called after a 4004 close: a fresh token, or None to give up.
+        #: Called for the first token when none is given, and after a 4004 close: a
+        #: fresh token, or None to give up.
         self.token_provider = token_provider
+        self.on_state = on_state
+        #: The last state reported; ``closed`` is terminal.
+        self.state: str | None = None
+        #: Code and reason of the last close (1006 when there was no close frame).
+        self._last_close: tuple[int, str] = (1006, "")
+        self._frame_seen = asyncio.Event()
+        self._heartbeat_lost = False
+        self._attempts = 0
         #: The last ``error`` frame the server sent (its reason for the close after it).
         self.last_error: dict[str, Any] | None = None
         self.replica: str | None = None
@@ -120,33 +146,60 @@ class ClarionClient:
     def is_closing(self) -> bool:
         return self._closing
 
+    def _emit(self, state: str, **info: Any) -> None:
+        if self.state == "closed":
+            return  # terminal: nothing follows it
+        self.state = state
+        if self.on_state is not None:
+            self.on_state(state, info)
+
     async def close(self) -> None:
         self._closing = True
+        self._emit("closed", code=1000, reason="closed by the client")
         if self._ws is not None:
             await self._ws.close()
 
     async def events(self) -> AsyncIterator[dict[str, Any]]:
         """Every event meant for us, across reconnects, until ``close()``."""
+        if self.token is None and self.token_provider is not None:
+            self.token = await self.token_provider()
         while not self.is_closing():
             delay: float | None = None
             try:
                 async for event in self._session():
                     yield event
-            except ClientRejectedError:
+            except ClientRejectedError as rejected:
+                self._emit("closed", code=rejected.code, reason=rejected.reason)
                 raise
             except _TokenRefreshed:
+                if self.is_closing():
+                    return
+                self._emit("reconnecting", delay=0.0, code=4004, reason="expired")
+                self._next_url()
                 continue  # a fresh token: straight back, no backoff
             except _ReconnectAdvice as advice:
                 delay = advice.seconds
-            except (OSError, websockets.exceptions.WebSocketException, TimeoutError):
-                pass
+                self._last_close = (int(CloseCode.DRAIN), advice.reason)
+            except (OSError, websockets.exceptions.WebSocketException, TimeoutError) as error:
+                self._last_close = (1006, str(error) or type(error).__name__)
             if self.is_closing():
                 return
             self.backoff.disconnected(time.monotonic())
-            await asyncio.sleep(delay if delay is not None else self.backoff.next_delay())
+            if delay is None:
+                delay = self.backoff.next_delay()
+            code, reason = self._last_close
+            self._emit("reconnecting", delay=delay, code=code, reason=reason)
+            self._next_url()
+            await asyncio.sleep(delay)
+
+    def _next_url(self) -> None:
+        """Round robin over the replicas: each reconnect tries the next one."""
+        self._attempts += 1
+        self.url = self.urls[self._attempts % len(self.urls)]
 
     async def _session(self) -> AsyncIterator[dict[str, Any]]:
         subprotocols = ["clarion.batch.v1" if self.batch else "clarion.v1"]
+        self._emit("connecting", url=self.url)
         try:
             ws = await connect(
                 self._target(),
@@ -163,8 +216,11 @@ class ClarionClient:
                 raise ClientRejectedError(
                     status, error.response.body.decode(errors="replace")
                 ) from error
+            self._last_close = (1006, f"HTTP {status}")
             raise
         self._ws = ws
+        self.last_error = None
+        self._heartbeat_lost = False
         self._remember_cookies(ws)
         self.stats.connects += 1
         self.backoff.connected(time.monotonic())
@@ -176,6 +232,7 @@ class ClarionClient:
             # which is exactly when the code matters (4004, 4001, ...): read it below.
             with contextlib.suppress(websockets.exceptions.ConnectionClosedError):
                 async for raw in ws:
+                    self._frame_seen.set()
                     message = json.loads(raw)
                     kind = message.get("type")
                     if kind == "event":
@@ -191,6 +248,7 @@ class ClarionClient:
                             self.last_id = message["position"]
                         self.replica = message.get("replicaId")
                         self.stats.replicas.append(self.replica or "")
+                        self._emit("connected", replicaId=self.replica)
                         if self.on_welcome:
                             self.on_welcome(message)
                     elif kind == "reset":
@@ -201,12 +259,17 @@ class ClarionClient:
                     elif kind == "reconnect":
                         self.stats.reconnect_advice += 1
                         await ws.close()
-                        raise _ReconnectAdvice(message.get("afterMs", 0) / 1000)
+                        raise _ReconnectAdvice(
+                            message.get("afterMs", 0) / 1000, str(message.get("reason", ""))
+                        )
                     elif kind == "error":
                         self.last_error = message
             code = ws.close_code or 1006
             self.stats.close_codes.append(code)
             reason = str((self.last_error or {}).get("message") or ws.close_reason or "")
+            if self._heartbeat_lost:
+                code, reason = 1006, "heartbeat timeout"
+            self._last_close = (code, reason)
             if code in _TERMINAL:
                 raise ClientRejectedError(code, reason)
             if code == CloseCode.TOKEN_EXPIRED:
@@ -226,10 +289,19 @@ class ClarionClient:
         raise _TokenRefreshed
 
     async def _heartbeat(self, ws: ClientConnection) -> None:
+        """Ping every ``heartbeat_seconds``; no frame within ``heartbeat_timeout`` after a
+        ping (not even its ``pong``): the peer is gone without closing, cut the socket."""
         with contextlib.suppress(websockets.exceptions.ConnectionClosed):
             while True:
                 await asyncio.sleep(self.heartbeat_seconds)
+                self._frame_seen.clear()
                 await ws.send('{"type":"ping"}')
+                try:
+                    await asyncio.wait_for(self._frame_seen.wait(), self.heartbeat_timeout)
+                except TimeoutError:
+                    self._heartbeat_lost = True
+                    ws.transport.abort()
+                    return
 
 
 class _TokenRefreshed(Exception):  # noqa: N818 - control flow, not an error
@@ -237,6 +309,7 @@ class _TokenRefreshed(Exception):  # noqa: N818 - control flow, not an error
 
 
 class _ReconnectAdvice(Exception):  # noqa: N818 - control flow, not an error
-    def __init__(self, seconds: float) -> None:
+    def __init__(self, seconds: float, reason: str = "") -> None:
         super().__init__(seconds)
         self.seconds = seconds
+        self.reason = reason
