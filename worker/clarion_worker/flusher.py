@@ -19,19 +19,18 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
 from websockets.exceptions import InvalidState
 
 from clarion_worker.core.coalesce import Encoded, PassEncoder
+from clarion_worker.core.hub import Connection
+from clarion_worker.core.outbox import Outbox
 from clarion_worker.core.protocol import CloseCode
 from clarion_worker.core.settings import LimitsSettings
 from clarion_worker.direct import CLOSED, WRITABLE
 from clarion_worker.logs import RateLimitedLog
 from clarion_worker.metrics import WorkerMetrics
-
-if TYPE_CHECKING:
-    from clarion_worker.sessions import Session
 
 log = logging.getLogger("clarion.worker.flusher")
 #: How long a closed connection waits for the client's close reply before aborting.
@@ -42,11 +41,48 @@ CLOSE_HANDSHAKE_SECONDS = 2.0
 _SOCKET_ERRORS = (OSError, RuntimeError, InvalidState)
 
 
+class Sink(Protocol):
+    """The socket the pass writes to (``direct.DirectSink``)."""
+
+    def state(self) -> int: ...
+    def write(self, data: bytes) -> None: ...
+    def close(self, code: int, reason: str, *, handshake_seconds: float) -> None: ...
+
+
+class Writable(Protocol):
+    """What the write pass reads and writes of a client session (``sessions.Session``)."""
+
+    marked: bool
+    frames_written: int
+    events_written: bool
+    replaying: bool
+
+    @property
+    def sink(self) -> Sink | None: ...
+    @property
+    def outbox(self) -> Outbox: ...
+    @property
+    def connection(self) -> Connection: ...
+    @property
+    def close_code(self) -> CloseCode | None: ...
+    @property
+    def pending_close(self) -> CloseCode | None: ...
+    @property
+    def close_reason(self) -> str: ...
+    @property
+    def replay_done(self) -> bool: ...
+    @property
+    def resume_task(self) -> Any: ...
+    @property
+    def drained(self) -> asyncio.Event: ...
+    def request_close(self, code: CloseCode, reason: str = "") -> None: ...
+
+
 class Flusher:
     def __init__(self, limits: LimitsSettings, metrics: WorkerMetrics) -> None:
         self._batch_max_events = limits.batch_max_events
         self._batch_max_bytes = limits.batch_max_bytes
-        self._dirty: list[Session] = []
+        self._dirty: list[Writable] = []
         self._scheduled = False
         self._deliveries = metrics.deliveries.labels("websocket")
         self._one = metrics.frames_sent.labels("websocket", "one")
@@ -56,7 +92,7 @@ class Flusher:
         self._duration = metrics.write_pass_duration
         self._failed_log = RateLimitedLog(log)
 
-    def mark(self, session: Session) -> None:
+    def mark(self, session: Writable) -> None:
         """The session has something to write: include it in this turn's pass."""
         if session.marked:
             return
@@ -117,7 +153,7 @@ class Flusher:
             self._batch.inc(batch)
         self._duration.observe(time.perf_counter() - started)
 
-    def flush_session(self, session: Session) -> None:
+    def flush_session(self, session: Writable) -> None:
         """Write one session's queue now (its handler is about to return)."""
         session.marked = False
         self._write(session, self._encoder())
@@ -127,7 +163,7 @@ class Flusher:
             batch_max_events=self._batch_max_events, batch_max_bytes=self._batch_max_bytes
         )
 
-    def _write(self, session: Session, encoder: PassEncoder) -> Encoded | None:
+    def _write(self, session: Writable, encoder: PassEncoder) -> Encoded | None:
         sink = session.sink
         if sink is None:
             return None

@@ -15,7 +15,7 @@ import itertools
 import logging
 import os
 import time
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, Protocol
 
 from clarion_worker.core.cursor import CursorError, decode_cursor, name_tag
 from clarion_worker.core.envelope import sse_message
@@ -25,12 +25,15 @@ from clarion_worker.core.principal import Principal
 from clarion_worker.core.protocol import CloseCode, error_frame, reset_frame, welcome_frame
 from clarion_worker.core.replay import ReplaySession
 from clarion_worker.core.resume import FromKafka, FromWindow, Reset, plan_resume
-from clarion_worker.replayer import Skipped, read_ranges
+from clarion_worker.replayer import ReplayBudget, Skipped, read_ranges
 
 if TYPE_CHECKING:
+    from clarion_worker.consumer import ChannelConsumer, ChannelState
+    from clarion_worker.core.events import RecordDecoder
+    from clarion_worker.core.settings import WorkerSettings
     from clarion_worker.direct import DirectSink
     from clarion_worker.flusher import Flusher
-    from clarion_worker.runtime import WorkerRuntime
+    from clarion_worker.metrics import WorkerMetrics
 
 log = logging.getLogger("clarion.worker.session")
 
@@ -41,11 +44,31 @@ _ids = itertools.count(1)
 _PREFIX = os.urandom(3).hex()
 
 
+class SessionHost(Protocol):
+    """What a session needs of the process serving it (``runtime.WorkerRuntime``, the
+    composition root, which creates the sessions and is not imported here)."""
+
+    @property
+    def settings(self) -> WorkerSettings: ...
+    @property
+    def metrics(self) -> WorkerMetrics: ...
+    @property
+    def state(self) -> ChannelState: ...
+    @property
+    def consumer(self) -> ChannelConsumer: ...
+    @property
+    def decoder(self) -> RecordDecoder: ...
+    @property
+    def replay_budget(self) -> ReplayBudget: ...
+    def register(self, session: Session) -> None: ...
+    def unregister(self, session: Session) -> None: ...
+
+
 class Session:
     """The server side of one client connection."""
 
     def __init__(
-        self, runtime: WorkerRuntime, principal: Principal, transport: Transport, batch: bool
+        self, runtime: SessionHost, principal: Principal, transport: Transport, batch: bool
     ) -> None:
         limits = runtime.settings.limits
         self.runtime = runtime
