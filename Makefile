@@ -41,7 +41,21 @@ images: sysdeps ## Build the worker and operator images daemonless (podman) into
 	@$(PY) -m clarion_devstack.images
 
 .PHONY: setup
-setup: venv stack-build sysdeps ## Install everything the tests and the demo need
+setup: venv stack-build sysdeps clients ## Install everything the tests and the demo need
+
+# Client libraries (issue 15): npm's cache under CLARION_CACHE_DIR (tsclient.py), Maven's
+# local repository at its default (~/.m2, outside the checkout). Both steps are skipped
+# when their inputs did not change.
+KOTLIN := clients/kotlin
+KOTLIN_STAMP := $(KOTLIN)/target/.clarion-built
+$(KOTLIN_STAMP): $(KOTLIN)/pom.xml $(shell find $(KOTLIN)/src -type f 2>/dev/null)
+	@echo "[clarion] > Kotlin client: Maven dependencies and build ($(KOTLIN))"
+	@mvn -B -q -Dstyle.color=never -f $(KOTLIN)/pom.xml -DskipTests package
+	@touch $@
+
+.PHONY: clients
+clients: venv $(KOTLIN_STAMP) ## Install and build the TypeScript and Kotlin client libraries
+	@$(PY) -m clarion_devstack.tsclient
 
 .PHONY: crds
 crds: venv ## Regenerate the CRD files and the operator spec reference from crd.py
