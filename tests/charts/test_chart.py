@@ -290,6 +290,7 @@ _DIST = {
     "yaml": "PyYAML",
     "prometheus_client": "prometheus-client",
     "pydantic_core": "pydantic",
+    "pythonjsonlogger": "python-json-logger",
 }
 _OURS = {"clarion_contract", "clarion_worker", "clarion_operator"}
 

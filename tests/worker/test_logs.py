@@ -60,3 +60,21 @@ def test_exception_text_is_redacted_too() -> None:
     line = JsonFormatter().format(record)
     assert TOKEN not in line
     assert "bad token [redacted]" in json.loads(line)["exc"]
+
+
+def test_a_line_keeps_its_fields_through_python_json_logger() -> None:
+    # The shape operators' log queries rely on: ts, level, logger, msg, then the extras.
+    record = logging.LogRecord(
+        "clarion.worker", logging.WARNING, __file__, 1, "drained %s", ("x",), None
+    )
+    record.__dict__.update({"seconds": 1.5, "left": 2, "error": ValueError("gone")})
+    line = json.loads(JsonFormatter().format(record))
+    assert line == {
+        "ts": round(record.created, 3),
+        "level": "warning",
+        "logger": "clarion.worker",
+        "msg": "drained x",
+        "seconds": 1.5,
+        "left": 2,
+        "error": "gone",
+    }

@@ -3,14 +3,14 @@ bad producer could flood."""
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 import sys
 import time
 from typing import Any, Final
 
-_RESERVED = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
+from pythonjsonlogger.json import JsonFormatter as _LibraryJsonFormatter
+
 REDACTED: Final = "[redacted]"
 #: Credentials a line may carry: a token in a query (``access_token=``, as uvicorn's
 #: per-connection line "WebSocket /ws?access_token=..." logs it), an Authorization
@@ -30,23 +30,34 @@ def redact(text: str) -> str:
     return text
 
 
-class JsonFormatter(logging.Formatter):
-    """One JSON object per line: time, level, logger, message, and any ``extra`` fields."""
+class JsonFormatter(_LibraryJsonFormatter):
+    """One JSON object per line (python-json-logger): ``ts``, ``level``, ``logger``,
+    ``msg``, any ``extra`` fields, and ``exc`` with the traceback."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "{levelname}{name}{message}",
+            style="{",
+            rename_fields={
+                "levelname": "level",
+                "name": "logger",
+                "message": "msg",
+                "exc_info": "exc",
+            },
+            json_default=str,
+            json_ensure_ascii=False,
+        )
+
+    def add_fields(
+        self, log_data: dict[str, Any], record: logging.LogRecord, message_dict: dict[str, Any]
+    ) -> None:
+        log_data["ts"] = round(record.created, 3)
+        super().add_fields(log_data, record, message_dict)
+        log_data["level"] = record.levelname.lower()
 
     def format(self, record: logging.LogRecord) -> str:
-        line: dict[str, Any] = {
-            "ts": round(record.created, 3),
-            "level": record.levelname.lower(),
-            "logger": record.name,
-            "msg": record.getMessage(),
-        }
-        for key, value in record.__dict__.items():
-            if key not in _RESERVED:
-                line[key] = value
-        if record.exc_info:
-            line["exc"] = self.formatException(record.exc_info)
         # The whole line, so no field (message, extra, traceback) can carry a token out.
-        return redact(json.dumps(line, default=str, ensure_ascii=False))
+        return redact(super().format(record))
 
 
 def configure(level: str = "INFO") -> None:
