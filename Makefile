@@ -60,14 +60,21 @@ clients: venv $(KOTLIN_STAMP) ## Install and build the TypeScript and Kotlin cli
 .PHONY: crds
 crds: venv ## Regenerate the CRD files and the operator spec reference from crd.py
 	@$(PY) -m clarion_operator.crdgen --write
+	@$(PY) -m clarion_devstack.docs --write docs/operator.md
+
+.PHONY: docs
+docs: venv ## Rerun the cog blocks that write the generated tables of docs/*.md
+	@$(PY) -m clarion_devstack.docs --write
 
 .PHONY: manifests
 manifests: venv ## Render manifests/install.yaml and the values reference of docs/install.md from the chart
 	@$(PY) -m clarion_devstack.charts --write
+	@$(PY) -m clarion_devstack.docs --write docs/install.md
 
 .PHONY: charts-check
 charts-check: setup ## Generated files in sync, then tests/charts: lint, render, dry-run, install, RBAC
 	@$(PY) -m clarion_devstack.charts --check
+	@$(PY) -m clarion_devstack.docs --check docs/install.md
 	@$(BIN)/pytest tests/charts $(PYTEST_ARGS)
 
 .PHONY: lint

@@ -1,9 +1,10 @@
 """Files generated from charts/clarion: the plain install manifest and the values reference.
 
-``python -m clarion_devstack.charts --write`` regenerates both (``make manifests``);
-``--check`` exits 1 when either is stale. One source: the chart renders
-``manifests/install.yaml`` with ``manifests/values.yaml``, and the values reference in
-``docs/install.md`` is built from the ``# --`` comments of ``charts/clarion/values.yaml``.
+``python -m clarion_devstack.charts --write`` regenerates the manifest (``make
+manifests``); ``--check`` exits 1 when it is stale. One source: the chart renders
+``manifests/install.yaml`` with ``manifests/values.yaml``. The values reference in
+``docs/install.md`` is built from the ``# --`` comments of ``charts/clarion/values.yaml``
+by the cog block around it (``values_reference_of_checkout``; see ``clarion_devstack.docs``).
 """
 
 from __future__ import annotations
@@ -23,16 +24,13 @@ import yaml
 
 from . import install
 from .procs import StackError
-from .settings import DevstackSettings
+from .settings import CHECKOUT, DevstackSettings
 
 CHART: Final = Path("charts/clarion")
 INSTALL_YAML: Final = Path("manifests/install.yaml")
 INSTALL_VALUES: Final = Path("manifests/values.yaml")
-INSTALL_DOC: Final = Path("docs/install.md")
 RELEASE: Final = "clarion"
 NAMESPACE: Final = "clarion-system"
-BEGIN: Final = "<!-- BEGIN GENERATED VALUES REFERENCE (make manifests) -->"
-END: Final = "<!-- END GENERATED VALUES REFERENCE -->"
 
 _HEADER: Final = f"""\
 # Generated from charts/clarion by `make manifests` (helm template with manifests/values.yaml);
@@ -207,23 +205,14 @@ def values_reference(text: str) -> str:
     return "\n".join(rows) + "\n"
 
 
-def with_reference(doc: str, reference: str) -> str:
-    """``doc`` with the text between the BEGIN and END markers replaced by ``reference``."""
-    head, begin, rest = doc.partition(BEGIN)
-    _, end, tail = rest.partition(END)
-    if not begin or not end:
-        raise StackError(f"{INSTALL_DOC} lacks the {BEGIN} ... {END} markers")
-    return f"{head}{BEGIN}\n\n{reference}\n{END}{tail}"
+def values_reference_of_checkout() -> str:
+    """The values reference of this checkout's chart (docs/install.md's cog block)."""
+    return values_reference((CHECKOUT / CHART / "values.yaml").read_text())
 
 
 def generated(helm: Path, checkout: Path) -> dict[Path, str]:
     """Each generated file's expected content, keyed by its path in the checkout."""
-    values = (checkout / CHART / "values.yaml").read_text()
-    doc = (checkout / INSTALL_DOC).read_text()
-    return {
-        INSTALL_YAML: render_install(helm, checkout),
-        INSTALL_DOC: with_reference(doc, values_reference(values)),
-    }
+    return {INSTALL_YAML: render_install(helm, checkout)}
 
 
 def _read(path: Path) -> str | None:

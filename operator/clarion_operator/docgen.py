@@ -1,21 +1,18 @@
 """The spec reference of ``docs/operator.md``, generated from the CRD schema.
 
-The reference sits between two marker comments; :func:`splice` replaces only that part,
-so the hand-written sections around it stay as written. One row per field: path, type,
-default, bounds and the description ``kubectl explain`` shows.
+A cog block in the document calls :func:`reference` (``make crds``; see
+``clarion_devstack.docs``), so the hand-written sections around it stay as written. One
+row per field: path, type, default, bounds and the description ``kubectl explain`` shows.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from typing import Any, Final
+from typing import Any
 
 from clarion_operator.core import crd
 from clarion_operator.core.crd import spec_schema
-
-BEGIN: Final = "<!-- BEGIN GENERATED SPEC REFERENCE (python -m clarion_operator.crdgen --write) -->"
-END: Final = "<!-- END GENERATED SPEC REFERENCE -->"
 
 
 def _type(schema: dict[str, Any]) -> str:
@@ -78,15 +75,3 @@ def reference() -> str:
         *_rows(spec_schema(), "spec", True),
     ]
     return "\n".join(lines)
-
-
-def splice(document: str) -> str:
-    """``document`` with the generated reference between the markers brought up to date."""
-    start, end = document.find(BEGIN), document.find(END)
-    if start < 0 or end < start:
-        raise ValueError(f"docs/operator.md lacks the markers {BEGIN!r} ... {END!r}")
-    return document[: start + len(BEGIN)] + "\n\n" + reference() + "\n\n" + document[end:]
-
-
-def skeleton() -> str:
-    return f"# The Clarion operator\n\n{BEGIN}\n{END}\n"

@@ -24,12 +24,3 @@ def test_reference_lists_every_spec_field_once() -> None:
     text = docgen.reference()
     for path in ("spec.kafka.bootstrapServers", "spec.topics[].deletionPolicy", "spec.auth.mode"):
         assert text.count(f"| `{path}` |") == 1
-
-
-def test_splice_keeps_the_hand_written_parts() -> None:
-    doc = f"intro\n{docgen.BEGIN}\nOBSOLETE-TEXT\n{docgen.END}\noutro\n"
-    out = docgen.splice(doc)
-    assert out.startswith("intro\n")
-    assert out.endswith(f"{docgen.END}\noutro\n")
-    assert "OBSOLETE-TEXT" not in out
-    assert docgen.splice(out) == out

@@ -1,16 +1,13 @@
-"""Renders the settings reference table of docs/worker-config.md from the settings keys.
-
-``python -m clarion_worker.reference`` prints it; a unit test fails when the document's
-table differs, so the doc cannot drift from the code.
+"""The settings reference of docs/worker-config.md and the close-code table of
+docs/protocol.md, written there by the documents' cog blocks (see
+``clarion_devstack.docs``); a test fails when a document differs, so it cannot drift
+from the code. ``python -m clarion_worker.reference [close-codes]`` prints one.
 """
 
 from __future__ import annotations
 
 from clarion_worker.core.protocol import CloseCode
 from clarion_worker.core.settings import key_reference
-
-BEGIN = "<!-- BEGIN GENERATED: python -m clarion_worker.reference -->"
-END = "<!-- END GENERATED -->"
 
 
 def table() -> str:
