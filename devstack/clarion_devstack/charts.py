@@ -23,6 +23,7 @@ from typing import Any, Final
 import yaml
 
 from . import install
+from .docs import write_or_check
 from .procs import StackError
 from .settings import CHECKOUT, DevstackSettings
 
@@ -215,13 +216,6 @@ def generated(helm: Path, checkout: Path) -> dict[Path, str]:
     return {INSTALL_YAML: render_install(helm, checkout)}
 
 
-def _read(path: Path) -> str | None:
-    try:
-        return path.read_text()
-    except FileNotFoundError:
-        return None
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m clarion_devstack.charts", description=__doc__)
     mode = parser.add_mutually_exclusive_group(required=True)
@@ -234,15 +228,7 @@ def main(argv: list[str] | None = None) -> int:
     except StackError as exc:
         print(f"[clarion] error: {exc}", file=sys.stderr)
         return 1
-    stale = [path for path, text in files.items() if _read(settings.checkout / path) != text]
-    if args.write:
-        for path in stale:
-            (settings.checkout / path).write_text(files[path])
-            print(f"wrote {path}")
-        return 0
-    for path in stale:
-        print(f"{path} is stale: run `make manifests`", file=sys.stderr)
-    return 1 if stale else 0
+    return write_or_check(files, settings.checkout, write=args.write, remedy="make manifests")
 
 
 if __name__ == "__main__":

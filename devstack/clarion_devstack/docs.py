@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Final
 
@@ -40,6 +40,28 @@ def stale(paths: Sequence[Path] = DOCUMENTS, root: Path = CHECKOUT) -> list[Path
     return [path for path in paths if (root / path).read_text() != regenerated(root / path)]
 
 
+def write_or_check(files: Mapping[Path, str], root: Path, *, write: bool, remedy: str) -> int:
+    """Bring generated files (path under ``root`` -> expected text) up to date, or (not
+    ``write``) report the stale ones and return 1 if there are any."""
+    out_of_date = [path for path, text in files.items() if _read(root / path) != text]
+    if write:
+        for path in out_of_date:
+            (root / path).parent.mkdir(parents=True, exist_ok=True)
+            (root / path).write_text(files[path])
+            print(f"wrote {path}")
+        return 0
+    for path in out_of_date:
+        print(f"{path} is stale: run `{remedy}`", file=sys.stderr)
+    return 1 if out_of_date else 0
+
+
+def _read(path: Path) -> str | None:
+    try:
+        return path.read_text()
+    except FileNotFoundError:
+        return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m clarion_devstack.docs", description=__doc__)
     mode = parser.add_mutually_exclusive_group(required=True)
@@ -47,15 +69,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     mode.add_argument("--check", action="store_true", help="exit 1 when a document is stale")
     parser.add_argument("documents", nargs="*", type=Path, help="default: every document")
     args = parser.parse_args(argv)
-    out_of_date = stale(args.documents or DOCUMENTS)
-    if args.write:
-        for path in out_of_date:
-            (CHECKOUT / path).write_text(regenerated(CHECKOUT / path))
-            print(f"wrote {path}")
-        return 0
-    for path in out_of_date:
-        print(f"{path} is stale: run `make docs`", file=sys.stderr)
-    return 1 if out_of_date else 0
+    files = {path: regenerated(CHECKOUT / path) for path in args.documents or DOCUMENTS}
+    return write_or_check(files, CHECKOUT, write=args.write, remedy="make docs")
 
 
 if __name__ == "__main__":

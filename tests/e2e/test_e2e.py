@@ -15,16 +15,8 @@ import time
 import pytest
 
 from clarion_devstack import stack
-from clarion_devstack.e2e.clients import (
-    Viewer,
-    all_past,
-    all_welcomed,
-    print_totals,
-    produce_steadily,
-    settled_report,
-    stop_all,
-    viewer,
-)
+from clarion_devstack.e2e import clients
+from clarion_devstack.e2e.clients import Viewer
 from clarion_devstack.e2e.cluster import Deployment, replica_counts
 from clarion_devstack.e2e.events import ORGS, PEOPLE, Person, Traffic, UnionFlowProducer
 from clarion_devstack.pytest_plugin import LocalStack
@@ -33,7 +25,7 @@ pytestmark = pytest.mark.integration
 
 
 def _connect(dep: Deployment, people: tuple[Person, ...] = PEOPLE) -> list[Viewer]:
-    return [viewer(dep.ws_url, dep.token(p), p) for p in people]
+    return [clients.viewer(dep.ws_url, dep.token(p), p) for p in people]
 
 
 def _traffic(seed: int) -> Traffic:
@@ -45,21 +37,21 @@ async def test_each_client_gets_exactly_its_events_through_the_lb(
 ) -> None:
     viewers = _connect(healthy)
     try:
-        await all_welcomed(viewers)
+        await clients.all_welcomed(viewers)
         # leastconn spreads the clients over every replica.
         assert len(replica_counts(viewers)) == 3, replica_counts(viewers)
         traffic = _traffic(1)
         for _ in range(400):
             traffic.next(producer)
-        totals, problems = await settled_report(producer, viewers)
-        print_totals("e2e", "isolation", totals)
+        totals, problems = await clients.settled_report(producer, viewers)
+        clients.print_totals("e2e", "isolation", totals)
         assert not problems, problems
         for v in viewers:
             orgs = set(v.person.organizations)
             assert {e["organizationId"] for e in v.events if e["organizationId"]} <= orgs
             assert {e.get("userId") for e in v.events} <= {None, v.person.user}
     finally:
-        await stop_all(viewers)
+        await clients.stop_all(viewers)
 
 
 async def test_a_reconnecting_client_with_its_cookie_lands_on_the_same_replica(
@@ -67,22 +59,24 @@ async def test_a_reconnecting_client_with_its_cookie_lands_on_the_same_replica(
 ) -> None:
     first = _connect(healthy)
     try:
-        await all_welcomed(first)
+        await clients.all_welcomed(first)
         cookie = healthy.rendered.cookie_name if healthy.rendered else ""
         for v in first:
             # HAProxy's cookie names the server, and the server is the replica.
             assert v.client.cookies.get(cookie) == v.replica
     finally:
-        await stop_all(first)
+        await clients.stop_all(first)
     again = [
-        viewer(healthy.ws_url, healthy.token(v.person), v.person, cookies=dict(v.client.cookies))
+        clients.viewer(
+            healthy.ws_url, healthy.token(v.person), v.person, cookies=dict(v.client.cookies)
+        )
         for v in first
     ]
     try:
-        await all_welcomed(again)
+        await clients.all_welcomed(again)
         assert [v.replica for v in again] == [v.replica for v in first]
     finally:
-        await stop_all(again)
+        await clients.stop_all(again)
 
 
 async def test_sigkill_of_a_replica_under_load_loses_nothing(
@@ -92,8 +86,8 @@ async def test_sigkill_of_a_replica_under_load_loses_nothing(
     viewers = _connect(healthy, people)
     stop = asyncio.Event()
     try:
-        await all_welcomed(viewers)
-        load = asyncio.create_task(produce_steadily(producer, _traffic(2), stop, rate=150))
+        await clients.all_welcomed(viewers)
+        load = asyncio.create_task(clients.produce_steadily(producer, _traffic(2), stop, rate=150))
         await asyncio.gather(*(v.wait(lambda x: len(x.events) >= 5) for v in viewers))
         counts = replica_counts(viewers)
         victim_id = max(counts, key=lambda r: counts[r])
@@ -113,11 +107,11 @@ async def test_sigkill_of_a_replica_under_load_loses_nothing(
             next(t for t in v.arrivals if t > v.welcomes[-1].at) - killed_at for v in victims
         ]
         # Keep the load on a little after everyone is back.
-        await all_past(producer, viewers)
+        await clients.all_past(producer, viewers)
         stop.set()
         await load
-        totals, problems = await settled_report(producer, viewers)
-        print_totals(
+        totals, problems = await clients.settled_report(producer, viewers)
+        clients.print_totals(
             "e2e",
             "SIGKILL failover",
             totals,
@@ -129,7 +123,7 @@ async def test_sigkill_of_a_replica_under_load_loses_nothing(
         assert all(v.replica != victim_id for v in victims)
     finally:
         stop.set()
-        await stop_all(viewers)
+        await clients.stop_all(viewers)
         healthy.ensure_all_up()
 
 
@@ -139,26 +133,26 @@ async def test_rolling_restart_with_drain_loses_nothing(
     viewers = _connect(healthy)
     stop = asyncio.Event()
     try:
-        await all_welcomed(viewers)
-        load = asyncio.create_task(produce_steadily(producer, _traffic(3), stop, rate=100))
+        await clients.all_welcomed(viewers)
+        load = asyncio.create_task(clients.produce_steadily(producer, _traffic(3), stop, rate=100))
         # A cursor exists once a client has an event: resume covers everything after it.
         await asyncio.gather(*(v.wait(lambda x: len(x.events) >= 3) for v in viewers))
         for replica in healthy.workers:
             replica.terminate()
             assert await asyncio.to_thread(replica.wait_exit, 30) == 0
             await asyncio.to_thread(healthy.restart, replica)
-        await all_past(producer, viewers)
+        await clients.all_past(producer, viewers)
         stop.set()
         await load
-        totals, problems = await settled_report(producer, viewers)
+        totals, problems = await clients.settled_report(producer, viewers)
         advice = sum(v.client.stats.reconnect_advice for v in viewers)
-        print_totals("e2e", "rolling restart", totals, f"; drain advice received {advice}")
+        clients.print_totals("e2e", "rolling restart", totals, f"; drain advice received {advice}")
         assert not problems, problems
         # Every client was drained (reconnect advice), none was just cut.
         assert all(v.client.stats.reconnect_advice >= 1 for v in viewers)
     finally:
         stop.set()
-        await stop_all(viewers)
+        await clients.stop_all(viewers)
 
 
 async def test_kafka_restart_workers_reconnect_and_continue(
@@ -167,7 +161,7 @@ async def test_kafka_restart_workers_reconnect_and_continue(
     viewers = _connect(healthy)
     traffic = _traffic(4)
     try:
-        await all_welcomed(viewers)
+        await clients.all_welcomed(viewers)
         for _ in range(150):
             traffic.next(producer)
         await asyncio.to_thread(producer.flush, 30)
@@ -182,9 +176,9 @@ async def test_kafka_restart_workers_reconnect_and_continue(
             )
         for _ in range(150):
             traffic.next(producer)
-        totals, problems = await settled_report(producer, viewers, within=90)
-        print_totals("e2e", "Kafka restart", totals)
+        totals, problems = await clients.settled_report(producer, viewers, within=90)
+        clients.print_totals("e2e", "Kafka restart", totals)
         assert not problems, problems
         assert all(w.ready() for w in healthy.workers)
     finally:
-        await stop_all(viewers)
+        await clients.stop_all(viewers)

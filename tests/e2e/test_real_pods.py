@@ -21,17 +21,8 @@ from typing import Any
 import pytest
 
 from clarion_devstack import node, stack
-from clarion_devstack.e2e import pods
-from clarion_devstack.e2e.clients import (
-    Viewer,
-    all_past,
-    all_welcomed,
-    print_totals,
-    produce_steadily,
-    settled_report,
-    stop_all,
-    viewer,
-)
+from clarion_devstack.e2e import clients, pods
+from clarion_devstack.e2e.clients import Viewer
 from clarion_devstack.e2e.cluster import replica_counts
 from clarion_devstack.e2e.events import FEW_ORGS, FEW_PEOPLE, Traffic, UnionFlowProducer
 from clarion_devstack.e2e.pods import PodChannel
@@ -62,7 +53,7 @@ def healthy(channel: PodChannel) -> PodChannel:
 
 
 def _connect(ch: PodChannel) -> list[Viewer]:
-    return [viewer(ch.ws_url, ch.token(p), p) for p in FEW_PEOPLE]
+    return [clients.viewer(ch.ws_url, ch.token(p), p) for p in FEW_PEOPLE]
 
 
 def _pod_names(ch: PodChannel) -> set[str]:
@@ -86,23 +77,23 @@ async def test_worker_pods_run_on_the_real_node_and_serve_through_the_service(
     print(channel.describe())
     viewers = _connect(channel)
     try:
-        await all_welcomed(viewers, within=60)
+        await clients.all_welcomed(viewers, within=60)
         # The welcome names the pod: the replica id is the pod name (downward API).
         assert {v.replica for v in viewers} <= {p["metadata"]["name"] for p in listed}
         traffic = Traffic(FEW_ORGS, FEW_PEOPLE, random.Random(11))
         for _ in range(300):
             traffic.next(producer)
-        totals, problems = await settled_report(producer, viewers, within=90)
+        totals, problems = await clients.settled_report(producer, viewers, within=90)
         # From `kubectl apply` of the channel to the first event a client received.
         to_first = min(t for v in viewers for t in v.arrivals[:1]) - channel.applied_at
-        print_totals(
+        clients.print_totals(
             "real-pods", "through the Service", totals, f"; apply to first event {to_first:.1f}s"
         )
         assert not problems, problems
         assert totals["lost"] == 0
         assert totals["duplicated"] == 0
     finally:
-        await stop_all(viewers)
+        await clients.stop_all(viewers)
 
 
 async def _scenario(
@@ -123,10 +114,10 @@ async def _scenario(
     viewers = _connect(ch)
     stop = asyncio.Event()
     try:
-        await all_welcomed(viewers, within=60)
+        await clients.all_welcomed(viewers, within=60)
         victim = max(replica_counts(viewers).items(), key=lambda kv: kv[1])[0]
         load = asyncio.create_task(
-            produce_steadily(
+            clients.produce_steadily(
                 producer, Traffic(FEW_ORGS, FEW_PEOPLE, random.Random(seed)), stop, 100
             )
         )
@@ -138,17 +129,17 @@ async def _scenario(
             for v in on_victim:
                 await v.wait(lambda x: x.welcomes[-1].at > started, 120)
         await asyncio.to_thread(recover or (lambda name: _replaced(ch, name)), victim)
-        await all_past(producer, viewers, 90)
+        await clients.all_past(producer, viewers, 90)
         recovered = time.monotonic() - started
         stop.set()
         await load
-        totals, problems = await settled_report(producer, viewers, within=90)
+        totals, problems = await clients.settled_report(producer, viewers, within=90)
         reconnected = [
             next(w.at for w in v.welcomes if w.at > started) - started
             for v in on_victim
             if v.welcomes[-1].at > started
         ]
-        print_totals(
+        clients.print_totals(
             "real-pods",
             title,
             totals,
@@ -165,7 +156,7 @@ async def _scenario(
         return viewers
     finally:
         stop.set()
-        await stop_all(viewers)
+        await clients.stop_all(viewers)
 
 
 def _replaced(ch: PodChannel, victim: str) -> None:
@@ -307,15 +298,15 @@ async def test_the_operator_as_a_pod_with_the_charts_rbac_serves_the_channel(
         assert status["image"].endswith("clarion/operator:0.1.0")
         print("\n" + ch.describe())
         viewers = _connect(ch)
-        await all_welcomed(viewers, within=60)
+        await clients.all_welcomed(viewers, within=60)
         traffic = Traffic(FEW_ORGS, FEW_PEOPLE, random.Random(31))
         for _ in range(100):
             traffic.next(producer)
-        totals, problems = await settled_report(producer, viewers, within=90)
-        print_totals("real-pods", "operator as a pod", totals)
+        totals, problems = await clients.settled_report(producer, viewers, within=90)
+        clients.print_totals("real-pods", "operator as a pod", totals)
         assert not problems, problems
     finally:
-        await stop_all(viewers)
+        await clients.stop_all(viewers)
         await asyncio.to_thread(ch.down)
 
 

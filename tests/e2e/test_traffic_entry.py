@@ -31,16 +31,8 @@ from typing import Any
 import httpx
 import pytest
 
-from clarion_devstack.e2e import deploy, pods, traefik
-from clarion_devstack.e2e.clients import (
-    Viewer,
-    all_welcomed,
-    print_totals,
-    produce_steadily,
-    settled_report,
-    stop_all,
-    viewer,
-)
+from clarion_devstack.e2e import clients, deploy, pods, traefik
+from clarion_devstack.e2e.clients import Viewer
 from clarion_devstack.e2e.cluster import Deployment
 from clarion_devstack.e2e.deploy import Kube, OperatorProcess
 from clarion_devstack.e2e.events import FEW_ORGS, FEW_PEOPLE, Person, Traffic, UnionFlowProducer
@@ -281,7 +273,7 @@ def _ws_url(controller: traefik.Traefik, ch: PodChannel) -> str:
 def _connect(
     controller: traefik.Traefik, ch: PodChannel, people: tuple[Person, ...] = FEW_PEOPLE
 ) -> list[Viewer]:
-    return [viewer(_ws_url(controller, ch), ch.token(p), p) for p in people]
+    return [clients.viewer(_ws_url(controller, ch), ch.token(p), p) for p in people]
 
 
 async def test_organizations_get_exactly_their_events_through_traefik(
@@ -289,18 +281,18 @@ async def test_organizations_get_exactly_their_events_through_traefik(
 ) -> None:
     viewers = _connect(controller, routed)
     try:
-        await all_welcomed(viewers)
+        await clients.all_welcomed(viewers)
         traffic = Traffic(FEW_ORGS, FEW_PEOPLE, random.Random(11))
         for _ in range(300):
             traffic.next(producer)
-        totals, problems = await settled_report(producer, viewers)
-        print_totals("traffic-entry", "organizations through Traefik", totals)
+        totals, problems = await clients.settled_report(producer, viewers)
+        clients.print_totals("traffic-entry", "organizations through Traefik", totals)
         assert not problems, problems
         for v in viewers:
             orgs = set(v.person.organizations)
             assert {e["organizationId"] for e in v.events if e["organizationId"]} <= orgs
     finally:
-        await stop_all(viewers)
+        await clients.stop_all(viewers)
 
 
 async def test_a_returning_client_with_its_cookie_lands_on_the_same_pod(
@@ -322,14 +314,14 @@ async def test_a_returning_client_with_its_cookie_lands_on_the_same_pod(
         assert COOKIE in resp.headers.get("set-cookie", "")
     first = _connect(controller, routed)
     try:
-        await all_welcomed(first)
+        await clients.all_welcomed(first)
         for v in first:
             assert COOKIE in v.client.cookies, v.client.cookies
         assert len({v.replica for v in first}) == 2, [v.replica for v in first]
     finally:
-        await stop_all(first)
+        await clients.stop_all(first)
     again = [
-        viewer(
+        clients.viewer(
             _ws_url(controller, routed),
             routed.token(v.person),
             v.person,
@@ -338,11 +330,11 @@ async def test_a_returning_client_with_its_cookie_lands_on_the_same_pod(
         for v in first
     ]
     try:
-        await all_welcomed(again)
+        await clients.all_welcomed(again)
         assert [v.replica for v in again] == [v.replica for v in first]
         print(f"\n[traffic-entry] cookie: {len(again)}/{len(again)} returned to their pod")
     finally:
-        await stop_all(again)
+        await clients.stop_all(again)
 
 
 async def _sse_lines(
@@ -366,14 +358,14 @@ async def test_idle_streams_outlive_traefiks_default_timeouts(
     an SSE stream with no event for longer than both stay up on the heartbeats alone."""
     assert routed.rendered is not None
     person = FEW_PEOPLE[0]
-    ws = viewer(_ws_url(controller, routed), routed.token(person), person)
+    ws = clients.viewer(_ws_url(controller, routed), routed.token(person), person)
     lines: list[tuple[float, str]] = []
     stop = asyncio.Event()
     sse = asyncio.create_task(
         _sse_lines(f"{controller.url}{routed.rendered.sse_path}", routed.token(person), lines, stop)
     )
     try:
-        await all_welcomed([ws])
+        await clients.all_welcomed([ws])
         started = time.monotonic()
         idle = 200.0
 
@@ -390,12 +382,12 @@ async def test_idle_streams_outlive_traefiks_default_timeouts(
         traffic = Traffic(FEW_ORGS, (person,), random.Random(5))
         for _ in range(20):
             traffic.next(producer)
-        totals, problems = await settled_report(producer, [ws])
+        totals, problems = await clients.settled_report(producer, [ws])
         assert not problems, problems
         sse_events = [ln for _, ln in lines if ln.startswith("data:") and '"event"' in ln]
         assert sse_events, "the SSE stream delivered nothing after the idle period"
         pings = sum(1 for at, ln in lines if ln.startswith(":") and at > started)
-        print_totals(
+        clients.print_totals(
             "traffic-entry",
             f"idle {idle:.0f}s through Traefik",
             totals,
@@ -415,9 +407,9 @@ async def test_pod_deleted_and_rolling_update_lose_nothing_through_traefik(
     viewers = _connect(controller, routed, FEW_PEOPLE * 2)
     stop = asyncio.Event()
     traffic = Traffic(FEW_ORGS, FEW_PEOPLE, random.Random(7))
-    load = asyncio.create_task(produce_steadily(producer, traffic, stop, rate=60))
+    load = asyncio.create_task(clients.produce_steadily(producer, traffic, stop, rate=60))
     try:
-        await all_welcomed(viewers)
+        await clients.all_welcomed(viewers)
         await asyncio.gather(*(v.wait(lambda x: len(x.events) >= 3) for v in viewers))
         # 1. kubectl delete pod (graceful: the worker drains, Traefik drops it).
         victim = routed.ready_pods()[0]["metadata"]["name"]
@@ -445,8 +437,8 @@ async def test_pod_deleted_and_rolling_update_lose_nothing_through_traefik(
         rolled = time.monotonic() - rolled_at
         stop.set()
         await load
-        totals, problems = await settled_report(producer, viewers, within=120)
-        print_totals(
+        totals, problems = await clients.settled_report(producer, viewers, within=120)
+        clients.print_totals(
             "traffic-entry",
             "pod deleted + rolling update through Traefik",
             totals,
@@ -460,7 +452,7 @@ async def test_pod_deleted_and_rolling_update_lose_nothing_through_traefik(
         stop.set()
         with contextlib.suppress(Exception):
             await load
-        await stop_all(viewers)
+        await clients.stop_all(viewers)
 
 
 async def test_the_harness_and_demo_put_traefik_in_front_of_real_pods(
@@ -493,9 +485,9 @@ async def test_the_harness_and_demo_put_traefik_in_front_of_real_pods(
         assert dep.lb is None  # no hand-configured HAProxy
         ingress = dep.kube.get("ingress", f"{dep.channel}-worker", dep.namespace)
         assert ingress["spec"]["ingressClassName"] == traefik.INGRESS_CLASS
-        viewers = [viewer(dep.ws_url, dep.token(p), p) for p in FEW_PEOPLE]
+        viewers = [clients.viewer(dep.ws_url, dep.token(p), p) for p in FEW_PEOPLE]
         try:
-            await all_welcomed(viewers)
+            await clients.all_welcomed(viewers)
             listed = json.loads(dep.kube.run("get", "pods", "-n", dep.namespace, "-o", "json"))[
                 "items"
             ]
@@ -505,7 +497,7 @@ async def test_the_harness_and_demo_put_traefik_in_front_of_real_pods(
             assert {v.replica for v in viewers} <= running
             assert all(COOKIE in v.client.cookies for v in viewers)
         finally:
-            await stop_all(viewers)
+            await clients.stop_all(viewers)
         async with httpx.AsyncClient(timeout=10) as http_client:
             resp = await http_client.get(dep.entry_url + "/")
         assert (resp.status_code, resp.text) == (200, "dashboard page")

@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Any, Protocol
+from typing import Protocol
 
 from websockets.exceptions import InvalidState
 
@@ -45,7 +45,9 @@ class Sink(Protocol):
     """The socket the pass writes to (``direct.DirectSink``)."""
 
     def state(self) -> int: ...
+
     def write(self, data: bytes) -> None: ...
+
     def close(self, code: int, reason: str, *, handshake_seconds: float) -> None: ...
 
 
@@ -53,28 +55,23 @@ class Writable(Protocol):
     """What the write pass reads and writes of a client session (``sessions.Session``)."""
 
     marked: bool
+    outbox: Outbox
+    connection: Connection
+    close_code: CloseCode | None
+    pending_close: CloseCode | None
+    close_reason: str
     frames_written: int
     events_written: bool
+    resume_task: asyncio.Task[None] | None
     replaying: bool
+    replay_done: bool
 
     @property
     def sink(self) -> Sink | None: ...
-    @property
-    def outbox(self) -> Outbox: ...
-    @property
-    def connection(self) -> Connection: ...
-    @property
-    def close_code(self) -> CloseCode | None: ...
-    @property
-    def pending_close(self) -> CloseCode | None: ...
-    @property
-    def close_reason(self) -> str: ...
-    @property
-    def replay_done(self) -> bool: ...
-    @property
-    def resume_task(self) -> Any: ...
+
     @property
     def drained(self) -> asyncio.Event: ...
+
     def request_close(self, code: CloseCode, reason: str = "") -> None: ...
 
 

@@ -48,19 +48,17 @@ class SessionHost(Protocol):
     """What a session needs of the process serving it (``runtime.WorkerRuntime``, the
     composition root, which creates the sessions and is not imported here)."""
 
-    @property
-    def settings(self) -> WorkerSettings: ...
-    @property
-    def metrics(self) -> WorkerMetrics: ...
+    settings: WorkerSettings
+    metrics: WorkerMetrics
+    consumer: ChannelConsumer
+    decoder: RecordDecoder
+    replay_budget: ReplayBudget
+
     @property
     def state(self) -> ChannelState: ...
-    @property
-    def consumer(self) -> ChannelConsumer: ...
-    @property
-    def decoder(self) -> RecordDecoder: ...
-    @property
-    def replay_budget(self) -> ReplayBudget: ...
+
     def register(self, session: Session) -> None: ...
+
     def unregister(self, session: Session) -> None: ...
 
 
