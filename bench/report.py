@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import matplotlib
+from latency import latency_table  # type: ignore[import-not-found]  # bench/latency.py
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
@@ -293,6 +294,8 @@ def main(argv: list[str]) -> int:
         print(w2_steps_table(runs) + "\n")
         for path in plots(runs):
             print(f"wrote {path}")
+    if result.get("latency"):
+        print(latency_table(result["latency"]) + "\n")
     scaling = result.get("w2_scaling", [])
     if scaling:
         counted = scaling + [

@@ -36,7 +36,7 @@ from typing import Any
 
 import httpx
 import jwt
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from procstat import cpu_seconds, loadavg, process_tree, rss_kib  # type: ignore[import-not-found]
 from websockets.asyncio.client import ClientConnection, connect
@@ -527,6 +527,8 @@ class Target:
     publisher: Publisher
     loadgen_args: list[str]
     close: Callable[[], Awaitable[None]]
+    #: Called at the end of every step; what it returns is added to the step.
+    step_extra: Callable[[], Json] | None = None
 
 
 def start_profile(bench: Bench, pid: int, seconds: float, name: str) -> subprocess.Popen[bytes]:
@@ -629,6 +631,8 @@ async def w2_steps(
                 "loadavg": load,
                 "loadgen": summary(stats),
             }
+            if target.step_extra is not None:
+                step.update(target.step_extra())
             if passes_before and passes_after and passes_after[1] > passes_before[1]:
                 # At a low rate each pass carries one event to every client: one round.
                 seconds_spent = passes_after[0] - passes_before[0]
@@ -665,16 +669,90 @@ async def w2_steps(
     }
 
 
-async def clarion_target(bench: Bench, server_kind: str) -> Target:
+class KafkaHop:
+    """Produce-to-consume time of the broadcast topic, seen by a consumer of our own.
+
+    The worker's latency includes this hop; the peers, fed through a WebSocket, have
+    none. Measured beside the worker in the same steps so it can be stated (issue 17).
+    """
+
+    def __init__(self, bootstrap: str, topic: str) -> None:
+        self.consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+        self.topic = topic
+        self.samples: list[int] = []
+        self.task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        partition = TopicPartition(self.topic, 0)
+        await self.consumer.start()
+        self.consumer.assign([partition])
+        await self.consumer.seek_to_end(partition)
+        self.task = asyncio.create_task(self._run())
+
+    async def _run(self) -> None:
+        while True:
+            record = await self.consumer.getone()
+            sent = json.loads(record.value or b"{}").get("data", {}).get("t")
+            if sent:
+                self.samples.append(time.time_ns() // 1000 - int(sent))
+
+    def take(self) -> Json:
+        """p50/p99 of the hop (ms) since the last take."""
+        samples, self.samples = sorted(self.samples), []
+        if not samples:
+            return {"kafka_hop_ms": None}
+
+        def q(p: float) -> float:
+            return round(samples[min(len(samples) - 1, int(p * len(samples)))] / 1000, 1)
+
+        return {"kafka_hop_ms": {"p50": q(0.5), "p99": q(0.99), "samples": len(samples)}}
+
+    async def stop(self) -> None:
+        if self.task is not None:
+            self.task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.task
+        await self.consumer.stop()
+
+
+async def clarion_target(bench: Bench, server_kind: str, hop: bool = False) -> Target:
     topics = await bench.topics()
     server = bench.clarion("w2", topics, server_kind)
     publisher, producer = await kafka_publisher(bench.bootstrap, topics)
+    probe = KafkaHop(bench.bootstrap, topics.bcast) if hop else None
+    if probe is not None:
+        await probe.start()
 
     async def close() -> None:
+        if probe is not None:
+            await probe.stop()
         await producer.stop()
         server.stop()
 
-    return Target(f"clarion-{server_kind}", server, publisher, [], close)
+    extra = probe.take if probe is not None else None
+    return Target(f"clarion-{server_kind}", server, publisher, [], close, extra)
+
+
+async def bare_asyncio_target(bench: Bench) -> Target:
+    """The floor (issue 17): frames built once, one transport.write per client, uvloop."""
+    port = free_port()
+    argv = [str(CHECKOUT / ".venv/bin/python"), str(BENCH / "peers/bare_asyncio.py")]
+    argv += ["--port", str(port)]
+    server = start_server(
+        "bare-asyncio",
+        argv,
+        f"ws://127.0.0.1:{port}/ws",
+        f"http://127.0.0.1:{port}/healthz",
+        bench.workdir,
+        bench.env(),
+    )
+    publisher, conn = await ws_publisher(f"ws://127.0.0.1:{port}/publish")
+
+    async def close() -> None:
+        await conn.close()
+        server.stop()
+
+    return Target("bare-asyncio", server, publisher, ["-dialect", "plain"], close)
 
 
 async def ws_broadcast_target(bench: Bench) -> Target:
@@ -765,6 +843,47 @@ async def w2_run(
         return await w2_steps(bench, target, conns, rates, seconds, label, profile_rate)
     finally:
         await target.close()
+
+
+#: The Python peers, fed through a publisher WebSocket (loadgen dialect "plain").
+PEERS: dict[str, Callable[[Bench], Awaitable[Target]]] = {
+    "bare_asyncio": bare_asyncio_target,
+    "ws_broadcast": ws_broadcast_target,
+}
+
+
+def peer_maker(bench: Bench, kind: str) -> Callable[[], Awaitable[Target]]:
+    def make() -> Awaitable[Target]:
+        return PEERS[kind](bench)
+
+    return make
+
+
+async def latency_runs(bench: Bench, conns: int, rates: list[float], seconds: float) -> Json:
+    """Issue 17's latency table: the worker (both kinds of client, Kafka hop measured
+    beside it), the bare asyncio floor and websockets.broadcast, at the same connection
+    count and broadcast rates, one after the other in the same run (bench/report.py
+    prints the table and the verdicts)."""
+    started = loadavg()
+    runs: list[Json] = []
+    for kind in ("bare_asyncio", "ws_broadcast"):
+        bench.say(f"latency: {kind}")
+        runs.append(await w2_run(bench, peer_maker(bench, kind), conns, rates, seconds, None))
+    for batch in (False, True):
+
+        async def make() -> Target:
+            return await clarion_target(bench, "uvicorn", hop=True)
+
+        bench.say(f"latency: clarion-uvicorn batch={batch}")
+        runs.append(await w2_run(bench, make, conns, rates, seconds, batch))
+    return {
+        "connections": conns,
+        "rates": rates,
+        "seconds": seconds,
+        "runs": runs,
+        "loadavg_start": started,
+        "loadavg_end": loadavg(),
+    }
 
 
 async def w3_idle(bench: Bench, conns: int, profile: bool = False) -> Json:
@@ -884,6 +1003,28 @@ async def w4_storm(bench: Bench, conns: int, orgs: int, rate: float, profile: bo
         second.stop()
 
 
+async def smoke_peer(bench: Bench, kind: str, conns: int = 100) -> Json:
+    """One peer in miniature: every broadcast reaches every client, in order."""
+    target = await PEERS[kind](bench)
+    gen = bench.loadgen(f"smoke-{kind}", target.server.url, conns, *target.loadgen_args)
+    try:
+        ready = gen.ready()
+        gen.mark("warm")
+        await paced(target.publisher, 20, 2, pick_bcast)
+        audience = {"all": int(ready["connected"])}
+        settle(gen, target.publisher.produced, audience, 20)
+        stats = gen.mark(kind)
+        return {
+            "connections": ready["connected"],
+            "produced": sum(target.publisher.produced.values()),
+            "losses": losses(stats, target.publisher.produced, audience),
+            **summary(stats),
+        }
+    finally:
+        gen.close()
+        await target.close()
+
+
 async def smoke(bench: Bench) -> Json:
     """Everything in miniature, under a minute: one worker, both client kinds, no loss."""
     topics = await bench.topics()
@@ -919,8 +1060,10 @@ async def smoke(bench: Bench) -> Json:
             stats = gen.mark(name)
             stats["losses"] = losses(stats, publisher.produced, half)
             results[name] = summary(stats)
+        peer = await smoke_peer(bench, "bare_asyncio")
         return {
             "workload": "smoke",
+            "peers": {"bare-asyncio": peer},
             "connections": {name: ready["connected"] for name, ready in readies.items()},
             "produced": sum(publisher.produced.values()),
             "server_cpu_percent": cpu,
@@ -1010,11 +1153,9 @@ async def run(args: argparse.Namespace, bench: Bench) -> Json:
                 profile = args.profile_rate if kind == "uvicorn" and args.profile_rate else None
                 w2.append(await w2_run(bench, make, conns, rates, args.seconds, True, profile))
                 w2.append(await w2_run(bench, make, conns, rates, args.seconds, False, profile))
-            elif kind == "ws_broadcast":
+            elif kind in PEERS:
                 w2.append(
-                    await w2_run(
-                        bench, lambda: ws_broadcast_target(bench), conns, rates, args.seconds, None
-                    )
+                    await w2_run(bench, peer_maker(bench, kind), conns, rates, args.seconds, None)
                 )
             elif kind == "centrifugo":
                 binary = build_centrifugo(bench.settings)
@@ -1033,6 +1174,14 @@ async def run(args: argparse.Namespace, bench: Bench) -> Json:
                     )
                 )
         result["w2"] = w2
+    if "lat" in wanted and args.latency_rates:
+        bench.say("latency table (issue 17)")
+        result["latency"] = await latency_runs(
+            bench,
+            conns,
+            [float(r) for r in args.latency_rates.split(",")],
+            args.latency_seconds,
+        )
     if args.scaling:
         # Deliveries/s against connections: Clarion both ways, and Centrifugo.
         scaling: list[Json] = []
@@ -1084,7 +1233,7 @@ async def run(args: argparse.Namespace, bench: Bench) -> Json:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--smoke", action="store_true", help="a short run (< 60 s) for tests")
-    parser.add_argument("--workloads", default="w1,w2,w3,w4,soak,w5")
+    parser.add_argument("--workloads", default="w1,w2,lat,w3,w4,soak,w5")
     parser.add_argument(
         "--soak-minutes", type=float, default=12, help="soak: minutes of load (then idle)"
     )
@@ -1097,7 +1246,13 @@ def main(argv: list[str] | None = None) -> int:
         help="soak: PYTHONPATH for the worker (another checkout's worker/, to compare)",
     )
     parser.add_argument("--channels", type=int, default=200, help="W5: channels applied at once")
-    parser.add_argument("--servers", default="uvicorn,ws_broadcast,centrifugo,granian")
+    parser.add_argument("--servers", default="uvicorn,bare_asyncio,ws_broadcast,centrifugo,granian")
+    parser.add_argument(
+        "--latency-rates",
+        default="2,5",
+        help="lat: broadcasts/s of the latency table (worker, bare asyncio, websockets)",
+    )
+    parser.add_argument("--latency-seconds", type=float, default=8, help="lat: seconds per rate")
     parser.add_argument("--conns", type=int, default=10000)
     parser.add_argument(
         "--idle-conns",

@@ -1,5 +1,6 @@
 """The benchmark runner's smoke mode: builds the Go load generator, drives one worker with
-both client kinds, and must report well-formed results with no loss, gap or duplicate."""
+both client kinds and the bare asyncio peer, and must report well-formed results with no
+loss, gap or duplicate."""
 
 from __future__ import annotations
 
@@ -39,5 +40,14 @@ def test_bench_smoke_reports_every_delivery() -> None:
         assert set(client["latency_ms"]) == {"p50", "p95", "p99", "max"}
         # The load generator decoded every frame it counted: that is CPU time, not zero.
         assert client["cpu_seconds"] > 0
+    # Issue 17's floor: the bare asyncio peer speaks the load generator's plain dialect
+    # and delivers every broadcast to every client, in order.
+    bare = smoke["peers"]["bare-asyncio"]
+    assert bare["connected"] == bare["connections"] > 0
+    assert bare["produced"] > 0
+    assert bare["events"] == bare["produced"] * bare["connections"]
+    assert bare["losses"] == 0
+    assert bare["gaps"] == 0
+    assert bare["duplicates"] == 0
     assert result["loadavg_start"]
     assert result["loadavg_end"]

@@ -1,0 +1,93 @@
+"""Issue 17's latency verdicts (bench/latency.py): ratios to the bare asyncio peer, the
+Kafka hop subtracted or not, and below websockets.broadcast, from a made-up result."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+CHECKOUT = Path(__file__).resolve().parents[2]
+
+
+def _latency() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("bench_latency", CHECKOUT / "bench/latency.py")
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["bench_latency"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def _step(rate: float, p50: float, p99: float, hop: float | None = None) -> dict[str, Any]:
+    step: dict[str, Any] = {
+        "rate": rate,
+        "cumulative_losses": 0,
+        "loadavg": "2.50 2.00 1.00",
+        "loadgen": {"latency_ms": {"p50": p50, "p95": p99, "p99": p99, "max": p99}},
+    }
+    if hop is not None:
+        step["kafka_hop_ms"] = {"p50": hop, "p99": 2 * hop, "samples": 10}
+    return step
+
+
+def _result() -> dict[str, Any]:
+    def run(target: str, clients: str, steps: list[dict[str, Any]]) -> dict[str, Any]:
+        return {"target": target, "clients": clients, "connections": 10_000, "steps": steps}
+
+    return {
+        "connections": 10_000,
+        "rates": [2.0, 5.0],
+        "seconds": 8,
+        "loadavg_start": "2.0 2.0 2.0",
+        "loadavg_end": "3.0 2.0 2.0",
+        "runs": [
+            run("bare-asyncio", "native", [_step(2, 100, 200), _step(5, 100, 300)]),
+            run("websockets.broadcast", "native", [_step(2, 160, 400), _step(5, 120, 350)]),
+            run(
+                "clarion-uvicorn",
+                "one-per-frame",
+                [_step(2, 140, 290, hop=10), _step(5, 170, 440, hop=20)],
+            ),
+        ],
+    }
+
+
+def test_ratios_and_verdicts_per_rate() -> None:
+    rows = _latency().latency_rows(_result())
+    assert [(r["rate"], r["clients"]) for r in rows] == [
+        (2.0, "one-per-frame"),
+        (5.0, "one-per-frame"),
+    ]
+    at2, at5 = rows
+    assert at2["deliveries_per_s"] == 20_000
+    assert at2["ratio"] == {"p50": 1.4, "p99": 1.45}
+    assert at2["within_floor"] is True
+    assert at2["below_websockets"] is True
+    # 5/s: p50 1.7x and p99 1.47x the floor; with the hop's median (20 ms) taken off,
+    # 1.5x and 1.4x: within. Above websockets.broadcast's 120 / 350 ms.
+    assert at5["ratio"]["p50"] == 1.7
+    assert at5["within_floor"] is False
+    assert at5["ratio_less_hop"] == {"p50": 1.5, "p99": 1.4}
+    assert at5["within_floor_less_hop"] is True
+    assert at5["below_websockets"] is False
+
+
+def test_table_prints_every_row_with_verdicts() -> None:
+    table = _latency().latency_table(_result())
+    lines = [line for line in table.splitlines() if line.startswith(("| 2 ", "| 5 "))]
+    assert len(lines) == 2
+    assert "| 140 / 290 | 10 / 20 | 100 / 200 | 160 / 400 | 1.40x, 1.45x |" in lines[0]
+    assert lines[0].count("**met**") == 2
+    assert "not met | not met" in lines[1]
+
+
+def test_a_missing_peer_step_gives_no_verdict() -> None:
+    result = _result()
+    result["runs"][0]["steps"] = result["runs"][0]["steps"][:1]  # bare peer saturated at 5/s
+    at5 = _latency().latency_rows(result)[1]
+    assert "within_floor" not in at5
+    assert "| - |" in _latency().latency_table(result).splitlines()[-1]
