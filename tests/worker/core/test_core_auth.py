@@ -273,3 +273,53 @@ def test_required_claims_follow_the_configured_claim_names() -> None:
     assert verifier.verify(good, now=NOW).organizations == {"o9"}
     with pytest.raises(AuthError):
         verifier.verify(jwt.encode(claims(), SECRET, algorithm="HS256"), now=NOW)
+
+
+def test_hmac_key_is_prepared_once_per_verifier(monkeypatch: pytest.MonkeyPatch) -> None:
+    """PyJWT re-checks an HMAC secret (PEM, SSH, DER, JSON) on every decode; the verifier
+    prepares it once (issue 17: the handshake path under a reconnect storm)."""
+    tokens = {user: hs(sub=user) for user in ("u-1", "u-2", "u-3")}
+    forged = jwt.encode(claims(), b"t" * 64, algorithm="HS256")
+    prepared: list[bytes] = []
+    original = jwt.algorithms.HMACAlgorithm.prepare_key
+
+    def counting(self: jwt.algorithms.HMACAlgorithm, key: str | bytes) -> bytes:
+        prepared.append(jwt.utils.force_bytes(key))
+        return original(self, key)
+
+    monkeypatch.setattr(jwt.algorithms.HMACAlgorithm, "prepare_key", counting)
+    one = verifier()
+    for user, token in tokens.items():
+        assert one.verify(token, now=NOW).user == user
+    assert prepared == [SECRET]
+    with pytest.raises(AuthError) as failure:
+        one.verify(forged, now=NOW)
+    assert failure.value.reason == "bad_signature"
+    assert prepared == [SECRET]
+
+
+def test_a_token_is_decoded_once_per_verify(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The header that picks the key is read from its own segment; PyJWT decodes and
+    checks the three segments once, in decode (not also in get_unverified_header)."""
+    loads: list[object] = []
+    original = jwt.api_jws.PyJWS._load
+
+    def counting(self: jwt.api_jws.PyJWS, token: str | bytes) -> Any:
+        loads.append(token)
+        return original(self, token)
+
+    token = hs()
+    monkeypatch.setattr(jwt.api_jws.PyJWS, "_load", counting)
+    assert verifier().verify(token, now=NOW).user == "u-1"
+    assert len(loads) == 1
+
+
+@pytest.mark.parametrize(
+    "token",
+    ["", ".", "!!!.x.y", "e30.x.y", "WzFd.x.y", "eyJhbGciOiJIUzI1NiJ9", "bm90IGpzb24.x.y"],
+)
+def test_malformed_headers_are_malformed(token: str) -> None:
+    with pytest.raises(AuthError) as failure:
+        verifier().verify(token, now=NOW)
+    assert failure.value.reason in ("missing", "malformed", "bad_signature")
+    assert failure.value.http_status == 401

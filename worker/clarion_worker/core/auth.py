@@ -20,6 +20,7 @@ result never depends on the wall clock inside PyJWT.
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 from collections.abc import Mapping, Sequence
@@ -27,6 +28,7 @@ from dataclasses import dataclass
 from typing import Any, Final, Literal
 
 import jwt
+from jwt.algorithms import HMACAlgorithm
 
 from clarion_worker.core.principal import Principal
 from clarion_worker.core.protocol import CloseCode
@@ -129,6 +131,7 @@ class TokenVerifier:
         #: must not then be refused as "too long" here.
         self._max_token_chars = max_token_chars
         self._hmac_secret = hmac_secret
+        self._decoder = _PreparedKeyDecoder()
         self._keys: dict[str, jwt.PyJWK] = {}
         self._single_key: jwt.PyJWK | None = None
         if jwks is not None:
@@ -146,16 +149,15 @@ class TokenVerifier:
             raise AuthError("missing")
         if len(token) > self._max_token_chars:
             raise AuthError("malformed", "token too long")
-        try:
-            header = jwt.get_unverified_header(token)
-        except jwt.DecodeError as error:
-            raise AuthError("malformed", str(error)) from error
+        # The header alone (its segment only: PyJWT's get_unverified_header would decode and
+        # check all three segments, which decode() below does again).
+        header = _unverified_header(token)
         algorithm = header.get("alg")
         if algorithm not in settings.algorithms:
             raise AuthError("bad_signature", f"algorithm {algorithm!r} not accepted")
         key = self._key_for(algorithm, header.get("kid"))
         try:
-            claims: dict[str, Any] = jwt.decode(
+            claims: dict[str, Any] = self._decoder.decode(
                 token,
                 key=key,
                 algorithms=[algorithm],
@@ -216,6 +218,55 @@ class TokenVerifier:
         if not organizations and user is None:
             raise AuthError("missing_claims", "token names no organization and no user")
         return Principal(organizations, user, expires_at)
+
+
+def _unverified_header(token: str) -> dict[str, Any]:
+    """The JOSE header of a compact JWT, not verified: what picks the key (alg, kid)."""
+    segment, dot, _ = token.partition(".")
+    if not dot or not segment:
+        raise AuthError("malformed", "Not enough segments")
+    try:
+        raw = base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
+        header = json.loads(raw)
+    except (ValueError, RecursionError) as error:  # binascii.Error, JSON and Unicode errors
+        raise AuthError("malformed", "Invalid header") from error
+    if not isinstance(header, dict):
+        raise AuthError("malformed", "Invalid header string: must be a json object")
+    return header
+
+
+class _PreparedHMAC(HMACAlgorithm):
+    """PyJWT's HMAC algorithm, preparing each key once instead of on every call.
+
+    ``prepare_key`` is a pure function of the key's bytes, and PyJWT runs it for every
+    token: PEM, SSH, DER (three parser attempts through ``cryptography``) and JSON checks
+    of the secret. The worker verifies every handshake with the same secret.
+    """
+
+    def __init__(self, hash_alg: Any) -> None:
+        super().__init__(hash_alg)
+        self._raw: str | bytes | None = None
+        self._prepared = b""
+
+    def prepare_key(self, key: str | bytes) -> bytes:
+        if self._raw is None or key != self._raw:
+            self._prepared = super().prepare_key(key)  # raises on a bad key, nothing kept
+            self._raw = key
+        return self._prepared
+
+
+class _PreparedKeyDecoder(jwt.PyJWT):
+    """``jwt.decode`` with HS256/384/512 keys prepared once per verifier."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        for name, hash_alg in (
+            ("HS256", HMACAlgorithm.SHA256),
+            ("HS384", HMACAlgorithm.SHA384),
+            ("HS512", HMACAlgorithm.SHA512),
+        ):
+            self._jws.unregister_algorithm(name)
+            self._jws.register_algorithm(name, _PreparedHMAC(hash_alg))
 
 
 def _present(value: object) -> bool:

@@ -1,0 +1,123 @@
+"""Per-handshake cost of the worker (issue 17, W4): token verification and whole handshakes.
+
+    .venv/bin/python bench/handshake_cost.py verify [--tokens 2000]
+    .venv/bin/python bench/handshake_cost.py connect [--conns 2000]   # needs the local stack
+
+``verify``: ``TokenVerifier.verify`` in this process on distinct HS256 tokens (the bench's
+own, one per connection): microseconds per call, the best of several rounds (the least
+disturbed by other processes on a shared machine), and a cProfile of one round.
+``connect``: a real worker (uvicorn, pinned to core 0) and the Go load generator opening
+``--conns`` WebSocket connections with a token each (batch clients, as in W4): the
+worker's CPU seconds from the first dial to the last welcome, per connection. Both print
+one JSON document; compare a checkout before and after with ``PYTHONPATH=<its worker>``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import cProfile
+import io
+import json
+import pstats
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from clarion_contract.worker_config import AuthSettings
+from clarion_devstack.harness import AUDIENCE, ISSUER, Keys
+from clarion_worker.core.auth import TokenVerifier
+
+BENCH = Path(__file__).resolve().parent
+
+
+def verify_cost(count: int, rounds: int) -> dict[str, Any]:
+    keys = Keys(Path(tempfile.mkdtemp(prefix="clarion-hs-")))
+    settings = AuthSettings(
+        mode="jwt",
+        algorithms=("HS256",),
+        audience=AUDIENCE,
+        issuer=ISSUER,
+        hmac_secret_file=str(keys.hmac_file),
+    )
+    verifier = TokenVerifier(settings, hmac_secret=keys.hmac_secret)
+    tokens = [keys.token([f"org-{i % 100:03d}"], f"u{i}") for i in range(count)]
+    now = time.time()
+    per_call: list[float] = []
+    for _ in range(rounds):
+        started = time.perf_counter()
+        for token in tokens:
+            verifier.verify(token, now=now)
+        per_call.append((time.perf_counter() - started) / count * 1e6)
+    profile = cProfile.Profile()
+    profile.enable()
+    for token in tokens:
+        verifier.verify(token, now=now)
+    profile.disable()
+    text = io.StringIO()
+    pstats.Stats(profile, stream=text).sort_stats("cumulative").print_stats(12)
+    return {
+        "what": "TokenVerifier.verify, HS256, distinct tokens",
+        "tokens": count,
+        "rounds_us_per_call": [round(v, 1) for v in per_call],
+        "best_us_per_call": round(min(per_call), 1),
+        "median_us_per_call": round(sorted(per_call)[len(per_call) // 2], 1),
+        "profile_top": text.getvalue().splitlines()[:40],
+    }
+
+
+async def connect_cost(conns: int) -> dict[str, Any]:
+    sys.path.insert(0, str(BENCH))
+    import run  # type: ignore[import-not-found]  # bench/run.py
+
+    args = argparse.Namespace(keep=False)
+    with run.bench_context(args) as bench:
+        topics = await bench.topics()
+        server = bench.clarion("hs", topics)
+        tokens = str(bench.tokens(conns, 100))
+        try:
+            load = run.loadavg()
+            server.mark()
+            started_cpu = run.cpu_seconds(server.pid)
+            gen = bench.loadgen("hs", server.url, conns, "-tokens", tokens, "-batch")
+            try:
+                ready = gen.ready(timeout=400)
+                used = float(run.cpu_seconds(server.pid)) - float(started_cpu)
+            finally:
+                gen.close()
+            return {
+                "what": "worker CPU from first dial to last welcome, per connection",
+                "connections": ready["connected"],
+                "dial_fails": ready.get("dial_fails"),
+                "wall_seconds": ready["seconds"],
+                "worker_cpu_seconds": round(used, 3),
+                "worker_cpu_ms_per_connection": round(1000 * used / max(ready["connected"], 1), 3),
+                "loadavg": load,
+            }
+        finally:
+            server.stop()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("mode", choices=("verify", "connect"))
+    parser.add_argument("--tokens", type=int, default=2000)
+    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--conns", type=int, default=2000)
+    args = parser.parse_args()
+    import clarion_worker
+
+    result: dict[str, Any] = {"worker": str(Path(clarion_worker.__file__).parent)}
+    if args.mode == "verify":
+        result |= verify_cost(args.tokens, args.rounds)
+    else:
+        result |= asyncio.run(connect_cost(args.conns))
+    result["loadavg_end"] = Path("/proc/loadavg").read_text().strip()
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
