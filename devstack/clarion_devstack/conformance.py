@@ -28,7 +28,6 @@ from typing import Any
 import httpx
 import uvicorn
 from aiokafka import AIOKafkaProducer
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
@@ -43,6 +42,7 @@ from .harness import (
     Producer,
     WorkerProcess,
     consumed_reaches,
+    create_topics,
     expected_for,
     start_worker_process,
 )
@@ -166,19 +166,7 @@ class Controller:
         for section, values in (args.get("worker") or {}).items():
             sections.setdefault(section, {}).update(values)
         prefix = f"conf-{uuid.uuid4().hex[:8]}"
-        topics = ChannelTopics(f"{prefix}.approvals", f"{prefix}.notify", f"{prefix}.bcast")
-        admin = AIOKafkaAdminClient(bootstrap_servers=self.kafka_bootstrap)
-        await admin.start()
-        try:
-            await admin.create_topics(
-                [
-                    NewTopic(topics.approvals, 3, 1),
-                    NewTopic(topics.notify, 2, 1),
-                    NewTopic(topics.bcast, 1, 1),
-                ]
-            )
-        finally:
-            await admin.close()
+        topics = await create_topics(self.kafka_bootstrap, ChannelTopics.named(prefix))
         if self._kafka is None:
             self._kafka = AIOKafkaProducer(bootstrap_servers=self.kafka_bootstrap, linger_ms=0)
             await self._kafka.start()

@@ -16,7 +16,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,6 +24,7 @@ from typing import Any
 import httpx
 import jwt
 from aiokafka import AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from clarion_devstack.procs import free_port
@@ -39,12 +40,42 @@ class ChannelTopics:
     notify: str  # user audience, 2 partitions
     bcast: str  # broadcast audience, 1 partition
 
+    @classmethod
+    def named(cls, prefix: str) -> ChannelTopics:
+        """``<prefix>.approvals``, ``<prefix>.notify`` and ``<prefix>.bcast``."""
+        return cls(f"{prefix}.approvals", f"{prefix}.notify", f"{prefix}.bcast")
+
     def config(self) -> list[dict[str, str]]:
         return [
             {"name": self.approvals, "audience": "organization"},
             {"name": self.notify, "audience": "user"},
             {"name": self.bcast, "audience": "broadcast"},
         ]
+
+
+async def create_topics(
+    bootstrap: str,
+    topics: ChannelTopics,
+    *,
+    partitions: tuple[int, int, int] = (3, 2, 1),
+    replicas: int = 1,
+    config: Mapping[str, str] | None = None,
+) -> ChannelTopics:
+    """Create the channel's three topics (approvals, notify, bcast: ``partitions``), each
+    with ``replicas`` replicas and the topic ``config``; return ``topics``."""
+    names = (topics.approvals, topics.notify, topics.bcast)
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics(
+            [
+                NewTopic(name, count, replicas, topic_configs=dict(config or {}))
+                for name, count in zip(names, partitions, strict=True)
+            ]
+        )
+    finally:
+        await admin.close()
+    return topics
 
 
 @dataclass

@@ -12,9 +12,16 @@ import itertools
 import time
 from typing import Any
 
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin import AIOKafkaAdminClient
 
-from clarion_devstack.harness import ChannelTopics, Collector, Keys, Producer, WorkerProcess
+from clarion_devstack.harness import (
+    ChannelTopics,
+    Collector,
+    Keys,
+    Producer,
+    WorkerProcess,
+    create_topics,
+)
 from clarion_worker.client import ClarionClient
 
 ORGS = ["org-a", "org-b"]
@@ -107,21 +114,8 @@ def longest_gap(times: list[float], since: float) -> float:
 
 async def create_channel_topics(bootstrap: str, prefix: str) -> ChannelTopics:
     """The harness's three topics, replicated three times with min.insync.replicas=2."""
-    names = ChannelTopics(f"{prefix}.approvals", f"{prefix}.notify", f"{prefix}.bcast")
     config = {"min.insync.replicas": "2"}
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        await admin.create_topics(
-            [
-                NewTopic(names.approvals, 3, 3, topic_configs=config),
-                NewTopic(names.notify, 2, 3, topic_configs=config),
-                NewTopic(names.bcast, 1, 3, topic_configs=config),
-            ]
-        )
-    finally:
-        await admin.close()
-    return names
+    return await create_topics(bootstrap, ChannelTopics.named(prefix), replicas=3, config=config)
 
 
 async def connect_clients(keys: Keys, workers: list[WorkerProcess]) -> list[Collector]:

@@ -16,7 +16,6 @@ from typing import Any
 import httpx
 import pytest
 from aiokafka import AIOKafkaProducer
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from clarion_devstack import kafka_cluster as cluster_module
 from clarion_devstack.harness import (
@@ -25,6 +24,7 @@ from clarion_devstack.harness import (
     Keys,
     Producer,
     WorkerProcess,
+    create_topics,
     start_worker_process,
 )
 from clarion_devstack.kafka_cluster import KafkaCluster
@@ -43,21 +43,8 @@ USER = "clarion-worker"
 
 @pytest.fixture
 async def topics(kafka_cluster_3: KafkaCluster, unique_name: Callable[[str], str]) -> ChannelTopics:
-    prefix = unique_name("sec")
-    names = ChannelTopics(f"{prefix}.approvals", f"{prefix}.notify", f"{prefix}.bcast")
-    admin = AIOKafkaAdminClient(bootstrap_servers=kafka_cluster_3.bootstrap)
-    await admin.start()
-    try:
-        await admin.create_topics(
-            [
-                NewTopic(names.approvals, 3, 3),
-                NewTopic(names.notify, 2, 3),
-                NewTopic(names.bcast, 1, 3),
-            ]
-        )
-    finally:
-        await admin.close()
-    return names
+    names = ChannelTopics.named(unique_name("sec"))
+    return await create_topics(kafka_cluster_3.bootstrap, names, replicas=3)
 
 
 def rendered_security(secrets: Path) -> dict[str, Any]:

@@ -9,7 +9,6 @@ from typing import Any
 
 import pytest
 from aiokafka import AIOKafkaProducer
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from clarion_devstack.harness import (
     ChannelTopics,
@@ -17,6 +16,7 @@ from clarion_devstack.harness import (
     Keys,
     Producer,
     WorkerProcess,
+    create_topics,
     start_worker_process,
 )
 from clarion_devstack.pytest_plugin import LocalStack
@@ -25,21 +25,7 @@ from clarion_worker.client import ClarionClient
 
 @pytest.fixture
 async def topics(kafka_bootstrap: str, unique_name: Callable[[str], str]) -> ChannelTopics:
-    prefix = unique_name("ch")
-    names = ChannelTopics(f"{prefix}.approvals", f"{prefix}.notify", f"{prefix}.bcast")
-    admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
-    await admin.start()
-    try:
-        await admin.create_topics(
-            [
-                NewTopic(names.approvals, 3, 1),
-                NewTopic(names.notify, 2, 1),
-                NewTopic(names.bcast, 1, 1),
-            ]
-        )
-    finally:
-        await admin.close()
-    return names
+    return await create_topics(kafka_bootstrap, ChannelTopics.named(unique_name("ch")))
 
 
 @pytest.fixture
