@@ -16,10 +16,10 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Set
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import httpx
 import jwt
@@ -323,8 +323,17 @@ class Collector:
         self._changed = asyncio.Condition()
         #: Set at every welcome (each connect and reconnect).
         self.connected = asyncio.Event()
-        client.on_welcome = lambda _welcome: self.connected.set()
+        client.on_welcome = self._welcomed
         self.task = asyncio.create_task(self._run())
+
+    def _welcomed(self, welcome: dict[str, Any]) -> None:
+        """Each welcome, from the client's receive loop."""
+        self.connected.set()
+
+    def _received(self, event: dict[str, Any]) -> None:
+        """Each event, under the condition's lock."""
+        self.events.append(event)
+        self.received_at.append(time.time())
 
     async def _run(self) -> None:
         try:
@@ -333,15 +342,14 @@ class Collector:
                     if message["type"] == "reset":
                         self.resets.append(message)
                     else:
-                        self.events.append(message)
-                        self.received_at.append(time.time())
+                        self._received(message)
                     self._changed.notify_all()
         except Exception as error:
             async with self._changed:
                 self.error = error
                 self._changed.notify_all()
 
-    async def wait(self, predicate: Callable[[Collector], bool], within: float = 20.0) -> None:
+    async def wait(self, predicate: Callable[[Self], bool], within: float = 20.0) -> None:
         async with asyncio.timeout(within), self._changed:
             await self._changed.wait_for(lambda: predicate(self) or self.error is not None)
         if self.error is not None and not predicate(self):
@@ -372,19 +380,31 @@ def expected_for(
     sent: list[dict[str, Any]], orgs: set[str], user: str | None, topics: ChannelTopics
 ) -> list[int]:
     """The seqs a client with ``orgs`` and ``user`` must receive, in production order."""
-    wanted = []
-    for record in sent:
-        if (
-            (record["topic"] == topics.approvals and record["organizationId"] in orgs)
-            or (
-                record["topic"] == topics.notify
-                and record.get("userId") == user
-                and (record["organizationId"] is None or record["organizationId"] in orgs)
-            )
-            or record["topic"] == topics.bcast
-        ):
-            wanted.append(record["data"]["seq"])
-    return wanted
+    audiences = {topic["name"]: topic["audience"] for topic in topics.config()}
+    return [
+        record["data"]["seq"]
+        for record in sent
+        if meant_for(
+            audiences[record["topic"]], record["organizationId"], record.get("userId"), orgs, user
+        )
+    ]
+
+
+def meant_for(
+    audience: str,
+    organization: str | None,
+    recipient: str | None,
+    orgs: Set[str],
+    user: str | None,
+) -> bool:
+    """Whether a client granted ``orgs`` and identified as ``user`` gets an event of a topic
+    of ``audience``, about ``organization`` and addressed to ``recipient``: the worker's
+    routing (docs/protocol.md), restated independently for the tests to check it."""
+    if audience == "broadcast":
+        return True
+    if audience == "organization":
+        return organization in orgs
+    return recipient == user and (organization is None or organization in orgs)
 
 
 def assert_exact(received: list[int], expected: list[int], sent: list[dict[str, Any]]) -> None:

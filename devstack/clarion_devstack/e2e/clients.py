@@ -12,8 +12,8 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Self
 
 from clarion_devstack.e2e.events import (
     BROADCAST,
@@ -23,6 +23,7 @@ from clarion_devstack.e2e.events import (
     account,
     expected_for,
 )
+from clarion_devstack.harness import Collector
 from clarion_worker.client import ClarionClient
 
 
@@ -32,34 +33,24 @@ class Welcome:
     replica: str
 
 
-@dataclass
-class Viewer:
-    person: Person
-    client: ClarionClient
-    events: list[dict[str, Any]] = field(default_factory=list)
-    arrivals: list[float] = field(default_factory=list)
-    welcomes: list[Welcome] = field(default_factory=list)
-    resets: list[dict[str, Any]] = field(default_factory=list)
-    error: BaseException | None = None
-    task: asyncio.Task[None] | None = None
-    _changed: asyncio.Condition = field(default_factory=asyncio.Condition)
+class Viewer(Collector):
+    """A harness ``Collector`` for one person that also records every welcome (which
+    replica, when) and each event's arrival (monotonic), for failover measurements."""
+
+    def __init__(self, person: Person, client: ClarionClient) -> None:
+        self.person = person
+        self.arrivals: list[float] = []
+        self.welcomes: list[Welcome] = []
+        super().__init__(client)
 
     @property
     def replica(self) -> str | None:
         return self.welcomes[-1].replica if self.welcomes else None
 
-    def seqs(self) -> list[int]:
-        return [int(e["data"]["seq"]) for e in self.events]
+    def _welcomed(self, welcome: dict[str, Any]) -> None:
+        super()._welcomed(welcome)
+        self.welcomes.append(Welcome(time.monotonic(), str(welcome.get("replicaId"))))
 
-    def start(self) -> None:
-        def welcomed(message: dict[str, Any]) -> None:
-            self.welcomes.append(Welcome(time.monotonic(), str(message.get("replicaId"))))
-            self._notify()
-
-        self.client.on_welcome = welcomed
-        self.task = asyncio.create_task(self._run())
-
-    def _notify(self) -> None:
         async def notify() -> None:
             async with self._changed:
                 self._changed.notify_all()
@@ -67,39 +58,18 @@ class Viewer:
         # Called from the client's receive loop: wake waiters without blocking it.
         asyncio.get_running_loop().create_task(notify())
 
-    async def _run(self) -> None:
-        try:
-            async for message in self.client.events():
-                async with self._changed:
-                    if message["type"] == "reset":
-                        self.resets.append(message)
-                    else:
-                        self.events.append(message)
-                        self.arrivals.append(time.monotonic())
-                    self._changed.notify_all()
-        except Exception as error:
-            async with self._changed:
-                self.error = error
-                self._changed.notify_all()
+    def _received(self, event: dict[str, Any]) -> None:
+        super()._received(event)
+        self.arrivals.append(time.monotonic())
 
-    async def wait(self, predicate: Callable[[Viewer], bool], within: float = 30.0) -> None:
+    async def wait(self, predicate: Callable[[Self], bool], within: float = 30.0) -> None:
         try:
-            async with asyncio.timeout(within), self._changed:
-                await self._changed.wait_for(lambda: predicate(self) or self.error is not None)
+            await super().wait(predicate, within)
         except TimeoutError:
             raise AssertionError(
                 f"{self.person.user}: condition not met in {within}s "
                 f"({len(self.events)} events, welcomes {self.welcomes})"
             ) from None
-        if self.error is not None and not predicate(self):
-            raise AssertionError(f"{self.person.user}: client failed: {self.error!r}")
-
-    async def stop(self) -> None:
-        await self.client.close()
-        if self.task is not None:
-            self.task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self.task
 
 
 def viewer(
@@ -117,9 +87,7 @@ def viewer(
     )
     if cookies:
         client.cookies.update(cookies)
-    v = Viewer(person, client)
-    v.start()
-    return v
+    return Viewer(person, client)
 
 
 async def all_welcomed(viewers: Sequence[Viewer], within: float = 30.0) -> None:

@@ -27,6 +27,8 @@ from typing import Any, Final
 
 from confluent_kafka import KafkaError, Message, Producer
 
+from clarion_devstack.harness import meant_for
+
 APPROVALS: Final = "unionflow.finance.approvals"
 STATS: Final = "unionflow.dashboard.stats"
 NOTIFY: Final = "unionflow.notifications.user"
@@ -290,20 +292,11 @@ class Traffic:
 def expected_for(sent: Iterable[Sent], organizations: Iterable[str], user: str | None) -> list[int]:
     """The seqs a client granted ``organizations`` (and identified as ``user``) must get."""
     orgs = set(organizations)
-    wanted = []
-    for record in sent:
-        audience = AUDIENCES[record.topic]
-        if (
-            (audience == "organization" and record.organization in orgs)
-            or (
-                audience == "user"
-                and record.user == user
-                and (record.organization is None or record.organization in orgs)
-            )
-            or audience == "broadcast"
-        ):
-            wanted.append(record.seq)
-    return wanted
+    return [
+        record.seq
+        for record in sent
+        if meant_for(AUDIENCES[record.topic], record.organization, record.user, orgs, user)
+    ]
 
 
 @dataclass(frozen=True)
