@@ -68,7 +68,7 @@ def verify_cost(count: int, rounds: int) -> dict[str, Any]:
     }
 
 
-async def connect_cost(conns: int) -> dict[str, Any]:
+async def connect_cost(conns: int, profile: bool) -> dict[str, Any]:
     sys.path.insert(0, str(BENCH))
     import run  # type: ignore[import-not-found]  # bench/run.py
 
@@ -81,12 +81,18 @@ async def connect_cost(conns: int) -> dict[str, Any]:
             load = run.loadavg()
             server.mark()
             started_cpu = run.cpu_seconds(server.pid)
+            spy = run.start_profile(bench, server.pid, 15, "hs") if profile else None
             gen = bench.loadgen("hs", server.url, conns, "-tokens", tokens, "-batch")
             try:
                 ready = gen.ready(timeout=400)
                 used = float(run.cpu_seconds(server.pid)) - float(started_cpu)
             finally:
                 gen.close()
+            summary = None
+            if spy is not None:
+                spy.wait(timeout=60)
+                folded = bench.workdir / "hs.folded"
+                summary = run.profile_summary(folded, top=30) if folded.exists() else None
             return {
                 "what": "worker CPU from first dial to last welcome, per connection",
                 "connections": ready["connected"],
@@ -95,6 +101,7 @@ async def connect_cost(conns: int) -> dict[str, Any]:
                 "worker_cpu_seconds": round(used, 3),
                 "worker_cpu_ms_per_connection": round(1000 * used / max(ready["connected"], 1), 3),
                 "loadavg": load,
+                "profile": summary,
             }
         finally:
             server.stop()
@@ -106,6 +113,7 @@ def main() -> int:
     parser.add_argument("--tokens", type=int, default=2000)
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--conns", type=int, default=2000)
+    parser.add_argument("--profile", action="store_true", help="connect: py-spy the worker")
     args = parser.parse_args()
     import clarion_worker
 
@@ -113,7 +121,7 @@ def main() -> int:
     if args.mode == "verify":
         result |= verify_cost(args.tokens, args.rounds)
     else:
-        result |= asyncio.run(connect_cost(args.conns))
+        result |= asyncio.run(connect_cost(args.conns, args.profile))
     result["loadavg_end"] = Path("/proc/loadavg").read_text().strip()
     print(json.dumps(result, indent=2))
     return 0

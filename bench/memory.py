@@ -26,7 +26,14 @@ import run as bench_run  # type: ignore[import-not-found]  # bench/run.py, besid
 from clarion_worker import server as worker_server
 
 
-async def measure(conns: int, top: int) -> dict[str, Any]:
+def rss_kib() -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+async def measure(conns: int, top: int, trace: bool = True) -> dict[str, Any]:
     with bench_run.bench_context(argparse.Namespace(keep=False)) as bench:
         topics = await bench.topics()
         config = bench.worker_config("memory", topics)
@@ -47,23 +54,30 @@ async def measure(conns: int, top: int) -> dict[str, Any]:
             await asyncio.sleep(0.05)
         tokens = bench.tokens(conns, 100)
         gc.collect()
-        tracemalloc.start(1)
-        before = tracemalloc.take_snapshot()
+        rss_before = rss_kib()
+        if trace:
+            tracemalloc.start(1)
+            before = tracemalloc.take_snapshot()
         url = f"ws://127.0.0.1:{port}/ws/dashboard"
         gen = bench.loadgen("memory", url, conns, "-tokens", str(tokens))
         try:
             ready = await asyncio.to_thread(gen.ready, 300)
             connected = int(ready["connected"])
+            await asyncio.sleep(2)  # the last handshakes' buffers released
             gc.collect()
-            after = tracemalloc.take_snapshot()
+            rss_after = rss_kib()
+            after = tracemalloc.take_snapshot() if trace else None
         finally:
             await asyncio.to_thread(gen.close)
-        stats = after.compare_to(before, "lineno")
+        stats = after.compare_to(before, "lineno") if after is not None else []
         total = sum(stat.size_diff for stat in stats)
         server.should_exit = True
         await serving
         return {
             "connections": connected,
+            # Without --no-trace, RSS includes tracemalloc's own records: compare like runs.
+            "traced": trace,
+            "rss_kib_per_connection": round((rss_after - rss_before) / max(connected, 1), 2),
             "python_kib_per_connection": round(total / 1024 / max(connected, 1), 2),
             "top": [
                 {
@@ -80,8 +94,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--conns", type=int, default=2000)
     parser.add_argument("--top", type=int, default=15)
+    parser.add_argument(
+        "--no-trace", action="store_true", help="RSS only (tracemalloc inflates RSS)"
+    )
     args = parser.parse_args(argv)
-    result = asyncio.run(measure(args.conns, args.top))
+    result = asyncio.run(measure(args.conns, args.top, not args.no_trace))
+    result["loadavg"] = Path("/proc/loadavg").read_text().strip()
     print(json.dumps(result, indent=2))
     return 0
 
