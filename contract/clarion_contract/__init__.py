@@ -2,9 +2,10 @@
 
 The operator renders a ``RealtimeChannel`` into a worker settings document (a JSON
 file in a ConfigMap); the worker loads that document into its settings. This package
-holds the document's shape and its few shared constants, and nothing else: no I/O,
-no framework imports. import-linter keeps the operator and the worker from
-importing each other, so every fact both sides need lives here.
+holds the document's model (``worker_config``: keys, defaults, bounds, rules, the
+loader) and the few shared constants, and nothing else: no I/O, no framework imports.
+import-linter keeps the operator and the worker from importing each other, so every
+fact both sides need lives here.
 """
 
 from .worker_config import (
@@ -23,17 +24,21 @@ from .worker_config import (
     SECURITY_PROTOCOLS,
     WORKER_PORT,
     Audience,
-    AuthDoc,
-    DrainDoc,
-    HeartbeatDoc,
-    KafkaDoc,
-    KafkaSecurityDoc,
-    LimitsDoc,
-    ResumeDoc,
-    RoutingDoc,
-    ServerDoc,
-    TopicDoc,
-    WorkerConfigDoc,
+    AuthSettings,
+    DrainSettings,
+    HeartbeatSettings,
+    KafkaSecurity,
+    KafkaSettings,
+    LimitsSettings,
+    ResumeSettings,
+    RoutingSettings,
+    ServerSettings,
+    SettingsError,
+    TopicSettings,
+    WorkerConfig,
+    WorkerSettings,
+    load_worker_settings,
+    validate_document,
 )
 
 __all__ = [
@@ -52,15 +57,19 @@ __all__ = [
     "SECURITY_PROTOCOLS",
     "WORKER_PORT",
     "Audience",
-    "AuthDoc",
-    "DrainDoc",
-    "HeartbeatDoc",
-    "KafkaDoc",
-    "KafkaSecurityDoc",
-    "LimitsDoc",
-    "ResumeDoc",
-    "RoutingDoc",
-    "ServerDoc",
-    "TopicDoc",
-    "WorkerConfigDoc",
+    "AuthSettings",
+    "DrainSettings",
+    "HeartbeatSettings",
+    "KafkaSecurity",
+    "KafkaSettings",
+    "LimitsSettings",
+    "ResumeSettings",
+    "RoutingSettings",
+    "ServerSettings",
+    "SettingsError",
+    "TopicSettings",
+    "WorkerConfig",
+    "WorkerSettings",
+    "load_worker_settings",
+    "validate_document",
 ]

@@ -33,7 +33,7 @@ import typing
 from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Annotated, Any, Final, Literal, NotRequired, TypedDict
+from typing import Annotated, Any, Final, Literal
 
 from pydantic import (
     AfterValidator,
@@ -311,11 +311,11 @@ class AuthSettings(_Section):
     jwks_file: Text | None = Field(None, description="File holding a JWKS document.")
     organizations_claim: Text = Field("organizations", description="Claim: organization id(s).")
     user_claim: Text = Field("sub", description="Claim holding the user id.")
-    allowed_origins: tuple[Text, ...] = Field(
+    allowed_origins: tuple[StrictStr, ...] = Field(
         (), description="Allowed Origin values (exact, or *.example.com); empty: any origin."
     )
     leeway_seconds: StrictInt = Field(30, ge=0, description="Clock skew allowed for exp/nbf.")
-    required_claims: tuple[Text, ...] = Field(
+    required_claims: tuple[StrictStr, ...] = Field(
         (),
         description="Claims every token must carry, non-empty (e.g. sub, organizations: the "
         "claim names); empty: at least one of the user and organizations claims.",
@@ -771,104 +771,3 @@ def key_reference() -> tuple[KeyReference, ...]:
         )
         for key in KEYS
     )
-
-
-# ---- the old TypedDicts (replaced by the models in the next step) ----
-
-
-class KafkaSecurityDoc(TypedDict, total=False):
-    protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
-    saslMechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
-    usernameFile: str
-    passwordFile: str
-    caFile: str
-    certFile: str
-    keyFile: str
-
-
-class KafkaDoc(TypedDict):
-    bootstrapServers: str
-    clientId: NotRequired[str]
-    metadataRefreshSeconds: NotRequired[float]
-    security: NotRequired[KafkaSecurityDoc]
-
-
-class TopicDoc(TypedDict):
-    name: str
-    audience: Audience
-    withoutUser: NotRequired[WithoutUser]
-
-
-class RoutingDoc(TypedDict, total=False):
-    """Where each record's routing facts are found: JSON fields, or headers and key."""
-
-    typeField: str
-    organizationField: str
-    userField: str
-    dataField: str
-    timestampField: str
-    timestampZone: str
-    typeHeader: str
-    organizationHeader: str
-    userHeader: str
-    organizationFromKey: bool
-
-
-class ServerDoc(TypedDict, total=False):
-    websocketPath: str
-    ssePath: str
-    sseEnabled: bool
-    directWrites: bool
-
-
-class AuthDoc(TypedDict, total=False):
-    mode: Literal["jwt", "none"]
-    algorithms: list[str]
-    issuer: str
-    audience: str
-    hmacSecretFile: str
-    jwksUrl: str
-    jwksFile: str
-    organizationsClaim: str
-    userClaim: str
-    allowedOrigins: list[str]
-    leewaySeconds: int
-
-
-class LimitsDoc(TypedDict, total=False):
-    maxConnections: int
-    queueMaxEvents: int
-    queueMaxBytes: int
-    maxClientFrameBytes: int
-    maxRecordBytes: int
-    batchMaxEvents: int
-    batchMaxBytes: int
-
-
-class HeartbeatDoc(TypedDict, total=False):
-    intervalSeconds: float
-    timeoutSeconds: float
-
-
-class ResumeDoc(TypedDict, total=False):
-    windowEvents: int
-    maxReplayEvents: int
-    maxReplayAgeSeconds: float
-
-
-class DrainDoc(TypedDict, total=False):
-    windowSeconds: float
-
-
-class WorkerConfigDoc(TypedDict):
-    apiVersion: str
-    channel: str
-    kafka: KafkaDoc
-    topics: list[TopicDoc]
-    routing: NotRequired[RoutingDoc]
-    server: NotRequired[ServerDoc]
-    auth: NotRequired[AuthDoc]
-    limits: NotRequired[LimitsDoc]
-    heartbeat: NotRequired[HeartbeatDoc]
-    resume: NotRequired[ResumeDoc]
-    drain: NotRequired[DrainDoc]

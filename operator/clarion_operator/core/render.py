@@ -5,10 +5,12 @@ objects, which server-side apply (one field manager for every child) turns into 
 patches. Every object carries the standard labels and a controller owner reference to the
 channel, so garbage collection removes them with it.
 
-The worker settings document (``worker.json``) is the contract's ``WorkerConfigDoc``;
-its sha256 is stamped on the pod template so any change rolls the workers. Secrets are
-never inlined: one projected volume at ``/etc/clarion`` holds ``worker.json`` and each
-referenced Secret key under ``secrets/<purpose>/``, and the document names those files.
+The worker settings document (``worker.json``) is the contract's ``WorkerConfig`` model:
+checked against the model the worker loads and written as the model dumps it, so the
+operator never writes a document a worker would refuse. Its sha256 is stamped on the pod
+template so any change rolls the workers. Secrets are never inlined: one projected volume
+at ``/etc/clarion`` holds ``worker.json`` and each referenced Secret key under
+``secrets/<purpose>/``, and the document names those files.
 """
 
 from __future__ import annotations
@@ -27,17 +29,11 @@ from clarion_contract.worker_config import (
     METRICS_PATH,
     READY_PATH,
     WORKER_PORT,
-    AuthDoc,
-    KafkaDoc,
-    KafkaSecurityDoc,
-    LimitsDoc,
-    ResumeDoc,
-    RoutingDoc,
-    TopicDoc,
-    WorkerConfigDoc,
+    SettingsError,
+    validate_document,
 )
 from clarion_operator.core import crd, exposure
-from clarion_operator.core.spec import ChannelSpec
+from clarion_operator.core.spec import ChannelSpec, SpecError, SpecProblem
 from clarion_operator.core.topics import DesiredTopic
 
 Body = dict[str, Any]
@@ -106,7 +102,7 @@ class DesiredState:
     horizontal_pod_autoscaler: Body | None
     service_monitor: Body | None
     topics: tuple[DesiredTopic, ...]
-    worker_config: WorkerConfigDoc
+    worker_config: Body
     worker_json: str
     config_hash: str
     endpoint: str
@@ -203,14 +199,34 @@ def _secret_file(purpose: str, key: str) -> str:
     return f"{SECRETS_DIR}/{purpose}/{key}"
 
 
-def worker_config(name: str, namespace: str, spec: ChannelSpec) -> WorkerConfigDoc:
-    """The worker settings document; only keys the spec sets (the worker owns defaults)."""
+def worker_config(name: str, namespace: str, spec: ChannelSpec) -> Body:
+    """The worker settings document; only keys the spec sets (the worker owns defaults).
+
+    Checked against the settings model the worker loads (``SpecError`` listing what the
+    worker would refuse) and written as that model dumps it."""
+    doc = _worker_config(name, namespace, spec)
+    try:
+        model = validate_document(doc)
+    except SettingsError as error:
+        raise SpecError(
+            [
+                SpecProblem(f"worker settings {p.partition(': ')[0]}", p.partition(": ")[2])
+                for p in error.problems
+            ]
+        ) from None
+    dumped: Body = model.model_dump(
+        mode="json", by_alias=True, exclude_unset=True, exclude_none=True
+    )
+    return dumped
+
+
+def _worker_config(name: str, namespace: str, spec: ChannelSpec) -> Body:
     sec = spec.kafka.security
-    kafka: KafkaDoc = {
+    kafka: Body = {
         "bootstrapServers": spec.kafka.bootstrap_servers,
         "clientId": spec.kafka.client_id or f"clarion-{namespace}-{name}",
     }
-    security: KafkaSecurityDoc = {"protocol": sec.protocol}
+    security: Body = {"protocol": sec.protocol}
     if sec.sasl_mechanism is not None:
         security["saslMechanism"] = sec.sasl_mechanism
     if sec.credentials is not None:
@@ -223,15 +239,15 @@ def worker_config(name: str, namespace: str, spec: ChannelSpec) -> WorkerConfigD
             security["keyFile"] = _secret_file("kafka-tls", sec.tls.key_key)
     kafka["security"] = security
 
-    topics: list[TopicDoc] = []
+    topics: list[Body] = []
     for t in spec.topics:
-        topic: TopicDoc = {"name": t.name, "audience": t.audience}
+        topic: Body = {"name": t.name, "audience": t.audience}
         if t.without_user is not None:
             topic["withoutUser"] = "reject" if t.without_user == "reject" else "organization"
         topics.append(topic)
 
     rt = spec.routing
-    routing: RoutingDoc = {}
+    routing: Body = {}
     for key, value in (
         ("typeField", rt.type_field),
         ("organizationField", rt.organization_field),
@@ -244,11 +260,11 @@ def worker_config(name: str, namespace: str, spec: ChannelSpec) -> WorkerConfigD
         ("userHeader", rt.user_header),
     ):
         if value is not None:
-            routing[key] = value  # type: ignore[literal-required]
+            routing[key] = value
     routing["organizationFromKey"] = rt.organization_from_key
 
     a = spec.auth
-    auth: AuthDoc = {"mode": a.mode}
+    auth: Body = {"mode": a.mode}
     if a.algorithms:
         auth["algorithms"] = list(a.algorithms)
     if a.issuer is not None:
@@ -271,7 +287,7 @@ def worker_config(name: str, namespace: str, spec: ChannelSpec) -> WorkerConfigD
         auth["leewaySeconds"] = a.leeway_seconds
 
     lim = spec.workers.limits
-    limits: LimitsDoc = {}
+    limits: Body = {}
     for key, num in (
         ("maxConnections", lim.max_connections),
         ("queueMaxEvents", lim.queue_max_events),
@@ -282,10 +298,10 @@ def worker_config(name: str, namespace: str, spec: ChannelSpec) -> WorkerConfigD
         ("batchMaxBytes", lim.batch_max_bytes),
     ):
         if num is not None:
-            limits[key] = num  # type: ignore[literal-required]
+            limits[key] = num
 
     res = spec.workers.resume
-    resume: ResumeDoc = {}
+    resume: Body = {}
     if res.window_events is not None:
         resume["windowEvents"] = res.window_events
     if res.max_replay_events is not None:
@@ -293,7 +309,7 @@ def worker_config(name: str, namespace: str, spec: ChannelSpec) -> WorkerConfigD
     if res.max_replay_age_seconds is not None:
         resume["maxReplayAgeSeconds"] = float(res.max_replay_age_seconds)
 
-    doc: WorkerConfigDoc = {
+    doc: Body = {
         "apiVersion": CONFIG_API_VERSION,
         "channel": name,
         "kafka": kafka,
@@ -312,12 +328,13 @@ def worker_config(name: str, namespace: str, spec: ChannelSpec) -> WorkerConfigD
     if resume:
         doc["resume"] = resume
     w = spec.workers
-    if w.heartbeat_seconds is not None or w.heartbeat_timeout_seconds is not None:
-        doc["heartbeat"] = {}
-        if w.heartbeat_seconds is not None:
-            doc["heartbeat"]["intervalSeconds"] = float(w.heartbeat_seconds)
-        if w.heartbeat_timeout_seconds is not None:
-            doc["heartbeat"]["timeoutSeconds"] = float(w.heartbeat_timeout_seconds)
+    heartbeat: Body = {}
+    if w.heartbeat_seconds is not None:
+        heartbeat["intervalSeconds"] = float(w.heartbeat_seconds)
+    if w.heartbeat_timeout_seconds is not None:
+        heartbeat["timeoutSeconds"] = float(w.heartbeat_timeout_seconds)
+    if heartbeat:
+        doc["heartbeat"] = heartbeat
     return doc
 
 
@@ -328,7 +345,7 @@ def worker_config(name: str, namespace: str, spec: ChannelSpec) -> WorkerConfigD
 _NOT_YAML_SAFE: Final = re.compile("[\x7f-\x9f\u2028\u2029\ufeff\ufffe\uffff]")
 
 
-def dump_worker_config(doc: WorkerConfigDoc) -> str:
+def dump_worker_config(doc: Body) -> str:
     """Deterministic JSON text: the hash below must not depend on dict insertion order.
 
     Non-ASCII text stays readable, except the few characters a YAML reader refuses: they

@@ -507,3 +507,22 @@ def test_autoscaled_workers_are_not_ready_below_the_floor(minimal_raw: dict[str,
     observed = observe_deployment(stored)
     assert observed is not None
     assert observed.desired == 5
+
+
+def test_a_document_the_worker_would_refuse_is_never_rendered(
+    minimal_raw: dict[str, Any],
+) -> None:
+    """The operator checks the document with the worker's own settings model: a spec that
+    slipped past the spec's rules (here built directly) is refused with the worker's reason."""
+    import dataclasses
+
+    from clarion_operator.core.spec import LimitsSpec, SpecError
+
+    spec = parse_spec(minimal_raw)
+    limits = LimitsSpec(queue_max_events=10, batch_max_events=64)
+    spec = dataclasses.replace(spec, workers=dataclasses.replace(spec.workers, limits=limits))
+    with pytest.raises(SpecError) as caught:
+        render(ChannelContext("dash", "apps", "uid-1", 3, spec))
+    assert [str(p) for p in caught.value.problems] == [
+        "worker settings limits.batchMaxEvents: must not exceed limits.queueMaxEvents"
+    ]
