@@ -13,7 +13,9 @@ Internal topics are replicated three times with ``min.insync.replicas=2``, and n
 topics default to the same, so that one broker may be lost without losing writes
 (producers with ``acks=all``). Failure detection keeps Kafka's defaults
 (``broker.session.timeout.ms`` 9 s), so a measured pause is what a default cluster
-shows. Jars and cache are the single broker's (:func:`.install.ensure_kafka`).
+shows. Records up to 8 MiB are accepted (``message.max.bytes``, Confluent Cloud's
+default; Kafka's own is 1 MiB), so that a topic's ``max.message.bytes`` set by the
+operator is what refuses a bigger one. Jars and cache are the single broker's (:func:`.install.ensure_kafka`).
 """
 
 from __future__ import annotations
@@ -168,6 +170,7 @@ def _properties(node: ClusterNode, voters: str, tls: Path) -> str:
         "share.coordinator.state.topic.min.isr": "2",
         "default.replication.factor": "3",
         "min.insync.replicas": "2",
+        "message.max.bytes": str(8 * 1024 * 1024),
         "group.initial.rebalance.delay.ms": "0",
         "auto.create.topics.enable": "false",
         "num.network.threads": "2",

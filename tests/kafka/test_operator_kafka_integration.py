@@ -1,0 +1,325 @@
+"""The operator, as a process, on the three-broker cluster (``kafka_cluster_3``), with the
+shared stack's API server: what a channel's topics refuse and how their health shows.
+
+* A record over ``limits.maxRecordBytes``: the topic's ``max.message.bytes`` (set by the
+  operator) makes the broker refuse it, so its producer gets ``RecordTooLargeException``
+  (aiokafka: ``MessageSizeTooLargeError``) instead of every worker fetching it, and a
+  worker's client keeps receiving the small events around it. The cluster accepts up to
+  8 MiB itself, as Confluent Cloud does: without the operator's setting the 5 MiB record
+  got in.
+* A broker SIGKILLed: ``TopicsHealthy`` says under-replicated, with counts, while ``Ready``
+  stays True throughout (watched), and clears once the broker is back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import threading
+import time
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from pathlib import Path
+from typing import Any, cast
+
+import pytest
+from aiokafka import AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+from aiokafka.errors import MessageSizeTooLargeError
+from kubernetes import client as k8s
+from kubernetes import watch
+
+from clarion_devstack.e2e.deploy import OperatorProcess
+from clarion_devstack.harness import (
+    ChannelTopics,
+    Keys,
+    Producer,
+    assert_exact,
+    expected_for,
+    settle,
+    start_worker_process,
+)
+from clarion_devstack.kafka_cluster import KafkaCluster
+from clarion_devstack.kafka_load import ORGS, USER, connect_clients, fully_replicated
+from clarion_devstack.pytest_plugin import LocalStack
+from clarion_operator.core import crd
+
+ROOT = Path(__file__).resolve().parents[2]
+WAIT = 90
+#: The health probe's interval for these tests (the operator's default is 10 s).
+HEALTH_INTERVAL = "2"
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="session")
+def crd_installed(local_stack: LocalStack) -> None:
+    local_stack.kubectl(
+        "apply", "--server-side", "--force-conflicts", "--field-manager=clarion-tests",
+        "-f", str(ROOT / "manifests" / "crd.yaml"),
+    )  # fmt: skip
+    local_stack.kubectl(
+        "wait", "--for=condition=Established", f"crd/{crd.CRD_NAME}", "--timeout=60s"
+    )
+
+
+@pytest.fixture
+def operator(
+    local_stack: LocalStack, namespace: str, crd_installed: None, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[OperatorProcess]:
+    monkeypatch.setenv("CLARION_OPERATOR_HEALTH_INTERVAL", HEALTH_INTERVAL)
+    process = OperatorProcess(
+        str(local_stack.kubeconfig),
+        namespace,
+        local_stack.logs_dir / f"operator-{namespace}.log",
+        drift_interval=60,
+    )
+    process.start()
+    try:
+        yield process
+    finally:
+        # Let the operator release its finalizers before the namespace goes away.
+        local_stack.kubectl(
+            "delete", "rtc", "--all", "-n", namespace, "--wait=true", "--timeout=30s",
+            check=False,
+        )  # fmt: skip
+        process.stop()
+
+
+def apply_channel(stack: LocalStack, namespace: str, name: str, spec: Mapping[str, Any]) -> None:
+    body = {
+        "apiVersion": crd.API_VERSION,
+        "kind": crd.KIND,
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": spec,
+    }
+    stack.kubectl(
+        "apply", "--server-side", "--field-manager=clarion-tests", "-f", "-",
+        stdin=json.dumps(body),
+    )  # fmt: skip
+
+
+def condition(obj: Mapping[str, Any], type_: str) -> dict[str, Any]:
+    for c in (obj.get("status") or {}).get("conditions") or []:
+        if c.get("type") == type_:
+            return dict(c)
+    return {}
+
+
+class ChannelWatch:
+    """Every state of one channel the API server reports, from a watch in a thread; tests
+    wait on a predicate and look back at the whole history (did Ready ever go False?)."""
+
+    def __init__(self, api: k8s.ApiClient, namespace: str, name: str) -> None:
+        self.api, self.namespace, self.name = api, namespace, name
+        self.seen: list[tuple[float, dict[str, Any]]] = []
+        self._changed = threading.Condition()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        custom = k8s.CustomObjectsApi(self.api)
+        args = (crd.GROUP, crd.VERSION, self.namespace, crd.PLURAL)
+        while not self._stop.is_set():
+            stream = watch.Watch()
+            for event in stream.stream(
+                custom.list_namespaced_custom_object,
+                *args,
+                field_selector=f"metadata.name={self.name}",
+                timeout_seconds=5,
+            ):
+                obj = cast("dict[str, Any]", event["object"])
+                with self._changed:
+                    self.seen.append((time.monotonic(), obj))
+                    self._changed.notify_all()
+                if self._stop.is_set():
+                    stream.stop()
+
+    def wait(
+        self, predicate: Callable[[dict[str, Any]], bool], what: str, timeout: float = WAIT
+    ) -> tuple[float, dict[str, Any]]:
+        """The first state from now on (or the latest one) for which ``predicate`` holds."""
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            start = max(0, len(self.seen) - 1)
+            while True:
+                for at, obj in self.seen[start:]:
+                    if predicate(obj):
+                        return at, obj
+                start = len(self.seen)
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    last = self.seen[-1][1].get("status") if self.seen else None
+                    raise AssertionError(f"{what} not within {timeout} s; last: {last}")
+                self._changed.wait(left)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+
+@pytest.fixture
+def channel_watch(
+    kube_api: k8s.ApiClient, namespace: str
+) -> Iterator[Callable[[str], ChannelWatch]]:
+    started: list[ChannelWatch] = []
+
+    def start(name: str) -> ChannelWatch:
+        started.append(ChannelWatch(kube_api, namespace, name))
+        return started[-1]
+
+    yield start
+    for w in started:
+        w.stop()
+
+
+def is_ready(obj: Mapping[str, Any]) -> bool:
+    return condition(obj, "Ready").get("status") == "True"
+
+
+def spec_for(bootstrap: str, topics: ChannelTopics) -> dict[str, Any]:
+    return {
+        "kafka": {"bootstrapServers": bootstrap},
+        "topics": [
+            {"name": topics.approvals, "partitions": 3, "replicationFactor": 3},
+            {"name": topics.notify, "partitions": 2, "replicationFactor": 3, "audience": "user"},
+            {
+                "name": topics.bcast,
+                "partitions": 1,
+                "replicationFactor": 3,
+                "audience": "broadcast",
+            },
+        ],
+        "auth": {"mode": "none"},
+        "workers": {"replicas": 1},
+    }
+
+
+async def topic_config(bootstrap: str, topic: str, key: str) -> str | None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10000)
+    await admin.start()
+    try:
+        [configs] = await admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, topic)])
+    finally:
+        await admin.close()
+    return {e[0]: e[1] for e in configs.resources[0][4]}.get(key)
+
+
+@pytest.fixture
+async def big_producer(kafka_cluster_3: KafkaCluster) -> AsyncIterator[Producer]:
+    """A producer that would send 16 MiB requests: only the broker can refuse a record."""
+    kafka = AIOKafkaProducer(
+        bootstrap_servers=kafka_cluster_3.bootstrap,
+        acks="all",
+        linger_ms=0,
+        max_request_size=16 * 1024 * 1024,
+        request_timeout_ms=30000,
+    )
+    await kafka.start()
+    try:
+        yield Producer(kafka)
+    finally:
+        await kafka.stop()
+
+
+async def test_a_record_over_max_record_bytes_is_refused_to_its_producer_and_clients_go_on(
+    kafka_cluster_3: KafkaCluster,
+    operator: OperatorProcess,
+    local_stack: LocalStack,
+    namespace: str,
+    unique_name: Callable[[str], str],
+    channel_watch: Callable[[str], ChannelWatch],
+    big_producer: Producer,
+    tmp_path: Path,
+) -> None:
+    bootstrap = kafka_cluster_3.bootstrap
+    prefix = unique_name("big")
+    topics = ChannelTopics.named(prefix)
+    seen = channel_watch("big")
+    apply_channel(local_stack, namespace, "big", spec_for(bootstrap, topics))
+    seen.wait(lambda o: condition(o, "TopicsReady").get("status") == "True", "topics created")
+    # limits.maxRecordBytes unset: the worker's 1 MiB, plus 16 KiB for the batch, key, headers.
+    assert await topic_config(bootstrap, topics.approvals, "max.message.bytes") == "1064960"
+
+    keys = Keys(tmp_path)
+    worker = start_worker_process(
+        name="w1", kafka_bootstrap=bootstrap, topics=topics, keys=keys, directory=tmp_path
+    )
+    try:
+        [collector] = await connect_clients(keys, [worker])
+        producer = big_producer
+        for i in range(20):
+            await producer.send(topics.approvals, "BEFORE", ORGS[i % 2], key=f"k{i % 3}")
+        with pytest.raises(MessageSizeTooLargeError) as refused:
+            await producer.raw(topics.approvals, os.urandom(5 * 1024 * 1024), key=b"k0")
+        print(f"\nthe producer of a 5 MiB record got: {refused.value!r}")
+        for i in range(20):
+            await producer.send(topics.approvals, "AFTER", ORGS[i % 2], key=f"k{i % 3}")
+        await settle(producer, [worker], [collector], topics.bcast)
+        expected = expected_for(producer.sent, set(ORGS), USER, topics)
+        assert_exact(collector.seqs(), expected, producer.sent)
+        # Nothing over the limit reached the worker: its size check stays for records
+        # written before the limit was set.
+        oversized = worker.metric(
+            "clarion_worker_bad_records_total", topic=topics.approvals, reason="oversized"
+        )
+        assert oversized == 0
+        await collector.stop()
+    finally:
+        worker.stop()
+
+
+async def test_a_lost_broker_shows_as_under_replicated_beside_ready_and_clears(
+    kafka_cluster_3: KafkaCluster,
+    operator: OperatorProcess,
+    local_stack: LocalStack,
+    namespace: str,
+    unique_name: Callable[[str], str],
+    channel_watch: Callable[[str], ChannelWatch],
+) -> None:
+    cluster = kafka_cluster_3
+    prefix = unique_name("ha")
+    topics = ChannelTopics.named(prefix)
+    seen = channel_watch("ha")
+    apply_channel(local_stack, namespace, "ha", spec_for(cluster.bootstrap, topics))
+    seen.wait(
+        lambda o: is_ready(o) and condition(o, "TopicsHealthy").get("status") == "True",
+        "Ready and TopicsHealthy",
+    )
+    healthy_from = len(seen.seen)
+    victim = 2
+    killed_at = time.monotonic()
+    cluster.kill(victim)
+    try:
+        at, degraded = seen.wait(
+            lambda o: condition(o, "TopicsHealthy").get("reason") == "UnderReplicatedPartitions",
+            "TopicsHealthy=False UnderReplicatedPartitions",
+        )
+        reported = at - killed_at
+        # Every partition has a replica on every broker: all six are under-replicated.
+        text = condition(degraded, "TopicsHealthy")["message"]
+        assert text.startswith("0 offline, 0 below min.insync.replicas, 6 under-replicated, of 6")
+        assert text.endswith(f"replicas out of sync on broker(s) {victim}")
+    finally:
+        cluster.start(victim)  # returns once the broker says it started
+    returned_at = time.monotonic()
+    at, _ = seen.wait(
+        lambda o: condition(o, "TopicsHealthy").get("status") == "True", "TopicsHealthy again"
+    )
+    cleared = at - returned_at
+    await asyncio.wait_for(fully_replicated(cluster.bootstrap, topics), 60)
+    ready = [condition(obj, "Ready").get("status") for _, obj in seen.seen[healthy_from:]]
+    assert set(ready) == {"True"}, f"Ready flapped: {ready}"
+    events = k8s.CoreV1Api(seen.api).list_namespaced_event(
+        namespace, field_selector="involvedObject.name=ha"
+    )
+    reasons = [e.reason for e in events.items]
+    assert "UnderReplicatedPartitions" in reasons
+    assert "TopicsHealthy" in reasons
+    print(
+        f"\nbroker {victim} SIGKILLed: TopicsHealthy said under-replicated after "
+        f"{reported:.1f} s: {text!r}; cleared {cleared:.1f} s after the broker was started "
+        f"(health probe every {HEALTH_INTERVAL} s); Ready stayed True in {len(ready)} states"
+    )
