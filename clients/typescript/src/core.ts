@@ -58,6 +58,57 @@ export function disposition(reason: CloseReason, error?: ServerError | null): Di
   return "retry";
 }
 
+/** The protocol's close code for an HTTP refusal (SSE, or a refusal before an upgrade). */
+export function codeForStatus(status: number, error: string): number {
+  if (status === 401) return /^expired/.test(error) ? CloseCode.TOKEN_EXPIRED : CloseCode.UNAUTHORIZED;
+  if (status === 403) return CloseCode.FORBIDDEN;
+  if (status === 503) return CloseCode.OVERLOADED;
+  return CloseCode.ABNORMAL;
+}
+
+/** One close report whatever the transport: an SSE stream has no close code, so the
+ * `error` frame before its end (or a drain's `reconnect` advice, or the HTTP status) gives
+ * it the code a WebSocket would have had; the `error` frame's message is the reason. */
+export function normalizeClose(reason: CloseReason, error: ServerError | null, advised: boolean): CloseReason {
+  if (reason.httpStatus !== undefined) return { ...reason, code: codeForStatus(reason.httpStatus, reason.message) };
+  const unspecific = reason.code === CloseCode.NORMAL || reason.code === CloseCode.ABNORMAL;
+  if (error !== null && (unspecific || reason.code === error.code)) {
+    return { ...reason, code: error.code, message: error.message };
+  }
+  if (advised && unspecific) return { ...reason, code: CloseCode.DRAIN, message: reason.message || "drain" };
+  return reason;
+}
+
+const B64 = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+
+/** A JWT's `exp` in epoch ms, read without verifying (the server verifies); null when the
+ * token is not a JWT or has none. Used only to tell an expiry from an outage when the
+ * server could not say (an SSE stream that simply ends). */
+export function tokenExpiryMs(token: string | null): number | null {
+  const part = token?.split(".")[1];
+  if (!part) return null;
+  let bits = 0;
+  let value = 0;
+  let text = "";
+  for (const ch of part.replace(/=+$/, "")) {
+    const index = B64.indexOf(ch === "+" ? "-" : ch === "/" ? "_" : ch);
+    if (index === -1) return null;
+    value = (value << 6) | index;
+    bits += 6;
+    if (bits >= 8) {
+      bits -= 8;
+      text += String.fromCharCode((value >> bits) & 0xff);
+    }
+  }
+  try {
+    const claims: unknown = JSON.parse(decodeURIComponent(escape(text)));
+    const exp = (claims as { exp?: unknown } | null)?.exp;
+    return typeof exp === "number" && Number.isFinite(exp) ? exp * 1000 : null;
+  } catch {
+    return null;
+  }
+}
+
 // ---- backoff ---------------------------------------------------------------------------
 
 /** Full jitter: uniform in [0, min(cap, base * 2^attempt)]. */
@@ -436,8 +487,12 @@ export class ClientCore {
   private onClosed(reason: CloseReason, out: Effect[], now: number): void {
     for (const name of ["connect", "idle", "dead"] as const) out.push({ kind: "cancelTimer", name });
     if (this.phase === "closed") return;
-    if (this.lastError && reason.httpStatus === undefined && (reason.message === "" || reason.code === this.lastError.code)) {
-      reason = { ...reason, message: this.lastError.message };
+    reason = normalizeClose(reason, this.lastError, this.advice !== null);
+    const expiry = tokenExpiryMs(this.token);
+    if ((reason.code === CloseCode.NORMAL || reason.code === CloseCode.ABNORMAL) && reason.httpStatus === undefined && expiry !== null && expiry <= now) {
+      // The server ended the session without a reason (SSE has no close code) and our
+      // token has expired by its own claim: that is the reason; waiting would not help.
+      reason = { code: CloseCode.TOKEN_EXPIRED, message: `expired (the token's exp passed; the server said: ${reason.message || "nothing"})` };
     }
     switch (disposition(reason, this.lastError)) {
       case "stop":

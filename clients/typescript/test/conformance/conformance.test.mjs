@@ -140,6 +140,7 @@ class Probe {
         changed();
       },
       onState: (change) => {
+        if (process.env.CLARION_CONFORMANCE_DEBUG) console.error(new Date().toISOString(), JSON.stringify(report(change)));
         if (this.states.some((s) => s.state === "closed")) {
           this.violations.push(`state ${change.state} reported after closed`);
         }
@@ -197,7 +198,7 @@ function sequenceCheck(events, expected) {
   }
 }
 
-async function runScenario(scenario) {
+async function runScenario(scenario, signal) {
   const vars = {};
   const probes = new Map();
   let notify = [];
@@ -209,6 +210,7 @@ async function runScenario(scenario) {
   const waitFor = async (check, what, seconds) => {
     const deadline = Date.now() + seconds * 1000;
     for (;;) {
+      signal.throwIfAborted();
       const value = check();
       if (value) return value;
       const left = deadline - Date.now();
@@ -216,6 +218,7 @@ async function runScenario(scenario) {
       await new Promise((r) => {
         notify.push(r);
         setTimeout(r, left);
+        signal.addEventListener("abort", r, { once: true });
       });
     }
   };
@@ -226,6 +229,8 @@ async function runScenario(scenario) {
   };
   try {
     for (const [index, raw] of scenario.steps.entries()) {
+      // A scenario that timed out must not go on driving the next one's session.
+      signal.throwIfAborted();
       const step = substitute(raw, vars);
       const within = step.within ?? 20;
       const where = `step ${index + 1} ${JSON.stringify(raw)}`;
@@ -245,7 +250,7 @@ async function runScenario(scenario) {
           const at = await waitFor(() => {
             for (let i = p.stateCursor; i < p.states.length; i += 1) if (stateMatches(p.states[i], step)) return i + 1;
             return 0;
-          }, `state ${JSON.stringify(step)} (seen ${JSON.stringify(p.states.slice(p.stateCursor))})`, within);
+          }, `state ${JSON.stringify(step)} (after ${p.stateCursor} of ${JSON.stringify(p.states)})`, within);
           p.stateCursor = at;
         } else if (step.expect === "events") {
           const p = probe(step.id);
@@ -288,7 +293,7 @@ async function runScenario(scenario) {
 
 for (const scenario of scenarios) {
   const missing = (scenario.requires ?? []).filter((c) => !CAPABILITIES.has(c));
-  test(scenario.name, { timeout: (scenario.timeout ?? 60) * 1000, skip: missing.length > 0 ? `needs ${missing.join(", ")}` : false }, async () => {
-    await runScenario(scenario);
+  test(scenario.name, { timeout: (scenario.timeout ?? 60) * 1000, skip: missing.length > 0 ? `needs ${missing.join(", ")}` : false }, async (t) => {
+    await runScenario(scenario, t.signal);
   });
 }

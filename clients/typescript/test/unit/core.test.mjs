@@ -166,6 +166,7 @@ test("SSE refusals by HTTP status: 401 expired refreshes, 403 stops, 503 retries
   effects = m.feed({ kind: "closed", conn: r.conn, code: 1006, message: "missing_claims", httpStatus: 403 });
   assert.equal(states(effects)[0].state, "closed");
   assert.equal(states(effects)[0].reason.httpStatus, 403);
+  assert.equal(states(effects)[0].reason.code, 4003, "the code a WebSocket would have had");
 });
 
 test("WebSocket heartbeat: ping after silence, no pong in time means reconnect", () => {
@@ -230,4 +231,35 @@ test("bad options are refused at construction", () => {
   assert.throws(() => new ClientCore({ urls: [], transport: "ws" }), /at least one URL/);
   assert.throws(() => new ClientCore({ urls: ["x"], transport: "smoke" }), /unknown transport/);
   assert.throws(() => new ClientCore({ urls: ["x"], transport: "sse", tokenPlacement: "subprotocol" }), /SSE has no subprotocols/);
+});
+
+test("SSE stream ends take their code from the error frame or the drain advice", () => {
+  const m = machine({ transport: "sse", urls: ["http://h/sse/d"] });
+  let r = m.connect();
+  m.feed({ kind: "text", conn: r.conn, text: '{"type":"error","code":4004,"message":"expired"}' });
+  let effects = m.feed({ kind: "closed", conn: r.conn, code: 1000, message: "stream ended" });
+  assert.deepEqual(states(effects)[0].reason, { code: 4004, message: "expired" });
+  assert.equal(kinds(effects, "fetchToken").length, 1);
+  r = kinds(m.feed({ kind: "token", token: "T2" }), "connect")[0].request;
+  m.feed({ kind: "open", conn: r.conn });
+  m.feed({ kind: "text", conn: r.conn, text: welcome() });
+  m.feed({ kind: "text", conn: r.conn, text: '{"type":"reconnect","reason":"drain","afterMs":700}' });
+  effects = m.feed({ kind: "closed", conn: r.conn, code: 1000, message: "stream ended" });
+  assert.deepEqual(states(effects)[0], { state: "reconnecting", delayMs: 700, reason: { code: 4100, message: "stream ended" }, advised: true });
+});
+
+test("a session ended without a reason after the token's exp counts as expired", () => {
+  const jwt = (exp) => `h.${Buffer.from(JSON.stringify({ exp, sub: "u" })).toString("base64url")}.s`;
+  const m = machine({ transport: "sse", urls: ["http://h/sse/d"] });
+  m.t = 1000_000;
+  let r = m.connect(jwt(1000 + 60));
+  let effects = m.feed({ kind: "closed", conn: r.conn, code: 1000, message: "stream ended" });
+  assert.equal(states(effects)[0].reason.code, 1000, "exp not reached: an ordinary end, backoff");
+  assert.equal(kinds(effects, "fetchToken").length, 0);
+  r = kinds(m.feed({ kind: "timer", name: "retry" }), "connect")[0].request;
+  m.t = 1061_000;
+  effects = m.feed({ kind: "closed", conn: r.conn, code: 1000, message: "stream ended" });
+  assert.equal(states(effects)[0].reason.code, 4004);
+  assert.equal(states(effects)[0].delayMs, 0);
+  assert.deepEqual(kinds(effects, "fetchToken"), [{ kind: "fetchToken", reason: "expired" }]);
 });

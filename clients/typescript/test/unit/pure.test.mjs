@@ -2,7 +2,7 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 
-import { SseParser, backoffDelay, connectUrl, disposition, parseFrame, subprotocols } from "../../dist/index.js";
+import { SseParser, backoffDelay, codeForStatus, normalizeClose, tokenExpiryMs, connectUrl, disposition, parseFrame, subprotocols } from "../../dist/index.js";
 
 test("full jitter: uniform in [0, min(cap, base * 2^attempt)]", () => {
   assert.equal(backoffDelay(0, 1000, 60000, () => 0), 0);
@@ -73,4 +73,22 @@ test("close codes: stop on what retrying cannot fix, refresh on expiry, retry th
   assert.equal(disposition({ code: 1006, message: "missing_claims", httpStatus: 403 }), "stop");
   assert.equal(disposition({ code: 1006, message: "unavailable", httpStatus: 503 }), "retry");
   assert.equal(disposition({ code: 1006, message: "handshake_timeout", httpStatus: 408 }), "retry");
+});
+
+test("HTTP refusals map to the close codes a WebSocket would have seen", () => {
+  assert.equal(codeForStatus(401, "expired"), 4004);
+  assert.equal(codeForStatus(401, "bad_signature"), 4001);
+  assert.equal(codeForStatus(403, "wrong_audience"), 4003);
+  assert.equal(codeForStatus(503, "unavailable"), 4013);
+  assert.equal(codeForStatus(502, "HTTP 502"), 1006);
+  assert.deepEqual(normalizeClose({ code: 4001, message: "" }, { type: "error", code: 4001, message: "bad_signature" }, false), { code: 4001, message: "bad_signature" });
+  assert.deepEqual(normalizeClose({ code: 1011, message: "boom" }, { type: "error", code: 4009, message: "x" }, false), { code: 1011, message: "boom" });
+  assert.deepEqual(normalizeClose({ code: 1006, message: "" }, null, true), { code: 4100, message: "drain" });
+});
+
+test("a JWT's exp is read without verifying; anything else gives null", () => {
+  const payload = (claims) => Buffer.from(JSON.stringify(claims)).toString("base64url");
+  assert.equal(tokenExpiryMs(`h.${payload({ exp: 1773482400, sub: "Aïssata" })}.s`), 1773482400000);
+  assert.equal(tokenExpiryMs(`h.${payload({ sub: "u" })}.s`), null);
+  for (const token of [null, "", "opaque", "h.@@.s", "h.bm90IGpzb24.s"]) assert.equal(tokenExpiryMs(token), null, String(token));
 });
