@@ -24,7 +24,7 @@ pytestmark = pytest.mark.integration
 
 SCENARIOS = Path(__file__).resolve().parents[2] / "clients" / "conformance" / "scenarios"
 #: What this client implements beyond the core (scenario ``requires``).
-CAPABILITIES: set[str] = set()
+CAPABILITIES = {"sse"}
 
 
 class Handle:
@@ -47,11 +47,10 @@ class Handle:
             self._notify()
             return tokens[min(self.token_requests, len(tokens)) - 1]  # type: ignore[no-any-return]
 
-        if options.get("transport", "ws") != "ws":
-            raise AssertionError(f"transport {options['transport']!r} is not implemented")
         self.client = ClarionClient(
             options["urls"],
             None,
+            transport=options.get("transport", "ws"),
             last_id=options.get("lastId"),
             batch=bool(options.get("batch", False)),
             heartbeat_seconds=float(options.get("heartbeatInterval", 30)),

@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
+import httpx
 import websockets
 from websockets.asyncio.client import ClientConnection, connect
 
@@ -63,6 +64,8 @@ _TERMINAL = {int(c) for c in CloseCode if not c.client_should_reconnect}
 #: HTTP refusals before the upgrade (older workers; heads too large) that retrying
 #: cannot fix. 408 and 503 are worth a retry with backoff.
 _DENIED_TERMINAL = {401, 403, 414, 431}
+#: SSE refusals keep HTTP statuses; clients report the WebSocket close code instead.
+_SSE_REFUSALS = {401: int(CloseCode.UNAUTHORIZED), 403: int(CloseCode.FORBIDDEN)}
 
 
 #: What ``on_state`` receives: the state's name and its details.
@@ -81,6 +84,7 @@ class ClarionClient:
         heartbeat_seconds: float = 30.0,
         heartbeat_timeout: float = 10.0,
         rng: random.Random | None = None,
+        transport: str = "ws",
         backoff_base: float = 1.0,
         backoff_cap: float = 60.0,
         extra_headers: Mapping[str, str] | None = None,
@@ -95,6 +99,10 @@ class ClarionClient:
         self.token = token
         self.last_id = last_id
         self.batch = batch
+        if transport not in ("ws", "sse"):
+            raise ValueError(f"transport must be 'ws' or 'sse', not {transport!r}")
+        #: "ws", or "sse" (Server-Sent Events; ``url`` then names the SSE path).
+        self.transport = transport
         self.event_types = event_types
         self.heartbeat_seconds = heartbeat_seconds
         self.heartbeat_timeout = heartbeat_timeout
@@ -118,6 +126,7 @@ class ClarionClient:
         self.last_error: dict[str, Any] | None = None
         self.replica: str | None = None
         self._ws: ClientConnection | None = None
+        self._sse: httpx.Response | None = None
         self._closing = False
 
     def _target(self) -> str:
@@ -158,6 +167,8 @@ class ClarionClient:
         self._emit("closed", code=1000, reason="closed by the client")
         if self._ws is not None:
             await self._ws.close()
+        if self._sse is not None:
+            await self._sse.aclose()
 
     async def events(self) -> AsyncIterator[dict[str, Any]]:
         """Every event meant for us, across reconnects, until ``close()``."""
@@ -165,6 +176,7 @@ class ClarionClient:
             self.token = await self.token_provider()
         while not self.is_closing():
             delay: float | None = None
+            self._last_close = (1006, "")
             try:
                 async for event in self._session():
                     yield event
@@ -180,8 +192,14 @@ class ClarionClient:
             except _ReconnectAdvice as advice:
                 delay = advice.seconds
                 self._last_close = (int(CloseCode.DRAIN), advice.reason)
-            except (OSError, websockets.exceptions.WebSocketException, TimeoutError) as error:
-                self._last_close = (1006, str(error) or type(error).__name__)
+            except (
+                OSError,
+                websockets.exceptions.WebSocketException,
+                TimeoutError,
+                httpx.HTTPError,
+            ) as error:
+                if not self._last_close[1]:  # unless the session said why already
+                    self._last_close = (1006, str(error) or type(error).__name__)
             if self.is_closing():
                 return
             self.backoff.disconnected(time.monotonic())
@@ -198,6 +216,10 @@ class ClarionClient:
         self.url = self.urls[self._attempts % len(self.urls)]
 
     async def _session(self) -> AsyncIterator[dict[str, Any]]:
+        if self.transport == "sse":
+            async for item in self._sse_session():
+                yield item
+            return
         subprotocols = ["clarion.batch.v1" if self.batch else "clarion.v1"]
         self._emit("connecting", url=self.url)
         try:
@@ -233,52 +255,126 @@ class ClarionClient:
             with contextlib.suppress(websockets.exceptions.ConnectionClosedError):
                 async for raw in ws:
                     self._frame_seen.set()
-                    message = json.loads(raw)
-                    kind = message.get("type")
-                    if kind == "event":
-                        self.last_id = message["id"]
-                        yield message
-                    elif kind == "batch":
-                        for event in message["events"]:
-                            self.last_id = event["id"]
-                            yield event
-                    elif kind == "welcome":
-                        if self.last_id is None and message.get("position"):
-                            # No event yet: resume from "when we joined" after a disconnect.
-                            self.last_id = message["position"]
-                        self.replica = message.get("replicaId")
-                        self.stats.replicas.append(self.replica or "")
-                        self._emit("connected", replicaId=self.replica)
-                        if self.on_welcome:
-                            self.on_welcome(message)
-                    elif kind == "reset":
-                        # The server cannot replay what we missed: refetch state, start live.
-                        self.stats.resets += 1
-                        self.last_id = None
-                        yield message
-                    elif kind == "reconnect":
-                        self.stats.reconnect_advice += 1
+                    try:
+                        for item in self._on_frame(json.loads(raw)):
+                            yield item
+                    except _ReconnectAdvice:
                         await ws.close()
-                        raise _ReconnectAdvice(
-                            message.get("afterMs", 0) / 1000, str(message.get("reason", ""))
-                        )
-                    elif kind == "error":
-                        self.last_error = message
+                        raise
             code = ws.close_code or 1006
-            self.stats.close_codes.append(code)
-            reason = str((self.last_error or {}).get("message") or ws.close_reason or "")
+            last: dict[str, Any] = self.last_error or {}  # set by frames, meanwhile
+            reason = str(last.get("message") or ws.close_reason or "")
             if self._heartbeat_lost:
                 code, reason = 1006, "heartbeat timeout"
-            self._last_close = (code, reason)
-            if code in _TERMINAL:
-                raise ClientRejectedError(code, reason)
-            if code == CloseCode.TOKEN_EXPIRED:
-                await self._refresh_token(reason)
+            await self._closed(code, reason)
         finally:
             heartbeat.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await heartbeat
             self._ws = None
+
+    def _on_frame(self, message: dict[str, Any]) -> list[dict[str, Any]]:
+        """Act on one server frame (either transport); return what to hand the app."""
+        kind = message.get("type")
+        if kind == "event":
+            self.last_id = message["id"]
+            return [message]
+        if kind == "batch":
+            for event in message["events"]:
+                self.last_id = event["id"]
+            return list(message["events"])
+        if kind == "welcome":
+            if self.last_id is None and message.get("position"):
+                # No event yet: resume from "when we joined" after a disconnect.
+                self.last_id = message["position"]
+            self.replica = message.get("replicaId")
+            self.stats.replicas.append(self.replica or "")
+            self._emit("connected", replicaId=self.replica)
+            if self.on_welcome:
+                self.on_welcome(message)
+        elif kind == "reset":
+            # The server cannot replay what we missed: refetch state, start live.
+            self.stats.resets += 1
+            self.last_id = None
+            return [message]
+        elif kind == "reconnect":
+            self.stats.reconnect_advice += 1
+            raise _ReconnectAdvice(message.get("afterMs", 0) / 1000, str(message.get("reason", "")))
+        elif kind == "error":
+            self.last_error = message
+        return []
+
+    async def _closed(self, code: int, reason: str) -> None:
+        """The session ended with ``code``: stop, refresh the token, or let it retry."""
+        self.stats.close_codes.append(code)
+        self._last_close = (code, reason)
+        if code in _TERMINAL:
+            raise ClientRejectedError(code, reason)
+        if code == CloseCode.TOKEN_EXPIRED:
+            await self._refresh_token(reason)
+
+    async def _sse_session(self) -> AsyncIterator[dict[str, Any]]:
+        """The same session over Server-Sent Events: HTTP statuses for refusals, the
+        ``error`` frame's code for closes, ``: ping`` comments as the heartbeat."""
+        self._emit("connecting", url=self.url)
+        headers = {**self._headers(), "Accept": "text/event-stream"}
+        self.last_error = None
+        # No frame at all (not even the server's ``: ping``) for its heartbeat interval
+        # plus our timeout: the stream is dead although it never ended.
+        silence = 30.0 + self.heartbeat_timeout
+        async with (
+            httpx.AsyncClient(timeout=httpx.Timeout(10.0, read=None)) as http,
+            http.stream("GET", self._target(), headers=headers) as response,
+        ):
+            if response.status_code != 200:
+                body = (await response.aread()).decode(errors="replace")
+                try:
+                    error = str(json.loads(body).get("error", ""))
+                except ValueError:
+                    error = body[:200]
+                status = response.status_code
+                if status == 401 and error == "expired":
+                    await self._closed(int(CloseCode.TOKEN_EXPIRED), error)
+                if status in _DENIED_TERMINAL:
+                    # The close code a WebSocket client would have seen, for the same reason.
+                    await self._closed(_SSE_REFUSALS.get(status, status), error)
+                self._last_close = (1006, f"HTTP {status} {error}")
+                raise OSError(f"HTTP {status}")
+            self.stats.connects += 1
+            self.backoff.connected(time.monotonic())
+            self._sse = response
+            try:
+                async for item in self._sse_frames(response, silence):
+                    yield item
+            finally:
+                self._sse = None
+        last: dict[str, Any] = self.last_error or {}  # set by frames, meanwhile
+        await self._closed(int(last.get("code", 1006)), str(last.get("message", "")))
+
+    async def _sse_frames(
+        self, response: httpx.Response, silence: float
+    ) -> AsyncIterator[dict[str, Any]]:
+        """Frames of an SSE stream until it ends; silence longer than ``silence`` (the
+        server's heartbeat interval plus ours, once the welcome told it) is a dead stream."""
+        lines = response.aiter_lines()
+        data: list[str] = []
+        while True:
+            try:
+                line = await asyncio.wait_for(anext(lines), silence)
+            except StopAsyncIteration:
+                return
+            except TimeoutError:
+                self._last_close = (1006, "heartbeat timeout")
+                raise
+            if line.startswith("data:"):
+                data.append(line[5:].removeprefix(" "))
+            elif not line and data:
+                message = json.loads("\n".join(data))
+                data = []
+                if message.get("type") == "welcome":
+                    silence = float(message.get("heartbeatSeconds", 30)) + self.heartbeat_timeout
+                for item in self._on_frame(message):
+                    yield item
 
     async def _refresh_token(self, reason: str) -> None:
         """After 4004: reconnect with a fresh token, or stop (the same one is refused)."""
