@@ -435,3 +435,50 @@ async def test_abandoned_resumes_are_freed_without_waiting_for_a_garbage_collect
     # Before: each left its session, replay and frames in a reference cycle (task ->
     # CancelledError -> traceback -> frame -> session -> task) until a full collection.
     assert grown < 512 << 10, f"{grown / 1024:.0f} KiB held (no collection) after {count}"
+
+
+class _PeakCount:
+    """An ``OpenCount`` that remembers the most read-back consumers open at once."""
+
+    def __init__(self) -> None:
+        self.now = 0
+        self.peak = 0
+
+    def inc(self) -> None:
+        self.now += 1
+        self.peak = max(self.peak, self.now)
+
+    def dec(self) -> None:
+        self.now -= 1
+
+
+@pytest.mark.timeout(120)
+async def test_read_backs_beyond_the_open_limit_wait_their_turn_and_all_complete(
+    runtime: WorkerRuntime, topics: ChannelTopics
+) -> None:
+    """A reconnect wave with old cursors: more read-backs than may be open at once. Never
+    more consumers than the limit exist together (each holds connections and prefetched
+    records: the soak's RSS followed their number), and every read-back still completes."""
+    limit = getattr(replayer, "READBACKS_OPEN_MAX", 8)
+    wave = limit + 4
+    opened = _PeakCount()
+    budget = runtime.replay_budget
+    ends = runtime.state.position.snapshot()[topics.approvals]
+    ranges = [
+        ReplayRange(topics.approvals, partition, 0, end)
+        for partition, end in enumerate(ends)
+        if end
+    ]
+
+    async def read_back() -> int:
+        count = 0
+        batches = read_ranges(runtime.settings.kafka, runtime.decoder, ranges, budget, opened)
+        async with contextlib.aclosing(batches):
+            async for batch in batches:
+                count += len(batch)
+        return count
+
+    counts = await asyncio.gather(*(read_back() for _ in range(wave)))
+    assert counts == [RECORDS] * wave
+    assert opened.now == 0
+    assert opened.peak <= limit, f"{opened.peak} read-back consumers open at once"

@@ -15,6 +15,12 @@ Two rules keep read-backs from hurting anyone else:
   ``await`` in between) is granted by the process-wide ``ReplayBudget`` first: at most
   ``REPLAY_EVENTS_PER_TURN`` replayed events per event-loop turn, whatever the number of
   read-backs, so live delivery and the write pass run between slices.
+* At most ``READBACKS_OPEN_MAX`` read-back consumers are open at once; later read-backs
+  wait their turn (first come, first served) before they connect. More open consumers
+  would not replay faster, since the budget above is shared, but each holds its own
+  connections, metadata and prefetched records: in the churn soak (docs/benchmarks.md)
+  the worker's RSS rose and fell with the number of read-backs open, up to 58 at once
+  and about 2 MiB each, so a reconnect wave with old cursors set the worker's memory.
 """
 
 from __future__ import annotations
@@ -44,6 +50,8 @@ FETCH_RECORDS = 256
 #: record larger than the limit, so no record is too big to be read back).
 FETCH_PARTITION_BYTES = 256 * 1024
 FETCH_MAX_BYTES = 1024 * 1024
+#: Read-back consumers open at once, per worker process; the others queue.
+READBACKS_OPEN_MAX = 8
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,7 +86,11 @@ class ReplayBudget:
     after. Replays that arrive while others wait queue behind them.
     """
 
-    def __init__(self, per_turn: int = REPLAY_EVENTS_PER_TURN) -> None:
+    def __init__(
+        self, per_turn: int = REPLAY_EVENTS_PER_TURN, open_max: int = READBACKS_OPEN_MAX
+    ) -> None:
+        #: Held by each read-back while its consumer exists (``read_ranges``).
+        self.consumers = asyncio.Semaphore(open_max)
         self._budget = TurnBudget(per_turn)
         self._turn = 0
         self._ticking = False
@@ -133,56 +145,62 @@ async def read_ranges(
     """Yield decoded records of ``ranges`` in per-partition offset order, slice by slice.
 
     Close the generator when done with it (``contextlib.aclosing``): that stops the
-    consumer at once, also when the caller leaves half-way.
+    consumer at once, also when the caller leaves half-way. The consumer is created only
+    once one of ``budget.consumers`` is free; a caller leaving while it waits for one
+    takes nothing.
     """
     ends = {TopicPartition(r.topic, r.partition): r.end for r in ranges}
-    consumer = AIOKafkaConsumer(
-        **client_options(kafka),
-        group_id=None,
-        enable_auto_commit=False,
-        auto_offset_reset="none",
-        max_partition_fetch_bytes=FETCH_PARTITION_BYTES,
-        fetch_max_bytes=FETCH_MAX_BYTES,
-    )
-    if open_count is not None:
-        open_count.inc()
+    await budget.consumers.acquire()  # cancelled here (client gone): nothing held
     try:
-        await consumer.start()
-        consumer.assign(list(ends))
-        for replay_range in ranges:
-            consumer.seek(
-                TopicPartition(replay_range.topic, replay_range.partition), replay_range.start
-            )
-        pending = set(ends)
-        while pending:
-            batches = await consumer.getmany(
-                *pending, timeout_ms=int(STALL_SECONDS * 1000), max_records=FETCH_RECORDS
-            )
-            if not batches:
-                raise ReplayStalledError(
-                    f"no records for {STALL_SECONDS:.0f}s from {sorted(map(str, pending))}"
-                )
-            for tp, records in batches.items():
-                end = ends[tp]
-                wanted = [record for record in records if record.offset < end]
-                done = 0
-                while done < len(wanted):
-                    size = await budget.take(len(wanted) - done)
-                    yield [_decode(decoder, record) for record in wanted[done : done + size]]
-                    done += size
-                # Offsets can have gaps (transaction markers, compaction): the consumer's
-                # position, not the last record, says whether the range is done.
-                if (records and records[-1].offset >= end - 1) or (
-                    await consumer.position(tp) >= end
-                ):
-                    pending.discard(tp)
-                    consumer.pause(tp)
-    finally:
+        consumer = AIOKafkaConsumer(
+            **client_options(kafka),
+            group_id=None,
+            enable_auto_commit=False,
+            auto_offset_reset="none",
+            max_partition_fetch_bytes=FETCH_PARTITION_BYTES,
+            fetch_max_bytes=FETCH_MAX_BYTES,
+        )
+        if open_count is not None:
+            open_count.inc()
         try:
-            await consumer.stop()
+            await consumer.start()
+            consumer.assign(list(ends))
+            for replay_range in ranges:
+                consumer.seek(
+                    TopicPartition(replay_range.topic, replay_range.partition), replay_range.start
+                )
+            pending = set(ends)
+            while pending:
+                batches = await consumer.getmany(
+                    *pending, timeout_ms=int(STALL_SECONDS * 1000), max_records=FETCH_RECORDS
+                )
+                if not batches:
+                    raise ReplayStalledError(
+                        f"no records for {STALL_SECONDS:.0f}s from {sorted(map(str, pending))}"
+                    )
+                for tp, records in batches.items():
+                    end = ends[tp]
+                    wanted = [record for record in records if record.offset < end]
+                    done = 0
+                    while done < len(wanted):
+                        size = await budget.take(len(wanted) - done)
+                        yield [_decode(decoder, record) for record in wanted[done : done + size]]
+                        done += size
+                    # Offsets can have gaps (transaction markers, compaction): the consumer's
+                    # position, not the last record, says whether the range is done.
+                    if (records and records[-1].offset >= end - 1) or (
+                        await consumer.position(tp) >= end
+                    ):
+                        pending.discard(tp)
+                        consumer.pause(tp)
         finally:
-            if open_count is not None:
-                open_count.dec()
+            try:
+                await consumer.stop()
+            finally:
+                if open_count is not None:
+                    open_count.dec()
+    finally:
+        budget.consumers.release()
 
 
 def _decode(decoder: RecordDecoder, record: Any) -> Event | Skipped:
