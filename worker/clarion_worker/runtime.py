@@ -14,6 +14,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry
 
+from clarion_worker import allocator
 from clarion_worker.config import Secrets
 from clarion_worker.consumer import ChannelConsumer, ChannelState
 from clarion_worker.core.auth import TokenVerifier
@@ -211,6 +212,7 @@ class WorkerRuntime:
         if not self.collection.due(self._closes_since_collection, started - self._last_collection):
             return False
         gc.collect()
+        allocator.trim()  # what the collection freed goes back to the system
         finished = time.monotonic()
         self.metrics.gc_collection.observe(finished - started)
         self._closes_since_collection = 0

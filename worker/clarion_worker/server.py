@@ -28,7 +28,7 @@ from prometheus_client import CollectorRegistry, disable_created_metrics
 from websockets.version import version as websockets_version
 
 from clarion_contract import WORKER_PORT
-from clarion_worker import config, logs
+from clarion_worker import allocator, config, logs
 from clarion_worker.app import create_app
 from clarion_worker.core.settings import SettingsError
 from clarion_worker.direct import DirectWebSocketProtocol, incompatibilities
@@ -178,6 +178,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, _exit_at_once)
     args = _parse(argv)
     environ = dict(os.environ)  # noqa: TID251 - the process edge
+    allocator.tune(environ)  # before the allocations it governs
     logs.configure(args.log_level or environ.get("CLARION_LOG_LEVEL", "info"))
     # The *_created series double the scrape for no use to a dashboard.
     disable_created_metrics()
