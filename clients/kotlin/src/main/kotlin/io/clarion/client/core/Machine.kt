@@ -137,6 +137,8 @@ class ClientMachine(private val config: MachineConfig, random: () -> Double) {
     private var lastError: ServerFrame.Error? = null
     private var fetching: Fetch? = null
     private var reconnectPending = false
+    /** A ping is out and nothing has arrived since: the PONG deadline runs (and is not pushed back). */
+    private var awaitingPong = false
     private var terminal = false
 
     private enum class Fetch { INITIAL, REFRESH }
@@ -197,6 +199,7 @@ class ClientMachine(private val config: MachineConfig, random: () -> Double) {
         lastError = null
         advisedMs = null
         heartbeatSeconds = null
+        awaitingPong = false
         val url = target(currentUrl)
         val headers = linkedMapOf("Authorization" to "Bearer $token")
         val subprotocols = when (config.transport) {
@@ -244,7 +247,10 @@ class ClientMachine(private val config: MachineConfig, random: () -> Double) {
 
     private fun alive(out: MutableList<Action>) {
         when (config.transport) {
-            Transport.WS -> out += Action.CancelTimer(TimerKind.PONG)
+            Transport.WS -> if (awaitingPong) {
+                awaitingPong = false
+                out += Action.CancelTimer(TimerKind.PONG)
+            }
             Transport.SSE -> out += Action.StartTimer(TimerKind.IDLE, conn, idleTimeoutMs())
         }
     }
@@ -287,7 +293,11 @@ class ClientMachine(private val config: MachineConfig, random: () -> Double) {
             TimerKind.RECONNECT -> if (reconnectPending && !active && input.conn == conn) connect(out)
             TimerKind.PING -> if (live(input.conn)) {
                 out += Action.Send(conn, Frames.PING)
-                out += Action.StartTimer(TimerKind.PONG, conn, config.pongTimeoutMs)
+                // The deadline counts from the first unanswered ping: later pings do not move it.
+                if (!awaitingPong) {
+                    awaitingPong = true
+                    out += Action.StartTimer(TimerKind.PONG, conn, config.pongTimeoutMs)
+                }
                 out += Action.StartTimer(TimerKind.PING, conn, config.pingIntervalMs)
             }
             TimerKind.PONG, TimerKind.IDLE -> if (live(input.conn)) {
@@ -318,13 +328,11 @@ class ClientMachine(private val config: MachineConfig, random: () -> Double) {
             effective != null && effective in CloseCodes.TERMINAL ->
                 finish(ConnectionState.Closed(message, effective, refused = true), out)
             httpStatus != null && httpStatus in TERMINAL_HTTP ->
-                finish(ConnectionState.Closed(message, httpStatus, refused = true), out)
-            else -> retry(
-                backoff.nextDelayMs(),
-                describe(effective, httpStatus, message),
-                effective ?: httpStatus ?: CloseCodes.ABNORMAL,
-                out,
-            )
+                finish(ConnectionState.Closed(message, closeCodeOf(httpStatus), refused = true), out)
+            else -> {
+                val known = effective ?: httpStatus?.let(::closeCodeOf)
+                retry(backoff.nextDelayMs(), describe(known, httpStatus, message), known ?: CloseCodes.ABNORMAL, out)
+            }
         }
     }
 
@@ -370,6 +378,7 @@ class ClientMachine(private val config: MachineConfig, random: () -> Double) {
     }
 
     private fun cancelHeartbeat(out: MutableList<Action>) {
+        awaitingPong = false
         out += Action.CancelTimer(TimerKind.PING)
         out += Action.CancelTimer(TimerKind.PONG)
         out += Action.CancelTimer(TimerKind.IDLE)
@@ -378,6 +387,17 @@ class ClientMachine(private val config: MachineConfig, random: () -> Double) {
     private fun setState(next: ConnectionState, out: MutableList<Action>) {
         state = next
         out += Action.State(next)
+    }
+
+    /**
+     * The WebSocket close code of an HTTP refusal's reason (SSE keeps HTTP statuses), so
+     * both transports report a refusal alike: 401 → 4001, 403 → 4003, 503 → 4013.
+     */
+    private fun closeCodeOf(status: Int): Int = when (status) {
+        401 -> CloseCodes.UNAUTHORIZED
+        403 -> CloseCodes.FORBIDDEN
+        503 -> CloseCodes.OVERLOADED
+        else -> status
     }
 
     companion object {

@@ -24,7 +24,32 @@ private class Harness(config: MachineConfig, random: Double = 0.5) {
     var now = 0L
     val all = mutableListOf<Action>()
 
-    fun send(input: Input): List<Action> = machine.handle(input, now).also { all += it }
+    /** Pending timers as the edge keeps them: one per kind, a new start replaces the old. */
+    val timers = HashMap<TimerKind, Pair<Int, Long>>()
+
+    fun send(input: Input): List<Action> = machine.handle(input, now).also { actions ->
+        all += actions
+        for (action in actions) {
+            when (action) {
+                is Action.StartTimer -> timers[action.kind] = action.conn to now + action.delayMs
+                is Action.CancelTimer -> timers.remove(action.kind)
+                else -> Unit
+            }
+        }
+    }
+
+    /** Lets [ms] pass, firing the timers that fall due, in time order. */
+    fun advance(ms: Long) {
+        val end = now + ms
+        while (true) {
+            val (kind, due) = timers.entries.filter { it.value.second <= end }.minByOrNull { it.value.second }
+                ?.let { it.key to it.value } ?: break
+            timers.remove(kind)
+            now = due.second
+            send(Input.Timer(kind, due.first))
+        }
+        now = end
+    }
 
     val conn: Int get() = all.filterIsInstance<Action.Open>().last().conn
 
@@ -260,16 +285,23 @@ class ClientMachineTest {
             h.send(Input.Refused(h.conn, status, body))
             return h
         }
+        // Reported with the WebSocket close code of the same reason, as over WebSocket.
         assertEquals(
-            ConnectionState.Closed("bad_signature", 401, refused = true),
+            ConnectionState.Closed("bad_signature", 4001, refused = true),
             refuse(401, """{"error":"bad_signature","message":"bad_signature"}""").machine.state,
         )
-        assertEquals(ConnectionState.Closed("forbidden", 403, true), refuse(403, """{"error":"forbidden"}""").machine.state)
+        assertEquals(
+            ConnectionState.Closed("wrong_audience", 4003, true),
+            refuse(403, """{"error":"wrong_audience"}""").machine.state,
+        )
+        assertEquals(ConnectionState.Closed("url_too_long", 414, true), refuse(414, """{"error":"url_too_long"}""").machine.state)
         val expired = refuse(401, """{"error":"expired","message":"expired"}""", provider = true)
         assertEquals(Action.FetchToken, expired.all.last())
         val busy = refuse(503, """{"error":"unavailable"}""").machine.state as ConnectionState.Reconnecting
-        assertEquals(503, busy.code)
-        assertEquals("http_503", busy.reason)
+        assertEquals(4013, busy.code)
+        assertEquals("overloaded", busy.reason)
+        val timeout = refuse(408, """{"error":"handshake_timeout"}""").machine.state as ConnectionState.Reconnecting
+        assertEquals(ConnectionState.Reconnecting(50, "http_408", 408), timeout)
     }
 
     @Test
@@ -312,6 +344,33 @@ class ClientMachineTest {
         assertTrue(state.reason.startsWith("heartbeat"))
         // The aborted socket's own report comes later and is ignored.
         assertEquals(emptyList<Action>(), h.send(Input.Closed(dead, 1006, "canceled")))
+    }
+
+    @Test
+    fun `a silent peer is given up within the ping interval plus the timeout, though pings go on`() {
+        val h = Harness(config()) // ping every 1 s, dead 2 s after an unanswered ping
+        h.send(Input.Start)
+        h.connectFully()
+        h.advance(2_999)
+        assertTrue(h.machine.state is ConnectionState.Connected, "gave up early: ${h.machine.state}")
+        h.advance(1)
+        val state = h.machine.state as ConnectionState.Reconnecting
+        assertEquals(CloseCodes.ABNORMAL, state.code)
+        assertTrue(state.reason.startsWith("heartbeat"))
+        assertEquals(1, h.all.count { it is Action.Abort })
+    }
+
+    @Test
+    fun `a peer that answers each ping stays connected`() {
+        val h = Harness(config())
+        h.send(Input.Start)
+        h.connectFully()
+        repeat(20) {
+            h.advance(1_000)
+            h.send(Input.Text(h.conn, """{"type":"pong"}"""))
+        }
+        assertTrue(h.machine.state is ConnectionState.Connected)
+        assertEquals(20, h.all.count { it is Action.Send && it.text == Frames.PING })
     }
 
     @Test
