@@ -33,7 +33,7 @@ import typing
 from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Annotated, Any, Final, Literal
+from typing import Annotated, Any, ClassVar, Final, Literal
 
 from pydantic import (
     AfterValidator,
@@ -99,6 +99,10 @@ AuthMode = Literal["jwt", "none"]
 
 
 # ---- value types ---------------------------------------------------------------------
+
+
+def _snake(camel: str) -> str:
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", camel).lower()
 
 
 def _not_blank(value: str) -> str:
@@ -346,7 +350,16 @@ class AuthSettings(_Section):
 
 
 class LimitsSettings(_Section):
-    max_connections: StrictInt = Field(20000, ge=1, description="Connections per replica.")
+    """Per-worker limits. The operator's ``spec.workers.limits`` is a view of this model:
+    the CRD's schema, bounds and ordering rules for those keys are generated from it."""
+
+    #: Keys the worker requires in order (small, large): a rule here, a CEL rule in the CRD.
+    ORDER: ClassVar[tuple[tuple[str, str], ...]] = (
+        ("batchMaxEvents", "queueMaxEvents"),
+        ("maxRecordBytes", "queueMaxBytes"),
+    )
+
+    max_connections: StrictInt = Field(20000, ge=1, description="Open connections per worker.")
     max_pending_handshakes: StrictInt = Field(
         1000,
         ge=1,
@@ -364,22 +377,31 @@ class LimitsSettings(_Section):
         description="Largest request header section (Authorization and bearer. subprotocol "
         "included); larger: 431.",
     )
-    queue_max_events: StrictInt = Field(1000, ge=1, description="Queued events per connection.")
-    queue_max_bytes: StrictInt = Field(MiB, ge=1, description="Queued bytes per connection.")
-    max_client_frame_bytes: StrictInt = Field(
-        4 * KiB, ge=MIN_CLIENT_FRAME_BYTES, description="Largest client frame."
+    queue_max_events: StrictInt = Field(
+        1000, ge=1, description="Events queued per connection before it is closed as slow."
     )
-    max_record_bytes: StrictInt = Field(MiB, ge=1, description="Largest Kafka record value.")
-    batch_max_events: StrictInt = Field(64, ge=1, description="Events per batch frame.")
-    batch_max_bytes: StrictInt = Field(64 * KiB, ge=1, description="Bytes per batch frame.")
+    queue_max_bytes: StrictInt = Field(
+        MiB, ge=1, description="Bytes queued per connection before it is closed as slow."
+    )
+    max_client_frame_bytes: StrictInt = Field(
+        4 * KiB, ge=MIN_CLIENT_FRAME_BYTES, description="Largest frame accepted from a client."
+    )
+    max_record_bytes: StrictInt = Field(
+        MiB, ge=1, description="Largest Kafka record forwarded; at most queueMaxBytes."
+    )
+    batch_max_events: StrictInt = Field(
+        64, ge=1, description="Events coalesced into one frame; at most queueMaxEvents."
+    )
+    batch_max_bytes: StrictInt = Field(
+        64 * KiB, ge=1, description="Bytes coalesced into one frame."
+    )
 
     @model_validator(mode="after")
     def _batches_fit_queues(self) -> LimitsSettings:
         problems = []
-        if self.batch_max_events > self.queue_max_events:
-            problems.append("batchMaxEvents: must not exceed limits.queueMaxEvents")
-        if self.max_record_bytes > self.queue_max_bytes:
-            problems.append("maxRecordBytes: must not exceed limits.queueMaxBytes")
+        for small, large in self.ORDER:
+            if getattr(self, _snake(small)) > getattr(self, _snake(large)):
+                problems.append(f"{small}: must not exceed limits.{large}")
         _rules(problems)
         return self
 
@@ -466,8 +488,9 @@ class WorkerSettings(WorkerConfig):
 #: operator refuses a channel whose values, with these filled in, the worker would refuse.
 LIMIT_DEFAULTS: Final[Mapping[str, int]] = MappingProxyType(
     {
-        to_camel(name): int(LimitsSettings.model_fields[name].default)
-        for name in ("queue_max_events", "queue_max_bytes", "max_record_bytes", "batch_max_events")
+        key: int(LimitsSettings.model_fields[_snake(key)].default)
+        for pair in LimitsSettings.ORDER
+        for key in pair
     }
 )
 
@@ -665,10 +688,6 @@ class KeyInfo:
     @property
     def env_name(self) -> str:
         return ENV_PREFIX + "__".join(_snake(part).upper() for part in self.path.split("."))
-
-
-def _snake(camel: str) -> str:
-    return re.sub(r"(?<!^)(?=[A-Z])", "_", camel).lower()
 
 
 def _kind(annotation: Any) -> tuple[str, tuple[str, ...]]:

@@ -21,14 +21,15 @@ from __future__ import annotations
 from typing import Any, Final
 
 import yaml
+from pydantic import BaseModel
 
 from clarion_contract.worker_config import (
     JWT_ALGORITHMS,
     JWT_ALGORITHMS_HMAC,
     LIMIT_DEFAULTS,
-    MIN_CLIENT_FRAME_BYTES,
     SASL_MECHANISMS,
     SECURITY_PROTOCOLS,
+    LimitsSettings,
 )
 
 GROUP: Final = "realtime.clarion.dev"
@@ -265,8 +266,35 @@ def _cel_list(items: tuple[str, ...]) -> str:
     return "[" + ", ".join(f"'{item}'" for item in items) + "]"
 
 
-#: Pairs of ``spec.workers.limits`` keys the worker requires in order (small <= large).
-LIMIT_ORDER: Final = (("batchMaxEvents", "queueMaxEvents"), ("maxRecordBytes", "queueMaxBytes"))
+#: Pairs of ``spec.workers.limits`` keys the worker requires in order (small <= large):
+#: the worker settings model's own rule.
+LIMIT_ORDER: Final = LimitsSettings.ORDER
+#: The worker's limits a channel may set (``spec.workers.limits``), in schema order.
+SPEC_LIMIT_KEYS: Final = (
+    "maxConnections",
+    "queueMaxEvents",
+    "queueMaxBytes",
+    "maxClientFrameBytes",
+    "maxRecordBytes",
+    "batchMaxEvents",
+    "batchMaxBytes",
+)
+
+
+def model_properties(model: type[BaseModel], keys: tuple[str, ...]) -> dict[str, Schema]:
+    """The OpenAPI schema of ``keys`` (camelCase) of a settings model: type, bounds and
+    description from the model's fields, no default (an unset key is the worker's default).
+    Only the integer fields a spec exposes so far are supported."""
+    by_alias = {info.alias or name: info for name, info in model.model_fields.items()}
+    out: dict[str, Schema] = {}
+    for key in keys:
+        info = by_alias[key]
+        if info.annotation is not int:
+            raise TypeError(f"{model.__name__}.{key}: only integer fields are generated")
+        minimum = next((m.ge for m in info.metadata if hasattr(m, "ge")), None)
+        maximum = next((m.le for m in info.metadata if hasattr(m, "le")), None)
+        out[key] = integer(info.description or "", minimum=minimum, maximum=maximum)
+    return out
 
 
 def _not_above(small: str, large: str) -> Schema:
@@ -666,32 +694,11 @@ def _workers() -> Schema:
     )
     limits = obj(
         "Per-worker limits; unset keys use the worker's defaults (docs/worker-config.md).",
-        {
-            "maxConnections": integer("Open connections per worker.", minimum=1),
-            "queueMaxEvents": integer(
-                "Events queued per connection before it is closed as slow.", minimum=1
-            ),
-            "queueMaxBytes": integer(
-                "Bytes queued per connection before it is closed as slow.", minimum=1
-            ),
-            "maxClientFrameBytes": integer(
-                "Largest frame accepted from a client.", minimum=MIN_CLIENT_FRAME_BYTES
-            ),
-            "maxRecordBytes": integer(
-                "Largest Kafka record forwarded; at most queueMaxBytes.", minimum=1
-            ),
-            "batchMaxEvents": integer(
-                "Events coalesced into one frame; at most queueMaxEvents.", minimum=1
-            ),
-            "batchMaxBytes": integer("Bytes coalesced into one frame.", minimum=1),
-        },
+        model_properties(LimitsSettings, SPEC_LIMIT_KEYS),
         default={},
         # The worker refuses these pairs (unset keys are its defaults): every replica of
         # such a channel would exit at start.
-        rules=(
-            _not_above("batchMaxEvents", "queueMaxEvents"),
-            _not_above("maxRecordBytes", "queueMaxBytes"),
-        ),
+        rules=tuple(_not_above(small, large) for small, large in LIMIT_ORDER),
     )
     resume = obj(
         "Resume of a reconnecting client from its per-partition offsets.",

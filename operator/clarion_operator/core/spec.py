@@ -23,10 +23,10 @@ from clarion_contract.worker_config import (
     JWT_ALGORITHMS,
     JWT_ALGORITHMS_HMAC,
     LIMIT_DEFAULTS,
-    MIN_CLIENT_FRAME_BYTES,
     SASL_MECHANISMS,
     SECURITY_PROTOCOLS,
     Audience,
+    LimitsSettings,
 )
 from clarion_operator.core import crd
 from clarion_operator.core.errors import PermanentError
@@ -1008,16 +1008,22 @@ def _workers(r: _Reader, raw: Mapping[str, object]) -> WorkersSpec:
         )
     lim = r.obj(raw, "limits", p)
     lp = f"{p}.limits"
+    # Bounds from the worker settings model, through the CRD schema generated from it.
+    bounds = crd.model_properties(LimitsSettings, crd.SPEC_LIMIT_KEYS)
+
+    def limit(key: str) -> int | None:
+        return r.opt_int(
+            lim, key, lp, minimum=bounds[key].get("minimum"), maximum=bounds[key].get("maximum")
+        )
+
     worker_limits = LimitsSpec(
-        max_connections=r.opt_int(lim, "maxConnections", lp, minimum=1),
-        queue_max_events=r.opt_int(lim, "queueMaxEvents", lp, minimum=1),
-        queue_max_bytes=r.opt_int(lim, "queueMaxBytes", lp, minimum=1),
-        max_client_frame_bytes=r.opt_int(
-            lim, "maxClientFrameBytes", lp, minimum=MIN_CLIENT_FRAME_BYTES
-        ),
-        max_record_bytes=r.opt_int(lim, "maxRecordBytes", lp, minimum=1),
-        batch_max_events=r.opt_int(lim, "batchMaxEvents", lp, minimum=1),
-        batch_max_bytes=r.opt_int(lim, "batchMaxBytes", lp, minimum=1),
+        max_connections=limit("maxConnections"),
+        queue_max_events=limit("queueMaxEvents"),
+        queue_max_bytes=limit("queueMaxBytes"),
+        max_client_frame_bytes=limit("maxClientFrameBytes"),
+        max_record_bytes=limit("maxRecordBytes"),
+        batch_max_events=limit("batchMaxEvents"),
+        batch_max_bytes=limit("batchMaxBytes"),
     )
     for small, large in crd.LIMIT_ORDER:
         a, b = _limit(lim, small), _limit(lim, large)
