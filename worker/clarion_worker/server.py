@@ -25,6 +25,9 @@ from types import FrameType
 
 import uvicorn
 from prometheus_client import CollectorRegistry, disable_created_metrics
+from starlette.applications import Starlette
+from starlette.routing import Match, WebSocketRoute
+from starlette.types import ASGIApp, Receive, Scope, Send
 from websockets.version import version as websockets_version
 
 from clarion_contract import WORKER_PORT
@@ -40,6 +43,34 @@ _BACKLOG = 16384
 _GC_THRESHOLD = 50_000
 #: After the drain window, how long the last writers get to flush and close.
 _FLUSH_SECONDS = 5.0
+
+
+def websocket_fast_path(app: Starlette) -> ASGIApp:
+    """The ASGI entry: a WebSocket upgrade goes straight to its route, past Starlette's
+    middleware stack and router; everything else (HTTP, lifespan, unknown paths) takes
+    the whole app.
+
+    An ASGI call lives as long as its connection, so every layer it passes through keeps
+    a coroutine frame (and closures) per idle WebSocket: ~2 KiB of the W3 figure (issue
+    17, bench/memory.py). For WebSockets those layers do nothing here: the server-error
+    middleware passes non-HTTP scopes through, the app has no exception handlers of its
+    own, and the route sets the same ``app``, ``endpoint`` and ``path_params`` as the
+    router does.
+    """
+    routes = [route for route in app.routes if isinstance(route, WebSocketRoute)]
+
+    async def entry(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "websocket":
+            for route in routes:
+                match, child = route.matches(scope)
+                if match is Match.FULL:
+                    scope.update(child)
+                    scope["app"] = app
+                    await route.handle(scope, receive, send)
+                    return
+        await app(scope, receive, send)
+
+    return entry
 
 
 class DrainingServer(uvicorn.Server):
@@ -122,7 +153,7 @@ def build_server(args: argparse.Namespace, environ: dict[str, str]) -> DrainingS
         on_refused=lambda reason: metrics.handshake_refusals.labels(reason).inc(),
     )
     uv_config = uvicorn.Config(
-        create_app(runtime),
+        websocket_fast_path(create_app(runtime)),
         host=args.host,
         port=args.port,
         loop="uvloop" if has_uvloop else "asyncio",

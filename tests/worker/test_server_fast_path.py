@@ -1,0 +1,108 @@
+"""The worker's ASGI entry (server.websocket_fast_path): WebSocket upgrades reach their
+route without Starlette's middleware stack and router, whose coroutine frames would live
+as long as each idle connection (issue 17, W3); everything else takes the whole app."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse
+from starlette.routing import Route, WebSocketRoute
+from starlette.websockets import WebSocket
+
+from clarion_worker.server import websocket_fast_path
+
+
+def _app(seen: dict[str, Any]) -> Starlette:
+    async def endpoint(websocket: WebSocket) -> None:
+        frames = []
+        frame = sys._getframe().f_back
+        while frame is not None:
+            frames.append(frame.f_code.co_filename)
+            frame = frame.f_back
+        seen["frames"] = frames
+        seen["path_params"] = websocket.path_params
+        seen["app"] = websocket.scope.get("app")
+        await websocket.accept()
+        message = await websocket.receive()
+        seen["received"] = message["type"]
+
+    async def hello(_request: Request) -> PlainTextResponse:
+        return PlainTextResponse("hi")
+
+    return Starlette(
+        routes=[WebSocketRoute("/ws/{kind}", endpoint), Route("/hello", hello)],
+    )
+
+
+def _scope(kind: str, path: str) -> dict[str, Any]:
+    return {
+        "type": kind,
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "scheme": "ws" if kind == "websocket" else "http",
+        "method": "GET",
+        "path": path,
+        "raw_path": path.encode(),
+        "root_path": "",
+        "query_string": b"",
+        "headers": [],
+        "server": ("127.0.0.1", 80),
+        "client": ("127.0.0.1", 1234),
+        "subprotocols": [],
+        "state": {},
+        "extensions": {},
+    }
+
+
+async def _drive(app: Any, scope: dict[str, Any], inbound: list[dict[str, Any]]) -> list[Any]:
+    sent: list[Any] = []
+
+    async def receive() -> dict[str, Any]:
+        return inbound.pop(0)
+
+    async def send(message: Any) -> None:
+        sent.append(message)
+
+    await app(scope, receive, send)
+    return sent
+
+
+async def test_a_websocket_reaches_its_route_past_the_middleware_stack() -> None:
+    seen: dict[str, Any] = {}
+    app = _app(seen)
+    sent = await _drive(
+        websocket_fast_path(app),
+        _scope("websocket", "/ws/dashboard"),
+        [{"type": "websocket.connect"}, {"type": "websocket.disconnect", "code": 1000}],
+    )
+    assert [m["type"] for m in sent] == ["websocket.accept"]
+    assert seen["received"] == "websocket.disconnect"
+    assert seen["path_params"] == {"kind": "dashboard"}
+    assert seen["app"] is app
+    layers = [f for f in seen["frames"] if "starlette" in f]
+    assert layers, "the route's own session wrapper is still Starlette's"
+    assert not [f for f in layers if "middleware" in f or f.endswith("applications.py")]
+
+
+async def test_the_whole_app_still_serves_websockets_without_the_fast_path() -> None:
+    seen: dict[str, Any] = {}
+    await _drive(
+        _app(seen),
+        _scope("websocket", "/ws/dashboard"),
+        [{"type": "websocket.connect"}, {"type": "websocket.disconnect", "code": 1000}],
+    )
+    # The measure above can fail: through the app, the middleware frames are there.
+    assert [f for f in seen["frames"] if "starlette/middleware" in f]
+
+
+async def test_http_and_unknown_websocket_paths_take_the_whole_app() -> None:
+    entry = websocket_fast_path(_app({}))
+    sent = await _drive(entry, _scope("http", "/hello"), [{"type": "http.request"}])
+    assert sent[0]["type"] == "http.response.start"
+    assert sent[0]["status"] == 200
+    sent = await _drive(entry, _scope("websocket", "/elsewhere"), [{"type": "websocket.connect"}])
+    assert [m["type"] for m in sent] == ["websocket.close"]
