@@ -10,7 +10,9 @@ The dashboard (static HTML and JS in ``dashboard/``) is served by a tiny local s
 behind the same entry point as the workers (Traefik's file provider, or HAProxy's second
 backend), so the page and its WebSockets share one origin (the one the channel's
 allowedOrigins is given). ``/config.json`` hands the page
-demo tokens minted with the channel's secret.
+demo tokens minted with the channel's secret; ``/clarion.js`` is the TypeScript client's
+browser bundle (clients/typescript, built on first use), which the page's reconnect,
+resume and token refresh come from.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from clarion_devstack import stack
+from clarion_devstack import stack, tsclient
 from clarion_devstack.e2e import pods, sysdeps, traefik
 from clarion_devstack.e2e.cluster import Deployment
 from clarion_devstack.e2e.events import Person, Traffic, UnionFlowProducer
@@ -56,20 +58,29 @@ class Site:
 
     def start(self) -> None:
         site = self
+        settings = DevstackSettings.from_environ(os.environ)  # noqa: TID251 - process edge
+        tsclient.ensure_built(settings)
+        bundle = tsclient.browser_bundle(settings)
 
         class Handler(SimpleHTTPRequestHandler):
             def __init__(self, *args: Any, **kwargs: Any) -> None:
                 super().__init__(*args, directory=str(DASHBOARD), **kwargs)
 
+            def _send(self, body: bytes, content_type: str) -> None:
+                self.send_response(200)
+                self.send_header("Content-Type", content_type)
+                self.send_header("Cache-Control", "no-store")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
             def do_GET(self) -> None:
-                if self.path.split("?")[0] == "/config.json":
-                    body = json.dumps(site.config).encode()
-                    self.send_response(200)
-                    self.send_header("Content-Type", "application/json")
-                    self.send_header("Cache-Control", "no-store")
-                    self.send_header("Content-Length", str(len(body)))
-                    self.end_headers()
-                    self.wfile.write(body)
+                path = self.path.split("?")[0]
+                if path == "/config.json":
+                    self._send(json.dumps(site.config).encode(), "application/json")
+                    return
+                if path == "/clarion.js":
+                    self._send(bundle.read_bytes(), "text/javascript")
                     return
                 super().do_GET()
 

@@ -1,16 +1,12 @@
-// One WebSocket per demo user, through the load balancer (same origin as this page).
-// Reconnect: exponential backoff with full jitter (capped), or the server's drain advice;
-// resume: the last event id goes back as ?lastId= so nothing is lost or repeated.
+// One WebSocket per demo user, through the load balancer (same origin as this page), with
+// the @clarion/client package's browser bundle (clients/typescript, served as /clarion.js):
+// it reconnects with full-jitter backoff or the server's drain advice, resumes with the
+// last event id (nothing lost or repeated), asks for a fresh token after 4004 and stops on
+// refusals that retrying cannot fix. This page only renders what it reports.
 // Gap check: data.streamSeq is consecutive per stream (topic + organization or user).
-// Refusals arrive in-band (an `error` frame, then a 4xxx close): 4004 means the token
-// expired, so fetch a fresh one and reconnect; codes that retrying cannot fix stop here.
-"use strict";
+import { ClarionClient } from "./clarion.js";
 
 const BASE_MS = 500, CAP_MS = 15000, STABLE_MS = 10000;
-const TOKEN_EXPIRED = 4004;
-// 1002 protocol error, 1003 binary, 1007 bad UTF-8, 1009 too big, 4001 unauthorized,
-// 4003 forbidden, 4009 bad frame: the same request would be refused again.
-const TERMINAL = new Set([1002, 1003, 1007, 1009, 4001, 4003, 4009]);
 const state = { viewers: [] };
 window.clarionDashboard = {
   snapshot: () => state.viewers.map((v) => ({
@@ -39,85 +35,47 @@ function describe(ev) {
 class Viewer {
   constructor(cfg, wsPath) {
     Object.assign(this, { user: cfg.user, label: cfg.label, orgs: cfg.organizations, token: cfg.token });
-    this.lastError = null;
-    this.wsPath = wsPath; this.state = "connecting"; this.replica = "-"; this.replicas = [];
+    this.state = "connecting"; this.replica = "-"; this.replicas = [];
     this.connects = 0; this.events = 0; this.gaps = 0; this.duplicates = 0; this.resets = 0;
-    this.lastSeq = 0; this.lastId = null; this.attempt = 0; this.streams = new Map();
+    this.lastSeq = 0; this.streams = new Map();
     this.perOrg = new Map(); this.feed = [];
-    this.render(); this.connect();
-  }
-
-  url() {
-    const q = this.lastId ? `?lastId=${encodeURIComponent(this.lastId)}` : "";
+    this.render();
     const scheme = location.protocol === "https:" ? "wss" : "ws";
-    return `${scheme}://${location.host}${this.wsPath}${q}`;
+    this.client = new ClarionClient({
+      url: `${scheme}://${location.host}${wsPath}`,
+      backoffBaseMs: BASE_MS, backoffCapMs: CAP_MS, stableMs: STABLE_MS,
+      tokenProvider: (reason) => (reason === "expired" ? this.refreshToken() : this.token),
+      onEvent: (ev) => { this.onEvent(ev); this.update(); },
+      onReset: () => { this.resets += 1; this.streams.clear(); this.update(); },
+      onState: (change) => { this.onState(change); this.update(); },
+    }).start();
   }
 
-  connect() {
-    this.state = "connecting"; this.update();
-    const ws = new WebSocket(this.url(), ["clarion.v1", `bearer.${this.token}`]);
-    this.ws = ws; let advice = null;
-    ws.onopen = () => { this.openedAt = Date.now(); };
-    ws.onmessage = (m) => {
-      const msg = JSON.parse(m.data);
-      if (msg.type === "welcome") {
-        // No event yet: the welcome's position is where to resume after a drop.
-        if (!this.lastId && msg.position) this.lastId = msg.position;
-        this.connects += 1; this.state = "open"; this.replica = msg.replicaId;
-        this.replicas.push(msg.replicaId);
-        this.ping = setInterval(() => ws.readyState === 1 && ws.send('{"type":"ping"}'),
-                                (msg.heartbeatSeconds || 30) * 1000);
-      } else if (msg.type === "event") {
-        this.lastId = msg.id; this.onEvent(msg);
-      } else if (msg.type === "reset") {
-        this.resets += 1; this.lastId = null; this.streams.clear();
-      } else if (msg.type === "reconnect") {
-        advice = msg.afterMs || 0;
-      } else if (msg.type === "error") {
-        this.lastError = msg;
-      }
-      this.update();
-    };
-    ws.onclose = (close) => {
-      clearInterval(this.ping);
-      if (TERMINAL.has(close.code)) {
-        this.stop(close);
-        return;
-      }
-      if (close.code === TOKEN_EXPIRED) {
-        this.refreshToken().then((fresh) => {
-          if (fresh) this.connect();
-          else this.stop(close);
-        });
-        return;
-      }
-      if (this.openedAt && Date.now() - this.openedAt > STABLE_MS) this.attempt = 0;
-      this.openedAt = 0;
-      const delay = advice !== null ? advice
-        : Math.random() * Math.min(CAP_MS, BASE_MS * 2 ** this.attempt++);
-      this.state = `waiting ${(delay / 1000).toFixed(1)}s`; this.update();
-      setTimeout(() => this.connect(), delay);
-    };
+  onState(change) {
+    if (change.state === "connecting") this.state = "connecting";
+    else if (change.state === "connected") {
+      this.connects += 1; this.state = "open"; this.replica = change.replicaId;
+      this.replicas.push(change.replicaId);
+    } else if (change.state === "reconnecting") {
+      this.state = change.reason.code === 4004 ? "refreshing token"
+        : `waiting ${(change.delayMs / 1000).toFixed(1)}s`;
+    } else if (change.state === "closed") {
+      this.state = `stopped: ${change.reason.code} ${change.reason.message}`;
+    }
   }
 
   // The demo's tokens come with the page's config: a fresh one is a new fetch of it. A
-  // real app asks its identity provider here. Nothing new: stop instead of looping.
+  // real app asks its identity provider here. The same token again (or none) stops the
+  // client instead of looping.
   async refreshToken() {
-    this.state = "refreshing token"; this.update();
     try {
       const cfg = await (await fetch("config.json", { cache: "no-store" })).json();
       const mine = cfg.viewers.find((v) => v.user === this.user);
-      if (mine && mine.token && mine.token !== this.token) {
-        this.token = mine.token;
-        return true;
-      }
-    } catch (e) { /* the page's server is gone: same as no fresh token */ }
-    return false;
-  }
-
-  stop(close) {
-    const why = (this.lastError && this.lastError.message) || close.reason || "refused";
-    this.state = `stopped: ${close.code} ${why}`; this.update();
+      if (mine && mine.token) this.token = mine.token;
+      return mine ? mine.token : null;
+    } catch (e) {
+      return null; // the page's server is gone: same as no fresh token
+    }
   }
 
   onEvent(ev) {
