@@ -587,8 +587,11 @@ async def w2_steps(
     seconds: float,
     label: str,
     profile_rate: float | None = None,
+    every_rate: bool = False,
 ) -> Json:
-    """Raise the broadcast rate step by step on one target until it saturates."""
+    """Raise the broadcast rate step by step on one target until it saturates
+    (``every_rate``: measure every rate asked, saturated or not, as the latency table
+    wants each one)."""
     gen = bench.loadgen(f"w2-{label}", target.server.url, conns, *target.loadgen_args)
     steps: list[Json] = []
     profile: Json | None = None
@@ -645,7 +648,8 @@ async def w2_steps(
                 f"p99 {stats['latency_ms']['p99']:.1f} ms catch-up {catch_up:.1f}s cpu {cpu}% "
                 f"lost {lost} loadgen cpu {stats['cpu_percent']:.0f}%"
             )
-            if lost > 0 or catch_up > 5 or stats["connected"] < audience["all"]:
+            saturated = lost > 0 or catch_up > 5 or stats["connected"] < audience["all"]
+            if saturated and not every_rate:
                 break  # saturated: clients were dropped or the backlog did not drain
             await asyncio.sleep(1)
     finally:
@@ -829,6 +833,7 @@ async def w2_run(
     seconds: float,
     batch: bool | None,
     profile_rate: float | None = None,
+    every_rate: bool = False,
 ) -> Json:
     target = await make()
     try:
@@ -840,7 +845,7 @@ async def w2_run(
             if batch:
                 args.append("-batch")
         target.loadgen_args = args
-        return await w2_steps(bench, target, conns, rates, seconds, label, profile_rate)
+        return await w2_steps(bench, target, conns, rates, seconds, label, profile_rate, every_rate)
     finally:
         await target.close()
 
@@ -868,14 +873,15 @@ async def latency_runs(bench: Bench, conns: int, rates: list[float], seconds: fl
     runs: list[Json] = []
     for kind in ("bare_asyncio", "ws_broadcast"):
         bench.say(f"latency: {kind}")
-        runs.append(await w2_run(bench, peer_maker(bench, kind), conns, rates, seconds, None))
+        make_peer = peer_maker(bench, kind)
+        runs.append(await w2_run(bench, make_peer, conns, rates, seconds, None, None, True))
     for batch in (False, True):
 
         async def make() -> Target:
             return await clarion_target(bench, "uvicorn", hop=True)
 
         bench.say(f"latency: clarion-uvicorn batch={batch}")
-        runs.append(await w2_run(bench, make, conns, rates, seconds, batch))
+        runs.append(await w2_run(bench, make, conns, rates, seconds, batch, None, True))
     return {
         "connections": conns,
         "rates": rates,
