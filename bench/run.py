@@ -864,7 +864,9 @@ def peer_maker(bench: Bench, kind: str) -> Callable[[], Awaitable[Target]]:
     return make
 
 
-async def latency_runs(bench: Bench, conns: int, rates: list[float], seconds: float) -> Json:
+async def latency_runs(
+    bench: Bench, conns: int, rates: list[float], seconds: float, profile_rate: float | None
+) -> Json:
     """Issue 17's latency table: the worker (both kinds of client, Kafka hop measured
     beside it), the bare asyncio floor and websockets.broadcast, at the same connection
     count and broadcast rates, one after the other in the same run (bench/report.py
@@ -881,7 +883,9 @@ async def latency_runs(bench: Bench, conns: int, rates: list[float], seconds: fl
             return await clarion_target(bench, "uvicorn", hop=True)
 
         bench.say(f"latency: clarion-uvicorn batch={batch}")
-        runs.append(await w2_run(bench, make, conns, rates, seconds, batch, None, True))
+        # py-spy on the worker at profile_rate (one-per-frame clients): where the pass goes.
+        spy_rate = None if batch else profile_rate
+        runs.append(await w2_run(bench, make, conns, rates, seconds, batch, spy_rate, True))
     return {
         "connections": conns,
         "rates": rates,
@@ -1187,6 +1191,7 @@ async def run(args: argparse.Namespace, bench: Bench) -> Json:
             conns,
             [float(r) for r in args.latency_rates.split(",")],
             args.latency_seconds,
+            args.profile_rate or None,
         )
     if args.scaling:
         # Deliveries/s against connections: Clarion both ways, and Centrifugo.
