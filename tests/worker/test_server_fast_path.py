@@ -4,7 +4,10 @@ as long as each idle connection (issue 17, W3); everything else takes the whole 
 
 from __future__ import annotations
 
+import argparse
+import json
 import sys
+from pathlib import Path
 from typing import Any
 
 from starlette.applications import Starlette
@@ -13,7 +16,7 @@ from starlette.responses import PlainTextResponse
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
-from clarion_worker.server import websocket_fast_path
+from clarion_worker.server import build_server, websocket_fast_path
 
 
 def _app(seen: dict[str, Any]) -> Starlette:
@@ -106,3 +109,25 @@ async def test_http_and_unknown_websocket_paths_take_the_whole_app() -> None:
     assert sent[0]["status"] == 200
     sent = await _drive(entry, _scope("websocket", "/elsewhere"), [{"type": "websocket.connect"}])
     assert [m["type"] for m in sent] == ["websocket.close"]
+
+
+def test_the_worker_serves_its_app_through_the_fast_path_alone(tmp_path: Path) -> None:
+    """uvicorn wraps nothing around it: no X-Forwarded-* middleware (the worker never
+    reads a client address), so no extra layer per connection."""
+    config = tmp_path / "worker.json"
+    config.write_text(
+        json.dumps(
+            {
+                "apiVersion": "clarion.dev/worker-config/v1",
+                "channel": "tests",
+                "kafka": {"bootstrapServers": "127.0.0.1:1"},
+                "topics": [{"name": "t.approvals", "audience": "organization"}],
+                "auth": {"mode": "none"},
+            }
+        )
+    )
+    args = argparse.Namespace(config=str(config), host="127.0.0.1", port=0, log_level="warning")
+    built = build_server(args, {})
+    built.config.load()
+    entry = built.config.loaded_app
+    assert getattr(entry, "__qualname__", "") == "websocket_fast_path.<locals>.entry"

@@ -169,6 +169,9 @@ def build_server(args: argparse.Namespace, environ: dict[str, str]) -> DrainingS
         ws_ping_timeout=settings.heartbeat.timeout_seconds,
         log_config=None,
         access_log=False,
+        # Nothing here reads the client's address, so uvicorn's X-Forwarded-* middleware
+        # would only add a layer (and a coroutine frame per idle WebSocket: W3).
+        proxy_headers=False,
         lifespan="on",
         # A replica's clients all come back at once after a failover or a drain: a
         # short accept queue would reset most of them (the kernel caps it at somaxconn).
