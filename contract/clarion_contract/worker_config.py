@@ -44,6 +44,7 @@ from pydantic import (
     StrictFloat,
     StrictInt,
     StrictStr,
+    StringConstraints,
     ValidationError,
     field_validator,
     model_validator,
@@ -51,7 +52,7 @@ from pydantic import (
 from pydantic.alias_generators import to_camel
 from pydantic_core import PydanticCustomError
 
-from clarion_contract.zones import resolve_zone
+from clarion_contract.zones import TIMESTAMP_ZONE_PATTERN, resolve_zone
 
 CONFIG_API_VERSION: Final = "clarion.dev/worker-config/v1"
 #: File name of the document inside the ConfigMap and the mounted volume.
@@ -105,7 +106,9 @@ def _snake(camel: str) -> str:
     return re.sub(r"(?<!^)(?=[A-Z])", "_", camel).lower()
 
 
-def _not_blank(value: str) -> str:
+def not_blank(value: str) -> str:
+    """More than whitespace (``str.isspace``); the CRD's generated schema says the same
+    with a pattern."""
     if not value.strip():
         raise PydanticCustomError("not_blank", "must not be empty")
     return value
@@ -159,7 +162,9 @@ def _algorithms(value: tuple[str, ...]) -> tuple[str, ...]:
 
 
 #: A non-blank string.
-Text = Annotated[StrictStr, AfterValidator(_not_blank)]
+Text = Annotated[StrictStr, AfterValidator(not_blank)]
+#: A JSON field or record header name (the CRD's bound on such names).
+FieldName = Annotated[StrictStr, StringConstraints(max_length=253), AfterValidator(not_blank)]
 HttpPath = Annotated[StrictStr, AfterValidator(_http_path)]
 Seconds = Annotated[StrictFloat, Field(allow_inf_nan=False)]
 
@@ -242,34 +247,57 @@ class TopicSettings(_Section):
 
 
 class RoutingSettings(_Section):
-    """Where each record's routing facts are found: JSON fields, or headers and key."""
+    """Where each record's routing facts are found. Headers and key are read without
+    parsing the JSON payload and win over fields when both are set.
 
-    type_field: Text = Field("type", description="JSON field holding the event type.")
-    organization_field: Text = Field("organizationId", description="JSON field: organization.")
-    user_field: Text = Field("userId", description="JSON field: target user (user topics).")
-    data_field: Text = Field("data", description="JSON field holding the payload sent to clients.")
-    timestamp_field: Text = Field("timestamp", description="JSON field: producer timestamp.")
+    The channel's ``spec.routing`` is this model: the CRD's schema and CEL rule are
+    generated from it and the operator validates the spec's routing with it."""
+
+    #: The cross-field rule below as CEL, for the CRD.
+    CEL: ClassVar[tuple[tuple[str, str], ...]] = (
+        (
+            "!(has(self.organizationFromKey) && self.organizationFromKey && "
+            "has(self.organizationHeader))",
+            "set either organizationFromKey or organizationHeader, not both",
+        ),
+    )
+
+    type_field: FieldName = Field("type", description="JSON field holding the event type.")
+    organization_field: FieldName = Field(
+        "organizationId", description="JSON field holding the organization id."
+    )
+    user_field: FieldName = Field("userId", description="JSON field holding the user id.")
+    data_field: FieldName = Field(
+        "data", description="JSON field holding the payload sent to clients."
+    )
+    timestamp_field: FieldName = Field(
+        "timestamp", description="JSON field holding the event time."
+    )
     #: Zone of zoneless producer timestamps (``resolve_zone`` accepts it).
-    timestamp_zone: Annotated[StrictStr, AfterValidator(_zone)] = Field(
+    timestamp_zone: Annotated[
+        StrictStr,
+        StringConstraints(max_length=64, pattern=TIMESTAMP_ZONE_PATTERN),
+        AfterValidator(_zone),
+    ] = Field(
         "UTC",
         description="Zone of producer timestamps written without an offset (Java's "
-        "LocalDateTime): UTC, +HH:MM or an IANA name such as Africa/Abidjan.",
+        "LocalDateTime): UTC (the workers' default), a fixed offset such as +01:00, or an "
+        "IANA name such as Africa/Abidjan.",
     )
-    type_header: Text | None = Field(
-        None, description="Record header holding the type (wins if set)."
+    type_header: FieldName | None = Field(None, description="Record header holding the event type.")
+    organization_header: FieldName | None = Field(
+        None, description="Record header holding the organization id."
     )
-    organization_header: Text | None = Field(
-        None, description="Record header holding the organization."
-    )
-    user_header: Text | None = Field(None, description="Record header holding the target user.")
+    user_header: FieldName | None = Field(None, description="Record header holding the user id.")
     organization_from_key: StrictBool = Field(
-        False, description="Take the organization from the key."
+        False,
+        description="Use the record key as the organization id (excludes organizationHeader).",
     )
 
     @model_validator(mode="after")
     def _one_organization_source(self) -> RoutingSettings:
         if self.organization_from_key and self.organization_header is not None:
-            _rules(["organizationFromKey: set either organizationFromKey or organizationHeader"])
+            _rules([f"organizationFromKey: {self.CEL[0][1]}"])
         return self
 
 
@@ -612,11 +640,28 @@ _MESSAGES: Final = {
     "finite_number": "must be finite",
     "bool_type": "must be true or false",
     "string_type": "must be a string",
+    "string_too_long": "must be at most {max_length} characters",
+    "string_pattern_mismatch": "must match {pattern}",
     "model_type": "must be an object",
     "model_attributes_type": "must be an object",
     "tuple_type": "must be a list",
     "too_short": "must be a non-empty list",
 }
+
+
+def problems(error: ValidationError, prefix: str = "") -> list[str]:
+    """``error``'s problems as ``path: message`` lines, paths in camelCase below ``prefix``
+    (for a part of a larger document validated alone)."""
+    if not prefix:
+        return _problems(error)
+    out = []
+    for line in _problems(error):
+        path, _, message = line.partition(": ")
+        if path == "(document)":
+            out.append(f"{prefix}: {message}")
+        else:
+            out.append(f"{prefix}{'' if path.startswith('[') else '.'}{path}: {message}")
+    return out
 
 
 def _problems(error: ValidationError) -> list[str]:
@@ -645,7 +690,7 @@ def _problems(error: ValidationError) -> list[str]:
                     out.append(f"{path or '(document)'}: {line}")
             continue
         else:
-            message = _MESSAGES.get(kind, item["msg"])
+            message = _MESSAGES.get(kind, item["msg"]).format(**ctx)
         if kind == "missing" and path == "replicaId":
             continue
         out.append(f"{path or '(document)'}: {message}")

@@ -18,6 +18,8 @@ rule cost.
 
 from __future__ import annotations
 
+import types
+import typing
 from typing import Any, Final
 
 import yaml
@@ -30,7 +32,10 @@ from clarion_contract.worker_config import (
     SASL_MECHANISMS,
     SECURITY_PROTOCOLS,
     LimitsSettings,
+    RoutingSettings,
+    not_blank,
 )
+from clarion_contract.zones import TIMESTAMP_ZONE_PATTERN as TIMESTAMP_ZONE_PATTERN
 
 GROUP: Final = "realtime.clarion.dev"
 VERSION: Final = "v1alpha1"
@@ -93,10 +98,6 @@ QUANTITY_PATTERN: Final = (
 
 AUDIENCES: Final = ("organization", "user", "broadcast")
 WITHOUT_USER_RULES: Final = ("organization", "reject")
-#: UTC, a fixed offset or an IANA zone name; the operator checks that the name is known.
-TIMESTAMP_ZONE_PATTERN: Final = (
-    r"^(UTC|Z|[+-][0-9]{2}:[0-9]{2}|[A-Za-z][A-Za-z0-9_+-]*(/[A-Za-z0-9_+-]+)*)$"
-)
 DELETION_POLICIES: Final = ("Retain", "Delete")
 AUTH_MODES: Final = ("jwt", "none")
 PULL_POLICIES: Final = ("Always", "IfNotPresent", "Never")
@@ -269,6 +270,10 @@ def _cel_list(items: tuple[str, ...]) -> str:
 #: Pairs of ``spec.workers.limits`` keys the worker requires in order (small <= large):
 #: the worker settings model's own rule.
 LIMIT_ORDER: Final = LimitsSettings.ORDER
+#: ``spec.routing``: every key of the worker's routing settings.
+ROUTING_KEYS: Final = tuple(
+    info.alias or name for name, info in RoutingSettings.model_fields.items()
+)
 #: The worker's limits a channel may set (``spec.workers.limits``), in schema order.
 SPEC_LIMIT_KEYS: Final = (
     "maxConnections",
@@ -281,20 +286,59 @@ SPEC_LIMIT_KEYS: Final = (
 )
 
 
-def model_properties(model: type[BaseModel], keys: tuple[str, ...]) -> dict[str, Schema]:
-    """The OpenAPI schema of ``keys`` (camelCase) of a settings model: type, bounds and
-    description from the model's fields, no default (an unset key is the worker's default).
-    Only the integer fields a spec exposes so far are supported."""
+def model_properties(
+    model: type[BaseModel], keys: tuple[str, ...], *, defaults: tuple[str, ...] = ()
+) -> dict[str, Schema]:
+    """The OpenAPI schema of ``keys`` (camelCase) of a settings model: type, bounds,
+    pattern and description from the model's fields. No default unless named in
+    ``defaults``: an unset key is the worker's default."""
     by_alias = {info.alias or name: info for name, info in model.model_fields.items()}
     out: dict[str, Schema] = {}
     for key in keys:
         info = by_alias[key]
-        if info.annotation is not int:
-            raise TypeError(f"{model.__name__}.{key}: only integer fields are generated")
-        minimum = next((m.ge for m in info.metadata if hasattr(m, "ge")), None)
-        maximum = next((m.le for m in info.metadata if hasattr(m, "le")), None)
-        out[key] = integer(info.description or "", minimum=minimum, maximum=maximum)
+        base, metadata = _unwrap(info.annotation, list(info.metadata))
+        desc = info.description or ""
+        default = info.default if key in defaults else None
+        limits = {
+            name: next(
+                (getattr(m, name) for m in metadata if getattr(m, name, None) is not None), None
+            )
+            for name in ("ge", "le", "max_length", "pattern")
+        }
+        if base is bool:
+            out[key] = boolean(desc, default=default)
+        elif base is int:
+            out[key] = integer(desc, minimum=limits["ge"], maximum=limits["le"], default=default)
+        elif base is str:
+            text = any(getattr(m, "func", None) is not_blank for m in metadata)
+            out[key] = string(
+                desc,
+                default=default,
+                pattern=NOT_BLANK_PATTERN if text else limits["pattern"],
+                min_length=1 if text else None,
+                max_length=limits["max_length"],
+            )
+        else:
+            raise TypeError(f"{model.__name__}.{key}: {base!r} is not generated yet")
     return out
+
+
+def model_rules(model: type[BaseModel]) -> tuple[Schema, ...]:
+    """The model's cross-field rules as CEL (its ``CEL`` pairs of rule and message)."""
+    pairs: tuple[tuple[str, str], ...] = getattr(model, "CEL", ())
+    return tuple(rule(expr, message) for expr, message in pairs)
+
+
+def _unwrap(annotation: Any, metadata: list[Any]) -> tuple[Any, list[Any]]:
+    """The scalar type under ``Optional`` and ``Annotated``, with all the metadata."""
+    origin = typing.get_origin(annotation)
+    if origin in (types.UnionType, typing.Union):
+        inner = [a for a in typing.get_args(annotation) if a is not type(None)]
+        return _unwrap(inner[0], metadata)
+    if origin is typing.Annotated:
+        base, *extra = typing.get_args(annotation)
+        return _unwrap(base, [*metadata, *extra])
+    return annotation, metadata
 
 
 def _not_above(small: str, large: str) -> Schema:
@@ -497,42 +541,17 @@ def _topics() -> Schema:
     )
 
 
-def _routing() -> Schema:
-    def field(desc: str) -> Schema:
-        return string(desc, pattern=NOT_BLANK_PATTERN, min_length=1, max_length=253)
+def model_description(model: type[BaseModel]) -> str:
+    """The first paragraph of the model's docstring, on one line."""
+    return " ".join((model.__doc__ or "").split("\n\n")[0].split())
 
+
+def _routing() -> Schema:
     return obj(
-        "Where each record's routing facts are found. Headers and key are read without "
-        "parsing the JSON payload and win over fields when both are set.",
-        {
-            "typeField": field("JSON field holding the event type."),
-            "organizationField": field("JSON field holding the organization id."),
-            "userField": field("JSON field holding the user id."),
-            "dataField": field("JSON field holding the payload sent to clients."),
-            "timestampField": field("JSON field holding the event time."),
-            "timestampZone": string(
-                "Zone of producer timestamps written without an offset (Java's "
-                "LocalDateTime): UTC (the workers' default), a fixed offset such as +01:00, "
-                "or an IANA name such as Africa/Abidjan.",
-                pattern=TIMESTAMP_ZONE_PATTERN,
-                max_length=64,
-            ),
-            "typeHeader": field("Record header holding the event type."),
-            "organizationHeader": field("Record header holding the organization id."),
-            "userHeader": field("Record header holding the user id."),
-            "organizationFromKey": boolean(
-                "Use the record key as the organization id (excludes organizationHeader).",
-                default=False,
-            ),
-        },
+        model_description(RoutingSettings),
+        model_properties(RoutingSettings, ROUTING_KEYS, defaults=("organizationFromKey",)),
         default={},
-        rules=(
-            rule(
-                "!(has(self.organizationFromKey) && self.organizationFromKey && "
-                "has(self.organizationHeader))",
-                "set either organizationFromKey or organizationHeader, not both",
-            ),
-        ),
+        rules=model_rules(RoutingSettings),
     )
 
 

@@ -247,20 +247,7 @@ def _worker_config(name: str, namespace: str, spec: ChannelSpec) -> Body:
         topics.append(topic)
 
     rt = spec.routing
-    routing: Body = {}
-    for key, value in (
-        ("typeField", rt.type_field),
-        ("organizationField", rt.organization_field),
-        ("userField", rt.user_field),
-        ("dataField", rt.data_field),
-        ("timestampField", rt.timestamp_field),
-        ("timestampZone", rt.timestamp_zone),
-        ("typeHeader", rt.type_header),
-        ("organizationHeader", rt.organization_header),
-        ("userHeader", rt.user_header),
-    ):
-        if value is not None:
-            routing[key] = value
+    routing: Body = rt.model_dump(mode="json", by_alias=True, exclude_unset=True)
     routing["organizationFromKey"] = rt.organization_from_key
 
     a = spec.auth

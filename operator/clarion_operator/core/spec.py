@@ -16,7 +16,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Final, Literal, TypedDict, cast
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import ValidationError
 
 from clarion_contract.worker_config import (
     AUDIENCES,
@@ -27,7 +28,9 @@ from clarion_contract.worker_config import (
     SECURITY_PROTOCOLS,
     Audience,
     LimitsSettings,
+    RoutingSettings,
 )
+from clarion_contract.worker_config import problems as settings_problems
 from clarion_operator.core import crd
 from clarion_operator.core.errors import PermanentError
 from clarion_operator.core.reasons import Reason
@@ -282,18 +285,8 @@ class TopicSpec:
     without_user: str | None = None
 
 
-@dataclass(frozen=True)
-class RoutingSpec:
-    type_field: str | None = None
-    organization_field: str | None = None
-    user_field: str | None = None
-    data_field: str | None = None
-    timestamp_field: str | None = None
-    timestamp_zone: str | None = None
-    type_header: str | None = None
-    organization_header: str | None = None
-    user_header: str | None = None
-    organization_from_key: bool = False
+#: ``spec.routing`` is the worker's own routing settings model (unset keys: its defaults).
+RoutingSpec = RoutingSettings
 
 
 @dataclass(frozen=True)
@@ -839,45 +832,17 @@ def _without_user(r: _Reader, t: Mapping[str, object], tpath: str) -> str | None
     return rule
 
 
-def _timestamp_zone(r: _Reader, raw: Mapping[str, object], p: str) -> str | None:
-    """The zone as the workers will resolve it: UTC, +HH:MM up to 18 h, or a known name."""
-    zone = r.opt_str(raw, "timestampZone", p, pattern=crd.TIMESTAMP_ZONE_PATTERN, max_length=64)
-    if zone is None or zone in ("UTC", "Z"):
-        return zone
-    if zone[0] in "+-":
-        if int(zone[1:3]) > 18 or int(zone[4:6]) > 59:
-            r.fail(f"{p}.timestampZone", f"offset out of range (got {zone!r})")
-            return None
-        return zone
-    try:
-        ZoneInfo(zone)
-    except (ZoneInfoNotFoundError, ValueError, OSError):
-        r.fail(f"{p}.timestampZone", f"unknown time zone {zone!r}")
-        return None
-    return zone
-
-
 def _routing(r: _Reader, raw: Mapping[str, object]) -> RoutingSpec:
-    p = "spec.routing"
-
-    def text(key: str) -> str | None:
-        return r.opt_str(raw, key, p, max_length=253, not_blank=True)
-
-    routing = RoutingSpec(
-        type_field=text("typeField"),
-        organization_field=text("organizationField"),
-        user_field=text("userField"),
-        data_field=text("dataField"),
-        timestamp_field=text("timestampField"),
-        timestamp_zone=_timestamp_zone(r, raw, p),
-        type_header=text("typeHeader"),
-        organization_header=text("organizationHeader"),
-        user_header=text("userHeader"),
-        organization_from_key=r.bool_default(raw, "organizationFromKey", p, False),
-    )
-    if routing.organization_from_key and raw.get("organizationHeader") is not None:
-        r.fail(p, "set either organizationFromKey or organizationHeader, not both")
-    return routing
+    """Validated by the worker's routing model itself. As the API server does, null values
+    and unknown keys are dropped first (an object stored under an older schema)."""
+    given = {k: v for k, v in raw.items() if k in crd.ROUTING_KEYS and v is not None}
+    try:
+        return RoutingSettings.model_validate(given)
+    except ValidationError as error:
+        for line in settings_problems(error, "spec.routing"):
+            path, _, message = line.partition(": ")
+            r.fail(path, message)
+        return RoutingSettings()
 
 
 def _server(r: _Reader, raw: Mapping[str, object]) -> ServerSpec:

@@ -321,7 +321,7 @@ def test_limits_at_the_worker_bounds_are_accepted(
 
 def test_organization_from_key_excludes_organization_header(minimal_raw: dict[str, Any]) -> None:
     minimal_raw["routing"] = {"organizationFromKey": True, "organizationHeader": "org"}
-    assert _paths(minimal_raw) == ["spec.routing"]
+    assert _paths(minimal_raw) == ["spec.routing.organizationFromKey"]
 
 
 @pytest.mark.parametrize(

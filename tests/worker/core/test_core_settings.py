@@ -198,7 +198,8 @@ def test_duplicate_topics_once_every_topic_is_valid() -> None:
         ),
         (
             {**minimal(), "routing": {"organizationFromKey": True, "organizationHeader": "org"}},
-            "routing.organizationFromKey: set either organizationFromKey or organizationHeader",
+            "routing.organizationFromKey: set either organizationFromKey or organizationHeader, "
+            "not both",
         ),
         (
             {**minimal(), "kafka": {"bootstrapServers": "k", "security": {"protocol": "SASL_SSL"}}},
