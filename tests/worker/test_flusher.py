@@ -146,7 +146,8 @@ async def test_a_defect_is_raised_not_turned_into_a_close_and_the_others_keep_th
 
 
 def _event(kafka_ms: int) -> str:
-    return f'{{"type":"event","id":"x","kafkaTs":{kafka_ms},"data":1}}'
+    # As envelope.render_body writes it: kafkaTs last.
+    return f'{{"type":"event","id":"x","data":1,"ts":{kafka_ms},"kafkaTs":{kafka_ms}}}'
 
 
 async def test_replayed_frames_are_kept_out_of_live_delivery_latency() -> None:

@@ -34,7 +34,8 @@ from clarion_worker.core.auth import (
     unverified_principal,
 )
 from clarion_worker.core.coalesce import kafka_ts_ms
-from clarion_worker.core.envelope import SSE_HEARTBEAT
+from clarion_worker.core.envelope import SSE_HEARTBEAT, batch_frame
+from clarion_worker.core.outbox import is_event
 from clarion_worker.core.principal import Principal
 from clarion_worker.core.protocol import (
     PONG_FRAME,
@@ -316,12 +317,12 @@ async def _ws_writer(runtime: WorkerRuntime, websocket: WebSocket, session: Sess
     replay_latency = runtime.metrics.replay_latency.labels("websocket")
     try:
         while True:
-            frame = outbox.take_frame(batch)
+            run = outbox.take_run(batch)
             # Frames of a resume (replayed, as old as the cursor) have their own series.
             latency = replay_latency if session.replaying else live_latency
             if session.replay_done and not outbox.count:
                 session.replaying = False
-            if frame is None:
+            if run is None:
                 session.drained.set()
                 code = session.close_code or session.pending_close
                 if code is not None:
@@ -330,27 +331,21 @@ async def _ws_writer(runtime: WorkerRuntime, websocket: WebSocket, session: Sess
                 session.wakeup.clear()
                 await session.wakeup.wait()
                 continue
-            await websocket.send_text(frame)
+            await websocket.send_text(run[0] if len(run) == 1 else batch_frame(run))
             session.frames_written += 1
-            if frame.startswith('{"type":"batch"'):
-                frames["batch"].inc()
-                deliveries.inc(frame.count('{"type":"event"'))
+            frames["one" if len(run) == 1 else "batch"].inc()
+            if is_event(run[0]):
+                deliveries.inc(len(run))
                 session.events_written = True
-                _observe(frame, latency)
-            else:
-                frames["one"].inc()
-                if frame.startswith('{"type":"event"'):
-                    deliveries.inc()
-                    session.events_written = True
-                    _observe(frame, latency)
+                _observe(run[0], latency)
             session.drained.set()
     except (WebSocketDisconnect, RuntimeError, OSError):
         session.request_close(CloseCode.NORMAL, "client left")
 
 
-def _observe(frame: str, latency: Any) -> None:
-    """Kafka timestamp of the frame's first (oldest) event to now."""
-    kafka_ms = kafka_ts_ms(frame)
+def _observe(envelope: str, latency: Any) -> None:
+    """Kafka timestamp of a frame's first (oldest) event envelope to now."""
+    kafka_ms = kafka_ts_ms(envelope)
     if kafka_ms is not None:
         latency.observe(max(0.0, time.time() - kafka_ms / 1000))
 

@@ -37,13 +37,13 @@ from uvicorn.server import ServerState
 from websockets.http11 import Request
 
 from clarion_worker.core.protocol import CloseCode, error_frame
+from clarion_worker.core.writepass import CLOSED as CLOSED
+from clarion_worker.core.writepass import PAUSED as PAUSED
+from clarion_worker.core.writepass import WRITABLE as WRITABLE
 from clarion_worker.core.wsframe import text_frame
 
 #: The scope extension's name; its value is ``{"sink": DirectSink}``.
 EXTENSION: Final = "clarion.direct"
-CLOSED: Final = 0
-PAUSED: Final = 1
-WRITABLE: Final = 2
 
 #: uvicorn's methods the subclass overrides and calls through ``super()``.
 PROTOCOL_METHODS: Final = (

@@ -28,7 +28,7 @@ from clarion_worker.core.hub import Connection
 from clarion_worker.core.outbox import Outbox
 from clarion_worker.core.protocol import CloseCode
 from clarion_worker.core.settings import LimitsSettings
-from clarion_worker.direct import CLOSED, WRITABLE
+from clarion_worker.core.writepass import plan_write
 from clarion_worker.logs import RateLimitedLog
 from clarion_worker.metrics import WorkerMetrics
 
@@ -161,16 +161,16 @@ class Flusher:
         )
 
     def _write(self, session: Writable, encoder: PassEncoder) -> Encoded | None:
+        """Carry out ``writepass.plan_write`` for one session."""
         sink = session.sink
         if sink is None:
             return None
-        state = sink.state()
-        if state == CLOSED:
-            return None  # lost: the handler sees the disconnect and cleans up
-        closing = session.close_code is not None
-        written = None
         outbox = session.outbox
-        if outbox.count and (closing or state == WRITABLE):
+        write, close = plan_write(
+            sink.state(), outbox.count, session.close_code, session.pending_close
+        )
+        written = None
+        if write:
             items = outbox.take_all()
             written = encoder.encode(items, session.connection.batch)
             sink.write(written.data)
@@ -179,10 +179,6 @@ class Flusher:
                 session.events_written = True
             if session.resume_task is not None:
                 session.drained.set()  # a paced replay may queue more
-        if outbox.count == 0:
-            code = session.close_code or session.pending_close
-            if code is not None:
-                sink.close(
-                    int(code), session.close_reason, handshake_seconds=CLOSE_HANDSHAKE_SECONDS
-                )
+        if close is not None:
+            sink.close(int(close), session.close_reason, handshake_seconds=CLOSE_HANDSHAKE_SECONDS)
         return written

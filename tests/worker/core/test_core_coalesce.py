@@ -122,14 +122,23 @@ def test_counts_and_oldest_kafka_timestamp() -> None:
     ("frame", "expected"),
     [
         (env(1, kafka_ts=1732700000123), 1732700000123),
-        ('{"kafkaTs":7', 7),
-        ('{"kafkaTs":}', None),
+        ('{"kafkaTs":7', None),
+        ('{"type":"event","kafkaTs":}', None),
         (env(1), None),
-        ('{"type":"batch","events":[' + env(1, kafka_ts=5) + "," + env(2, kafka_ts=6) + "]}", 5),
+        # A payload key of the same name, in an event without a Kafka timestamp (issue 14
+        # item 2): the payload is always followed by "ts", so it is never the last field.
+        ('{"type":"event","id":"1","data":{"kafkaTs":5},"ts":9}', None),
+        ('{"type":"event","id":"1","data":{"kafkaTs":5},"ts":9,"kafkaTs":8}', 8),
     ],
 )
 def test_kafka_timestamp_is_read_without_parsing_json(frame: str, expected: int | None) -> None:
     assert kafka_ts_ms(frame) == expected
+
+
+def test_an_event_whose_payload_names_kafka_ts_gives_no_latency_sample() -> None:
+    fooled = '{"type":"event","id":"1","data":{"kafkaTs":5},"ts":9}'
+    encoded = PassEncoder(batch_max_events=10, batch_max_bytes=10_000).encode((fooled,), False)
+    assert (encoded.events, encoded.oldest_kafka_ms) == (1, None)
 
 
 def test_take_all_empties_the_queue_and_rearms_the_ready_signal() -> None:

@@ -10,8 +10,9 @@ Batch clients get runs of events packed into ``batch`` frames, bounded by
 ``batch_max_events`` and ``batch_max_bytes``; other clients get one frame per event.
 Either way every frame queued for a client goes out in a single write, so the kernel's
 per-write cost (about 19 µs a write on loopback, most of a loaded worker's time: see
-docs/benchmarks.md) is shared by all the events of the pass. An encoder lives for one pass: its memo is keyed by the
-identity-stable strings the outbox holds, and dropped with the pass.
+docs/benchmarks.md) is shared by all the events of the pass. An encoder lives for one
+pass: its memo is keyed by the identity-stable strings the outbox holds, and dropped with
+the pass.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from clarion_worker.core.wsframe import text_frame
 _EVENT_PREFIX: Final = '{"type":"event"'
 _BATCH_HEAD: Final = b'{"type":"batch","events":['
 _BATCH_TAIL: Final = b"]}"
-_KAFKA_TS: Final = '"kafkaTs":'
+_KAFKA_TS_FIELD: Final = ',"kafkaTs":'
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,12 +122,19 @@ class PassEncoder:
         return frame
 
 
-def kafka_ts_ms(frame: str) -> int | None:
-    """The ``kafkaTs`` of the first envelope in a frame, without parsing the JSON."""
-    at = frame.find(_KAFKA_TS)
-    if at < 0:
+def kafka_ts_ms(envelope: str) -> int | None:
+    """The ``kafkaTs`` of one event envelope, without parsing the JSON.
+
+    ``envelope.render_body`` writes it as the envelope's last field, after ``data`` and
+    ``ts``: it is read there, at the end, so a ``"kafkaTs"`` key inside the payload
+    (which is always followed by ``ts``) can never stand in for it.
+    """
+    end = len(envelope) - 1
+    if end < 0 or envelope[end] != "}":
         return None
-    start = end = at + len(_KAFKA_TS)
-    while end < len(frame) and frame[end].isdigit():
-        end += 1
-    return int(frame[start:end]) if end > start else None
+    start = end
+    while start > 0 and envelope[start - 1].isdigit():
+        start -= 1
+    if start == end or not envelope.endswith(_KAFKA_TS_FIELD, 0, start):
+        return None
+    return int(envelope[start:end])

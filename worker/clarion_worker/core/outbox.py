@@ -137,22 +137,30 @@ class Outbox:
         Batch clients get up to ``batch_max_events`` envelopes (and ``batch_max_bytes``) in
         one ``batch`` frame; a lone item, or any control frame, is sent as it is.
         """
+        taken = self.take_run(batch)
+        if taken is None:
+            return None
+        return taken[0] if len(taken) == 1 else batch_frame(taken)
+
+    def take_run(self, batch: bool) -> list[str] | None:
+        """What ``take_frame`` sends, as the queued items: one control frame, one envelope,
+        or (batch clients) the run of envelopes its ``batch`` frame joins."""
         if not self.count:
             return None
         items = self._items
-        if not batch or self.count == 1 or not _is_event(items[self._head]):
-            return self._pop()
+        if not batch or self.count == 1 or not is_event(items[self._head]):
+            return [self._pop()]
         sizes = self._sizes
         budget = self.batch_max_bytes - BATCH_OVERHEAD_BYTES
         taken: list[str] = []
         used = 0
-        while self.count and len(taken) < self.batch_max_events and _is_event(items[self._head]):
+        while self.count and len(taken) < self.batch_max_events and is_event(items[self._head]):
             size = sizes[self._head] + (1 if taken else 0)  # the comma between envelopes
             if taken and used + size > budget:
                 break
             taken.append(self._pop())
             used += size
-        return taken[0] if len(taken) == 1 else batch_frame(taken)
+        return taken
 
     def take_all(self) -> tuple[str, ...]:
         """Everything queued, oldest first (the fan-out pass writes it in one go)."""
@@ -204,6 +212,7 @@ class Outbox:
         self._held_bytes = 0
 
 
-def _is_event(frame: str) -> bool:
-    # Envelopes all start with this prefix (envelope.with_id); only they go into batches.
+def is_event(frame: str) -> bool:
+    """Whether a queued frame is an event envelope (``envelope.with_id`` starts them all
+    so; a payload comes later in the text and cannot change it). Only they are batched."""
     return frame.startswith('{"type":"event"')
