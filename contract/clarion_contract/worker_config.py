@@ -440,10 +440,21 @@ class HeartbeatSettings(_Section):
 
 
 class ResumeSettings(_Section):
-    window_events: StrictInt = Field(10000, ge=0, description="Recent events kept per partition.")
-    max_replay_events: StrictInt = Field(100000, ge=0, description="Largest replay before reset.")
+    """Resume of a reconnecting client from its per-partition offsets.
+
+    ``spec.workers.resume`` is a view of this model (whole seconds there): the CRD's schema
+    for it is generated from these fields."""
+
+    window_events: StrictInt = Field(
+        10000, ge=0, description="Recent events kept in memory per worker (fast resume)."
+    )
+    max_replay_events: StrictInt = Field(
+        100000,
+        ge=0,
+        description="Most events replayed from Kafka; beyond it the client gets reset.",
+    )
     max_replay_age_seconds: Seconds = Field(
-        86400.0, ge=0, description="Oldest replay before reset."
+        86400.0, ge=0, description="Oldest gap replayed from Kafka, in seconds."
     )
 
 

@@ -32,6 +32,7 @@ from clarion_contract.worker_config import (
     SASL_MECHANISMS,
     SECURITY_PROTOCOLS,
     LimitsSettings,
+    ResumeSettings,
     RoutingSettings,
     not_blank,
 )
@@ -274,6 +275,8 @@ LIMIT_ORDER: Final = LimitsSettings.ORDER
 ROUTING_KEYS: Final = tuple(
     info.alias or name for name, info in RoutingSettings.model_fields.items()
 )
+#: ``spec.workers.resume``: every key of the worker's resume settings.
+RESUME_KEYS: Final = tuple(info.alias or n for n, info in ResumeSettings.model_fields.items())
 #: The worker's limits a channel may set (``spec.workers.limits``), in schema order.
 SPEC_LIMIT_KEYS: Final = (
     "maxConnections",
@@ -287,11 +290,16 @@ SPEC_LIMIT_KEYS: Final = (
 
 
 def model_properties(
-    model: type[BaseModel], keys: tuple[str, ...], *, defaults: tuple[str, ...] = ()
+    model: type[BaseModel],
+    keys: tuple[str, ...],
+    *,
+    defaults: tuple[str, ...] = (),
+    whole: tuple[str, ...] = (),
 ) -> dict[str, Schema]:
     """The OpenAPI schema of ``keys`` (camelCase) of a settings model: type, bounds,
     pattern and description from the model's fields. No default unless named in
-    ``defaults``: an unset key is the worker's default."""
+    ``defaults``: an unset key is the worker's default. Number keys named in ``whole``
+    are integers in the spec."""
     by_alias = {info.alias or name: info for name, info in model.model_fields.items()}
     out: dict[str, Schema] = {}
     for key in keys:
@@ -307,7 +315,7 @@ def model_properties(
         }
         if base is bool:
             out[key] = boolean(desc, default=default)
-        elif base is int:
+        elif base is int or (base is float and key in whole):
             out[key] = integer(desc, minimum=limits["ge"], maximum=limits["le"], default=default)
         elif base is str:
             text = any(getattr(m, "func", None) is not_blank for m in metadata)
@@ -720,18 +728,8 @@ def _workers() -> Schema:
         rules=tuple(_not_above(small, large) for small, large in LIMIT_ORDER),
     )
     resume = obj(
-        "Resume of a reconnecting client from its per-partition offsets.",
-        {
-            "windowEvents": integer(
-                "Recent events kept in memory per worker (fast resume).", minimum=0
-            ),
-            "maxReplayEvents": integer(
-                "Most events replayed from Kafka; beyond it the client gets reset.", minimum=0
-            ),
-            "maxReplayAgeSeconds": integer(
-                "Oldest gap replayed from Kafka, in seconds.", minimum=0
-            ),
-        },
+        model_description(ResumeSettings),
+        model_properties(ResumeSettings, RESUME_KEYS, whole=("maxReplayAgeSeconds",)),
         default={},
     )
     resources = obj(

@@ -28,6 +28,7 @@ from clarion_contract.worker_config import (
     SECURITY_PROTOCOLS,
     Audience,
     LimitsSettings,
+    ResumeSettings,
     RoutingSettings,
 )
 from clarion_contract.worker_config import problems as settings_problems
@@ -1000,6 +1001,13 @@ def _workers(r: _Reader, raw: Mapping[str, object]) -> WorkersSpec:
             )
     res = r.obj(raw, "resume", p)
     rp = f"{p}.resume"
+    resume_bounds = crd.model_properties(
+        ResumeSettings, crd.RESUME_KEYS, whole=("maxReplayAgeSeconds",)
+    )
+
+    def resume(key: str) -> int | None:
+        return r.opt_int(res, key, rp, minimum=resume_bounds[key].get("minimum"))
+
     return WorkersSpec(
         image=r.str_default(raw, "image", p, crd.DEFAULT_IMAGE, max_length=1024),
         image_pull_policy=cast(
@@ -1023,9 +1031,9 @@ def _workers(r: _Reader, raw: Mapping[str, object]) -> WorkersSpec:
             raw, "heartbeatTimeoutSeconds", p, minimum=1, maximum=600
         ),
         resume=ResumeSpec(
-            window_events=r.opt_int(res, "windowEvents", rp, minimum=0),
-            max_replay_events=r.opt_int(res, "maxReplayEvents", rp, minimum=0),
-            max_replay_age_seconds=r.opt_int(res, "maxReplayAgeSeconds", rp, minimum=0),
+            window_events=resume("windowEvents"),
+            max_replay_events=resume("maxReplayEvents"),
+            max_replay_age_seconds=resume("maxReplayAgeSeconds"),
         ),
     )
 
