@@ -49,6 +49,11 @@ ROOT = Path(__file__).resolve().parents[2]
 WAIT = 90
 #: The health probe's interval for these tests (the operator's default is 10 s).
 HEALTH_INTERVAL = "2"
+#: Short, so that full reconciles (drift checks) also run while a broker is gone: neither
+#: they nor the health probe may take Ready down for it.
+DRIFT_INTERVAL = 5.0
+#: The password the brokers refuse.
+WRONG = "not-the-password"
 
 pytestmark = pytest.mark.integration
 
@@ -73,7 +78,7 @@ def operator(
         str(local_stack.kubeconfig),
         namespace,
         local_stack.logs_dir / f"operator-{namespace}.log",
-        drift_interval=60,
+        drift_interval=DRIFT_INTERVAL,
     )
     process.start()
     try:
@@ -323,3 +328,65 @@ async def test_a_lost_broker_shows_as_under_replicated_beside_ready_and_clears(
         f"{reported:.1f} s: {text!r}; cleared {cleared:.1f} s after the broker was started "
         f"(health probe every {HEALTH_INTERVAL} s); Ready stayed True in {len(ready)} states"
     )
+
+
+# The refusal is retried after 120 s: the Secret is read again then.
+@pytest.mark.timeout(600)
+async def test_a_wrong_password_shows_on_the_running_operators_channel_until_the_secret_is_fixed(
+    kafka_cluster_3: KafkaCluster,
+    operator: OperatorProcess,
+    local_stack: LocalStack,
+    namespace: str,
+    unique_name: Callable[[str], str],
+    channel_watch: Callable[[str], ChannelWatch],
+) -> None:
+    cluster = kafka_cluster_3
+    user = "clarion-worker"
+    local_stack.kubectl(
+        "create", "secret", "generic", "kafka-user", "-n", namespace,
+        f"--from-literal=username={user}", f"--from-literal=password={WRONG}",
+    )  # fmt: skip
+    local_stack.kubectl(
+        "create", "secret", "generic", "cluster-ca", "-n", namespace,
+        f"--from-file=ca.crt={cluster.ca_file}",
+    )  # fmt: skip
+    prefix = unique_name("sec")
+    topics = ChannelTopics(f"{prefix}.approvals", f"{prefix}.notify", f"{prefix}.bcast")
+    spec = spec_for(cluster.secure_bootstrap, topics)
+    spec["kafka"]["security"] = {
+        "protocol": "SASL_SSL",
+        "saslMechanism": "SCRAM-SHA-512",
+        "credentialsSecret": {"name": "kafka-user"},
+        "tlsSecret": {"name": "cluster-ca"},
+    }
+    seen = channel_watch("sec")
+    apply_channel(local_stack, namespace, "sec", spec)
+    _, refused = seen.wait(
+        lambda o: condition(o, "Ready").get("reason") == "KafkaAuthorizationFailed",
+        "Ready=False KafkaAuthorizationFailed",
+    )
+    ready = condition(refused, "Ready")
+    assert ready["status"] == "False"
+    assert condition(refused, "TopicsReady")["reason"] == "KafkaAuthorizationFailed"
+    assert "SaslAuthenticationFailed" in ready["message"]
+    assert "invalid credentials" in ready["message"]
+    assert WRONG not in json.dumps(refused), "the Secret's password is in the channel"
+    print(f"\nwrong password: Ready=False KafkaAuthorizationFailed: {ready['message']!r}")
+    # Rotated in place, as Strimzi's User Operator does: the operator is not told.
+    fixed_at = time.monotonic()
+    fixed = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": "kafka-user", "namespace": namespace},
+        "stringData": {"username": user, "password": cluster.users[user].password},
+    }
+    # Through stdin: a password on a command line would reach an error message.
+    local_stack.kubectl("replace", "-f", "-", stdin=json.dumps(fixed))
+    at, _ = seen.wait(is_ready, "Ready after the Secret was fixed", timeout=180)
+    admin = AIOKafkaAdminClient(bootstrap_servers=cluster.bootstrap)
+    await admin.start()
+    try:
+        assert topics.approvals in await admin.list_topics()
+    finally:
+        await admin.close()
+    print(f"Ready {at - fixed_at:.1f} s after the Secret was fixed (the refusal's retry: 120 s)")
