@@ -15,7 +15,8 @@ topics default to the same, so that one broker may be lost without losing writes
 (``broker.session.timeout.ms`` 9 s), so a measured pause is what a default cluster
 shows. Records up to 8 MiB are accepted (``message.max.bytes``, Confluent Cloud's
 default; Kafka's own is 1 MiB), so that a topic's ``max.message.bytes`` set by the
-operator is what refuses a bigger one. Jars and cache are the single broker's (:func:`.install.ensure_kafka`).
+operator is what refuses a bigger one. Jars and cache are the single broker's
+(:func:`.install.ensure_kafka`).
 """
 
 from __future__ import annotations
