@@ -108,7 +108,7 @@ integration: setup ## Integration tests against the real local stack
 
 .PHONY: test
 test: setup check ## Everything: install, static checks, unit and integration tests
-	@$(BIN)/pytest $(PYTEST_ARGS)
+	@$(BIN)/pytest --durations=25 $(PYTEST_ARGS)
 
 .PHONY: demo
 demo: setup ## The stack, the operator, 2 workers (real pods if the node is up) behind HAProxy, a live dashboard
