@@ -285,6 +285,10 @@ async def test_sse_with_last_event_id_resumes_exactly(
     second: list[dict[str, Any]] = []
     await asyncio.wait_for(_read_sse(url, {**ORIGIN, "Last-Event-ID": last_id}, 7, second), 20)
     assert [e["data"]["seq"] for e in first + second] == list(range(1, 13))
+    # Every event counted once as delivered, and no welcome (counted per SSE message).
+    sse = {"transport": "sse"}
+    await metric_reaches(worker, "clarion_worker_deliveries_total", 12, **sse)
+    assert worker.metric("clarion_worker_deliveries_total", **sse) == 12
 
 
 @pytest.mark.parametrize("write_path", ["direct", "asgi"], indirect=True)

@@ -34,7 +34,7 @@ from clarion_worker.core.auth import (
     unverified_principal,
 )
 from clarion_worker.core.coalesce import kafka_ts_ms
-from clarion_worker.core.envelope import SSE_HEARTBEAT, batch_frame
+from clarion_worker.core.envelope import SSE_HEARTBEAT, batch_frame, is_sse_event
 from clarion_worker.core.outbox import is_event
 from clarion_worker.core.principal import Principal
 from clarion_worker.core.protocol import (
@@ -385,8 +385,8 @@ def _sse_endpoint(runtime: WorkerRuntime) -> Any:
             deliveries = runtime.metrics.deliveries.labels("sse")
             try:
                 while True:
-                    chunk = session.outbox.take_chunk(_SSE_CHUNK_BYTES)
-                    if chunk is None:
+                    run = session.outbox.take_chunk_run(_SSE_CHUNK_BYTES)
+                    if run is None:
                         session.drained.set()
                         if session.close_code or session.pending_close:
                             return
@@ -396,8 +396,8 @@ def _sse_endpoint(runtime: WorkerRuntime) -> Any:
                         except TimeoutError:
                             yield SSE_HEARTBEAT
                         continue
-                    yield chunk
-                    deliveries.inc(chunk.count('data: {"type":"event"'))
+                    yield run[0] if len(run) == 1 else "".join(run)
+                    deliveries.inc(sum(1 for message in run if is_sse_event(message)))
                     session.drained.set()
             finally:
                 if starter is not None:

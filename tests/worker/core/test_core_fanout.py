@@ -7,7 +7,12 @@ import random
 
 from clarion_worker.core.cursor import ChannelPosition, TopicLayout
 from clarion_worker.core.dispatch import Dispatcher
-from clarion_worker.core.envelope import BATCH_OVERHEAD_BYTES, utf8_size
+from clarion_worker.core.envelope import (
+    BATCH_OVERHEAD_BYTES,
+    is_sse_event,
+    sse_message,
+    utf8_size,
+)
 from clarion_worker.core.events import Event
 from clarion_worker.core.hub import Connection, Hub
 from clarion_worker.core.outbox import Outbox
@@ -273,3 +278,16 @@ def test_a_queue_that_never_empties_keeps_order_and_compacts() -> None:
     assert (len(box), box.nbytes) == (1, 1)
     assert len(box._items) < 2100  # the consumed prefix was dropped, not kept forever
     assert box.take_all() == ("4999",)
+
+
+def test_sse_events_are_told_by_their_frames_start_not_by_scanning_the_text() -> None:
+    event = sse_message('{"type":"event","id":"AR","data":{"x":"data: {"},"ts":1}', "AR")
+    welcome = sse_message('{"type":"welcome","position":"AQ"}', "AQ")
+    box = Outbox(max_events=10, max_bytes=10_000)
+    for message in (welcome, event, event):
+        box.offer(message, len(message))
+    run = box.take_chunk_run(10_000)
+    assert run == [welcome, event, event]
+    assert [is_sse_event(m) for m in run] == [False, True, True]
+    assert is_sse_event(sse_message('{"type":"pong"}')) is False
+    assert box.take_chunk_run(10_000) is None

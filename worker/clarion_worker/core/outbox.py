@@ -170,6 +170,13 @@ class Outbox:
 
     def take_chunk(self, max_bytes: int) -> str | None:
         """Several queued frames joined into one write (SSE), at least one, up to max_bytes."""
+        taken = self.take_chunk_run(max_bytes)
+        if taken is None:
+            return None
+        return taken[0] if len(taken) == 1 else "".join(taken)
+
+    def take_chunk_run(self, max_bytes: int) -> list[str] | None:
+        """What ``take_chunk`` joins, as the queued items (the edge counts the events)."""
         if not self.count:
             return None
         sizes = self._sizes
@@ -178,7 +185,7 @@ class Outbox:
         while self.count and used + sizes[self._head] <= max_bytes:
             used += sizes[self._head]
             taken.append(self._pop())
-        return taken[0] if len(taken) == 1 else "".join(taken)
+        return taken
 
     def _pop(self) -> str:
         head = self._head
