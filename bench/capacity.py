@@ -41,10 +41,21 @@ class Cost:
 #: The unit costs, one worker process on one core of the 2-core development machine.
 COSTS: dict[str, Cost] = {
     "event_us": Cost(
-        126.0,
-        "us of CPU per event consumed, decoded and routed by one replica (no recipient)",
-        "bench/results/2026-11-30-event-cost.json (bench/event_cost.py: 2,000 events/s "
-        "from Kafka, no client; load average 22, so likely high)",
+        31.3,
+        "us of CPU per event consumed, decoded and routed by one replica (no recipient), "
+        "marginal: the slope of CPU against the event rate",
+        "least squares over bench/results/2026-11-30-event-cost.json (2,000 events/s: "
+        "19.7 % of a core), -event-cost-6000.json (35.9 %), -event-cost-12000.json "
+        "(51.5 %); bench/event_cost.py, no client, load average 22-26",
+        True,
+    ),
+    "event_fixed": Cost(
+        0.148,
+        "cores a replica spends on consuming as soon as events flow (Kafka fetch requests "
+        "and their bookkeeping, amortised as the rate grows)",
+        "the intercept of the same fit (valid from 2,000 to 12,000 events/s; py-spy at "
+        "2,000/s: 23 % of the worker in aiokafka sending fetch requests, "
+        "bench/results/2026-11-30-event-cost-profile.json)",
         True,
     ),
     "delivery_us": Cost(
@@ -209,7 +220,8 @@ def size(part: Slice, policy: Policy, costs: dict[str, Cost] = COSTS) -> Sizing:
     delivery = "coalesced_delivery_us" if policy.coalesced else "delivery_us"
     delivery_s = cost(delivery, costs) / 1e6
     idle_s = cost("idle_us_per_s", costs) / 1e6
-    fixed = part.events_per_s * event_s  # every replica pays it: does not shrink with R
+    # Every replica pays it: it does not shrink with R.
+    fixed = part.events_per_s * event_s + (cost("event_fixed", costs) if part.events_per_s else 0)
     spread = part.deliveries_per_s * delivery_s + part.connections * idle_s
     room = policy.max_cpu - fixed
     bytes_per_replica = part.events_per_s * cost("event_bytes", costs)
@@ -277,7 +289,7 @@ def plan(load: Workload, groups: int = 1, policy: Policy | None = None,
     policy = policy or Policy()
     parts = slices(load, groups)
     sizings = [size(part, policy, costs) for part in parts]
-    ceiling = policy.max_cpu / (cost("event_us", costs) / 1e6)
+    ceiling = (policy.max_cpu - cost("event_fixed", costs)) / (cost("event_us", costs) / 1e6)
     return Plan(
         "shared" if groups == 1 else "affine",
         groups,
@@ -303,6 +315,7 @@ SCENARIOS: list[tuple[str, Workload, list[int]]] = [
     ("1M conns, 1,000 events/s, F 100", Workload(1_000_000, 1_000, 100, 10_000), [1, 8]),
     ("1M conns, 1,000 events/s, F 1,000", Workload(1_000_000, 1_000, 1_000, 10_000), [1, 8]),
     ("1M conns, 4,000 events/s, F 100", Workload(1_000_000, 4_000, 100, 10_000), [1, 8, 32]),
+    ("1M conns, 10,000 events/s, F 100", Workload(1_000_000, 10_000, 100, 10_000), [1, 8, 32]),
     ("1M conns, 20,000 events/s, F 100", Workload(1_000_000, 20_000, 100, 10_000), [1, 8, 32]),
     (
         "1M conns, 4,000 events/s, F 100, 1 % broadcast",

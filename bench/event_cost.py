@@ -23,7 +23,7 @@ from typing import Any
 BENCH = Path(__file__).resolve().parent
 
 
-async def measure(rate: float, seconds: float) -> dict[str, Any]:
+async def measure(rate: float, seconds: float, profile: bool = False) -> dict[str, Any]:
     sys.path.insert(0, str(BENCH))
     import run  # type: ignore[import-not-found]  # bench/run.py
 
@@ -43,6 +43,7 @@ async def measure(rate: float, seconds: float) -> dict[str, Any]:
 
             server.mark()
             started = time.monotonic()
+            spy = run.start_profile(bench, server.pid, seconds, "events") if profile else None
             sent = await run.paced(publisher, rate, seconds, pick)
             # The worker may still be consuming the tail: wait until its CPU stops moving.
             last = -1.0
@@ -54,6 +55,11 @@ async def measure(rate: float, seconds: float) -> dict[str, Any]:
                 last = used
             elapsed = time.monotonic() - started
             net = used - idle_cpu * elapsed / seconds
+            summary = None
+            if spy is not None:
+                spy.wait(timeout=60)
+                folded = bench.workdir / "events.folded"
+                summary = run.profile_summary(folded, top=30) if folded.exists() else None
             return {
                 "what": "worker CPU per consumed event, no client connected (idle subtracted)",
                 "events": sent,
@@ -62,6 +68,7 @@ async def measure(rate: float, seconds: float) -> dict[str, Any]:
                 "idle_cpu_seconds_per_s": round(idle_cpu / seconds, 4),
                 "us_per_event": round(1e6 * net / max(sent, 1), 1),
                 "loadavg": load,
+                "profile": summary,
             }
         finally:
             await producer.stop()
@@ -72,8 +79,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--rate", type=float, default=2000)
     parser.add_argument("--seconds", type=float, default=8)
+    parser.add_argument("--profile", action="store_true", help="py-spy the worker")
     args = parser.parse_args()
-    result = asyncio.run(measure(args.rate, args.seconds))
+    result = asyncio.run(measure(args.rate, args.seconds, args.profile))
     result["loadavg_end"] = Path("/proc/loadavg").read_text().strip()
     print(json.dumps(result, indent=2))
     return 0

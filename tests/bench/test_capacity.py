@@ -27,6 +27,7 @@ def cap() -> ModuleType:
 def round_costs(cap: ModuleType) -> dict[str, object]:
     values = {
         "event_us": 100.0,  # 10,000 events/s fill a core
+        "event_fixed": 0.0,
         "delivery_us": 20.0,  # 50,000 deliveries/s fill a core
         "coalesced_delivery_us": 4.0,
         "handshake_ms": 1.0,
@@ -59,6 +60,17 @@ def test_shared_placement_sizes_by_cpu_and_pays_every_event_on_every_replica(
     assert sizing.rss_mib_per_replica == pytest.approx(24 + 10_000 * 20 / 1024)
     # The design's ceiling: one core's decode rate at the CPU target, whatever R.
     assert result.ceiling_events_per_s == pytest.approx(6_000)
+
+
+def test_the_fixed_consume_cost_counts_once_events_flow(cap: ModuleType) -> None:
+    costs = {**round_costs(cap), "event_fixed": cap.Cost(0.1, "", "test", True)}
+    policy = cap.Policy(max_cpu=0.6, latency_budget_ms=10_000)
+    busy = cap.plan(cap.Workload(100_000, 1_000, 200, 10, zipf=0.0), 1, policy, costs)
+    # 0.1 + 0.1 fixed: (4.0 + 1.0) / (0.6 - 0.2) = 12.5 -> 13 replicas.
+    assert busy.sizings[0].replicas == 13
+    assert busy.ceiling_events_per_s == pytest.approx(5_000)
+    idle = cap.plan(cap.Workload(100_000, 0, 0, 10, zipf=0.0), 1, policy, costs)
+    assert idle.sizings[0].cpu_per_replica == pytest.approx(100_000 * 10e-6 / 2)
 
 
 def test_past_the_ceiling_no_replica_count_helps(cap: ModuleType) -> None:
