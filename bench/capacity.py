@@ -41,16 +41,17 @@ class Cost:
 #: The unit costs, one worker process on one core of the 2-core development machine.
 COSTS: dict[str, Cost] = {
     "event_us": Cost(
-        31.3,
+        29.1,
         "us of CPU per event consumed, decoded and routed by one replica (no recipient), "
         "marginal: the slope of CPU against the event rate",
-        "least squares over bench/results/2026-11-30-event-cost.json (2,000 events/s: "
-        "19.7 % of a core), -event-cost-6000.json (35.9 %), -event-cost-12000.json "
-        "(51.5 %); bench/event_cost.py, no client, load average 22-26",
+        "least squares over bench/results/2026-11-30-event-cost.json and "
+        "-event-cost-profile.json (2,000 events/s: 25.2 and 19.7 % of a core), "
+        "-event-cost-6000.json (35.8 %), -event-cost-12000.json (51.4 %); "
+        "bench/event_cost.py, no client, load average 22-26",
         True,
     ),
     "event_fixed": Cost(
-        0.148,
+        0.170,
         "cores a replica spends on consuming as soon as events flow (Kafka fetch requests "
         "and their bookkeeping, amortised as the rate grows)",
         "the intercept of the same fit (valid from 2,000 to 12,000 events/s; py-spy at "
