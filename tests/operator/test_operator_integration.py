@@ -318,6 +318,11 @@ def wait_kafka(check: Callable[[], bool], what: str, timeout: float = 30) -> Non
         time.sleep(0.3)
 
 
+def wait_topic(kafka: str, topic: str, expected: KafkaTopic) -> None:
+    """Until ``topic`` is as ``expected`` (partitions, replicas, config overrides)."""
+    wait_kafka(lambda: describe_topic(kafka, topic) == expected, f"{topic} as specified")
+
+
 # --- tests -----------------------------------------------------------------------------
 
 
@@ -341,7 +346,7 @@ def test_apply_creates_topics_children_and_reports_ready(
         channel = cluster.wait_channel("dash", is_ready)
 
         expected = KafkaTopic(3, 1, {"retention.ms": "3600000", **LIMIT})
-        wait_kafka(lambda: describe_topic(kafka, topic) == expected, "topic as specified")
+        wait_topic(kafka, topic, expected)
 
         uid = channel["metadata"]["uid"]
         for kind in ("deployment", "service", "configmap", "ingress", "hpa", "pdb"):
@@ -423,13 +428,7 @@ def test_edits_grow_partitions_refuse_decrease_apply_configs_and_roll_workers(
 
         cluster.apply("dash", spec(4, "3600000"))
         cluster.wait_channel("dash", is_ready)
-        wait_kafka(
-            lambda: (
-                describe_topic(kafka, topic)
-                == KafkaTopic(4, 1, {"retention.ms": "3600000", **LIMIT})
-            ),
-            "topic as specified",
-        )
+        wait_topic(kafka, topic, KafkaTopic(4, 1, {"retention.ms": "3600000", **LIMIT}))
 
         # Fewer partitions: refused, nothing touched (not even the config edit with it).
         cluster.apply("dash", spec(3, "7200000"))
@@ -437,24 +436,12 @@ def test_edits_grow_partitions_refuse_decrease_apply_configs_and_roll_workers(
         assert condition(refused)["status"] == "False"
         assert condition(refused, "TopicsReady")["reason"] == "NotSupported"
         assert "not supported" in condition(refused)["message"]
-        wait_kafka(
-            lambda: (
-                describe_topic(kafka, topic)
-                == KafkaTopic(4, 1, {"retention.ms": "3600000", **LIMIT})
-            ),
-            "topic as specified",
-        )
+        wait_topic(kafka, topic, KafkaTopic(4, 1, {"retention.ms": "3600000", **LIMIT}))
 
         # Reverting clears it, and the config edit now goes through.
         cluster.apply("dash", spec(4, "7200000"))
         cluster.wait_channel("dash", is_ready)
-        wait_kafka(
-            lambda: (
-                describe_topic(kafka, topic)
-                == KafkaTopic(4, 1, {"retention.ms": "7200000", **LIMIT})
-            ),
-            "topic as specified",
-        )
+        wait_topic(kafka, topic, KafkaTopic(4, 1, {"retention.ms": "7200000", **LIMIT}))
 
         # A worker-settings edit changes the hash and rolls the Deployment.
         cluster.apply("dash", spec(4, "7200000", path="/ws/v2"))
@@ -500,13 +487,7 @@ def test_drift_repairs_deleted_deployment_and_altered_topic_config(
             timeout=DRIFT_INTERVAL * 10,
         )
         cluster.wait_event("TopicUpdated", "dash", timeout=DRIFT_INTERVAL * 10)
-        wait_kafka(
-            lambda: (
-                describe_topic(kafka, topic)
-                == KafkaTopic(6, 1, {"retention.ms": "3600000", **LIMIT})
-            ),
-            "topic as specified",
-        )
+        wait_topic(kafka, topic, KafkaTopic(6, 1, {"retention.ms": "3600000", **LIMIT}))
         cluster.wait_channel("dash", is_ready)
     finally:
         delete_topics(kafka, [topic])
@@ -703,9 +684,7 @@ def test_two_channels_claiming_one_topic_the_younger_gets_resource_conflict(
         conflict = cluster.wait_channel("younger", reason_is("ResourceConflict"))
         assert "older" in condition(conflict, "TopicsReady")["message"]
         assert is_ready(cluster.channel("older"))
-        wait_kafka(
-            lambda: describe_topic(kafka, topic) == KafkaTopic(1, 1, LIMIT), "topic as specified"
-        )
+        wait_topic(kafka, topic, KafkaTopic(1, 1, LIMIT))
     finally:
         delete_topics(kafka, [topic])
 
