@@ -28,6 +28,7 @@ from typing import Any
 import httpx
 import uvicorn
 from aiokafka import AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
@@ -319,6 +320,17 @@ class Controller:
         session, self.session = self.session, None
         if session is not None:
             await session.stop()
+            # Three runners times every scenario: do not leave their topics to the
+            # shared broker. Best effort: a broker that refuses costs only disk.
+            admin = AIOKafkaAdminClient(bootstrap_servers=self.kafka_bootstrap)
+            with contextlib.suppress(Exception):
+                await admin.start()
+                try:
+                    await admin.delete_topics(
+                        [session.topics.approvals, session.topics.notify, session.topics.bcast]
+                    )
+                finally:
+                    await admin.close()
         return {}
 
     async def close(self) -> None:
