@@ -14,14 +14,8 @@ from typing import Any
 
 from aiokafka.admin import AIOKafkaAdminClient
 
-from clarion_devstack.harness import (
-    ChannelTopics,
-    Collector,
-    Keys,
-    Producer,
-    WorkerProcess,
-    create_topics,
-)
+from clarion_devstack import harness
+from clarion_devstack.harness import ChannelTopics, Collector, Keys, Producer, WorkerProcess
 from clarion_worker.client import ClarionClient
 
 ORGS = ["org-a", "org-b"]
@@ -115,7 +109,9 @@ def longest_gap(times: list[float], since: float) -> float:
 async def create_channel_topics(bootstrap: str, prefix: str) -> ChannelTopics:
     """The harness's three topics, replicated three times with min.insync.replicas=2."""
     config = {"min.insync.replicas": "2"}
-    return await create_topics(bootstrap, ChannelTopics.named(prefix), replicas=3, config=config)
+    return await harness.create_topics(
+        bootstrap, ChannelTopics.named(prefix), replicas=3, config=config
+    )
 
 
 async def connect_clients(keys: Keys, workers: list[WorkerProcess]) -> list[Collector]:

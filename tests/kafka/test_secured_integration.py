@@ -17,6 +17,7 @@ import httpx
 import pytest
 from aiokafka import AIOKafkaProducer
 
+from clarion_devstack import harness
 from clarion_devstack import kafka_cluster as cluster_module
 from clarion_devstack.harness import (
     ChannelTopics,
@@ -24,7 +25,6 @@ from clarion_devstack.harness import (
     Keys,
     Producer,
     WorkerProcess,
-    create_topics,
     start_worker_process,
 )
 from clarion_devstack.kafka_cluster import KafkaCluster
@@ -44,7 +44,7 @@ USER = "clarion-worker"
 @pytest.fixture
 async def topics(kafka_cluster_3: KafkaCluster, unique_name: Callable[[str], str]) -> ChannelTopics:
     names = ChannelTopics.named(unique_name("sec"))
-    return await create_topics(kafka_cluster_3.bootstrap, names, replicas=3)
+    return await harness.create_topics(kafka_cluster_3.bootstrap, names, replicas=3)
 
 
 def rendered_security(secrets: Path) -> dict[str, Any]:

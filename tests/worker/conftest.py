@@ -10,13 +10,13 @@ from typing import Any
 import pytest
 from aiokafka import AIOKafkaProducer
 
+from clarion_devstack import harness
 from clarion_devstack.harness import (
     ChannelTopics,
     Collector,
     Keys,
     Producer,
     WorkerProcess,
-    create_topics,
     start_worker_process,
 )
 from clarion_devstack.pytest_plugin import LocalStack
@@ -25,7 +25,7 @@ from clarion_worker.client import ClarionClient
 
 @pytest.fixture
 async def topics(kafka_bootstrap: str, unique_name: Callable[[str], str]) -> ChannelTopics:
-    return await create_topics(kafka_bootstrap, ChannelTopics.named(unique_name("ch")))
+    return await harness.create_topics(kafka_bootstrap, ChannelTopics.named(unique_name("ch")))
 
 
 @pytest.fixture
