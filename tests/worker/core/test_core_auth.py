@@ -323,3 +323,15 @@ def test_malformed_headers_are_malformed(token: str) -> None:
         verifier().verify(token, now=NOW)
     assert failure.value.reason in ("missing", "malformed", "bad_signature")
     assert failure.value.http_status == 401
+
+
+def test_principals_naming_the_same_organizations_share_one_set() -> None:
+    """Each idle connection keeps its principal: the organization set is shared, not one
+    frozenset per connection (issue 17, W3)."""
+    one = verifier()
+    first = one.verify(hs(sub="u-1", organizations=["o1", "o2"]), now=NOW)
+    second = one.verify(hs(sub="u-2", organizations=["o2", "o1"]), now=NOW)
+    other = one.verify(hs(sub="u-3", organizations=["o3"]), now=NOW)
+    assert first.organizations == second.organizations == {"o1", "o2"}
+    assert first.organizations is second.organizations
+    assert other.organizations == {"o3"}

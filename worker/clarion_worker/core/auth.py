@@ -38,6 +38,7 @@ SUBPROTOCOL: Final = "clarion.v1"
 SUBPROTOCOL_BATCH: Final = "clarion.batch.v1"
 BEARER_SUBPROTOCOL_PREFIX: Final = "bearer."
 MAX_TOKEN_CHARS: Final = 8192
+_MAX_SHARED_ORG_SETS: Final = 65536
 
 AuthFailureReason = Literal[
     "missing",
@@ -132,6 +133,9 @@ class TokenVerifier:
         self._max_token_chars = max_token_chars
         self._hmac_secret = hmac_secret
         self._decoder = _PreparedKeyDecoder()
+        #: One frozenset per distinct set of organizations, shared by every principal
+        #: naming it (an idle connection keeps its principal: ~200 bytes each, W3).
+        self._org_sets: dict[frozenset[str], frozenset[str]] = {}
         self._keys: dict[str, jwt.PyJWK] = {}
         self._single_key: jwt.PyJWK | None = None
         if jwks is not None:
@@ -194,6 +198,11 @@ class TokenVerifier:
             raise AuthError("unknown_key", f"no key for kid {kid!r}")
         return found
 
+    def _shared(self, organizations: frozenset[str]) -> frozenset[str]:
+        if len(self._org_sets) >= _MAX_SHARED_ORG_SETS:
+            self._org_sets.clear()  # bounded: tokens name whatever sets they like
+        return self._org_sets.setdefault(organizations, organizations)
+
     def _principal(self, claims: Mapping[str, Any], now: float) -> Principal:
         leeway = self._settings.leeway_seconds
         expires_at = _number(claims.get("exp"))
@@ -208,7 +217,7 @@ class TokenVerifier:
                 raise AuthError("malformed", "nbf must be a number")
             if now + leeway < nbf:
                 raise AuthError("expired", "token not yet valid")
-        organizations = _organizations(claims.get(self._settings.organizations_claim))
+        organizations = self._shared(_organizations(claims.get(self._settings.organizations_claim)))
         user = claims.get(self._settings.user_claim)
         if not isinstance(user, str) or not user:
             user = None
