@@ -604,6 +604,32 @@ def _status_of(value: object) -> ConditionStatus:
     return "False" if value == "False" else "Unknown"
 
 
+def first_status(
+    previous: Mapping[str, Any] | None, *, generation: int, now: datetime
+) -> ChannelStatusBody | None:
+    """The status of a channel seen for the first time, written before any Kafka call:
+    ``Ready=False`` and ``TopicsReady``/``WorkersReady`` ``Unknown``, all ``Reconciling``.
+    At 200 channels starting together the topics took minutes and the status waited for
+    them; this says at once that the operator has the channel in hand. None when a status
+    is already there (a restarted operator, a spec edit): that one stays until the
+    reconcile replaces it, so nothing flaps back to ``Reconciling``."""
+    if _previous_conditions(previous):
+        return None
+    stamp = format_time(now)
+    message = "first reconcile in progress: checking the Kafka topics, then the workers"
+    parts = (
+        Condition(READY, "False", Reason.RECONCILING, message),
+        Condition(TOPICS_READY, "Unknown", Reason.RECONCILING, "Kafka not asked yet"),
+        Condition(
+            WORKERS_READY, "Unknown", Reason.RECONCILING, "worker Deployment not applied yet"
+        ),
+    )
+    return {
+        "observedGeneration": generation,
+        "conditions": [_body(c, {}, generation, stamp) for c in parts],
+    }
+
+
 def blocked_status(
     previous: Mapping[str, Any] | None,
     *,
