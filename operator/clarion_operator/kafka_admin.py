@@ -20,12 +20,13 @@ Facts proven against Kafka 4.1.1 (``tests/devstack/test_stack_integration.py`` a
 from __future__ import annotations
 
 import asyncio
+import logging
 import ssl
 import tempfile
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 from aiokafka.admin import AIOKafkaAdminClient, NewPartitions, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
@@ -33,6 +34,7 @@ from aiokafka.conn import create_conn
 from aiokafka.errors import (
     AuthenticationFailedError,
     KafkaConnectionError,
+    NodeNotReadyError,
     SaslAuthenticationFailed,
     UnsupportedSaslMechanismError,
 )
@@ -53,6 +55,8 @@ from clarion_operator.core.topics import (
     TopicHealth,
 )
 from clarion_operator.ports import KafkaAdmin, KafkaCodeError, KafkaConnection
+
+log = logging.getLogger(__name__)
 
 DYNAMIC_TOPIC_CONFIG: Final = 1
 DEFAULT_REPLICATION_FACTOR: Final = "default.replication.factor"
@@ -76,6 +80,25 @@ def ssl_context(conn: KafkaConnection) -> ssl.SSLContext | None:
     return context
 
 
+#: Attempts of one describe request: aiokafka sends it to a broker drawn at random from
+#: the metadata, which names a broker that just died until Kafka fences it (9 s by
+#: default). One broker lost of three failed a third of them, and a drift check that met
+#: it made a replicated channel's Ready flap to KafkaUnreachable; six draws all landing on
+#: it is one in 729.
+_NODE_ATTEMPTS = 6
+_T = TypeVar("_T")
+
+
+async def _any_node(call: Callable[[], Awaitable[_T]]) -> _T:
+    """``call`` again (another random broker) when the broker it drew cannot be reached."""
+    for _ in range(_NODE_ATTEMPTS - 1):
+        try:
+            return await call()
+        except (NodeNotReadyError, KafkaConnectionError) as exc:
+            log.debug("Kafka broker not reachable, asking another: %s", exc)
+    return await call()
+
+
 class AiokafkaAdmin:
     """:class:`~clarion_operator.ports.KafkaAdmin` over one started admin client."""
 
@@ -85,7 +108,9 @@ class AiokafkaAdmin:
     async def describe(self, names: Sequence[str]) -> dict[str, ObservedTopic | None]:
         if not names:
             return {}
-        described: list[dict[str, Any]] = await self._client.describe_topics(list(names))
+        described: list[dict[str, Any]] = await _any_node(
+            lambda: self._client.describe_topics(list(names))
+        )
         observed: dict[str, ObservedTopic | None] = dict.fromkeys(names)
         present: dict[str, tuple[int, int]] = {}
         states: dict[str, tuple[PartitionState, ...]] = {}
@@ -111,8 +136,10 @@ class AiokafkaAdmin:
             )
         if not present:
             return observed
-        responses = await self._client.describe_configs(
-            [ConfigResource(ConfigResourceType.TOPIC, name) for name in present]
+        responses = await _any_node(
+            lambda: self._client.describe_configs(
+                [ConfigResource(ConfigResourceType.TOPIC, name) for name in present]
+            )
         )
         dynamic: dict[str, dict[str, str]] = {name: {} for name in present}
         effective: dict[str, dict[str, str | None]] = {name: {} for name in present}

@@ -534,6 +534,8 @@ class Reconciler:
         if line is not None and self._logged.get(key) != line.key:
             self._logged[key] = line.key
             outcome = replace(outcome, line=line)
+        elif outcome.line is None and patch is not None:
+            outcome = replace(outcome, line=_health_line(outcome.old_status, status))
         return outcome
 
     def _post_events(self, channel: ObjectRef, uid: str, events: tuple[Event, ...]) -> None:
@@ -614,7 +616,6 @@ class Reconciler:
                     status,
                     tuple(transition_events(old, status)),
                     workers_ready=_condition_true(status, conditions.WORKERS_READY),
-                    line=_health_line(old, health),
                 ),
             )
         self._post_events(_channel_ref(body), uid, outcome.events)
@@ -809,21 +810,22 @@ def _channel_ref(body: Mapping[str, Any]) -> ObjectRef:
     return ObjectRef(API_VERSION, KIND, str(meta.get("namespace")), str(meta.get("name")))
 
 
-def _health_line(old: Mapping[str, Any], health: conditions.Condition) -> StateLine | None:
-    """A log line when ``TopicsHealthy`` changes its status or reason (a Ready change
-    that comes with it is logged instead, by ``_publish``)."""
-    before: Mapping[str, Any] = next(
-        (c for c in old.get("conditions") or [] if c.get("type") == conditions.TOPICS_HEALTHY),
-        {},
-    )
-    if (before.get("status"), before.get("reason")) == (health.status, str(health.reason)):
+def _health_line(old: Mapping[str, Any], new: Mapping[str, Any]) -> StateLine | None:
+    """A log line when ``TopicsHealthy`` changed its status or reason (one whose Ready
+    changed with it is logged by that line instead)."""
+
+    def of(status: Mapping[str, Any]) -> Mapping[str, Any]:
+        found = [
+            c for c in status.get("conditions") or [] if c.get("type") == conditions.TOPICS_HEALTHY
+        ]
+        return found[0] if found else {}
+
+    before, after = of(old), of(new)
+    key = (str(after.get("status")), str(after.get("reason")))
+    if not after or (str(before.get("status")), str(before.get("reason"))) == key:
         return None
-    level: Literal["info", "warning"] = "info" if health.status == "True" else "warning"
-    return StateLine(
-        level,
-        (health.status, str(health.reason)),
-        f"{health.type}={health.status} {health.reason}: {health.message}",
-    )
+    level: Literal["info", "warning"] = "info" if key[0] == "True" else "warning"
+    return StateLine(level, key, f"TopicsHealthy={key[0]} {key[1]}: {after.get('message')}")
 
 
 def _condition_true(status: Mapping[str, Any], type_: str) -> bool:

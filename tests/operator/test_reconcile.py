@@ -530,6 +530,24 @@ async def test_the_health_probe_reports_a_lost_broker_beside_ready(
     assert len(kube.statuses) == written + 1
 
 
+async def test_a_drift_check_that_finds_a_broker_lost_logs_it_once(
+    parts: tuple[FakeKube, FakeKafka, Reconciler],
+) -> None:
+    _kube, kafka, rec = parts
+    body = channel(spec())
+    await rec.ensure(body)
+    full = (1, 2, 3)
+    kafka.topics["orders"] = replace(
+        kafka.topics["orders"],
+        health=TopicHealth("orders", (PartitionState(0, 1, full, (1, 3)),), 2),
+    )
+    out = await rec.ensure(body, "timer")
+    assert out.line is not None
+    assert (out.line.level, out.line.key) == ("warning", ("False", "UnderReplicatedPartitions"))
+    assert out.line.text.startswith("TopicsHealthy=False UnderReplicatedPartitions: 0 offline")
+    assert (await rec.ensure(body, "timer")).line is None  # unchanged: no second line
+
+
 async def test_a_failing_worker_pod_shows_on_the_channel_with_its_message(
     parts: tuple[FakeKube, FakeKafka, Reconciler],
 ) -> None:
