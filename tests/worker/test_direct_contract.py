@@ -137,3 +137,39 @@ async def test_a_handshake_through_the_real_protocol_offers_the_sink_and_closes_
     assert offered == [True]
     assert isinstance(protocol, direct.DirectWebSocketProtocol)
     assert protocol.request is None  # dropped after the handshake (W3 memory)
+
+
+async def test_after_the_handshake_the_parser_holds_no_request_and_still_reads_frames() -> None:
+    """websockets' parser generator parsed the request first; once the connection is open
+    it is replaced by one that never saw it (W3 memory), and frames are still read."""
+    received: list[str] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        assert (await receive())["type"] == "websocket.connect"
+        await send({"type": "websocket.accept"})
+        await send({"type": "websocket.send", "text": "welcome"})
+        message = await receive()
+        received.append(message.get("text"))
+        await send({"type": "websocket.close", "code": 1000})
+
+    config = uvicorn.Config(app, ws=direct.DirectWebSocketProtocol, log_config=None)
+    config.load()
+    state = ServerState()
+    ours, theirs = socket.socketpair()
+    loop = asyncio.get_running_loop()
+    _, protocol = await loop.connect_accepted_socket(
+        lambda: direct.DirectWebSocketProtocol(config, state, {}), ours
+    )
+    pad = "p" * 4096
+    async with connect(
+        "ws://clarion.invalid/ws", sock=theirs, additional_headers={"X-Pad": pad}
+    ) as client:
+        assert await client.recv() == "welcome"
+        assert isinstance(protocol, direct.DirectWebSocketProtocol)
+        parser_locals = protocol.conn.parser.gi_frame.f_locals
+        assert "request" not in parser_locals, sorted(parser_locals)
+        await client.send("after the restart")
+        with pytest.raises(ConnectionClosedOK):
+            await client.recv()
+    await asyncio.gather(*state.tasks)
+    assert received == ["after the restart"]
