@@ -166,7 +166,8 @@ async def test_after_the_handshake_the_parser_holds_no_request_and_still_reads_f
     ) as client:
         assert await client.recv() == "welcome"
         assert isinstance(protocol, direct.DirectWebSocketProtocol)
-        parser_locals = protocol.conn.parser.gi_frame.f_locals
+        parser: Any = protocol.conn.parser
+        parser_locals = parser.gi_frame.f_locals
         assert "request" not in parser_locals, sorted(parser_locals)
         await client.send("after the restart")
         with pytest.raises(ConnectionClosedOK):
