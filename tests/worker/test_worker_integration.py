@@ -460,6 +460,35 @@ async def test_tokens_by_query_and_subprotocol_and_expiry_during_the_connection(
     assert token.rsplit(".", 1)[1] not in logged
 
 
+async def test_an_sse_stream_whose_token_expires_ends_with_the_4004_error_message(
+    start_worker: StartWorker, keys: Keys
+) -> None:
+    """Without the error message the stream just ended, and a client could not tell an
+    expired token (refresh it) from an outage (back off)."""
+    auth = {
+        "mode": "jwt",
+        "hmacSecretFile": str(keys.hmac_file),
+        "audience": "clarion-tests",
+        "issuer": "https://auth.unionflow.test",
+        "leewaySeconds": 0,
+    }
+    worker = start_worker(auth=auth)
+    token = keys.token(["org-a"], "alice", ttl=3)
+    messages: list[dict[str, Any]] = []
+    async with (
+        httpx.AsyncClient(timeout=30) as client,
+        client.stream(
+            "GET", f"{worker.http}/sse/dashboard?access_token={token}", headers=ORIGIN
+        ) as response,
+    ):
+        assert response.status_code == 200
+        async for line in response.aiter_lines():  # ends when the worker ends the stream
+            if line.startswith("data: "):
+                messages.append(json.loads(line.removeprefix("data: ")))
+    assert [m["type"] for m in messages] == ["welcome", "error"], messages
+    assert messages[-1]["code"] == 4004
+
+
 @pytest.mark.parametrize("write_path", ["direct", "asgi"], indirect=True)
 async def test_protocol_narrowing_and_bad_frames(
     start_worker: StartWorker, topics: ChannelTopics, keys: Keys, producer: Producer

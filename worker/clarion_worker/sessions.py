@@ -297,7 +297,9 @@ class Session:
         self.close_reason = reason or code.name.lower()
         self.runtime.unregister(self)
         self.outbox.clear()
-        if code not in (CloseCode.NORMAL, CloseCode.GOING_AWAY) and self.transport == "websocket":
+        if code not in (CloseCode.NORMAL, CloseCode.GOING_AWAY):
+            # Over SSE too: a stream that just ends cannot tell an expired token (refresh
+            # it) from an outage (back off); the error message says which.
             self.offer_control(error_frame(code, self.close_reason))
         self._notify()
         if self._drained is not None:
