@@ -23,7 +23,7 @@ import asyncio
 import logging
 import ssl
 import tempfile
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 from typing import Any, Final, TypeVar
@@ -54,6 +54,7 @@ from clarion_operator.core.topics import (
     PartitionState,
     TopicHealth,
 )
+from clarion_operator.kafka_batch import AdminBatch
 from clarion_operator.ports import KafkaAdmin, KafkaCodeError, KafkaConnection
 
 log = logging.getLogger(__name__)
@@ -100,62 +101,58 @@ async def _any_node(call: Callable[[], Awaitable[_T]]) -> _T:
 
 
 class AiokafkaAdmin:
-    """:class:`~clarion_operator.ports.KafkaAdmin` over one started admin client."""
+    """:class:`~clarion_operator.ports.KafkaAdmin` over one started admin client.
 
-    def __init__(self, client: AIOKafkaAdminClient) -> None:
+    Creates and describes go through ``batch`` (``kafka_batch.py``: the calls of every
+    channel sharing the client, coalesced into one request each); without one, a batch
+    of this admin's own.
+    """
+
+    def __init__(self, client: AIOKafkaAdminClient, batch: AdminBatch | None = None) -> None:
         self._client = client
+        self._batch = batch if batch is not None else AdminBatch(client)
 
     async def describe(self, names: Sequence[str]) -> dict[str, ObservedTopic | None]:
         if not names:
             return {}
-        described: list[dict[str, Any]] = await _any_node(
-            lambda: self._client.describe_topics(list(names))
-        )
+        described = await _any_node(lambda: self._batch.describe_topics(names))
         observed: dict[str, ObservedTopic | None] = dict.fromkeys(names)
         present: dict[str, tuple[int, int]] = {}
         states: dict[str, tuple[PartitionState, ...]] = {}
-        for topic in described:
-            code = int(topic.get("error_code", 0))
-            if code == UNKNOWN_TOPIC_OR_PARTITION:
-                continue
-            if code != NONE:
-                raise KafkaCodeError(code, f"describing topic {topic.get('topic')}")
-            partitions = topic.get("partitions") or []
-            replicas = len(partitions[0].get("replicas") or []) if partitions else 0
-            present[str(topic["topic"])] = (len(partitions), replicas)
-            # A partition without a leader is answered with leader -1 (and the error
-            # LEADER_NOT_AVAILABLE on the partition, not the topic).
-            states[str(topic["topic"])] = tuple(
-                PartitionState(
-                    int(p.get("partition", i)),
-                    int(p.get("leader", -1)),
-                    tuple(int(b) for b in p.get("replicas") or ()),
-                    tuple(int(b) for b in p.get("isr") or ()),
-                )
-                for i, p in enumerate(partitions)
-            )
+        for name, parts in _partition_states(described).items():
+            replicas = len(parts[0].replicas) if parts else 0
+            present[name] = (len(parts), replicas)
+            states[name] = parts
         if not present:
             return observed
-        responses = await _any_node(
-            lambda: self._client.describe_configs(
-                [ConfigResource(ConfigResourceType.TOPIC, name) for name in present]
-            )
-        )
+        answers = await _any_node(lambda: self._batch.describe_configs(list(present)))
         dynamic: dict[str, dict[str, str]] = {name: {} for name in present}
         effective: dict[str, dict[str, str | None]] = {name: {} for name in present}
-        for response in responses:
-            for code, message, _type, name, entries in response.resources:
-                if code != NONE:
-                    raise KafkaCodeError(int(code), f"describing configs of {name}: {message}")
-                for entry in entries:
-                    key, value, source = entry[0], entry[1], entry[3]
-                    effective[str(name)][str(key)] = None if value is None else str(value)
-                    if source == DYNAMIC_TOPIC_CONFIG and value is not None:
-                        dynamic[str(name)][str(key)] = str(value)
+        for name, answer in answers.items():
+            if answer is None:
+                continue
+            code, message, entries = answer
+            if code != NONE:
+                raise KafkaCodeError(int(code), f"describing configs of {name}: {message}")
+            for entry in entries:
+                key, value, source = entry[0], entry[1], entry[3]
+                effective[name][str(key)] = None if value is None else str(value)
+                if source == DYNAMIC_TOPIC_CONFIG and value is not None:
+                    dynamic[name][str(key)] = str(value)
         for name, (count, rf) in present.items():
             health = TopicHealth(name, states[name], min_insync_replicas(effective[name]))
             observed[name] = ObservedTopic(count, rf, dynamic[name], health)
         return observed
+
+    async def partitions(
+        self, names: Sequence[str]
+    ) -> dict[str, tuple[PartitionState, ...] | None]:
+        if not names:
+            return {}
+        described = await _any_node(lambda: self._batch.describe_topics(names))
+        found: dict[str, tuple[PartitionState, ...] | None] = dict.fromkeys(names)
+        found.update(_partition_states(described))
+        return found
 
     async def create(self, action: CreateTopic) -> int:
         code = await self._create(action, action.replication_factor or -1)
@@ -176,11 +173,7 @@ class AiokafkaAdmin:
         )
         # Set after construction: NewTopic's constructor rejects -1 (see module doc).
         topic.replication_factor = replication_factor
-        response = await self._client.create_topics([topic])
-        for name, code, *_ in response.topic_errors:
-            if name == action.name:
-                return int(code)
-        return NONE
+        return await self._batch.create(topic)
 
     async def _default_replication_factor(self) -> int:
         cluster = await self._client.describe_cluster()
@@ -217,8 +210,34 @@ class AiokafkaAdmin:
     async def delete(self, names: Sequence[str]) -> dict[str, int]:
         if not names:
             return {}
-        response = await self._client.delete_topics(list(names))
-        return {str(name): int(code) for name, code in response.topic_error_codes}
+        return await self._batch.delete(names)
+
+
+def _partition_states(
+    described: Mapping[str, Mapping[str, Any] | None],
+) -> dict[str, tuple[PartitionState, ...]]:
+    """The partitions of every topic a Metadata answer has (absent ones left out)."""
+    states: dict[str, tuple[PartitionState, ...]] = {}
+    for topic in described.values():
+        if topic is None:
+            continue  # not in Kafka's answer: as if absent (aiokafka's own reading)
+        code = int(topic.get("error_code", 0))
+        if code == UNKNOWN_TOPIC_OR_PARTITION:
+            continue
+        if code != NONE:
+            raise KafkaCodeError(code, f"describing topic {topic.get('topic')}")
+        # A partition without a leader is answered with leader -1 (and the error
+        # LEADER_NOT_AVAILABLE on the partition, not the topic).
+        states[str(topic["topic"])] = tuple(
+            PartitionState(
+                int(p.get("partition", i)),
+                int(p.get("leader", -1)),
+                tuple(int(b) for b in p.get("replicas") or ()),
+                tuple(int(b) for b in p.get("isr") or ()),
+            )
+            for i, p in enumerate(topic.get("partitions") or [])
+        )
+    return states
 
 
 #: How long asking the bootstrap servers why they refused may take, all of them.
@@ -241,12 +260,17 @@ class AiokafkaFactory:
     client is dropped (and closed) when a use fails with anything but a per-topic error
     code, so a broker restarted on another address or a half-dead connection never sticks;
     the next use connects afresh. Concurrent uses of one client are fine: aiokafka matches
-    answers to requests by correlation id.
+    answers to requests by correlation id, and the creates and describes of every reconcile
+    using the client go through one :class:`~clarion_operator.kafka_batch.AdminBatch`, so
+    the calls that arrive together are one request each (a broker answers the requests of
+    one connection one at a time: 400 single-topic CreateTopics queued behind each other
+    until the last timed out).
     """
 
     def __init__(self, request_timeout_ms: int) -> None:
         self._timeout_ms = request_timeout_ms
         self._clients: dict[KafkaConnection, AIOKafkaAdminClient] = {}
+        self._batches: dict[KafkaConnection, AdminBatch] = {}
         self._starting: dict[KafkaConnection, asyncio.Lock] = {}
 
     def __call__(self, connection: KafkaConnection) -> AbstractAsyncContextManager[KafkaAdmin]:
@@ -255,8 +279,11 @@ class AiokafkaFactory:
     @asynccontextmanager
     async def _use(self, conn: KafkaConnection) -> AsyncIterator[KafkaAdmin]:
         client = await self._client(conn)
+        batch = self._batches.get(conn)
+        if batch is None or batch.client is not client:
+            batch = self._batches[conn] = AdminBatch(client)
         try:
-            yield AiokafkaAdmin(client)
+            yield AiokafkaAdmin(client, batch)
         except KafkaCodeError:
             raise  # Kafka answered: the connection is fine
         except BaseException:
@@ -293,11 +320,17 @@ class AiokafkaFactory:
         if current is None or current is not client:
             return  # already dropped (and closed) by a concurrent use
         del self._clients[conn]
+        batch = self._batches.pop(conn, None)
+        if batch is not None:
+            await batch.close()
         await current.close()
 
     async def close(self) -> None:
         """Close every shared client (the operator is stopping)."""
         clients, self._clients = list(self._clients.values()), {}
+        batches, self._batches = list(self._batches.values()), {}
+        for batch in batches:
+            await batch.close()
         for client in clients:
             await client.close()
 
