@@ -234,7 +234,7 @@ class ClarionClient(private val options: ClarionOptions) {
         }
 
         override fun onClosing(webSocket: WebSocket, code: Int, reason: String) {
-            webSocket.close(code.takeIf { it in 1000..4999 && it != 1006 } ?: 1000, null)
+            webSocket.close(CloseCodes.NORMAL, null) // answer the server's close frame
             inputs.trySend(Input.Closed(conn, code, reason))
         }
 
