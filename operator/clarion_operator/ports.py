@@ -27,6 +27,7 @@ from clarion_operator.core.topics import (
     CreateTopic,
     GrowPartitions,
     ObservedTopic,
+    PartitionState,
 )
 
 Body = dict[str, Any]
@@ -59,6 +60,14 @@ class KafkaAdmin(Protocol):
 
     async def describe(self, names: Sequence[str]) -> dict[str, ObservedTopic | None]:
         """Every named topic's state; None for a topic Kafka does not have."""
+        ...
+
+    async def partitions(
+        self, names: Sequence[str]
+    ) -> dict[str, tuple[PartitionState, ...] | None]:
+        """Every named topic's partitions (leader, replicas, in-sync replicas) from Kafka's
+        metadata alone, without the configs ``describe`` reads too: the health probe's
+        cheap question. None for a topic Kafka does not have."""
         ...
 
     async def create(self, action: CreateTopic) -> int:

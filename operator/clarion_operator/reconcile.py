@@ -49,6 +49,7 @@ from clarion_operator.core.conditions import (
     adoption_events,
     blocked_status,
     compute_status,
+    first_status,
     follow_health,
     follow_workers,
     monitoring_condition,
@@ -78,7 +79,7 @@ from clarion_operator.core.exposure import (
     ExposureObservation,
     exposure_condition,
 )
-from clarion_operator.core.health import health_of
+from clarion_operator.core.health import health_condition, health_of
 from clarion_operator.core.reasons import Reason
 from clarion_operator.core.render import (
     ChannelContext,
@@ -97,6 +98,7 @@ from clarion_operator.core.topics import (
     GrowPartitions,
     TopicAction,
     TopicFailure,
+    TopicHealth,
     TopicStatus,
     is_force_delete,
     kafka_cluster_key,
@@ -161,6 +163,8 @@ class _TopicsResult:
     existed: frozenset[str] = frozenset()
     #: ``TopicsHealthy`` from the describe (None: no topic described).
     health: conditions.Condition | None = None
+    #: The effective min.insync.replicas of each topic described.
+    min_isr: Mapping[str, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -251,6 +255,12 @@ class Reconciler:
         self._workers: dict[str, _Workers] = {}
         # The key of the last state line logged per channel.
         self._logged: dict[str, tuple[str, str]] = {}
+        # Reconciles done per channel: a health probe that described the topics while a
+        # reconcile ran writes nothing (the reconcile's describe is as new or newer).
+        self._rounds: dict[str, int] = {}
+        # Each channel's topics' effective min.insync.replicas, as its last reconcile read
+        # them: the health probe then asks Kafka for the metadata only, not the configs.
+        self._min_isr: dict[str, dict[str, int]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
 
     def _lock(self, key: str) -> asyncio.Lock:
@@ -290,7 +300,10 @@ class Reconciler:
             self._unsettled.add(uid)
         started = time.monotonic()
         async with self._lock(key):
+            if trigger == "handler":
+                await self._first_status(key, uid, body)
             outcome = await self._publish(key, uid, await self._ensure(body))
+            self._rounds[key] = self._rounds.get(key, 0) + 1
         self._post_events(_channel_ref(body), uid, outcome.events)
         if trigger == "handler" and _settled(outcome):
             self._unsettled.discard(uid)
@@ -299,6 +312,20 @@ class Reconciler:
         if outcome.topics_owned is not None:
             self._metrics.set_topics(uid, outcome.topics_owned)
         return outcome
+
+    async def _first_status(self, key: str, uid: str, body: Mapping[str, Any]) -> None:
+        """A channel without a status gets ``Ready=False Reconciling`` at once, before any
+        Kafka call (:func:`~clarion_operator.core.conditions.first_status`): with 200
+        channels starting together the topics took minutes, and nothing said the operator
+        had seen the channel. No Event (the reconcile's transition says where it went) and
+        no log line (its state line does); a write that fails is left to the reconcile."""
+        meta = body.get("metadata") or {}
+        if meta.get("deletionTimestamp"):
+            return
+        old = self._old(key, uid, body)
+        status = first_status(old, generation=int(meta.get("generation") or 0), now=self._clock())
+        if status is not None:
+            await self._publish(key, uid, Outcome(old, status))
 
     async def _ensure(self, body: Mapping[str, Any]) -> Outcome:
         meta = body.get("metadata") or {}
@@ -327,6 +354,8 @@ class Reconciler:
         desired = render(ChannelContext(name, namespace, uid, generation, spec, settings))
 
         topics = await self._topics(namespace, name, spec, desired)
+        if topics.min_isr:
+            self._min_isr[key] = dict(topics.min_isr)
 
         api_error: RetryableError | PermanentError | None = None
         workers: conditions.DeploymentObservation | Failure | None
@@ -468,7 +497,12 @@ class Reconciler:
                 Failure(cls.reason, message),
                 error=RetryableError(cls.reason, message, cls.delay),
             )
-        return _TopicsResult(settled, actions, failures, retry, frozenset(existed), health)
+        min_isr = {
+            n: t.health.min_insync_replicas
+            for n, t in observed.items()
+            if t is not None and t.health is not None
+        }
+        return _TopicsResult(settled, actions, failures, retry, frozenset(existed), health, min_isr)
 
     def _claims(self, spec: ChannelSpec) -> list[ChannelClaim]:
         """Every watched channel claiming topics on the same Kafka cluster (this one too)."""
@@ -583,6 +617,14 @@ class Reconciler:
         Nothing happens while the channel's create/update handler has not settled, before
         a reconcile wrote a status, or when Kafka does not answer (the reconciles report
         that); None then, and when nothing changed.
+
+        Kafka is asked outside the channel's lock, so a reconcile never waits for a probe's
+        describe; a probe that described while a reconcile ran writes nothing (the
+        reconcile described as late or later). Once a reconcile read the topics' configs, the
+        probe asks for the metadata only (``KafkaAdmin.partitions``) with the
+        ``min.insync.replicas`` it read, and through the shared client's coalescing
+        (``kafka_batch.py``): the probes of many channels that fall together are one
+        Metadata request.
         """
         meta = body.get("metadata") or {}
         uid, key = str(meta.get("uid", "")), _key(body)
@@ -593,18 +635,30 @@ class Reconciler:
             spec = parse_spec(body.get("spec") or {}, name=name)
         except SpecError:
             return None
+        rounds = self._rounds.get(key, 0)
+        names = [t.name for t in spec.topics]
+        min_isr = self._min_isr.get(key, {})
+        try:
+            connection = await self._connection(namespace, spec)
+            async with self._kafka(connection) as admin:
+                if all(n in min_isr for n in names):
+                    # The configs change only through a reconcile (or by hand: the drift
+                    # check reads them): the metadata says what the probe is for.
+                    found = await admin.partitions(names)
+                    health = health_condition(
+                        [TopicHealth(n, parts, min_isr[n]) for n, parts in found.items() if parts]
+                    )
+                else:
+                    health = health_of(await admin.describe(names))
+        except Exception as exc:
+            log.debug("health probe of %s: Kafka not asked: %s", key, exc)
+            return None
+        if health is None:
+            return None
         async with self._lock(key):
+            if uid in self._unsettled or self._rounds.get(key, 0) != rounds:
+                return None  # a reconcile ran meanwhile: its describe is the newer one
             old = self._old(key, uid, body)
-            try:
-                connection = await self._connection(namespace, spec)
-                async with self._kafka(connection) as admin:
-                    observed = await admin.describe([t.name for t in spec.topics])
-            except Exception as exc:
-                log.debug("health probe of %s: Kafka not asked: %s", key, exc)
-                return None
-            health = health_of(observed)
-            if health is None:
-                return None
             status = follow_health(old, healthy=health, now=self._clock())
             if status is None:
                 return None
@@ -705,7 +759,8 @@ class Reconciler:
         self._metrics.reconciles.labels(_result(outcome), "delete").inc()
         if outcome.error is None:
             self._metrics.set_topics(uid, None)
-            for memory in (self._locks, self._written, self._workers, self._logged):
+            memories = (self._locks, self._written, self._workers, self._logged)
+            for memory in (*memories, self._rounds, self._min_isr):
                 memory.pop(key, None)
         return outcome
 

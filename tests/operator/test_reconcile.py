@@ -39,6 +39,16 @@ class FakeKafka:
     async def describe(self, names: Sequence[str]) -> dict[str, ObservedTopic | None]:
         return {n: self.topics.get(n) for n in names}
 
+    async def partitions(
+        self, names: Sequence[str]
+    ) -> dict[str, tuple[PartitionState, ...] | None]:
+        self.calls.append(f"partitions {','.join(names)}")
+        found = {n: self.topics.get(n) for n in names}
+        return {
+            n: None if t is None else t.health.partitions if t.health else ()
+            for n, t in found.items()
+        }
+
     async def create(self, action: CreateTopic) -> int:
         self.calls.append(f"create {action.name}")
         if action.name in self.topics:
@@ -699,3 +709,97 @@ async def test_pruned_session_persistence_is_said_in_the_exposed_condition(
     exposed = next(c for c in out.status["conditions"] if c["type"] == "Exposed")
     assert (exposed["status"], exposed["reason"]) == ("True", "Exposed")
     assert "sessionPersistence was pruned" in exposed["message"]
+
+
+async def test_a_new_channel_says_reconciling_before_kafka_is_asked(
+    parts: tuple[FakeKube, FakeKafka, Reconciler],
+) -> None:
+    kube, kafka, rec = parts
+    written_when_asked: list[list[tuple[str, dict[str, Any]]]] = []
+    describe = kafka.describe
+
+    async def watched(names: Sequence[str]) -> dict[str, ObservedTopic | None]:
+        written_when_asked.append(list(kube.statuses))
+        return await describe(names)
+
+    kafka.describe = watched  # type: ignore[method-assign]
+    body = channel(spec())
+    kube.channels = [body]
+    out = await rec.ensure(body)
+    [(_name, first)] = written_when_asked[0]
+    assert _conditions(first) == {
+        "Ready": ("False", "Reconciling"),
+        "TopicsReady": ("Unknown", "Reconciling"),
+        "WorkersReady": ("Unknown", "Reconciling"),
+    }
+    # No Event and no log line of its own: the reconcile's say where the channel went.
+    await _settle_events(rec)
+    assert [e.reason for e in kube.events] == ["TopicCreated", "Reconciled"]
+    assert out.line is not None
+    assert out.line.key == ("True", "Reconciled")
+    # A channel with a status (a spec edit, a restarted operator) keeps it meanwhile.
+    written = len(kube.statuses)
+    edited = {**body, "metadata": {**body["metadata"], "generation": 2}, "status": out.status}
+    await rec.ensure(edited)
+    assert all(
+        _conditions(patch)["Ready"] != ("False", "Reconciling")
+        for _, patch in kube.statuses[written:]
+    )
+
+
+async def test_the_health_probe_asks_only_for_metadata_once_a_reconcile_read_the_configs(
+    parts: tuple[FakeKube, FakeKafka, Reconciler],
+) -> None:
+    kube, kafka, rec = parts
+    full = (1, 2, 3)
+    kafka.topics["orders"] = ObservedTopic(
+        2, 3, {}, TopicHealth("orders", (PartitionState(0, 1, full, full),), 2)
+    )
+    body = channel(spec(replicationFactor=3))
+    kube.channels = [body]
+    await rec.ensure(body)
+    # One in-sync replica left: below min.insync.replicas 2, which only the configs say.
+    kafka.topics["orders"] = replace(
+        kafka.topics["orders"],
+        health=TopicHealth("orders", (PartitionState(0, 1, full, (1,)),), 7),
+    )
+    kafka.calls.clear()
+    probed = await rec.probe_health(body)
+    assert kafka.calls == ["partitions orders"]
+    assert probed is not None
+    assert probed.status is not None
+    assert _conditions(probed.status)["TopicsHealthy"] == ("False", "BelowMinInSyncReplicas")
+
+
+async def test_the_health_probe_asks_kafka_outside_the_channels_lock(
+    parts: tuple[FakeKube, FakeKafka, Reconciler],
+) -> None:
+    kube, kafka, rec = parts
+    body = channel(spec())
+    kube.channels = [body]
+    await rec.ensure(body)
+    asked, answer = asyncio.Event(), asyncio.Event()
+    describe = kafka.describe
+
+    async def slow(names: Sequence[str]) -> dict[str, ObservedTopic | None]:
+        asked.set()
+        await answer.wait()
+        return await describe(names)
+
+    kafka.describe = slow  # type: ignore[method-assign]
+    kafka.topics["orders"] = replace(
+        kafka.topics["orders"],
+        health=TopicHealth("orders", (PartitionState(0, -1, (1,), ()),), 1),
+    )
+    probe = asyncio.create_task(rec.probe_health(body))
+    await asyncio.wait_for(asked.wait(), 30)
+    # A reconcile is not kept waiting by the probe's describe ...
+    assert not rec._lock("ns/dash").locked()
+    kafka.describe = describe  # type: ignore[method-assign]
+    drift = await rec.ensure({**body, "status": rec._old("ns/dash", "u1", body)}, "timer")
+    assert drift.status is not None
+    # ... and the probe, which described before it, writes nothing after it.
+    written = len(kube.statuses)
+    answer.set()
+    assert await probe is None
+    assert len(kube.statuses) == written
