@@ -6,6 +6,7 @@ import io.clarion.client.core.Input
 import io.clarion.client.core.MachineConfig
 import io.clarion.client.core.SseParser
 import io.clarion.client.core.TimerKind
+import kotlinx.coroutines.CancellationException
 import kotlinx.coroutines.CoroutineScope
 import kotlinx.coroutines.Dispatchers
 import kotlinx.coroutines.Job
@@ -59,7 +60,8 @@ data class ClarionOptions(
     /**
      * Returns a token: called before the first connect when [token] is null, and after
      * the server closed with 4004 (expired). Null, or the same token again, stops the
-     * client (refused): the server refuses an expired token again.
+     * client (refused): the server refuses an expired token again. An exception (an
+     * auth server out of reach) is retried with backoff.
      */
     val tokenProvider: (suspend () -> String?)? = null,
     val lastId: String? = null,
@@ -154,12 +156,14 @@ class ClarionClient(private val options: ClarionOptions) {
     private fun perform(action: Action) {
         when (action) {
             Action.FetchToken -> scope.launch(Dispatchers.IO) {
-                val token = try {
-                    options.tokenProvider?.invoke()
+                val answer = try {
+                    Input.TokenReady(options.tokenProvider?.invoke())
+                } catch (error: CancellationException) {
+                    throw error
                 } catch (error: Exception) {
-                    null
+                    Input.TokenFailed(error.message ?: error.javaClass.simpleName)
                 }
-                inputs.trySend(Input.TokenReady(token))
+                inputs.trySend(answer)
             }
             is Action.Open -> open(action)
             is Action.Send -> sockets[action.conn]?.send(action.text)

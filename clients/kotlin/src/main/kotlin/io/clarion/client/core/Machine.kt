@@ -51,6 +51,9 @@ sealed interface Input {
     /** The token provider's answer to [Action.FetchToken]. */
     data class TokenReady(val token: String?) : Input
 
+    /** The token provider failed (threw): asked again after a backoff delay. */
+    data class TokenFailed(val message: String) : Input
+
     /** The transport is open: WebSocket upgraded, or SSE answered 200. */
     data class Opened(val conn: Int) : Input
 
@@ -136,6 +139,8 @@ class ClientMachine(private val config: MachineConfig, random: () -> Double) {
     private var advisedMs: Long? = null
     private var lastError: ServerFrame.Error? = null
     private var fetching: Fetch? = null
+    /** A failed token fetch to try again when the reconnect timer fires. */
+    private var refetch: Fetch? = null
     private var reconnectPending = false
     /** A ping is out and nothing has arrived since: the PONG deadline runs (and is not pushed back). */
     private var awaitingPong = false
@@ -152,6 +157,7 @@ class ClientMachine(private val config: MachineConfig, random: () -> Double) {
         when (input) {
             Input.Start -> start(out)
             is Input.TokenReady -> tokenReady(input.token, out)
+            is Input.TokenFailed -> tokenFailed(input.message, out)
             is Input.Opened -> if (live(input.conn)) opened(out)
             is Input.Text -> if (live(input.conn)) text(input.text, nowMs, out)
             is Input.Activity -> if (live(input.conn)) alive(out)
@@ -190,6 +196,16 @@ class ClientMachine(private val config: MachineConfig, random: () -> Double) {
                 connect(out)
             }
         }
+    }
+
+    private fun tokenFailed(message: String, out: MutableList<Action>) {
+        val kind = fetching ?: return
+        fetching = null
+        refetch = kind
+        reconnectPending = true
+        val delay = backoff.nextDelayMs()
+        setState(ConnectionState.Reconnecting(delay, "token_provider_failed: $message", null), out)
+        out += Action.StartTimer(TimerKind.RECONNECT, conn, delay)
     }
 
     private fun connect(out: MutableList<Action>) {
@@ -290,7 +306,17 @@ class ClientMachine(private val config: MachineConfig, random: () -> Double) {
 
     private fun timer(input: Input.Timer, nowMs: Long, out: MutableList<Action>) {
         when (input.kind) {
-            TimerKind.RECONNECT -> if (reconnectPending && !active && input.conn == conn) connect(out)
+            TimerKind.RECONNECT -> if (reconnectPending && !active && input.conn == conn) {
+                val again = refetch
+                if (again != null) {
+                    refetch = null
+                    reconnectPending = false
+                    fetching = again
+                    out += Action.FetchToken
+                } else {
+                    connect(out)
+                }
+            }
             TimerKind.PING -> if (live(input.conn)) {
                 out += Action.Send(conn, Frames.PING)
                 // The deadline counts from the first unanswered ping: later pings do not move it.
@@ -373,6 +399,7 @@ class ClientMachine(private val config: MachineConfig, random: () -> Double) {
         terminal = true
         reconnectPending = false
         fetching = null
+        refetch = null
         for (kind in TimerKind.entries) out += Action.CancelTimer(kind)
         setState(closed, out)
     }

@@ -405,6 +405,28 @@ class ClientMachineTest {
     }
 
     @Test
+    fun `a failing token provider is asked again after a backoff delay, not given up on`() {
+        val h = Harness(config(token = null, provider = true), random = 0.5)
+        h.send(Input.Start)
+        h.send(Input.TokenFailed("auth server unreachable"))
+        val state = h.machine.state as ConnectionState.Reconnecting
+        assertEquals(50, state.delayMs)
+        assertTrue(state.reason.startsWith("token_provider_failed"))
+        assertEquals(0, h.opens().size)
+        h.advance(50)
+        assertEquals(Action.FetchToken, h.all.last())
+        h.send(Input.TokenReady("T1"))
+        assertEquals("Bearer T1", h.opens().single().headers["Authorization"])
+        // And after an expiry: the refresh is retried too, then connects with the fresh token.
+        h.connectFully()
+        h.send(Input.Closed(h.conn, CloseCodes.TOKEN_EXPIRED, "expired"))
+        h.send(Input.TokenFailed("timeout"))
+        h.advance(1_000)
+        h.send(Input.TokenReady("T2"))
+        assertEquals("Bearer T2", h.opens().last().headers["Authorization"])
+    }
+
+    @Test
     fun `the initial token provider giving nothing is a refusal`() {
         val h = Harness(config(token = null, provider = true))
         h.send(Input.Start)
