@@ -119,6 +119,8 @@ class ChannelWatch:
     def __init__(self, api: k8s.ApiClient, namespace: str, name: str) -> None:
         self.api, self.namespace, self.name = api, namespace, name
         self.seen: list[tuple[float, dict[str, Any]]] = []
+        #: Watch requests that failed (retried after 0.5 s).
+        self.errors: list[str] = []
         self._changed = threading.Condition()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -129,18 +131,22 @@ class ChannelWatch:
         args = (crd.GROUP, crd.VERSION, self.namespace, crd.PLURAL)
         while not self._stop.is_set():
             stream = watch.Watch()
-            for event in stream.stream(
-                custom.list_namespaced_custom_object,
-                *args,
-                field_selector=f"metadata.name={self.name}",
-                timeout_seconds=5,
-            ):
-                obj = cast("dict[str, Any]", event["object"])
-                with self._changed:
-                    self.seen.append((time.monotonic(), obj))
-                    self._changed.notify_all()
-                if self._stop.is_set():
-                    stream.stop()
+            try:
+                for event in stream.stream(
+                    custom.list_namespaced_custom_object,
+                    *args,
+                    field_selector=f"metadata.name={self.name}",
+                    timeout_seconds=5,
+                ):
+                    obj = cast("dict[str, Any]", event["object"])
+                    with self._changed:
+                        self.seen.append((time.monotonic(), obj))
+                        self._changed.notify_all()
+                    if self._stop.is_set():
+                        stream.stop()
+            except Exception as exc:  # the API server away: the waits time out and say so
+                self.errors.append(repr(exc))
+                self._stop.wait(0.5)
 
     def wait(
         self, predicate: Callable[[dict[str, Any]], bool], what: str, timeout: float = WAIT
@@ -157,7 +163,10 @@ class ChannelWatch:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     last = self.seen[-1][1].get("status") if self.seen else None
-                    raise AssertionError(f"{what} not within {timeout} s; last: {last}")
+                    raise AssertionError(
+                        f"{what} not within {timeout} s; last: {last}; watch errors: "
+                        f"{self.errors[-3:]}"
+                    )
                 self._changed.wait(left)
 
     def stop(self) -> None:

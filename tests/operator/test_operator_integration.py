@@ -374,6 +374,8 @@ def test_apply_creates_topics_children_and_reports_ready(
             "Ready": "True",
             "TopicsReady": "True",
             "WorkersReady": "True",
+            # Beside Ready: every replica of the topic in sync (one broker, one replica).
+            "TopicsHealthy": "True",
             # The legacy spec.ingress means the nginx profile; this stack has no such
             # IngressClass, which the channel says beside Ready instead of hiding it.
             "Exposed": "False",
