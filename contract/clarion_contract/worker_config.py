@@ -276,10 +276,12 @@ class RoutingSettings(_Section):
     #: Zone of zoneless producer timestamps (``resolve_zone`` accepts it).
     timestamp_zone: Annotated[
         StrictStr,
-        StringConstraints(max_length=64, pattern=TIMESTAMP_ZONE_PATTERN),
+        StringConstraints(max_length=64),
         AfterValidator(_zone),
     ] = Field(
         "UTC",
+        # The CRD's pattern; here resolve_zone says what is wrong in plainer words.
+        json_schema_extra={"pattern": TIMESTAMP_ZONE_PATTERN},
         description="Zone of producer timestamps written without an offset (Java's "
         "LocalDateTime): UTC (the workers' default), a fixed offset such as +01:00, or an "
         "IANA name such as Africa/Abidjan.",

@@ -12,10 +12,10 @@ from functools import lru_cache
 from typing import Final
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-#: UTC, a fixed offset or an IANA-style zone name, in RE2 syntax (the CRD's pattern);
-#: :func:`resolve_zone` then checks that a name is known and an offset in range.
+#: UTC, a fixed offset up to 18:59 or an IANA-style zone name, in RE2 syntax (the CRD's
+#: pattern); :func:`resolve_zone` then checks that a name is known, which no schema can.
 TIMESTAMP_ZONE_PATTERN: Final = (
-    r"^(UTC|Z|[+-][0-9]{2}:[0-9]{2}|[A-Za-z][A-Za-z0-9_+-]*(/[A-Za-z0-9_+-]+)*)$"
+    r"^(UTC|Z|[+-](0[0-9]|1[0-8]):[0-5][0-9]|[A-Za-z][A-Za-z0-9_+-]*(/[A-Za-z0-9_+-]+)*)$"
 )
 _ZONE_NAME: Final = re.compile(r"[A-Za-z][A-Za-z0-9_+\-]*(?:/[A-Za-z0-9_+\-]+)*")
 _FIXED_OFFSET: Final = re.compile(r"([+-])(\d{2}):(\d{2})")

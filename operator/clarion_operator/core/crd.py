@@ -318,6 +318,9 @@ def model_properties(
         elif base is int or (base is float and key in whole):
             out[key] = integer(desc, minimum=limits["ge"], maximum=limits["le"], default=default)
         elif base is str:
+            extra = info.json_schema_extra if isinstance(info.json_schema_extra, dict) else {}
+            if extra.get("pattern") is not None:
+                limits["pattern"] = extra["pattern"]
             text = any(getattr(m, "func", None) is not_blank for m in metadata)
             out[key] = string(
                 desc,
@@ -788,6 +791,15 @@ def _workers() -> Schema:
                 "replicas cannot change while autoscaling is set: the "
                 "HorizontalPodAutoscaler owns the count; change autoscaling instead",
                 field_path=".replicas",
+            ),
+            # Given resources are taken as written (the defaults hold a CPU request).
+            rule(
+                "!has(self.autoscaling) || !has(self.resources) || "
+                "(has(self.resources.requests) && 'cpu' in self.resources.requests) || "
+                "(has(self.resources.limits) && 'cpu' in self.resources.limits)",
+                "resources.requests.cpu is required with autoscaling (CPU utilization is a "
+                "percentage of the request)",
+                field_path=".resources",
             ),
         ),
     )

@@ -107,7 +107,7 @@ def test_rendered_document_is_what_the_worker_runs(minimal_raw: dict[str, Any], 
         (
             lambda raw: raw["routing"].update(timestampZone="CET 1"),
             "spec.routing.timestampZone",
-            "must match",
+            "is not a zone name (UTC, +HH:MM or an IANA name)",
         ),
     ],
 )
