@@ -16,6 +16,7 @@ import signal
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, cast
 
@@ -682,6 +683,12 @@ def test_two_channels_claiming_one_topic_the_younger_gets_resource_conflict(
     try:
         cluster.apply("older", base_spec(kafka, [{"name": topic, "partitions": 1}]))
         cluster.wait_channel("older", is_ready)
+        # creationTimestamp has whole seconds: two channels created in the same second are
+        # told apart by uid, at random. The operator is fast enough now to make "older"
+        # Ready within its own second, so "younger" waits for the clock to move on.
+        created = datetime.fromisoformat(cluster.channel("older")["metadata"]["creationTimestamp"])
+        while datetime.now(UTC) < created + timedelta(seconds=1):
+            time.sleep(0.05)
         cluster.apply("younger", base_spec(kafka, [{"name": topic, "partitions": 2}]))
         conflict = cluster.wait_channel("younger", reason_is("ResourceConflict"))
         assert "older" in condition(conflict, "TopicsReady")["message"]
