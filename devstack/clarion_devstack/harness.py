@@ -309,6 +309,26 @@ class Producer:
         await self.kafka.send_and_wait(topic, value, key=key, headers=headers)
         self.raw_sent += 1
 
+    async def raw_batch(
+        self,
+        topic: str,
+        records: list[tuple[bytes, list[tuple[str, bytes]]]],
+        key: bytes = b"k",
+    ) -> None:
+        """Records as given, in one Kafka record batch on one partition.
+
+        A consumer fetches a record batch whole, so the worker sees these in one pass:
+        a test of what the worker does with several events at once does not depend on
+        how fast it drains records produced one at a time.
+        """
+        partitions = sorted(await self.kafka.partitions_for(topic))
+        batch = self.kafka.create_batch()
+        for value, headers in records:
+            if batch.append(key=key, value=value, timestamp=None, headers=headers) is None:
+                raise ValueError("records do not fit in one batch")
+        await (await self.kafka.send_batch(batch, topic, partition=partitions[0]))
+        self.raw_sent += len(records)
+
 
 class Collector:
     """A real client (``ClarionClient``) gathering events; tests wait on its condition."""

@@ -641,13 +641,15 @@ async def test_routing_from_headers_batch_frames_and_limits(
     )
     batched = collect(worker.ws, keys.token(["org-a"], "alice"), batch=True, extra_headers=ORIGIN)
     await _connected(batched)
-    # Routing facts in headers: the JSON body carries only the payload.
-    for n in range(50):
-        await producer.raw(
-            topics.approvals,
-            json.dumps({"data": {"n": n}}).encode(),
-            headers=[("org", b"org-a"), ("type", b"KPI_UPDATE")],
-        )
+    # Routing facts in headers: the JSON body carries only the payload. One record
+    # batch, so the worker has the fifty in one pass and must frame them as batches.
+    await producer.raw_batch(
+        topics.approvals,
+        [
+            (json.dumps({"data": {"n": n}}).encode(), [("org", b"org-a"), ("type", b"KPI_UPDATE")])
+            for n in range(50)
+        ],
+    )
     await producer.raw(
         topics.approvals,
         json.dumps({"data": {}}).encode(),
