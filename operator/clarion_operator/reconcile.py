@@ -546,6 +546,22 @@ class Reconciler:
 
     # --- status, Events, log lines --------------------------------------------------------
 
+    async def _publish_followed(
+        self, key: str, uid: str, old: Mapping[str, Any], status: ChannelStatusBody
+    ) -> Outcome:
+        """Publish a status that followed a watch or the health probe (no reconcile): its
+        transitions' Events, and whether the workers are ready now."""
+        return await self._publish(
+            key,
+            uid,
+            Outcome(
+                old,
+                status,
+                tuple(transition_events(old, status)),
+                workers_ready=_condition_true(status, conditions.WORKERS_READY),
+            ),
+        )
+
     async def _publish(self, key: str, uid: str, outcome: Outcome) -> Outcome:
         """Write the outcome's status (if it changed) and pick its state line; under the
         channel's lock. A failed write drops the Events (they describe a change that did
@@ -662,16 +678,7 @@ class Reconciler:
             status = follow_health(old, healthy=health, now=self._clock())
             if status is None:
                 return None
-            outcome = await self._publish(
-                key,
-                uid,
-                Outcome(
-                    old,
-                    status,
-                    tuple(transition_events(old, status)),
-                    workers_ready=_condition_true(status, conditions.WORKERS_READY),
-                ),
-            )
+            outcome = await self._publish_followed(key, uid, old, status)
         self._post_events(_channel_ref(body), uid, outcome.events)
         return outcome
 
@@ -730,16 +737,7 @@ class Reconciler:
             )
             if status is None:
                 return None
-            outcome = await self._publish(
-                key,
-                uid,
-                Outcome(
-                    old,
-                    status,
-                    tuple(transition_events(old, status)),
-                    workers_ready=_condition_true(status, conditions.WORKERS_READY),
-                ),
-            )
+            outcome = await self._publish_followed(key, uid, old, status)
         self._post_events(ref, uid, outcome.events)
         return outcome
 
