@@ -27,7 +27,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Final, Literal
+from typing import Final, Literal, get_args
 
 from clarion_contract.worker_config import Audience, WithoutUser
 from clarion_worker.core.settings import RoutingSettings, WorkerSettings
@@ -42,15 +42,7 @@ BadRecordReason = Literal[
     "missing_type",
     "empty",
 ]
-BAD_RECORD_REASONS: Final[tuple[BadRecordReason, ...]] = (
-    "not_json",
-    "not_object",
-    "oversized",
-    "missing_organization",
-    "missing_user",
-    "missing_type",
-    "empty",
-)
+BAD_RECORD_REASONS: Final[tuple[BadRecordReason, ...]] = get_args(BadRecordReason)
 MAX_ROUTING_VALUE_LENGTH: Final = 256
 
 

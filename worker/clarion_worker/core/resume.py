@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
-from typing import Final, Literal
+from typing import Final, Literal, get_args
 
 from clarion_worker.core.cursor import Cursor, CursorError, decode_cursor, name_tag, tag
 from clarion_worker.core.settings import ResumeSettings
@@ -33,14 +33,7 @@ ResetReason = Literal[
     "too_old",
     "ahead_of_log",
 ]
-RESET_REASONS: Final[tuple[ResetReason, ...]] = (
-    "bad_cursor",
-    "incarnation_changed",
-    "beyond_retention",
-    "too_far_behind",
-    "too_old",
-    "ahead_of_log",
-)
+RESET_REASONS: Final[tuple[ResetReason, ...]] = get_args(ResetReason)
 
 
 @dataclass(frozen=True, slots=True)

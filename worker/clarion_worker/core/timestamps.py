@@ -43,7 +43,7 @@ import re
 from datetime import UTC, datetime, timedelta, tzinfo
 from decimal import Decimal, InvalidOperation
 from functools import lru_cache
-from typing import Final, Literal, NamedTuple
+from typing import Final, Literal, NamedTuple, get_args
 
 from clarion_contract.zones import resolve_zone as resolve_zone
 
@@ -57,22 +57,9 @@ TimestampForm = Literal[
     "epoch_us",
     "epoch_ns",
 ]
-TIMESTAMP_FORMS: Final[tuple[TimestampForm, ...]] = (
-    "iso_offset",
-    "iso_region",
-    "iso_local",
-    "array",
-    "epoch_s",
-    "epoch_ms",
-    "epoch_us",
-    "epoch_ns",
-)
+TIMESTAMP_FORMS: Final[tuple[TimestampForm, ...]] = get_args(TimestampForm)
 TimestampProblem = Literal["unparsable", "wrong_type", "implausible"]
-TIMESTAMP_PROBLEMS: Final[tuple[TimestampProblem, ...]] = (
-    "unparsable",
-    "wrong_type",
-    "implausible",
-)
+TIMESTAMP_PROBLEMS: Final[tuple[TimestampProblem, ...]] = get_args(TimestampProblem)
 
 #: 2000-01-01T00:00:00Z: nothing a live producer stamps is older.
 EARLIEST_MS: Final = 946_684_800_000
