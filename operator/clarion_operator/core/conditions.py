@@ -534,15 +534,10 @@ def follow_workers(
         str(topics.get("message") or ""),
     )
     wc = workers_condition(workers, prev.get(WORKERS_READY), problem)
-    status: ChannelStatusBody = {}
-    for key in MANAGED_KEYS:
-        if key in previous:
-            status[key] = previous[key]  # type: ignore[literal-required]
-    ready = prev.get(READY)
-    blocked = ready is not None and ready.get("reason") in _BLOCKING_REASONS
+    status = _kept_status(previous)
     rc = ready_condition(tc, wc, _condition_of(prev.get(TOPICS_HEALTHY)))
     bodies: list[Any] = [
-        dict(ready) if blocked and ready is not None else _body(rc, prev, generation, stamp),
+        _followed_ready(rc, prev, generation, stamp),
         dict(topics),
         _body(wc, prev, generation, stamp),
     ]
@@ -568,20 +563,35 @@ def follow_health(
         return None
     generation = _int(previous.get("observedGeneration"))
     stamp = format_time(now)
-    status: ChannelStatusBody = {}
-    for key in MANAGED_KEYS:
-        if key in previous:
-            status[key] = previous[key]  # type: ignore[literal-required]
-    ready = prev.get(READY)
-    blocked = ready is not None and ready.get("reason") in _BLOCKING_REASONS
+    status = _kept_status(previous)
     rc = ready_condition(_as_condition(topics), _as_condition(workers), healthy)
     bodies: list[Any] = [
-        dict(ready) if blocked and ready is not None else _body(rc, prev, generation, stamp),
+        _followed_ready(rc, prev, generation, stamp),
         *(dict(c) for t, c in prev.items() if t not in (READY, TOPICS_HEALTHY)),
         _body(healthy, prev, generation, stamp),
     ]
     status["conditions"] = bodies
     return status if status_changed(previous, status) else None
+
+
+def _kept_status(previous: Mapping[str, Any]) -> ChannelStatusBody:
+    """What a follow between two reconciles keeps: the keys the last reconcile wrote."""
+    status: ChannelStatusBody = {}
+    for key in MANAGED_KEYS:
+        if key in previous:
+            status[key] = previous[key]  # type: ignore[literal-required]
+    return status
+
+
+def _followed_ready(
+    rc: Condition, prev: Mapping[str, Mapping[str, Any]], generation: int, stamp: str
+) -> Mapping[str, Any]:
+    """Ready as a follow recomputed it, unless a reason that stops reconciliation holds
+    it (then it stays as the reconcile wrote it)."""
+    ready = prev.get(READY)
+    if ready is not None and ready.get("reason") in _BLOCKING_REASONS:
+        return dict(ready)
+    return _body(rc, prev, generation, stamp)
 
 
 def _condition_of(body: Mapping[str, Any] | None) -> Condition | None:
