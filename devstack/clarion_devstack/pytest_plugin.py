@@ -1,8 +1,13 @@
 """pytest fixtures that give integration tests the real local stack.
 
 The stack comes up once per test session, or an already running one (``make
-env-up``) is reused from ``.clarion/env.json`` and left running afterwards. When an
-integration test fails, its report names the folder holding every component's log.
+env-up``, or the one ``make test``'s runner started: ``clarion_devstack.suite``) is reused
+from ``.clarion/env.json`` and left running afterwards. When an integration test fails,
+its report names the folder holding every component's log.
+
+A test that stops Kafka, etcd, the API server or the real node asks for ``own_stack``:
+it runs only where nobody else may be using the stack, and is marked ``exclusive`` so that
+``make test`` runs it alone, after the tests that run side by side.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from kubernetes import config as k8s_config
 
 from . import stack
 from .settings import DevstackSettings
+from .suite import EXCLUSIVE, STARTED_BY_RUN
 
 INTEGRATION = "integration"
 
@@ -30,6 +36,17 @@ class LocalStack:
 
     settings: DevstackSettings
     env: stack.StackEnv
+    #: This pytest session started the stack (it stops it at the end).
+    started_here: bool = False
+
+    @property
+    def disposable(self) -> bool:
+        """Nobody else may be using this stack: a private ``CLARION_STATE_DIR``, or the
+        checkout's stack when this session or ``make test``'s runner started it."""
+        if self.settings.state_dir.resolve() != (self.settings.checkout / ".clarion").resolve():
+            return True
+        given = os.environ.get(STARTED_BY_RUN)  # noqa: TID251 - test-process edge
+        return self.started_here or given == repr(self.env["started_at"])
 
     @property
     def kafka_bootstrap(self) -> str:
@@ -69,10 +86,37 @@ def local_stack(request: pytest.FixtureRequest) -> Iterator[LocalStack]:
     assert env is not None
     request.config.stash[_LOGS_KEY] = Path(env["logs_dir"])
     try:
-        yield LocalStack(settings, env)
+        yield LocalStack(settings, env, started_here=owned)
     finally:
         if owned:
             stack.down(settings, quiet=True)
+
+
+@pytest.fixture
+def own_stack(local_stack: LocalStack) -> LocalStack:
+    """The stack, for a test that stops or freezes one of its components."""
+    if not local_stack.disposable:
+        pytest.skip(
+            "stops or freezes a component of the stack: runs only on a stack this run "
+            "started (make test, or CLARION_STATE_DIR=<a fresh folder>), never on a shared one"
+        )
+    return local_stack
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        f"{EXCLUSIVE}: stops or measures a shared component; make test runs it alone, "
+        "after the tests that run side by side (every test that asks for own_stack)",
+    )
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    # Before ``-m`` selects: a test that asks for ``own_stack`` is exclusive by nature.
+    for item in items:
+        if "own_stack" in getattr(item, "fixturenames", ()):
+            item.add_marker(EXCLUSIVE)
 
 
 @pytest.fixture(scope="session")

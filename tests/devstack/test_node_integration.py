@@ -82,6 +82,7 @@ def state_dir() -> Iterator[Path]:
         shutil.rmtree(path, ignore_errors=True)
 
 
+@pytest.mark.exclusive  # stops the running stack's node: nothing else may use it meanwhile
 def test_down_leaves_nothing_of_the_real_node(state_dir: Path) -> None:
     """On the running stack's node when there is one (one node per machine: stop it,
     snapshot, start it, run a pod, stop it, compare, start it again for the tests that

@@ -156,7 +156,7 @@ async def test_rolling_restart_with_drain_loses_nothing(
 
 
 async def test_kafka_restart_workers_reconnect_and_continue(
-    healthy: Deployment, producer: UnionFlowProducer, local_stack: LocalStack
+    healthy: Deployment, producer: UnionFlowProducer, own_stack: LocalStack
 ) -> None:
     viewers = _connect(healthy)
     traffic = _traffic(4)
@@ -165,14 +165,14 @@ async def test_kafka_restart_workers_reconnect_and_continue(
         for _ in range(150):
             traffic.next(producer)
         await asyncio.to_thread(producer.flush, 30)
-        await asyncio.to_thread(stack.stop_component, local_stack.env, "kafka")
+        await asyncio.to_thread(stack.stop_component, own_stack.env, "kafka")
         try:
             # Queued in librdkafka while the broker is down, delivered once it is back.
             for _ in range(150):
                 traffic.next(producer)
         finally:
             await asyncio.to_thread(
-                stack.start_component, local_stack.settings, local_stack.env, "kafka"
+                stack.start_component, own_stack.settings, own_stack.env, "kafka"
             )
         for _ in range(150):
             traffic.next(producer)

@@ -212,11 +212,11 @@ async def test_a_spec_change_rolls_a_new_replicaset_without_losing_anything(
 
 
 async def test_kafka_broker_restart_loses_nothing(
-    healthy: PodChannel, producer: UnionFlowProducer, local_stack: LocalStack
+    healthy: PodChannel, producer: UnionFlowProducer, own_stack: LocalStack
 ) -> None:
     def restart(victim: str) -> None:
-        stack.stop_component(local_stack.env, "kafka")
-        stack.start_component(local_stack.settings, local_stack.env, "kafka")
+        stack.stop_component(own_stack.env, "kafka")
+        stack.start_component(own_stack.settings, own_stack.env, "kafka")
 
     def served(victim: str) -> None:
         healthy.wait_rolled_out()

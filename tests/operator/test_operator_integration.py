@@ -501,7 +501,7 @@ def test_kafka_outage_is_reported_and_healed_and_force_delete_releases(
     cluster: Cluster,
     kafka: str,
     unique_name: Callable[[str], str],
-    local_stack: LocalStack,
+    own_stack: LocalStack,
 ) -> None:
     kept, blocked = unique_name("outage"), unique_name("blocked")
     try:
@@ -513,7 +513,7 @@ def test_kafka_outage_is_reported_and_healed_and_force_delete_releases(
         cluster.wait_channel("steady", is_ready)
         cluster.wait_channel("doomed", is_ready)
         try:
-            stack.stop_component(local_stack.env, "kafka")
+            stack.stop_component(own_stack.env, "kafka")
             down = cluster.wait_channel(
                 "steady", lambda o: condition(o).get("reason") in KAFKA_DOWN_REASONS
             )
@@ -521,11 +521,11 @@ def test_kafka_outage_is_reported_and_healed_and_force_delete_releases(
             assert condition(down, "TopicsReady")["reason"] in KAFKA_DOWN_REASONS
 
             # Deleting a channel whose topics must go waits on Kafka, saying so ...
-            local_stack.kubectl("delete", "rtc", "doomed", "-n", cluster.namespace, "--wait=false")
+            own_stack.kubectl("delete", "rtc", "doomed", "-n", cluster.namespace, "--wait=false")
             held = cluster.wait_channel("doomed", reason_is("DeletionBlocked"))
             assert "realtime.clarion.dev/force-delete" in condition(held)["message"]
             # ... until the escape hatch releases it without touching Kafka.
-            local_stack.kubectl(
+            own_stack.kubectl(
                 "annotate", "rtc", "doomed", "-n", cluster.namespace,
                 "realtime.clarion.dev/force-delete=true",
             )  # fmt: skip
@@ -536,7 +536,7 @@ def test_kafka_outage_is_reported_and_healed_and_force_delete_releases(
             )
             assert operator.alive()
         finally:
-            stack.start_component(local_stack.settings, local_stack.env, "kafka")
+            stack.start_component(own_stack.settings, own_stack.env, "kafka")
         healed = cluster.wait_channel("steady", is_ready)
         assert condition(healed, "TopicsReady")["status"] == "True"
         assert operator.alive()
@@ -765,12 +765,10 @@ def test_a_failing_worker_pod_shows_on_the_channel_with_its_message(
 
 # --- control-plane and broker faults ---------------------------------------------------
 #
-# These stop the API server, etcd or Kafka, so they run only on a private stack
-# (``CLARION_STATE_DIR=/work/state-<name>``) or on one this pytest run started itself
-# (``make test`` without ``make env-up``): never on the checkout's shared stack while other
-# runs may be using it.
+# These stop the API server, etcd or Kafka, so they ask for ``own_stack`` (the pytest
+# plugin's): they run only on a private stack (``CLARION_STATE_DIR=<a fresh folder>``) or
+# on one this run started (``make test`` without ``make env-up``), alone.
 
-_SESSION_STARTED = time.time()
 #: Outage held in the tests (the 30 and 90 s ones run as ``bench/recovery.py``).
 OUTAGE = 20.0
 #: The issue's target: every channel Ready within this many seconds of the component being
@@ -782,17 +780,6 @@ RECOVERY_TARGET = 10.0
 #: machine, whose controller-manager, kubelet and KWOK all relist at once after an outage,
 #: has taken 16 s for what takes 0.3 s on a quiet one.
 RECOVERY_BOUND = 3 * RECOVERY_TARGET
-
-
-@pytest.fixture
-def own_stack(local_stack: LocalStack) -> LocalStack:
-    shared = local_stack.settings.state_dir.resolve() == (ROOT / ".clarion").resolve()
-    if shared and local_stack.env["started_at"] < _SESSION_STARTED:
-        pytest.skip(
-            "stops the API server, etcd or Kafka: runs only on a stack this run started "
-            "(CLARION_STATE_DIR=<a fresh folder>), never on a shared one"
-        )
-    return local_stack
 
 
 @pytest.fixture

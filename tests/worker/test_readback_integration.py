@@ -42,7 +42,6 @@ from clarion_worker.sessions import Session
 pytestmark = pytest.mark.integration
 
 CHECKOUT = Path(__file__).resolve().parents[2]
-_SESSION_STARTED = time.time()
 
 ORG = "org-readback"
 #: Records on the organization topic before the worker starts (so only Kafka has them).
@@ -295,18 +294,6 @@ async def test_a_big_window_replay_queues_at_most_one_budget_per_loop_turn(
     most, longest = await _max_queued_per_turn(session, task)
     assert runtime.metrics.resumes.labels("window")._value.get() == 1
     assert most <= PER_TURN + 1, f"{most} frames in one turn ({longest:.3f} s)"
-
-
-@pytest.fixture
-def own_stack(local_stack: LocalStack) -> LocalStack:
-    """A stack this run started: the test freezes its Kafka, never the shared one."""
-    shared = local_stack.settings.state_dir.resolve() == (CHECKOUT / ".clarion").resolve()
-    if shared and local_stack.env["started_at"] < _SESSION_STARTED:
-        pytest.skip(
-            "freezes Kafka: runs only on a stack this run started "
-            "(CLARION_STATE_DIR=<a fresh folder>), never on a shared one"
-        )
-    return local_stack
 
 
 def _partition_values(registry: CollectorRegistry, name: str, topic: str) -> list[float | None]:

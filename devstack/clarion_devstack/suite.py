@@ -1,0 +1,113 @@
+"""``make test``'s runner: the local stack once, then the suite in two phases.
+
+Most integration tests spend their time waiting (for a rollout, a timeout, a retry, a
+drain), so they run side by side: the first phase spreads every test not marked
+``exclusive`` over pytest-xdist workers, a file to a worker (``--dist loadfile``: a
+module's fixtures, such as the end-to-end deployment, are built once). The second phase
+runs the ``exclusive`` tests one at a time: they stop Kafka, etcd, the API server or the
+real node, so nothing else may be using the stack meanwhile. Both phases share one stack:
+a healthy running one (``make env-up``) is reused and left running; otherwise this runner
+starts it, tells the tests so (:data:`STARTED_BY_RUN`, which lets the exclusive ones run
+on it), and stops it at the end, also when a phase fails or the run is interrupted.
+
+``python -m clarion_devstack.suite [pytest args]``; ``CLARION_TEST_WORKERS`` sets the
+number of workers of the first phase (``0`` runs it in one process).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from types import FrameType
+
+from . import stack
+from .settings import DevstackSettings
+
+#: Names the ``started_at`` of a stack this run started: tests may stop its components.
+STARTED_BY_RUN = "CLARION_STACK_STARTED_BY_RUN"
+#: The first phase's workers: the machine has two cores, but most tests wait.
+DEFAULT_WORKERS = 4
+EXCLUSIVE = "exclusive"
+#: How long an interrupted phase may take to tear its fixtures down.
+INTERRUPT_GRACE_SECONDS = 60
+#: pytest's exit code when a selection is empty: a phase with nothing to run passes.
+NO_TESTS_COLLECTED = 5
+
+
+@dataclass(frozen=True)
+class Phase:
+    name: str
+    args: tuple[str, ...]
+
+
+def plan(extra: Sequence[str], environ: Mapping[str, str]) -> tuple[Phase, Phase]:
+    """The two pytest invocations (arguments after ``python -m pytest``)."""
+    workers = int(environ.get("CLARION_TEST_WORKERS", DEFAULT_WORKERS))
+    spread = ("-n", str(workers), "--dist", "loadfile") if workers > 0 else ("-p", "no:xdist")
+    durations = ("--durations=25",)
+    return (
+        Phase("parallel", (*spread, "-m", f"not {EXCLUSIVE}", *durations, *extra)),
+        Phase("exclusive", ("-p", "no:xdist", "-m", EXCLUSIVE, *durations, *extra)),
+    )
+
+
+def verdict(codes: Sequence[int]) -> int:
+    """The run's exit code: the first failing phase's, 0 when every phase passed."""
+    failing = [c for c in codes if c not in (0, NO_TESTS_COLLECTED)]
+    return failing[0] if failing else 0
+
+
+def _stop_on_sigterm(signum: int, frame: FrameType | None) -> None:
+    # A CI timeout sends SIGTERM: unwind through ``finally`` so the stack goes down.
+    raise KeyboardInterrupt
+
+
+def _run_pytest(args: Sequence[str], environ: Mapping[str, str]) -> int:
+    child = subprocess.Popen([sys.executable, "-m", "pytest", *args], env=environ)
+    try:
+        return child.wait()
+    except KeyboardInterrupt:
+        # SIGINT lets pytest tear its fixtures down (workers, operators it started);
+        # SIGKILL only if it does not finish in time.
+        child.send_signal(signal.SIGINT)
+        try:
+            child.wait(timeout=INTERRUPT_GRACE_SECONDS)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait()
+        raise
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    extra = list(sys.argv[1:] if argv is None else argv)
+    environ = dict(os.environ)  # noqa: TID251 - the process edge
+    settings = DevstackSettings.from_environ(environ)
+    signal.signal(signal.SIGTERM, _stop_on_sigterm)
+    running = stack.read_env(settings)
+    owned = running is None or not stack.healthy(running)
+    env = stack.up(settings) if owned else running
+    assert env is not None
+    if owned:
+        environ[STARTED_BY_RUN] = repr(env["started_at"])
+    codes: list[int] = []
+    try:
+        for phase in plan(extra, environ):
+            began = time.monotonic()
+            print(f"\n[clarion] test phase {phase.name}: pytest {' '.join(phase.args)}", flush=True)
+            code = _run_pytest(phase.args, environ)
+            took = time.monotonic() - began
+            print(f"[clarion] test phase {phase.name}: exit {code} in {took:.0f} s", flush=True)
+            codes.append(code)
+    finally:
+        if owned:
+            stack.down(settings, quiet=True)
+    return verdict(codes)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
