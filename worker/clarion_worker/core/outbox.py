@@ -73,12 +73,7 @@ class Outbox:
             return self._hold(item, size)
         if self.count >= self.max_events or self.nbytes + size > self.max_bytes:
             return False
-        self._items.append(item)
-        self._sizes.append(size)
-        self.count += 1
-        self.nbytes += size
-        if self.count == 1 and self.on_ready is not None:
-            self.on_ready()
+        self._push(item, size)
         return True
 
     def _hold(self, item: str, size: int) -> bool:
