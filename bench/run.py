@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import hashlib
 import json
 import os
@@ -737,13 +738,14 @@ async def clarion_target(bench: Bench, server_kind: str, hop: bool = False) -> T
     return Target(f"clarion-{server_kind}", server, publisher, [], close, extra)
 
 
-async def bare_asyncio_target(bench: Bench) -> Target:
-    """The floor (issue 17): frames built once, one transport.write per client, uvloop."""
+async def python_peer_target(bench: Bench, script: str, name: str) -> Target:
+    """A Python peer (``bench/peers/<script>``) on a free port, fed through its publisher
+    WebSocket (loadgen dialect "plain")."""
     port = free_port()
-    argv = [str(CHECKOUT / ".venv/bin/python"), str(BENCH / "peers/bare_asyncio.py")]
+    argv = [str(CHECKOUT / ".venv/bin/python"), str(BENCH / "peers" / script)]
     argv += ["--port", str(port)]
     server = start_server(
-        "bare-asyncio",
+        Path(script).stem.replace("_", "-"),
         argv,
         f"ws://127.0.0.1:{port}/ws",
         f"http://127.0.0.1:{port}/healthz",
@@ -756,28 +758,7 @@ async def bare_asyncio_target(bench: Bench) -> Target:
         await conn.close()
         server.stop()
 
-    return Target("bare-asyncio", server, publisher, ["-dialect", "plain"], close)
-
-
-async def ws_broadcast_target(bench: Bench) -> Target:
-    port = free_port()
-    argv = [str(CHECKOUT / ".venv/bin/python"), str(BENCH / "peers/ws_broadcast.py")]
-    argv += ["--port", str(port)]
-    server = start_server(
-        "ws-broadcast",
-        argv,
-        f"ws://127.0.0.1:{port}/ws",
-        f"http://127.0.0.1:{port}/healthz",
-        bench.workdir,
-        bench.env(),
-    )
-    publisher, conn = await ws_publisher(f"ws://127.0.0.1:{port}/publish")
-
-    async def close() -> None:
-        await conn.close()
-        server.stop()
-
-    return Target("websockets.broadcast", server, publisher, ["-dialect", "plain"], close)
+    return Target(name, server, publisher, ["-dialect", "plain"], close)
 
 
 async def centrifugo_target(bench: Bench, binary: Path, conns: int) -> Target:
@@ -852,8 +833,13 @@ async def w2_run(
 
 #: The Python peers, fed through a publisher WebSocket (loadgen dialect "plain").
 PEERS: dict[str, Callable[[Bench], Awaitable[Target]]] = {
-    "bare_asyncio": bare_asyncio_target,
-    "ws_broadcast": ws_broadcast_target,
+    # The floor (issue 17): frames built once, one transport.write per client, uvloop.
+    "bare_asyncio": functools.partial(
+        python_peer_target, script="bare_asyncio.py", name="bare-asyncio"
+    ),
+    "ws_broadcast": functools.partial(
+        python_peer_target, script="ws_broadcast.py", name="websockets.broadcast"
+    ),
 }
 
 
