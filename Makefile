@@ -18,11 +18,16 @@ PYTEST_ARGS ?=
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
 
-$(STAMP): pyproject.toml constraints.txt
+# The product's distributions, each a folder with its own pyproject.toml (see the root
+# pyproject.toml), installed editable, and the workspace's dev group (pip >= 25.1).
+DISTS := contract worker operator devstack
+$(STAMP): pyproject.toml constraints.txt $(DISTS:%=%/pyproject.toml)
 	@echo "[clarion] > Python virtualenv and dependencies ($(VENV))"
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@$(PY) -m pip install --quiet --upgrade pip
-	@$(PY) -m pip install --quiet --progress-bar off -c constraints.txt -e '.[dev]'
+	@# The single distribution of before the split ("clarion") owned the same scripts.
+	@if $(PY) -m pip show --quiet clarion >/dev/null 2>&1; then $(PY) -m pip uninstall --quiet --yes clarion; fi
+	@$(PY) -m pip install --quiet --progress-bar off -c constraints.txt $(DISTS:%=-e ./%) --group dev
 	@touch $@
 
 .PHONY: venv
@@ -109,8 +114,8 @@ integration: setup ## Integration tests against the real local stack
 	@$(BIN)/pytest -m integration $(PYTEST_ARGS)
 
 .PHONY: test
-test: setup check ## Everything: install, static checks, unit and integration tests
-	@$(BIN)/pytest --durations=25 $(PYTEST_ARGS)
+test: setup check ## Everything: install, static checks, then the suite side by side and its exclusive tests alone
+	@$(PY) -m clarion_devstack.suite $(PYTEST_ARGS)
 
 .PHONY: demo
 demo: setup ## The stack, the operator, 2 workers (real pods if the node is up) behind HAProxy, a live dashboard
@@ -133,7 +138,7 @@ BENCH_ARGS ?=
 
 .PHONY: bench
 bench: setup ## Benchmarks W1-W5 side by side with the peers (~35 min); results + tables
-	@$(PY) -m pip install --quiet --progress-bar off -c constraints.txt -e '.[dev,bench]'
+	@$(PY) -m pip install --quiet --progress-bar off -c constraints.txt --group bench
 	@$(PY) -m clarion_devstack up
 	@$(PY) bench/run.py $(BENCH_ARGS)
 	@$(PY) bench/report.py $$(ls -t bench/results/*.json | head -1)

@@ -16,9 +16,12 @@
    only, host networking for pip (no bridge or firewall rule is created), tagged as the
    chart and the operator's defaults expect (``ghcr.io/clarion/<name>:<version>``).
    Podman's layer cache makes a change of the worker's code rebuild only the layers after
-   the code is copied. Each image is exported to a docker-archive in
-   ``<cache>/image-<name>-<version>/image.tar`` (for ``ctr -n k8s.io images import``),
-   marked complete with a fingerprint of its base, Dockerfile and build context.
+   the code is copied. Each Dockerfile installs its own distribution (``worker/`` or
+   ``operator/``, each with its pyproject.toml) and the contract's, nothing else of
+   this repository: the development stack is in neither image. Each image is exported
+   to a docker-archive in ``<cache>/image-<name>-<version>/image.tar`` (for
+   ``ctr -n k8s.io images import``), marked complete with a fingerprint of its base,
+   Dockerfile and build context (the paths of its :attr:`ImageSpec.context`).
 
 Podman keeps its store under ``<cache>/containers`` with a ``containers.conf`` written
 there (runc, cgroupfs, nofile/nproc at or below this process's hard limits), never the
@@ -72,15 +75,17 @@ BASE_PRUNE = (
 BASE_RECIPE_REVISION = "1"
 FINGERPRINT_LABEL = "org.clarion.fingerprint"
 
-#: What the Dockerfiles COPY from the repository root (their build context).
-CONTEXT_PATHS = (
-    "pyproject.toml",
-    "README.md",
-    "constraints.txt",
-    "contract",
-    "worker",
-    "operator",
-    "devstack",
+#: What each Dockerfile copies or mounts from the repository root (its build context):
+#: the pins and the distributions it installs.
+WORKER_CONTEXT = ("constraints.txt", "contract", "worker")
+OPERATOR_CONTEXT = ("constraints.txt", "contract", "operator")
+#: Every path either Dockerfile uses; the release version is read from their pyprojects.
+CONTEXT_PATHS = ("constraints.txt", "contract", "worker", "operator")
+#: The distributions whose version is the release version (the images' tag).
+RELEASE_PYPROJECTS = (
+    "contract/pyproject.toml",
+    "worker/pyproject.toml",
+    "operator/pyproject.toml",
 )
 #: The host's CA bundle, bind-mounted read-only into each build step (pip), never copied.
 CA_CERTS = Path("/etc/ssl/certs")
@@ -94,22 +99,32 @@ class ImageSpec:
 
     name: str
     dockerfile: str
+    #: The paths of the repository the Dockerfile copies or mounts.
+    context: tuple[str, ...]
 
     def reference(self, version: str) -> str:
         return f"ghcr.io/clarion/{self.name}:{version}"
 
 
-WORKER = ImageSpec("worker", "worker/Dockerfile")
-OPERATOR = ImageSpec("operator", "operator/Dockerfile")
+WORKER = ImageSpec("worker", "worker/Dockerfile", WORKER_CONTEXT)
+OPERATOR = ImageSpec("operator", "operator/Dockerfile", OPERATOR_CONTEXT)
 IMAGES = (WORKER, OPERATOR)
 
 
 def project_version(checkout: Path) -> str:
-    """The version in pyproject.toml: the chart's appVersion and the images' tag."""
-    data = tomllib.loads((checkout / "pyproject.toml").read_text())
-    version = data["project"]["version"]
-    assert isinstance(version, str)
-    return version
+    """The product's version: the chart's appVersion and the images' tag.
+
+    The distributions the images install are released together, so their pyprojects
+    must agree; a clear error says which one does not.
+    """
+    versions: dict[str, str] = {}
+    for relative in RELEASE_PYPROJECTS:
+        data = tomllib.loads((checkout / relative).read_text())
+        versions[relative] = str(data["project"]["version"])
+    if len(set(versions.values())) != 1:
+        listed = ", ".join(f"{path} {version}" for path, version in versions.items())
+        raise StackError(f"the product's distributions disagree on the version: {listed}")
+    return next(iter(versions.values()))
 
 
 # --- podman, confined to the cache ---------------------------------------------------
@@ -427,11 +442,11 @@ def ignored(relative: str, patterns: Sequence[str]) -> bool:
     return False
 
 
-def context_files(checkout: Path) -> list[Path]:
-    """Every file of the build context the Dockerfiles copy, sorted."""
+def context_files(checkout: Path, paths: Sequence[str] = CONTEXT_PATHS) -> list[Path]:
+    """Every file under ``paths`` of the build context (what a Dockerfile copies), sorted."""
     patterns = dockerignore(checkout)
     found: list[Path] = []
-    for entry in CONTEXT_PATHS:
+    for entry in paths:
         path = checkout / entry
         candidates = [path] if path.is_file() else path.rglob("*")
         for candidate in candidates:
@@ -445,7 +460,7 @@ def image_fingerprint(checkout: Path, spec: ImageSpec, base: str) -> str:
     parts = [base.encode(), spec.dockerfile.encode(), (checkout / spec.dockerfile).read_bytes()]
     ignore = checkout / ".dockerignore"
     parts.append(ignore.read_bytes() if ignore.is_file() else b"")
-    for path in context_files(checkout):
+    for path in context_files(checkout, spec.context):
         parts.append(str(path.relative_to(checkout)).encode())
         parts.append(path.read_bytes())
     return _fingerprint(*parts)

@@ -10,6 +10,7 @@ import pytest
 import yaml
 
 from clarion_devstack import images
+from clarion_devstack.procs import StackError
 from clarion_operator.core.crd import DEFAULT_IMAGE
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -42,7 +43,39 @@ def test_the_fingerprinted_context_holds_everything_the_dockerfile_copies(
 ) -> None:
     copied = _copy_sources(ROOT / spec.dockerfile)
     assert copied, "no COPY found: the parser is broken"
-    assert copied <= set(images.CONTEXT_PATHS), copied - set(images.CONTEXT_PATHS)
+    assert copied == set(spec.context), copied ^ set(spec.context)
+    assert set(spec.context) <= set(images.CONTEXT_PATHS)
+
+
+@pytest.mark.parametrize("spec", images.IMAGES, ids=lambda s: s.name)
+def test_each_image_copies_its_own_distribution_and_the_contract_only(
+    spec: images.ImageSpec,
+) -> None:
+    """No image holds the development stack, nor the other product's code."""
+    other = {"worker": "operator", "operator": "worker"}[spec.name]
+    copied = _copy_sources(ROOT / spec.dockerfile)
+    assert {"contract", spec.name} <= copied
+    assert not copied & {"devstack", other, "pyproject.toml"}
+    lines = (ROOT / spec.dockerfile).read_text().splitlines()
+    text = "\n".join(line for line in lines if not line.startswith("#")) + "\n"
+    assert f"--wheel-dir /wheels ./contract ./{spec.name}\n" in text
+    # The dependencies come from the wheels' metadata, not from a list in the Dockerfile.
+    assert "-r /tmp/requirements.txt" in text
+    for name in ("aiokafka", "starlette", "kopf", "kubernetes", "pydantic", "uvicorn"):
+        assert name not in text, f"{spec.dockerfile} names {name}"
+
+
+def test_the_images_tag_is_the_version_every_product_distribution_carries(
+    tmp_path: Path,
+) -> None:
+    for relative in images.RELEASE_PYPROJECTS:
+        (tmp_path / relative).parent.mkdir(parents=True)
+        shutil.copy(ROOT / relative, tmp_path / relative)
+    assert images.project_version(tmp_path) == images.project_version(ROOT)
+    worker = tmp_path / "worker/pyproject.toml"
+    worker.write_text(worker.read_text().replace('version = "', 'version = "9', 1))
+    with pytest.raises(StackError, match="disagree on the version"):
+        images.project_version(tmp_path)
 
 
 @pytest.mark.parametrize("spec", images.IMAGES, ids=lambda s: s.name)
@@ -50,15 +83,17 @@ def test_dependencies_install_in_a_layer_before_the_code(spec: images.ImageSpec)
     """A code change must not reinstall the dependencies: they come first in the final stage."""
     text = (ROOT / spec.dockerfile).read_text()
     final = text.rsplit("\nFROM ", 1)[1]
-    deps = final.index("pip install -c /tmp/constraints.txt")
-    wheel = final.index("/tmp/wheels/clarion-*.whl")
+    deps = final.index("pip install -c /tmp/constraints.txt -r /tmp/requirements.txt")
+    wheel = final.index("--no-deps /tmp/wheels/*.whl")
     assert deps < wheel
-    # Nothing of ours is copied into the final stage before the dependencies.
-    assert "COPY" not in final[:deps]
-    # Only the wheel is copied in, after the dependencies; the constraints are mounted.
+    # Before the dependencies, only the requirements the wheels declare are copied in (a
+    # layer that stays cached while they do not change); the wheels come after.
     copies = [line for line in final.splitlines() if line.startswith("COPY")]
-    assert copies == ["COPY --from=build /wheels /tmp/wheels"]
-    assert final.index(copies[0]) > deps
+    assert copies == [
+        "COPY --from=build /deps/requirements.txt /tmp/requirements.txt",
+        "COPY --from=build /wheels /tmp/wheels",
+    ]
+    assert final.index(copies[0]) < deps < final.index(copies[1])
     assert final.splitlines()[0] == images.BASE_IMAGE
 
 
@@ -73,10 +108,12 @@ def test_context_files_skip_caches_and_follow_the_sources(tmp_path: Path) -> Non
     (tmp_path / "worker/clarion_worker/__pycache__/app.cpython-311.pyc").write_bytes(b"\0")
     (tmp_path / "worker/clarion_worker/stale.pyc").write_bytes(b"\0")
     (tmp_path / "worker/Dockerfile").write_text((ROOT / "worker/Dockerfile").read_text())
+    (tmp_path / "operator").mkdir()
+    (tmp_path / "operator/Dockerfile").write_text((ROOT / "operator/Dockerfile").read_text())
     names = [str(p.relative_to(tmp_path)) for p in images.context_files(tmp_path)]
     assert "worker/clarion_worker/app.py" in names
     assert not [n for n in names if "__pycache__" in n or n.endswith(".pyc")]
-    assert "devstack/go/kube/go.mod" not in names  # .dockerignore keeps it out
+    assert "devstack/go/kube/go.mod" not in names  # in no image's context
 
     before = images.image_fingerprint(tmp_path, images.WORKER, "base")
     # A compiled file appearing does not count; a source change does, and so does the base.
@@ -86,6 +123,16 @@ def test_context_files_skip_caches_and_follow_the_sources(tmp_path: Path) -> Non
     after = images.image_fingerprint(tmp_path, images.WORKER, "base")
     assert after != before
     assert images.image_fingerprint(tmp_path, images.WORKER, "other base") != after
+    # The operator's code and the development stack are not the worker image's context.
+    (tmp_path / "operator/clarion_operator").mkdir()
+    (tmp_path / "operator/clarion_operator/handlers.py").write_text("x = 1\n")
+    (tmp_path / "devstack/clarion_devstack").mkdir(parents=True)
+    (tmp_path / "devstack/clarion_devstack/images.py").write_text("x = 1\n")
+    assert images.image_fingerprint(tmp_path, images.WORKER, "base") == after
+    operator = images.image_fingerprint(tmp_path, images.OPERATOR, "base")
+    (tmp_path / "operator/clarion_operator/handlers.py").write_text("x = 2\n")
+    assert images.image_fingerprint(tmp_path, images.OPERATOR, "base") != operator
+    assert images.image_fingerprint(tmp_path, images.WORKER, "base") == after
 
 
 def test_dockerignore_patterns_as_the_builders_read_them() -> None:
@@ -94,8 +141,12 @@ def test_dockerignore_patterns_as_the_builders_read_them() -> None:
     assert images.ignored("operator/x.pyc", patterns)
     assert images.ignored("devstack/go/kube/go.sum", patterns)
     assert images.ignored(".clarion/env.json", patterns)
-    assert not images.ignored("devstack/clarion_devstack/images.py", patterns)
+    # The development stack is in no image, nor are the other clients.
+    assert images.ignored("devstack/clarion_devstack/images.py", patterns)
+    assert images.ignored("clients/typescript/package.json", patterns)
     assert not images.ignored("worker/clarion_worker/app.py", patterns)
+    assert not images.ignored("operator/pyproject.toml", patterns)
+    assert not images.ignored("contract/clarion_contract/__init__.py", patterns)
     with pytest.raises(images.StackError, match="not supported"):
         images.ignored("a", ["!a"])
 

@@ -173,14 +173,48 @@ def test_installed_packages_are_the_pinned_ones(
     installed = _installed(podman, spec.reference(version))
     # What the base brings (Debian's pip, setuptools, wheel) is the base's, not ours.
     from_base = _installed(podman, images.BASE_REFERENCE)
-    ours = {n: v for n, v in installed.items() if n not in from_base and n != "clarion"}
-    assert installed["clarion"] == version
+    own = {"clarion-contract", f"clarion-{spec.name}"}
+    assert {n: v for n, v in installed.items() if n.startswith("clarion")} == dict.fromkeys(
+        own, version
+    )
+    ours = {n: v for n, v in installed.items() if n not in from_base and n not in own}
     assert ours, "no dependency installed"
     pins = _constraints()
     unpinned = sorted(set(ours) - set(pins))
     assert not unpinned, f"installed but not pinned in constraints.txt: {unpinned}"
     differ = {n: (v, pins[n]) for n, v in ours.items() if pins[n] != v}
     assert not differ, f"installed version != constraints.txt: {differ}"
+
+
+#: What each image must not hold: the other part of the product and the development stack.
+FOREIGN = {
+    "worker": (
+        {"kopf", "kubernetes", "pytest", "cogapp"},
+        ("clarion_operator", "clarion_devstack", "kopf"),
+    ),
+    "operator": (
+        {"starlette", "uvicorn", "pytest", "cogapp"},
+        ("clarion_worker", "clarion_devstack", "starlette"),
+    ),
+}
+
+
+@pytest.mark.parametrize("spec", images.IMAGES, ids=lambda s: s.name)
+def test_each_image_holds_neither_the_other_part_nor_the_development_stack(
+    spec: images.ImageSpec, built: dict[str, Path], podman: images.Podman, version: str
+) -> None:
+    reference = spec.reference(version)
+    packages, modules = FOREIGN[spec.name]
+    assert not set(_installed(podman, reference)) & packages
+    probe = (
+        "import importlib.util as u, sys; "
+        "found = [m for m in sys.argv[1:] if u.find_spec(m)]; "
+        f"import clarion_contract, clarion_{spec.name}; print(found)"
+    )
+    found = podman.run(
+        "run", "--rm", "--network=none", "--entrypoint=python", reference, "-c", probe, *modules
+    )
+    assert found.stdout.strip() == "[]"
 
 
 def _free_port() -> int:
