@@ -2,26 +2,16 @@
 
 from __future__ import annotations
 
-import importlib.util
 import math
-import sys
-from pathlib import Path
+from collections.abc import Callable
 from types import ModuleType
 
 import pytest
 
-CHECKOUT = Path(__file__).resolve().parents[2]
-
 
 @pytest.fixture(scope="module")
-def cap() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("bench_capacity", CHECKOUT / "bench/capacity.py")
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["bench_capacity"] = module
-    spec.loader.exec_module(module)
-    return module
+def cap(bench_script: Callable[[str], ModuleType]) -> ModuleType:
+    return bench_script("capacity")
 
 
 def round_costs(cap: ModuleType) -> dict[str, object]:

@@ -3,23 +3,16 @@ Kafka hop subtracted or not, and below websockets.broadcast, from a made-up resu
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
+from collections.abc import Callable
 from types import ModuleType
 from typing import Any
 
-CHECKOUT = Path(__file__).resolve().parents[2]
+import pytest
 
 
-def _latency() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("bench_latency", CHECKOUT / "bench/latency.py")
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["bench_latency"] = module
-    spec.loader.exec_module(module)
-    return module
+@pytest.fixture
+def latency(bench_script: Callable[[str], ModuleType]) -> ModuleType:
+    return bench_script("latency")
 
 
 def _step(rate: float, p50: float, p99: float, hop: float | None = None) -> dict[str, Any]:
@@ -56,8 +49,8 @@ def _result() -> dict[str, Any]:
     }
 
 
-def test_ratios_and_verdicts_per_rate() -> None:
-    rows = _latency().latency_rows(_result())
+def test_ratios_and_verdicts_per_rate(latency: ModuleType) -> None:
+    rows = latency.latency_rows(_result())
     assert [(r["rate"], r["clients"]) for r in rows] == [
         (2.0, "one-per-frame"),
         (5.0, "one-per-frame"),
@@ -76,8 +69,8 @@ def test_ratios_and_verdicts_per_rate() -> None:
     assert at5["below_websockets"] is False
 
 
-def test_table_prints_every_row_with_verdicts() -> None:
-    table = _latency().latency_table(_result())
+def test_table_prints_every_row_with_verdicts(latency: ModuleType) -> None:
+    table = latency.latency_table(_result())
     lines = [line for line in table.splitlines() if line.startswith(("| 2 ", "| 5 "))]
     assert len(lines) == 2
     assert "| 140 / 290 | 10 / 20 | 100 / 200 | 160 / 400 | 1.40x, 1.45x |" in lines[0]
@@ -85,9 +78,9 @@ def test_table_prints_every_row_with_verdicts() -> None:
     assert "not met | not met" in lines[1]
 
 
-def test_a_missing_peer_step_gives_no_verdict() -> None:
+def test_a_missing_peer_step_gives_no_verdict(latency: ModuleType) -> None:
     result = _result()
     result["runs"][0]["steps"] = result["runs"][0]["steps"][:1]  # bare peer saturated at 5/s
-    at5 = _latency().latency_rows(result)[1]
+    at5 = latency.latency_rows(result)[1]
     assert "within_floor" not in at5
-    assert "| - |" in _latency().latency_table(result).splitlines()[-1]
+    assert "| - |" in latency.latency_table(result).splitlines()[-1]

@@ -3,13 +3,11 @@ is well formed, and deleting them removes their topics and worker objects."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
-import sys
 import time
 from collections.abc import Awaitable, Callable
-from pathlib import Path
+from types import ModuleType
 from typing import Any, cast
 
 import pytest
@@ -18,35 +16,16 @@ from clarion_devstack.pytest_plugin import LocalStack
 
 pytestmark = pytest.mark.integration
 
-CHECKOUT = Path(__file__).resolve().parents[2]
 CHANNELS = 3
 
 W5 = Callable[..., Awaitable[dict[str, Any]]]
 
 
-def load_w5() -> W5:
-    """bench/ is a folder of scripts, not a package: load w5.py from its path (registered
-    in sys.modules, which its dataclasses need)."""
-    name = "clarion_bench_w5"
-    module = sys.modules.get(name)
-    if module is None:
-        # w5.py imports its sibling bench/procstat.py, as it does when run as a script.
-        if str(CHECKOUT / "bench") not in sys.path:
-            sys.path.insert(0, str(CHECKOUT / "bench"))
-        spec = importlib.util.spec_from_file_location(name, CHECKOUT / "bench/w5.py")
-        assert spec is not None
-        assert spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return cast(W5, module.w5_operator)
-
-
 @pytest.mark.timeout(120)
 async def test_w5_three_channels_become_ready_and_are_cleaned_up(
-    local_stack: LocalStack,
+    local_stack: LocalStack, bench_script: Callable[[str], ModuleType]
 ) -> None:
-    w5_operator = load_w5()
+    w5_operator = cast(W5, bench_script("w5").w5_operator)
     said: list[str] = []
     started = time.monotonic()
     result = await w5_operator(CHANNELS, said.append, settings=local_stack.settings, phase_limit=50)
