@@ -8,6 +8,7 @@ import base64
 import json
 import ssl
 import subprocess
+import sys
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
@@ -156,46 +157,65 @@ def apiserver(binary: Path, cp: ControlPlane, log: Path) -> Launch:
     )
 
 
-def controller_manager(binary: Path, cp: ControlPlane, log: Path) -> Launch:
-    return Launch(
-        "kube-controller-manager",
-        (
-            str(binary),
-            f"--kubeconfig={cp.kubeconfig}",
-            f"--authentication-kubeconfig={cp.kubeconfig}",
-            f"--authorization-kubeconfig={cp.kubeconfig}",
-            f"--service-account-private-key-file={cp.pki.sa_key}",
-            f"--root-ca-file={cp.pki.ca_cert}",
-            f"--cluster-signing-cert-file={cp.pki.ca_cert}",
-            f"--cluster-signing-key-file={cp.pki.ca_key}",
-            "--bind-address=127.0.0.1",
-            f"--secure-port={cp.cm_port}",
-            f"--cert-dir={cp.home / 'cm-certs'}",
-            "--leader-elect=false",
-            "--use-service-account-credentials=false",
-            "--controllers=*,-nodeipam,-cloud-node-lifecycle",
-            "--v=1",
-        ),
-        log,
+def supervised(name: str, cp: ControlPlane, argv: tuple[str, ...]) -> tuple[str, ...]:
+    """``argv`` run by ``supervise``, which restarts it whenever it exits (as the kubelet
+    restarts a real control plane's static pods), once the API server is ready, and is
+    the PID the stack records."""
+    return (
+        sys.executable,
+        "-m",
+        "clarion_devstack.supervise",
+        f"--name={name}",
+        f"--wait-for={cp.api_url}/readyz",
+        f"--ca-file={cp.pki.ca_cert}",
+        "--",
+        *argv,
     )
+
+
+#: Leader election as in production, with its defaults (lease 15 s, renew deadline 10 s,
+#: retry 2 s; the Lease in kube-system): an API server gone for longer than the renew
+#: deadline makes the component exit, and its supervisor starts a fresh one, which lists
+#: everything when the API server is back instead of waiting out client-go's watch backoff.
+LEADER_ELECTION = ("--leader-elect=true", "--leader-elect-resource-namespace=kube-system")
+
+
+def controller_manager(binary: Path, cp: ControlPlane, log: Path) -> Launch:
+    name = "kube-controller-manager"
+    argv = (
+        str(binary),
+        f"--kubeconfig={cp.kubeconfig}",
+        f"--authentication-kubeconfig={cp.kubeconfig}",
+        f"--authorization-kubeconfig={cp.kubeconfig}",
+        f"--service-account-private-key-file={cp.pki.sa_key}",
+        f"--root-ca-file={cp.pki.ca_cert}",
+        f"--cluster-signing-cert-file={cp.pki.ca_cert}",
+        f"--cluster-signing-key-file={cp.pki.ca_key}",
+        "--bind-address=127.0.0.1",
+        f"--secure-port={cp.cm_port}",
+        f"--cert-dir={cp.home / 'cm-certs'}",
+        *LEADER_ELECTION,
+        "--use-service-account-credentials=false",
+        "--controllers=*,-nodeipam,-cloud-node-lifecycle",
+        "--v=1",
+    )
+    return Launch(name, supervised(name, cp, argv), log)
 
 
 def scheduler(binary: Path, cp: ControlPlane, log: Path) -> Launch:
-    return Launch(
-        "kube-scheduler",
-        (
-            str(binary),
-            f"--kubeconfig={cp.kubeconfig}",
-            f"--authentication-kubeconfig={cp.kubeconfig}",
-            f"--authorization-kubeconfig={cp.kubeconfig}",
-            "--bind-address=127.0.0.1",
-            f"--secure-port={cp.scheduler_port}",
-            f"--cert-dir={cp.home / 'scheduler-certs'}",
-            "--leader-elect=false",
-            "--v=1",
-        ),
-        log,
+    name = "kube-scheduler"
+    argv = (
+        str(binary),
+        f"--kubeconfig={cp.kubeconfig}",
+        f"--authentication-kubeconfig={cp.kubeconfig}",
+        f"--authorization-kubeconfig={cp.kubeconfig}",
+        "--bind-address=127.0.0.1",
+        f"--secure-port={cp.scheduler_port}",
+        f"--cert-dir={cp.home / 'scheduler-certs'}",
+        *LEADER_ELECTION,
+        "--v=1",
     )
+    return Launch(name, supervised(name, cp, argv), log)
 
 
 def kwok(binary: Path, cp: ControlPlane, log: Path) -> Launch:
