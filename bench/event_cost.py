@@ -58,8 +58,7 @@ async def measure(rate: float, seconds: float, profile: bool = False) -> dict[st
             summary = None
             if spy is not None:
                 spy.wait(timeout=60)
-                folded = bench.workdir / "events.folded"
-                summary = run.profile_summary(folded, top=30) if folded.exists() else None
+                summary = spy.summary(top=30)
             return {
                 "what": "worker CPU per consumed event, no client connected (idle subtracted)",
                 "events": sent,

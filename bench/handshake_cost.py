@@ -91,8 +91,7 @@ async def connect_cost(conns: int, profile: bool) -> dict[str, Any]:
             summary = None
             if spy is not None:
                 spy.wait(timeout=60)
-                folded = bench.workdir / "hs.folded"
-                summary = run.profile_summary(folded, top=30) if folded.exists() else None
+                summary = spy.summary(top=30)
             return {
                 "what": "worker CPU from first dial to last welcome, per connection",
                 "connections": ready["connected"],

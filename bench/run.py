@@ -493,9 +493,8 @@ async def w1_dashboard(
         spy = start_profile(bench, server.pid, seconds, "profile-w1") if profile else None
         await paced(publisher, rate, seconds, pick)
         server_cpu = server.cpu_percent()
-        folded = bench.workdir / "profile-w1.folded"
         if spy is not None:
-            spy.wait(timeout=30)
+            spy.wait()
         settle(gen, publisher.produced, audience, 30)
         stats = gen.mark("w1")
         lost = losses(stats, publisher.produced, audience)
@@ -509,7 +508,7 @@ async def w1_dashboard(
             "server_cpu_percent": server_cpu,
             "server_rss_kib": rss_kib(server.pid),
             "losses": lost,
-            "profile": profile_summary(folded) if spy is not None and folded.exists() else None,
+            "profile": spy.summary() if spy is not None else None,
             "loadavg": load,
             "loadgen": summary(stats),
         }
@@ -532,12 +531,28 @@ class Target:
     step_extra: Callable[[], Json] | None = None
 
 
-def start_profile(bench: Bench, pid: int, seconds: float, name: str) -> subprocess.Popen[bytes]:
+@dataclass
+class Profile:
+    """py-spy sampling a server's Python stacks into ``folded`` (``start_profile``)."""
+
+    spy: subprocess.Popen[bytes]
+    folded: Path
+
+    def wait(self, timeout: float = 30) -> None:
+        self.spy.wait(timeout=timeout)
+
+    def summary(self, top: int = 25) -> Json | None:
+        """What it sampled (``profile_summary``); None when py-spy wrote nothing."""
+        return profile_summary(self.folded, top) if self.folded.exists() else None
+
+
+def start_profile(bench: Bench, pid: int, seconds: float, name: str) -> Profile:
     """py-spy, sampling the server's Python stacks (collapsed format) for ``seconds``."""
     out = bench.workdir / f"{name}.folded"
     argv = [str(CHECKOUT / ".venv/bin/py-spy"), "record", "--pid", str(pid), "--format", "raw"]
     argv += ["--duration", str(int(seconds)), "--rate", "200", "--nonblocking", "-o", str(out)]
-    return subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    spy = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return Profile(spy, out)
 
 
 def profile_summary(folded: Path, top: int = 25) -> Json:
@@ -612,10 +627,10 @@ async def w2_steps(
             sent = await paced(target.publisher, rate, seconds, pick_bcast)
             cpu = target.server.cpu_percent()
             if spy is not None:
-                spy.wait(timeout=30)
-                folded = bench.workdir / f"profile-{label}.folded"
-                if folded.exists():
-                    profile = {"rate": rate, **profile_summary(folded)}
+                spy.wait()
+                sampled = spy.summary()
+                if sampled is not None:
+                    profile = {"rate": rate, **sampled}
             peek = settle(gen, target.publisher.produced, audience, 20)
             catch_up = time.monotonic() - started - seconds
             stats = gen.mark(f"{rate}")
@@ -897,7 +912,7 @@ async def w3_idle(bench: Bench, conns: int, profile: bool = False) -> Json:
         await asyncio.sleep(10)
         idle_cpu = server.cpu_percent()  # nothing published: heartbeats and timers only
         if spy is not None:
-            spy.wait(timeout=30)
+            spy.wait()
         after = rss_kib(server.pid)
         connected = int(ready["connected"])
         gen.mark("warm")
@@ -915,11 +930,7 @@ async def w3_idle(bench: Bench, conns: int, profile: bool = False) -> Json:
             "rss_after_kib": after,
             "kib_per_connection": round((after - before) / max(connected, 1), 2),
             "idle_cpu_percent": idle_cpu,
-            "idle_profile": (
-                profile_summary(bench.workdir / "profile-w3-idle.folded")
-                if profile and (bench.workdir / "profile-w3-idle.folded").exists()
-                else None
-            ),
+            "idle_profile": spy.summary() if spy is not None else None,
             "broadcast_1_per_s": summary(stats),
             "losses": losses(stats, publisher.produced, {"all": connected}),
             "loadavg": load,
@@ -974,10 +985,9 @@ async def w4_storm(bench: Bench, conns: int, orgs: int, rate: float, profile: bo
                 break
         await producing
         if spy is not None:
-            spy.wait(timeout=30)
+            spy.wait()
         settle(gen, publisher.produced, audience, 30)
         stats = gen.mark("w4")
-        folded = bench.workdir / "profile-w4.folded"
         return {
             "workload": "W4 reconnect storm",
             "connections": ready["connected"],
@@ -988,7 +998,7 @@ async def w4_storm(bench: Bench, conns: int, orgs: int, rate: float, profile: bo
             "duplicates": stats["duplicates"],
             "resets": stats.get("resets", 0),
             "second_worker_cpu_percent": second.cpu_percent(),
-            "profile": profile_summary(folded) if spy is not None and folded.exists() else None,
+            "profile": spy.summary() if spy is not None else None,
             "loadavg": load,
             "loadgen": summary(stats),
         }
