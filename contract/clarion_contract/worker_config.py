@@ -253,6 +253,9 @@ class RoutingSettings(_Section):
     The channel's ``spec.routing`` is this model: the CRD's schema and CEL rule are
     generated from it and the operator validates the spec's routing with it."""
 
+    #: The keys whose default the CRD states (the API server then stores it); an unset
+    #: other key stays unset, the worker's default.
+    CRD_DEFAULTS: ClassVar[frozenset[str]] = frozenset({"organizationFromKey"})
     #: The cross-field rule below as CEL, for the CRD.
     CEL: ClassVar[tuple[tuple[str, str], ...]] = (
         (
@@ -659,6 +662,10 @@ _MESSAGES: Final = {
     "model_attributes_type": "must be an object",
     "tuple_type": "must be a list",
     "too_short": "must be a non-empty list",
+    "too_long": "must have at most {max_length} items",
+    "string_too_short": "must not be empty",
+    "dict_type": "must be an object",
+    "mapping_type": "must be an object",
 }
 
 
@@ -687,8 +694,13 @@ def _problems(error: ValidationError) -> list[str]:
             loc = (*loc[:-1], str(loc[-1]))
         path = _path(loc)
         ctx = item.get("ctx") or {}
+        if kind == "too_short" and len(item["input"]) >= ctx["min_length"]:
+            # Counted after validation: the items that failed are reported on their own.
+            continue
         if kind == "greater_than_equal":
             message = f"must be at least {_number_text(ctx['ge'])}"
+        elif kind == "less_than_equal":
+            message = f"must be at most {_number_text(ctx['le'])}"
         elif kind == "literal_error":
             message = "must be one of " + str(ctx["expected"]).replace("'", "").replace(
                 " or ", ", "

@@ -94,20 +94,33 @@ def test_every_problem_is_listed_at_once() -> None:
         "workers": {"replicas": True, "drainWindowSeconds": -1},
         "server": {"websocketPath": "ws"},
     }
+    # In the schema's order. A duplicate name is reported once every topic is valid.
     assert _paths(raw) == [
         "spec.kafka.bootstrapServers",
         "spec.topics[1].name",
         "spec.topics[1].partitions",
-        "spec.topics[2].name",
-        "spec.auth.mode",
         "spec.server.websocketPath",
+        "spec.auth.mode",
         "spec.workers.replicas",
         "spec.workers.drainWindowSeconds",
     ]
 
 
+def test_duplicate_topic_names(minimal_raw: dict[str, Any]) -> None:
+    minimal_raw["topics"] = [{"name": "ok"}, {"name": "other"}, {"name": "ok"}]
+    with pytest.raises(SpecError) as info:
+        parse_spec(minimal_raw)
+    assert [str(p) for p in info.value.problems] == ["spec.topics[2].name: duplicate topic 'ok'"]
+
+
 def test_required_sections() -> None:
-    assert _paths({}) == ["spec.kafka", "spec.kafka.bootstrapServers", "spec.topics", "spec.auth"]
+    assert _paths({}) == ["spec.kafka", "spec.topics", "spec.auth"]
+    with pytest.raises(SpecError) as info:
+        parse_spec({"kafka": {}, "topics": [{"name": "x"}], "auth": None})
+    assert [str(p) for p in info.value.problems] == [
+        "spec.kafka.bootstrapServers: is required",
+        "spec.auth: is required (set mode: none explicitly to run without authentication)",
+    ]
 
 
 def test_auth_mode_none_must_be_explicit(minimal_raw: dict[str, Any]) -> None:
@@ -245,8 +258,8 @@ def test_wrong_types(minimal_raw: dict[str, Any]) -> None:
     minimal_raw["monitoring"] = {"interval": "soon"}
     assert _paths(minimal_raw) == [
         "spec.routing",
-        "spec.ingress.annotations.a",
         "spec.ingress.enabled",
+        "spec.ingress.annotations.a",
         "spec.monitoring.interval",
     ]
 
