@@ -38,13 +38,8 @@ def _get(url: str) -> tuple[int, str]:
 
 
 @pytest.fixture
-def operator(local_stack: LocalStack, namespace: str) -> Iterator[int]:
+def operator(local_stack: LocalStack, namespace: str, crd_installed: None) -> Iterator[int]:
     """``python -m clarion_operator`` watching ``namespace``; yields its metrics port."""
-    local_stack.kubectl(
-        "apply", "--server-side", "--force-conflicts", "--field-manager=clarion-tests",
-        "-f", "-", stdin=crd.render_yaml(),
-    )  # fmt: skip
-    local_stack.kubectl("wait", "--for=condition=Established", f"crd/{crd.CRD_NAME}")
     metrics, liveness = free_port(), free_port()
     log = local_stack.logs_dir / f"operator-endpoints-{namespace}.log"
     env = {**os.environ, "KUBECONFIG": str(local_stack.kubeconfig)}  # noqa: TID251
@@ -84,6 +79,24 @@ def _wait_ready(port: int) -> None:
     raise AssertionError(f"/readyz never answered 200: {sorted(set(statuses))}")
 
 
+def _apply_channel(
+    stack: LocalStack, namespace: str, name: str, kafka: str, topic: str, **spec: Any
+) -> None:
+    """Channel ``name``: one topic (deleted with it), no auth, and ``spec``'s sections."""
+    body = {
+        "apiVersion": crd.API_VERSION,
+        "kind": crd.KIND,
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {
+            "kafka": {"bootstrapServers": kafka},
+            "topics": [{"name": topic, "deletionPolicy": "Delete"}],
+            "auth": {"mode": "none"},
+            **spec,
+        },
+    }
+    stack.kubectl("apply", "--server-side", "-f", "-", stdin=json.dumps(body))
+
+
 def test_readiness_and_process_metrics(operator: int) -> None:
     _wait_ready(operator)
     status, text = _get(f"http://127.0.0.1:{operator}/metrics")
@@ -105,19 +118,10 @@ def test_service_monitor_without_its_crd_is_reported(
         pytest.skip("another test has installed monitoring.coreos.com CRDs on the shared stack")
     _wait_ready(operator)
     name = "monitored"
-    body = {
-        "apiVersion": crd.API_VERSION,
-        "kind": crd.KIND,
-        "metadata": {"name": name, "namespace": namespace},
-        "spec": {
-            "kafka": {"bootstrapServers": kafka_bootstrap},
-            "topics": [{"name": unique_name("mon"), "deletionPolicy": "Delete"}],
-            "auth": {"mode": "none"},
-            "workers": {"replicas": 1},
-            "monitoring": {"serviceMonitor": {"enabled": True}},
-        },
-    }
-    local_stack.kubectl("apply", "--server-side", "-f", "-", stdin=json.dumps(body))
+    _apply_channel(
+        local_stack, namespace, name, kafka_bootstrap, unique_name("mon"),
+        workers={"replicas": 1}, monitoring={"serviceMonitor": {"enabled": True}},
+    )  # fmt: skip
     custom = k8s.CustomObjectsApi(kube_api)
     args = (crd.GROUP, crd.VERSION, namespace, crd.PLURAL)
     found: dict[str, Any] = {}
@@ -158,21 +162,13 @@ def test_autoscaled_channel_is_not_ready_below_min_replicas(
     minReplicas on its next sync: the channel must not say Ready 1/1 in between."""
     _wait_ready(operator)
     name = "scaled"
-    body = {
-        "apiVersion": crd.API_VERSION,
-        "kind": crd.KIND,
-        "metadata": {"name": name, "namespace": namespace},
-        "spec": {
-            "kafka": {"bootstrapServers": kafka_bootstrap},
-            "topics": [{"name": unique_name("scaled"), "deletionPolicy": "Delete"}],
-            "auth": {"mode": "none"},
-            "workers": {
-                "autoscaling": {"minReplicas": 3, "maxReplicas": 5},
-                "resources": {"requests": {"cpu": "100m"}},
-            },
-        },
+    autoscaled = {
+        "autoscaling": {"minReplicas": 3, "maxReplicas": 5},
+        "resources": {"requests": {"cpu": "100m"}},
     }
-    local_stack.kubectl("apply", "--server-side", "-f", "-", stdin=json.dumps(body))
+    _apply_channel(
+        local_stack, namespace, name, kafka_bootstrap, unique_name("scaled"), workers=autoscaled
+    )
     custom = k8s.CustomObjectsApi(kube_api)
     args = (crd.GROUP, crd.VERSION, namespace, crd.PLURAL)
     first_ready: dict[str, Any] = {}

@@ -15,9 +15,9 @@ import re
 import signal
 import time
 from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any, cast
 
 import pytest
@@ -31,7 +31,6 @@ from clarion_devstack.e2e.deploy import OperatorProcess
 from clarion_devstack.pytest_plugin import LocalStack
 from clarion_operator.core import crd
 
-ROOT = Path(__file__).resolve().parents[2]
 DRIFT_INTERVAL = 2.0
 WAIT = 60
 #: The override every topic gets from limits.maxRecordBytes (the worker's default 1 MiB).
@@ -40,47 +39,35 @@ LIMIT = {"max.message.bytes": "1064960"}
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture(scope="session")
-def crd_installed(local_stack: LocalStack) -> None:
-    local_stack.kubectl(
-        "apply",
-        "--server-side",
-        "--force-conflicts",
-        "--field-manager=clarion-tests",
-        "-f",
-        str(ROOT / "manifests" / "crd.yaml"),
-    )
-    local_stack.kubectl(
-        "wait", "--for=condition=Established", f"crd/{crd.CRD_NAME}", "--timeout=60s"
-    )
-
-
-def operator_process(
+@contextmanager
+def running_operator(
     stack: LocalStack, namespace: str, drift_interval: float = DRIFT_INTERVAL
-) -> OperatorProcess:
+) -> Iterator[OperatorProcess]:
     """The operator as in production, scoped to the test's namespace, logging to the
-    stack's logs folder, with a short drift interval and Kafka timeout."""
-    return OperatorProcess(
+    stack's logs folder, with a short drift interval and Kafka timeout; at the end it
+    releases the test's channels (their finalizers) before it stops."""
+    process = OperatorProcess(
         str(stack.kubeconfig),
         namespace,
         stack.logs_dir / f"operator-{namespace}.log",
         drift_interval=drift_interval,
         kafka_request_timeout_ms=3000,
     )
+    process.start(timeout=30)
+    try:
+        yield process
+    finally:
+        # Let the operator release its finalizers before the namespace goes away.
+        _release_channels(stack, namespace, process)
+        process.stop()
 
 
 @pytest.fixture
 def operator(
     local_stack: LocalStack, namespace: str, crd_installed: None
 ) -> Iterator[OperatorProcess]:
-    process = operator_process(local_stack, namespace)
-    process.start(timeout=30)
-    try:
+    with running_operator(local_stack, namespace) as process:
         yield process
-    finally:
-        # Let the operator release its finalizers before the namespace goes away.
-        _release_channels(local_stack, namespace, process)
-        process.stop()
 
 
 def _release_channels(stack: LocalStack, namespace: str, process: OperatorProcess) -> None:
@@ -296,6 +283,22 @@ def kafka(kafka_bootstrap: str) -> str:
     return kafka_bootstrap
 
 
+#: A fresh topic name per call (its prefix given), deleted from Kafka after the test.
+NewTopic = Callable[[str], str]
+
+
+@pytest.fixture
+def new_topic(kafka: str, unique_name: Callable[[str], str]) -> Iterator[NewTopic]:
+    made: list[str] = []
+
+    def make(prefix: str) -> str:
+        made.append(unique_name(prefix))
+        return made[-1]
+
+    yield make
+    delete_topics(kafka, made)
+
+
 def base_spec(bootstrap: str, topics: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:
     return {
         "kafka": {"bootstrapServers": bootstrap},
@@ -328,95 +331,82 @@ def wait_topic(kafka: str, topic: str, expected: KafkaTopic) -> None:
 
 
 def test_apply_creates_topics_children_and_reports_ready(
-    operator: OperatorProcess,
-    cluster: Cluster,
-    kafka: str,
-    unique_name: Callable[[str], str],
-    local_stack: LocalStack,
-    namespace: str,
+    operator: OperatorProcess, cluster: Cluster, kafka: str, new_topic: NewTopic
 ) -> None:
-    topic = unique_name("orders")
+    topic = new_topic("orders")
     spec = base_spec(
         kafka,
         [{"name": topic, "partitions": 3, "config": {"retention.ms": "3600000"}}],
         workers={"replicas": 1, "autoscaling": {"minReplicas": 1, "maxReplicas": 2}},
         ingress={"enabled": True, "host": "dash.example.test"},
     )
-    try:
-        cluster.apply("dash", spec)
-        channel = cluster.wait_channel("dash", is_ready)
+    cluster.apply("dash", spec)
+    channel = cluster.wait_channel("dash", is_ready)
 
-        expected = KafkaTopic(3, 1, {"retention.ms": "3600000", **LIMIT})
-        wait_topic(kafka, topic, expected)
+    expected = KafkaTopic(3, 1, {"retention.ms": "3600000", **LIMIT})
+    wait_topic(kafka, topic, expected)
 
-        uid = channel["metadata"]["uid"]
-        for kind in ("deployment", "service", "configmap", "ingress", "hpa", "pdb"):
-            child = kubectl_json(local_stack, "get", kind, "dash-worker", "-n", namespace)
-            [owner] = child["metadata"]["ownerReferences"]
-            assert (owner["kind"], owner["uid"], owner["controller"]) == (crd.KIND, uid, True)
-            managers = {m["manager"] for m in child["metadata"].get("managedFields", [])}
-            assert "clarion-operator" in managers, (kind, managers)
+    uid = channel["metadata"]["uid"]
+    for kind in ("deployment", "service", "configmap", "ingress", "hpa", "pdb"):
+        child = kubectl_json(cluster.stack, "get", kind, "dash-worker", "-n", cluster.namespace)
+        [owner] = child["metadata"]["ownerReferences"]
+        assert (owner["kind"], owner["uid"], owner["controller"]) == (crd.KIND, uid, True)
+        managers = {m["manager"] for m in child["metadata"].get("managedFields", [])}
+        assert "clarion-operator" in managers, (kind, managers)
 
-        pods = kubectl_json(
-            local_stack, "get", "pods", "-n", namespace, "-l", channel["status"]["selector"]
-        )["items"]
-        assert pods, "no worker pod"
-        for pod in pods:
-            ready = {c["type"]: c["status"] for c in pod["status"]["conditions"]}
-            assert ready["Ready"] == "True"
-            assert pod["spec"]["nodeName"] == "kwok-node-0"
+    pods = kubectl_json(
+        cluster.stack, "get", "pods", "-n", cluster.namespace, "-l", channel["status"]["selector"]
+    )["items"]
+    assert pods, "no worker pod"
+    for pod in pods:
+        ready = {c["type"]: c["status"] for c in pod["status"]["conditions"]}
+        assert ready["Ready"] == "True"
+        assert pod["spec"]["nodeName"] == "kwok-node-0"
 
-        status = channel["status"]
-        assert status["observedGeneration"] == channel["metadata"]["generation"]
-        assert (status["topicsSummary"], status["workersSummary"]) == ("1/1", "1/1")
-        assert status["endpoint"] == "ws://dash.example.test/ws/dashboard"
-        conditions = {c["type"]: c for c in status["conditions"]}
-        assert {kind: c["status"] for kind, c in conditions.items()} == {
-            "Ready": "True",
-            "TopicsReady": "True",
-            "WorkersReady": "True",
-            # Beside Ready: every replica of the topic in sync (one broker, one replica).
-            "TopicsHealthy": "True",
-            # The legacy spec.ingress means the nginx profile; this stack has no such
-            # IngressClass, which the channel says beside Ready instead of hiding it.
-            "Exposed": "False",
-        }
-        assert conditions["Exposed"]["reason"] == "IngressClassNotFound"
+    status = channel["status"]
+    assert status["observedGeneration"] == channel["metadata"]["generation"]
+    assert (status["topicsSummary"], status["workersSummary"]) == ("1/1", "1/1")
+    assert status["endpoint"] == "ws://dash.example.test/ws/dashboard"
+    conditions = {c["type"]: c for c in status["conditions"]}
+    assert {kind: c["status"] for kind, c in conditions.items()} == {
+        "Ready": "True",
+        "TopicsReady": "True",
+        "WorkersReady": "True",
+        # Beside Ready: every replica of the topic in sync (one broker, one replica).
+        "TopicsHealthy": "True",
+        # The legacy spec.ingress means the nginx profile; this stack has no such
+        # IngressClass, which the channel says beside Ready instead of hiding it.
+        "Exposed": "False",
+    }
+    assert conditions["Exposed"]["reason"] == "IngressClassNotFound"
 
-        table = local_stack.kubectl("get", "rtc", "-n", namespace).splitlines()
-        assert table[0].split() == ["NAME", "READY", "TOPICS", "WORKERS", "ENDPOINT", "AGE"]
-        assert table[1].split()[:5] == [
-            "dash", "True", "1/1", "1/1", "ws://dash.example.test/ws/dashboard",
-        ]  # fmt: skip
+    table = cluster.stack.kubectl("get", "rtc", "-n", cluster.namespace).splitlines()
+    assert table[0].split() == ["NAME", "READY", "TOPICS", "WORKERS", "ENDPOINT", "AGE"]
+    assert table[1].split()[:5] == [
+        "dash", "True", "1/1", "1/1", "ws://dash.example.test/ws/dashboard",
+    ]  # fmt: skip
 
-        exposition = operator.metrics()
-        # The handler's reconcile finds the workers starting ("waiting"): Ready then
-        # follows the Deployment by watch, not by another reconcile.
-        assert re.search(
-            r'clarion_operator_reconciles_total\{result="(success|waiting)",trigger="handler"\} '
-            r"[1-9]",
-            exposition,
-        ), exposition
-        assert "clarion_operator_topics_managed 1.0" in exposition
-        assert "clarion_operator_reconcile_duration_seconds_count" in exposition
+    exposition = operator.metrics()
+    # The handler's reconcile finds the workers starting ("waiting"): Ready then
+    # follows the Deployment by watch, not by another reconcile.
+    assert re.search(
+        r'clarion_operator_reconciles_total\{result="(success|waiting)",trigger="handler"\} '
+        r"[1-9]",
+        exposition,
+    ), exposition
+    assert "clarion_operator_topics_managed 1.0" in exposition
+    assert "clarion_operator_reconcile_duration_seconds_count" in exposition
 
-        # Nothing went wrong, so nothing was logged as an error (waiting for the workers
-        # is followed by the watch, not retried through kopf).
-        errors = [line for line in operator.log_lines() if line["severity"] == "error"]
-        assert not errors, errors
-    finally:
-        delete_topics(kafka, [topic])
+    # Nothing went wrong, so nothing was logged as an error (waiting for the workers
+    # is followed by the watch, not retried through kopf).
+    errors = [line for line in operator.log_lines() if line["severity"] == "error"]
+    assert not errors, errors
 
 
 def test_edits_grow_partitions_refuse_decrease_apply_configs_and_roll_workers(
-    operator: OperatorProcess,
-    cluster: Cluster,
-    kafka: str,
-    unique_name: Callable[[str], str],
-    local_stack: LocalStack,
-    namespace: str,
+    operator: OperatorProcess, cluster: Cluster, kafka: str, new_topic: NewTopic
 ) -> None:
-    topic = unique_name("edits")
+    topic = new_topic("edits")
 
     def spec(partitions: int, retention: str, path: str = "/ws/dashboard") -> dict[str, Any]:
         return base_spec(
@@ -425,184 +415,166 @@ def test_edits_grow_partitions_refuse_decrease_apply_configs_and_roll_workers(
             server={"websocketPath": path},
         )
 
-    try:
-        cluster.apply("dash", spec(2, "3600000"))
-        first = cluster.wait_channel("dash", is_ready)
+    cluster.apply("dash", spec(2, "3600000"))
+    first = cluster.wait_channel("dash", is_ready)
 
-        cluster.apply("dash", spec(4, "3600000"))
-        cluster.wait_channel("dash", is_ready)
-        wait_topic(kafka, topic, KafkaTopic(4, 1, {"retention.ms": "3600000", **LIMIT}))
+    cluster.apply("dash", spec(4, "3600000"))
+    cluster.wait_channel("dash", is_ready)
+    wait_topic(kafka, topic, KafkaTopic(4, 1, {"retention.ms": "3600000", **LIMIT}))
 
-        # Fewer partitions: refused, nothing touched (not even the config edit with it).
-        cluster.apply("dash", spec(3, "7200000"))
-        refused = cluster.wait_channel("dash", reason_is("NotSupported"))
-        assert condition(refused)["status"] == "False"
-        assert condition(refused, "TopicsReady")["reason"] == "NotSupported"
-        assert "not supported" in condition(refused)["message"]
-        wait_topic(kafka, topic, KafkaTopic(4, 1, {"retention.ms": "3600000", **LIMIT}))
+    # Fewer partitions: refused, nothing touched (not even the config edit with it).
+    cluster.apply("dash", spec(3, "7200000"))
+    refused = cluster.wait_channel("dash", reason_is("NotSupported"))
+    assert condition(refused)["status"] == "False"
+    assert condition(refused, "TopicsReady")["reason"] == "NotSupported"
+    assert "not supported" in condition(refused)["message"]
+    wait_topic(kafka, topic, KafkaTopic(4, 1, {"retention.ms": "3600000", **LIMIT}))
 
-        # Reverting clears it, and the config edit now goes through.
-        cluster.apply("dash", spec(4, "7200000"))
-        cluster.wait_channel("dash", is_ready)
-        wait_topic(kafka, topic, KafkaTopic(4, 1, {"retention.ms": "7200000", **LIMIT}))
+    # Reverting clears it, and the config edit now goes through.
+    cluster.apply("dash", spec(4, "7200000"))
+    cluster.wait_channel("dash", is_ready)
+    wait_topic(kafka, topic, KafkaTopic(4, 1, {"retention.ms": "7200000", **LIMIT}))
 
-        # A worker-settings edit changes the hash and rolls the Deployment.
-        cluster.apply("dash", spec(4, "7200000", path="/ws/v2"))
-        rolled = cluster.wait_channel("dash", is_ready)
-        assert rolled["status"]["configHash"] != first["status"]["configHash"]
-        deployment = kubectl_json(local_stack, "get", "deployment", "dash-worker", "-n", namespace)
-        template = deployment["spec"]["template"]["metadata"]["annotations"]
-        assert template["clarion.dev/config-hash"] == rolled["status"]["configHash"]
-        replica_sets = kubectl_json(
-            local_stack, "get", "replicasets", "-n", namespace, "-l", rolled["status"]["selector"]
-        )["items"]
-        assert len(replica_sets) == 2
-    finally:
-        delete_topics(kafka, [topic])
+    # A worker-settings edit changes the hash and rolls the Deployment.
+    cluster.apply("dash", spec(4, "7200000", path="/ws/v2"))
+    rolled = cluster.wait_channel("dash", is_ready)
+    assert rolled["status"]["configHash"] != first["status"]["configHash"]
+    deployment = kubectl_json(
+        cluster.stack, "get", "deployment", "dash-worker", "-n", cluster.namespace
+    )
+    template = deployment["spec"]["template"]["metadata"]["annotations"]
+    assert template["clarion.dev/config-hash"] == rolled["status"]["configHash"]
+    replica_sets = kubectl_json(
+        cluster.stack,
+        "get",
+        "replicasets",
+        "-n",
+        cluster.namespace,
+        "-l",
+        rolled["status"]["selector"],
+    )["items"]
+    assert len(replica_sets) == 2
 
 
 def test_drift_repairs_deleted_deployment_and_altered_topic_config(
-    operator: OperatorProcess,
-    cluster: Cluster,
-    kafka: str,
-    unique_name: Callable[[str], str],
-    local_stack: LocalStack,
-    namespace: str,
+    operator: OperatorProcess, cluster: Cluster, kafka: str, new_topic: NewTopic
 ) -> None:
-    topic = unique_name("drift")
-    try:
-        cluster.apply(
-            "dash", base_spec(kafka, [{"name": topic, "config": {"retention.ms": "3600000"}}])
-        )
-        cluster.wait_channel("dash", is_ready)
-        old_uid = kubectl_json(local_stack, "get", "deployment", "dash-worker", "-n", namespace)[
-            "metadata"
-        ]["uid"]
+    topic = new_topic("drift")
+    cluster.apply(
+        "dash", base_spec(kafka, [{"name": topic, "config": {"retention.ms": "3600000"}}])
+    )
+    cluster.wait_channel("dash", is_ready)
+    old_uid = kubectl_json(
+        cluster.stack, "get", "deployment", "dash-worker", "-n", cluster.namespace
+    )["metadata"]["uid"]
 
-        local_stack.kubectl("delete", "deployment", "dash-worker", "-n", namespace, "--wait=false")
-        alter_topic(kafka, topic, {"retention.ms": "1000", "cleanup.policy": "compact"})
+    cluster.stack.kubectl(
+        "delete", "deployment", "dash-worker", "-n", cluster.namespace, "--wait=false"
+    )
+    alter_topic(kafka, topic, {"retention.ms": "1000", "cleanup.policy": "compact"})
 
-        cluster._wait(
-            cluster.apps.list_namespaced_deployment,
-            (namespace,),
-            "dash-worker",
-            lambda d: d["metadata"]["uid"] != old_uid,
-            timeout=DRIFT_INTERVAL * 10,
-        )
-        cluster.wait_event("TopicUpdated", "dash", timeout=DRIFT_INTERVAL * 10)
-        wait_topic(kafka, topic, KafkaTopic(6, 1, {"retention.ms": "3600000", **LIMIT}))
-        cluster.wait_channel("dash", is_ready)
-    finally:
-        delete_topics(kafka, [topic])
+    cluster._wait(
+        cluster.apps.list_namespaced_deployment,
+        (cluster.namespace,),
+        "dash-worker",
+        lambda d: d["metadata"]["uid"] != old_uid,
+        timeout=DRIFT_INTERVAL * 10,
+    )
+    cluster.wait_event("TopicUpdated", "dash", timeout=DRIFT_INTERVAL * 10)
+    wait_topic(kafka, topic, KafkaTopic(6, 1, {"retention.ms": "3600000", **LIMIT}))
+    cluster.wait_channel("dash", is_ready)
 
 
 def test_kafka_outage_is_reported_and_healed_and_force_delete_releases(
     operator: OperatorProcess,
     cluster: Cluster,
     kafka: str,
-    unique_name: Callable[[str], str],
+    new_topic: NewTopic,
     own_stack: LocalStack,
 ) -> None:
-    kept, blocked = unique_name("outage"), unique_name("blocked")
+    kept, blocked = new_topic("outage"), new_topic("blocked")
+    cluster.apply("steady", base_spec(kafka, [{"name": kept, "partitions": 1}]))
+    cluster.apply(
+        "doomed",
+        base_spec(kafka, [{"name": blocked, "partitions": 1, "deletionPolicy": "Delete"}]),
+    )
+    cluster.wait_channel("steady", is_ready)
+    cluster.wait_channel("doomed", is_ready)
     try:
-        cluster.apply("steady", base_spec(kafka, [{"name": kept, "partitions": 1}]))
-        cluster.apply(
-            "doomed",
-            base_spec(kafka, [{"name": blocked, "partitions": 1, "deletionPolicy": "Delete"}]),
+        stack.stop_component(own_stack.env, "kafka")
+        down = cluster.wait_channel(
+            "steady", lambda o: condition(o).get("reason") in KAFKA_DOWN_REASONS
         )
-        cluster.wait_channel("steady", is_ready)
-        cluster.wait_channel("doomed", is_ready)
-        try:
-            stack.stop_component(own_stack.env, "kafka")
-            down = cluster.wait_channel(
-                "steady", lambda o: condition(o).get("reason") in KAFKA_DOWN_REASONS
-            )
-            assert condition(down)["status"] == "False"
-            assert condition(down, "TopicsReady")["reason"] in KAFKA_DOWN_REASONS
+        assert condition(down)["status"] == "False"
+        assert condition(down, "TopicsReady")["reason"] in KAFKA_DOWN_REASONS
 
-            # Deleting a channel whose topics must go waits on Kafka, saying so ...
-            own_stack.kubectl("delete", "rtc", "doomed", "-n", cluster.namespace, "--wait=false")
-            held = cluster.wait_channel("doomed", reason_is("DeletionBlocked"))
-            assert "realtime.clarion.dev/force-delete" in condition(held)["message"]
-            # ... until the escape hatch releases it without touching Kafka.
-            own_stack.kubectl(
-                "annotate", "rtc", "doomed", "-n", cluster.namespace,
-                "realtime.clarion.dev/force-delete=true",
-            )  # fmt: skip
-            cluster.wait_gone(
-                cluster.custom.list_namespaced_custom_object,
-                (crd.GROUP, crd.VERSION, cluster.namespace, crd.PLURAL),
-                "doomed",
-            )
-            assert operator.alive()
-        finally:
-            stack.start_component(own_stack.settings, own_stack.env, "kafka")
-        healed = cluster.wait_channel("steady", is_ready)
-        assert condition(healed, "TopicsReady")["status"] == "True"
-        assert operator.alive()
-        assert describe_topic(kafka, blocked) is not None, "force-delete must not touch Kafka"
-        assert 'clarion_operator_kafka_errors_total{reason="KafkaUnreachable"}' in (
-            operator.metrics()
+        # Deleting a channel whose topics must go waits on Kafka, saying so ...
+        own_stack.kubectl("delete", "rtc", "doomed", "-n", cluster.namespace, "--wait=false")
+        held = cluster.wait_channel("doomed", reason_is("DeletionBlocked"))
+        assert "realtime.clarion.dev/force-delete" in condition(held)["message"]
+        # ... until the escape hatch releases it without touching Kafka.
+        own_stack.kubectl(
+            "annotate", "rtc", "doomed", "-n", cluster.namespace,
+            "realtime.clarion.dev/force-delete=true",
+        )  # fmt: skip
+        cluster.wait_gone(
+            cluster.custom.list_namespaced_custom_object,
+            (crd.GROUP, crd.VERSION, cluster.namespace, crd.PLURAL),
+            "doomed",
         )
+        assert operator.alive()
     finally:
-        delete_topics(kafka, [kept, blocked])
+        stack.start_component(own_stack.settings, own_stack.env, "kafka")
+    healed = cluster.wait_channel("steady", is_ready)
+    assert condition(healed, "TopicsReady")["status"] == "True"
+    assert operator.alive()
+    assert describe_topic(kafka, blocked) is not None, "force-delete must not touch Kafka"
+    assert 'clarion_operator_kafka_errors_total{reason="KafkaUnreachable"}' in (operator.metrics())
 
 
 KAFKA_DOWN_REASONS = ("KafkaUnreachable", "KafkaError")
 
 
 def test_delete_removes_delete_policy_topics_keeps_retained_and_collects_children(
-    operator: OperatorProcess,
-    cluster: Cluster,
-    kafka: str,
-    unique_name: Callable[[str], str],
-    namespace: str,
+    operator: OperatorProcess, cluster: Cluster, kafka: str, new_topic: NewTopic
 ) -> None:
-    keep, drop = unique_name("retain"), unique_name("delete")
-    try:
-        cluster.apply(
-            "dash",
-            base_spec(
-                kafka,
-                [
-                    {"name": keep, "partitions": 1},
-                    {"name": drop, "partitions": 1, "deletionPolicy": "Delete"},
-                ],
-            ),
-        )
-        cluster.wait_channel("dash", is_ready)
-        assert describe_topic(kafka, drop) is not None
+    keep, drop = new_topic("retain"), new_topic("delete")
+    cluster.apply(
+        "dash",
+        base_spec(
+            kafka,
+            [
+                {"name": keep, "partitions": 1},
+                {"name": drop, "partitions": 1, "deletionPolicy": "Delete"},
+            ],
+        ),
+    )
+    cluster.wait_channel("dash", is_ready)
+    assert describe_topic(kafka, drop) is not None
 
-        cluster.stack.kubectl("delete", "rtc", "dash", "-n", namespace, "--timeout=60s")
-        wait_kafka(lambda: describe_topic(kafka, drop) is None, f"{drop} deleted")
-        assert describe_topic(kafka, keep) is not None
-        cluster.wait_event("TopicDeleted", "dash")
-        for list_fn in (
-            cluster.apps.list_namespaced_deployment,
-            k8s.CoreV1Api(cluster.api).list_namespaced_config_map,
-            k8s.CoreV1Api(cluster.api).list_namespaced_service,
-        ):
-            cluster.wait_gone(list_fn, (namespace,), "dash-worker")
-    finally:
-        delete_topics(kafka, [keep, drop])
+    cluster.stack.kubectl("delete", "rtc", "dash", "-n", cluster.namespace, "--timeout=60s")
+    wait_kafka(lambda: describe_topic(kafka, drop) is None, f"{drop} deleted")
+    assert describe_topic(kafka, keep) is not None
+    cluster.wait_event("TopicDeleted", "dash")
+    for list_fn in (
+        cluster.apps.list_namespaced_deployment,
+        k8s.CoreV1Api(cluster.api).list_namespaced_config_map,
+        k8s.CoreV1Api(cluster.api).list_namespaced_service,
+    ):
+        cluster.wait_gone(list_fn, (cluster.namespace,), "dash-worker")
 
 
 def test_invalid_resources_are_refused_or_reported(
-    operator: OperatorProcess,
-    cluster: Cluster,
-    kafka: str,
-    unique_name: Callable[[str], str],
-    local_stack: LocalStack,
-    namespace: str,
+    operator: OperatorProcess, cluster: Cluster, kafka: str
 ) -> None:
     def refused(name: str, spec: dict[str, Any]) -> str:
         body = {
             "apiVersion": crd.API_VERSION,
             "kind": crd.KIND,
-            "metadata": {"name": name, "namespace": namespace},
+            "metadata": {"name": name, "namespace": cluster.namespace},
             "spec": spec,
         }
-        return local_stack.kubectl(
+        return cluster.stack.kubectl(
             "apply", "--server-side", "-f", "-", stdin=json.dumps(body), check=False
         )
 
@@ -631,136 +603,122 @@ def test_invalid_resources_are_refused_or_reported(
 
 
 def test_restart_resumes_without_redoing_work(
-    operator: OperatorProcess,
-    cluster: Cluster,
-    kafka: str,
-    unique_name: Callable[[str], str],
-    local_stack: LocalStack,
-    namespace: str,
+    operator: OperatorProcess, cluster: Cluster, kafka: str, new_topic: NewTopic
 ) -> None:
-    topic = unique_name("resume")
-    try:
-        cluster.apply("dash", base_spec(kafka, [{"name": topic, "config": {"flush.ms": "1000"}}]))
-        cluster.wait_channel("dash", is_ready)
+    topic = new_topic("resume")
+    cluster.apply("dash", base_spec(kafka, [{"name": topic, "config": {"flush.ms": "1000"}}]))
+    cluster.wait_channel("dash", is_ready)
 
-        def snapshot() -> dict[str, Any]:
-            out: dict[str, Any] = {"status": cluster.channel("dash")["status"]}
-            out["status"].pop("kopf", None)
-            for kind in ("deployment", "service", "configmap", "pdb"):
-                meta = kubectl_json(local_stack, "get", kind, "dash-worker", "-n", namespace)
-                out[kind] = (meta["metadata"]["resourceVersion"], meta["metadata"]["managedFields"])
-            out["replicasets"] = sorted(
-                rs["metadata"]["name"]
-                for rs in kubectl_json(local_stack, "get", "replicasets", "-n", namespace)["items"]
-            )
-            out["topic"] = describe_topic(kafka, topic)
-            return out
+    def snapshot() -> dict[str, Any]:
+        out: dict[str, Any] = {"status": cluster.channel("dash")["status"]}
+        out["status"].pop("kopf", None)
+        for kind in ("deployment", "service", "configmap", "pdb"):
+            meta = kubectl_json(cluster.stack, "get", kind, "dash-worker", "-n", cluster.namespace)
+            out[kind] = (meta["metadata"]["resourceVersion"], meta["metadata"]["managedFields"])
+        out["replicasets"] = sorted(
+            rs["metadata"]["name"]
+            for rs in kubectl_json(cluster.stack, "get", "replicasets", "-n", cluster.namespace)[
+                "items"
+            ]
+        )
+        out["topic"] = describe_topic(kafka, topic)
+        return out
 
-        before = snapshot()
-        operator.stop()
-        operator.start()
+    before = snapshot()
+    operator.stop()
+    operator.start()
 
-        def resumed() -> bool:
-            text = operator.metrics()
-            return 'result="success",trigger="handler"' in text and 'trigger="timer"' in text
+    def resumed() -> bool:
+        text = operator.metrics()
+        return 'result="success",trigger="handler"' in text and 'trigger="timer"' in text
 
-        deadline = time.monotonic() + 30
-        while not resumed():
-            assert time.monotonic() < deadline, "the restarted operator did not resume"
-            time.sleep(0.3)
-        assert snapshot() == before
-    finally:
-        delete_topics(kafka, [topic])
+    deadline = time.monotonic() + 30
+    while not resumed():
+        assert time.monotonic() < deadline, "the restarted operator did not resume"
+        time.sleep(0.3)
+    assert snapshot() == before
 
 
 def test_two_channels_claiming_one_topic_the_younger_gets_resource_conflict(
-    operator: OperatorProcess,
-    cluster: Cluster,
-    kafka: str,
-    unique_name: Callable[[str], str],
+    operator: OperatorProcess, cluster: Cluster, kafka: str, new_topic: NewTopic
 ) -> None:
-    topic = unique_name("shared")
-    try:
-        cluster.apply("older", base_spec(kafka, [{"name": topic, "partitions": 1}]))
-        cluster.wait_channel("older", is_ready)
-        # creationTimestamp has whole seconds: two channels created in the same second are
-        # told apart by uid, at random. The operator is fast enough now to make "older"
-        # Ready within its own second, so "younger" waits for the clock to move on.
-        created = datetime.fromisoformat(cluster.channel("older")["metadata"]["creationTimestamp"])
-        while datetime.now(UTC) < created + timedelta(seconds=1):
-            time.sleep(0.05)
-        cluster.apply("younger", base_spec(kafka, [{"name": topic, "partitions": 2}]))
-        conflict = cluster.wait_channel("younger", reason_is("ResourceConflict"))
-        assert "older" in condition(conflict, "TopicsReady")["message"]
-        assert is_ready(cluster.channel("older"))
-        wait_topic(kafka, topic, KafkaTopic(1, 1, LIMIT))
-    finally:
-        delete_topics(kafka, [topic])
+    topic = new_topic("shared")
+    cluster.apply("older", base_spec(kafka, [{"name": topic, "partitions": 1}]))
+    cluster.wait_channel("older", is_ready)
+    # creationTimestamp has whole seconds: two channels created in the same second are
+    # told apart by uid, at random. The operator is fast enough now to make "older"
+    # Ready within its own second, so "younger" waits for the clock to move on.
+    created = datetime.fromisoformat(cluster.channel("older")["metadata"]["creationTimestamp"])
+    while datetime.now(UTC) < created + timedelta(seconds=1):
+        time.sleep(0.05)
+    cluster.apply("younger", base_spec(kafka, [{"name": topic, "partitions": 2}]))
+    conflict = cluster.wait_channel("younger", reason_is("ResourceConflict"))
+    assert "older" in condition(conflict, "TopicsReady")["message"]
+    assert is_ready(cluster.channel("older"))
+    wait_topic(kafka, topic, KafkaTopic(1, 1, LIMIT))
 
 
 def test_a_failing_worker_pod_shows_on_the_channel_with_its_message(
     operator: OperatorProcess,
     cluster: Cluster,
     kafka: str,
-    unique_name: Callable[[str], str],
+    new_topic: NewTopic,
     kube_api: k8s.ApiClient,
-    namespace: str,
 ) -> None:
     """A worker refusing its settings crash-loops; the channel says so, in its words.
 
     KWOK runs no container, so the pod status a kubelet would write for a worker that
     exits 2 at start-up (its message in lastState.terminated, thanks to the template's
     terminationMessagePolicy) is written through the API here."""
-    topic = unique_name("crash")
+    topic = new_topic("crash")
     said = "settings refused: workers.limits.queueMaxEvents (10) < batchMaxEvents (64)"
     core = k8s.CoreV1Api(kube_api)
-    try:
-        cluster.apply("dash", base_spec(kafka, [{"name": topic, "partitions": 1}]))
-        channel = cluster.wait_channel("dash", is_ready)
-        selector = channel["status"]["selector"]
-        [pod] = core.list_namespaced_pod(namespace, label_selector=selector).items
-        assert pod.metadata is not None
-        assert pod.metadata.name is not None
-        template = kubectl_json(cluster.stack, "get", "deployment", "dash-worker", "-n", namespace)
-        [container] = template["spec"]["template"]["spec"]["containers"]
-        assert container["terminationMessagePolicy"] == "FallbackToLogsOnError"
-        crash_loop = {
-            "status": {
-                "conditions": [
-                    {"type": "Ready", "status": "False", "reason": "ContainersNotReady"},
-                    {"type": "ContainersReady", "status": "False"},
-                    {"type": "PodScheduled", "status": "True"},
-                ],
-                "containerStatuses": [
-                    {
-                        "name": "worker",
-                        "image": container["image"],
-                        "imageID": "",
-                        "ready": False,
-                        "started": False,
-                        "restartCount": 3,
-                        "state": {"waiting": {"reason": "CrashLoopBackOff"}},
-                        "lastState": {
-                            "terminated": {"exitCode": 2, "reason": "Error", "message": said}
-                        },
-                    }
-                ],
-            }
+    cluster.apply("dash", base_spec(kafka, [{"name": topic, "partitions": 1}]))
+    channel = cluster.wait_channel("dash", is_ready)
+    selector = channel["status"]["selector"]
+    [pod] = core.list_namespaced_pod(cluster.namespace, label_selector=selector).items
+    assert pod.metadata is not None
+    assert pod.metadata.name is not None
+    template = kubectl_json(
+        cluster.stack, "get", "deployment", "dash-worker", "-n", cluster.namespace
+    )
+    [container] = template["spec"]["template"]["spec"]["containers"]
+    assert container["terminationMessagePolicy"] == "FallbackToLogsOnError"
+    crash_loop = {
+        "status": {
+            "conditions": [
+                {"type": "Ready", "status": "False", "reason": "ContainersNotReady"},
+                {"type": "ContainersReady", "status": "False"},
+                {"type": "PodScheduled", "status": "True"},
+            ],
+            "containerStatuses": [
+                {
+                    "name": "worker",
+                    "image": container["image"],
+                    "imageID": "",
+                    "ready": False,
+                    "started": False,
+                    "restartCount": 3,
+                    "state": {"waiting": {"reason": "CrashLoopBackOff"}},
+                    "lastState": {
+                        "terminated": {"exitCode": 2, "reason": "Error", "message": said}
+                    },
+                }
+            ],
         }
-        core.patch_namespaced_pod_status(pod.metadata.name, namespace, crash_loop)
-        failing = cluster.wait_channel("dash", reason_is("WorkersFailing"))
-        assert condition(failing)["status"] == "False"
-        assert said in condition(failing)["message"]
-        assert pod.metadata.name in condition(failing, "WorkersReady")["message"]
-        event = cluster.wait_event("WorkersFailing", "dash")
-        assert event["type"] == "Warning"
-        assert said in event["message"]
+    }
+    core.patch_namespaced_pod_status(pod.metadata.name, cluster.namespace, crash_loop)
+    failing = cluster.wait_channel("dash", reason_is("WorkersFailing"))
+    assert condition(failing)["status"] == "False"
+    assert said in condition(failing)["message"]
+    assert pod.metadata.name in condition(failing, "WorkersReady")["message"]
+    event = cluster.wait_event("WorkersFailing", "dash")
+    assert event["type"] == "Warning"
+    assert said in event["message"]
 
-        # The pod replaced (the spec fixed, a new pod started): Ready again, by the watch.
-        core.delete_namespaced_pod(pod.metadata.name, namespace, grace_period_seconds=0)
-        cluster.wait_channel("dash", is_ready)
-    finally:
-        delete_topics(kafka, [topic])
+    # The pod replaced (the spec fixed, a new pod started): Ready again, by the watch.
+    core.delete_namespaced_pod(pod.metadata.name, cluster.namespace, grace_period_seconds=0)
+    cluster.wait_channel("dash", is_ready)
 
 
 # --- control-plane and broker faults ---------------------------------------------------
@@ -787,13 +745,8 @@ def slow_drift_operator(
     own_stack: LocalStack, namespace: str, crd_installed: None
 ) -> Iterator[OperatorProcess]:
     """An operator whose drift check comes seldom, so a failed one shows."""
-    process = operator_process(own_stack, namespace, drift_interval=20)
-    process.start(timeout=30)
-    try:
+    with running_operator(own_stack, namespace, drift_interval=20) as process:
         yield process
-    finally:
-        _release_channels(own_stack, namespace, process)
-        process.stop()
 
 
 def api_ready(stack: LocalStack) -> bool:
@@ -838,6 +791,46 @@ def all_seen(
     return time.monotonic() - since
 
 
+@dataclass(frozen=True)
+class Outage:
+    """What the fault tests share: their own stack, and where they record figures."""
+
+    stack: LocalStack
+    record: Callable[[str, object], None]
+
+    def of_api(self, operator: OperatorProcess, component: str) -> float:
+        """Stop ``component`` (the API server or etcd) for ``OUTAGE`` seconds, the operator
+        warning meanwhile that the Kubernetes API is unavailable; when /readyz is ok again."""
+        stack.stop_component(self.stack.env, component)
+        down = time.monotonic()
+        try:
+            unavailable = wait_log(operator, "Kubernetes API unavailable")
+            assert unavailable["severity"] == "warn"
+            hold(down, OUTAGE)
+        finally:
+            stack.start_component(self.stack.settings, self.stack.env, component)
+        return wait_api(self.stack, up=True)
+
+    def recovered(
+        self, cluster: Cluster, names: list[str], back: float, prefix: str
+    ) -> tuple[float, float]:
+        """Seconds from ``back`` until every channel was reconciled (the operator's part:
+        children applied, status written), then Ready (which also needs the
+        controller-manager and KWOK to roll the Deployments out after their own reconnect,
+        0.2 to 60 s here, whatever the operator does); recorded as
+        ``<prefix>_reconciled_seconds`` and ``<prefix>_ready_seconds``."""
+        recovery = all_seen(cluster, names, reconciled, back)
+        ready = all_ready(cluster, names, back)
+        self.record(f"{prefix}_reconciled_seconds", round(recovery, 2))
+        self.record(f"{prefix}_ready_seconds", round(ready, 2))
+        return recovery, ready
+
+
+@pytest.fixture
+def outage(own_stack: LocalStack, record_property: Callable[[str, object], None]) -> Outage:
+    return Outage(own_stack, record_property)
+
+
 def reconciled(obj: Mapping[str, Any]) -> bool:
     """The operator reconciled the current generation without an API error: topics in sync,
     every child applied, the Deployment read (the rollout itself is the cluster's part)."""
@@ -863,145 +856,93 @@ def channel_events(cluster: Cluster, name: str) -> list[tuple[str, str]]:
 
 
 def test_api_server_killed_mid_create_all_reconciled_soon_after_its_return(
-    own_stack: LocalStack,
-    operator: OperatorProcess,
-    cluster: Cluster,
-    kafka: str,
-    unique_name: Callable[[str], str],
-    record_property: Callable[[str, object], None],
+    outage: Outage, operator: OperatorProcess, cluster: Cluster, kafka: str, new_topic: NewTopic
 ) -> None:
     names = [f"c{i}" for i in range(4)]
-    topics = {name: unique_name(name) for name in names}
-    try:
-        for name in names:
-            cluster.apply(
-                name, base_spec(kafka, [{"name": topics[name], "deletionPolicy": "Delete"}])
-            )
-        stack.stop_component(own_stack.env, "kube-apiserver")  # in the middle of the creates
-        down = time.monotonic()
-        try:
-            unavailable = wait_log(operator, "Kubernetes API unavailable")
-            assert unavailable["severity"] == "warn"
-            hold(down, OUTAGE)
-        finally:
-            stack.start_component(own_stack.settings, own_stack.env, "kube-apiserver")
-        back = wait_api(own_stack, up=True)
-        # The operator's part: every channel reconciled (children applied, status written).
-        recovery = all_seen(cluster, names, reconciled, back)
-        # Ready also needs the controller-manager and KWOK to roll the Deployments out
-        # after their own reconnect (0.2 to 60 s here, whatever the operator does).
-        ready = all_ready(cluster, names, back)
-        record_property("api_outage_reconciled_seconds", round(recovery, 2))
-        record_property("api_outage_ready_seconds", round(ready, 2))
-        print(
-            f"API server down {OUTAGE:.0f} s: all {len(names)} reconciled {recovery:.2f} s "
-            f"and Ready {ready:.2f} s after its return"
-        )
-        assert recovery <= RECOVERY_BOUND
-        assert wait_log(operator, "Kubernetes API available again")["severity"] == "info"
-        assert operator.alive()
-        assert not errors_logged(operator), errors_logged(operator)
-        for name in names:
-            events = channel_events(cluster, name)
-            topic_events = [e for e in events if e[0] in ("TopicCreated", "TopicAdopted")]
-            assert len(topic_events) == 1, events  # neither lost nor posted twice
-            assert len(events) == len(set(events)), events
-            assert "WorkersUnavailable" not in {reason for reason, _ in events}, events
-    finally:
-        delete_topics(kafka, list(topics.values()))
+    topics = {name: new_topic(name) for name in names}
+    for name in names:
+        cluster.apply(name, base_spec(kafka, [{"name": topics[name], "deletionPolicy": "Delete"}]))
+    back = outage.of_api(operator, "kube-apiserver")  # in the middle of the creates
+    recovery, ready = outage.recovered(cluster, names, back, "api_outage")
+    print(
+        f"API server down {OUTAGE:.0f} s: all {len(names)} reconciled {recovery:.2f} s "
+        f"and Ready {ready:.2f} s after its return"
+    )
+    assert recovery <= RECOVERY_BOUND
+    assert wait_log(operator, "Kubernetes API available again")["severity"] == "info"
+    assert operator.alive()
+    assert not errors_logged(operator), errors_logged(operator)
+    for name in names:
+        events = channel_events(cluster, name)
+        topic_events = [e for e in events if e[0] in ("TopicCreated", "TopicAdopted")]
+        assert len(topic_events) == 1, events  # neither lost nor posted twice
+        assert len(events) == len(set(events)), events
+        assert "WorkersUnavailable" not in {reason for reason, _ in events}, events
 
 
 def test_etcd_killed_under_an_idle_operator_is_logged_and_recovered(
-    own_stack: LocalStack,
-    operator: OperatorProcess,
-    cluster: Cluster,
-    kafka: str,
-    unique_name: Callable[[str], str],
-    record_property: Callable[[str, object], None],
+    outage: Outage, operator: OperatorProcess, cluster: Cluster, kafka: str, new_topic: NewTopic
 ) -> None:
-    idle, fresh = unique_name("idle"), unique_name("fresh")
-    try:
-        cluster.apply("idle", base_spec(kafka, [{"name": idle}]))
-        cluster.wait_channel("idle", is_ready)
-        wait_log(operator, "Ready=True")  # settled: nothing is being retried now
-        stack.stop_component(own_stack.env, "etcd")
-        down = time.monotonic()
-        try:
-            # Nothing to reconcile, yet the operator notices and says so, once.
-            unavailable = wait_log(operator, "Kubernetes API unavailable")
-            assert unavailable["severity"] == "warn"
-            hold(down, OUTAGE)
-        finally:
-            stack.start_component(own_stack.settings, own_stack.env, "etcd")
-        back = wait_api(own_stack, up=True)
-        cluster.apply("fresh", base_spec(kafka, [{"name": fresh}]))
-        recovery = all_seen(cluster, ["idle", "fresh"], reconciled, back)
-        ready = all_ready(cluster, ["idle", "fresh"], back)
-        record_property("etcd_outage_reconciled_seconds", round(recovery, 2))
-        record_property("etcd_outage_ready_seconds", round(ready, 2))
-        print(
-            f"etcd down {OUTAGE:.0f} s: a new channel reconciled {recovery:.2f} s and Ready "
-            f"{ready:.2f} s after its return"
-        )
-        assert recovery <= RECOVERY_BOUND
-        assert len([ln for ln in operator.log_lines() if "API unavailable" in ln["message"]]) == 1
-        assert operator.alive()
-        assert not errors_logged(operator), errors_logged(operator)
-    finally:
-        delete_topics(kafka, [idle, fresh])
+    idle, fresh = new_topic("idle"), new_topic("fresh")
+    cluster.apply("idle", base_spec(kafka, [{"name": idle}]))
+    cluster.wait_channel("idle", is_ready)
+    wait_log(operator, "Ready=True")  # settled: nothing is being retried now
+    # Nothing to reconcile, yet the operator notices and says so, once.
+    back = outage.of_api(operator, "etcd")
+    cluster.apply("fresh", base_spec(kafka, [{"name": fresh}]))
+    recovery, ready = outage.recovered(cluster, ["idle", "fresh"], back, "etcd_outage")
+    print(
+        f"etcd down {OUTAGE:.0f} s: a new channel reconciled {recovery:.2f} s and Ready "
+        f"{ready:.2f} s after its return"
+    )
+    assert recovery <= RECOVERY_BOUND
+    assert len([ln for ln in operator.log_lines() if "API unavailable" in ln["message"]]) == 1
+    assert operator.alive()
+    assert not errors_logged(operator), errors_logged(operator)
 
 
 def test_kafka_frozen_during_a_drift_check_ready_soon_after_its_return(
-    own_stack: LocalStack,
+    outage: Outage,
     slow_drift_operator: OperatorProcess,
     cluster: Cluster,
     kafka: str,
-    unique_name: Callable[[str], str],
-    record_property: Callable[[str, object], None],
+    new_topic: NewTopic,
 ) -> None:
-    topic = unique_name("frozen")
-    pid = own_stack.env["components"]["kafka"]["pid"]
+    topic = new_topic("frozen")
+    pid = outage.stack.env["components"]["kafka"]["pid"]
+    cluster.apply("dash", base_spec(kafka, [{"name": topic}]))
+    cluster.wait_channel("dash", is_ready)
+    os.kill(pid, signal.SIGSTOP)
     try:
-        cluster.apply("dash", base_spec(kafka, [{"name": topic}]))
-        cluster.wait_channel("dash", is_ready)
-        os.kill(pid, signal.SIGSTOP)
-        try:
-            # The next drift check (every 20 s) times out on the frozen broker.
-            cluster.wait_channel(
-                "dash", lambda o: condition(o).get("reason") in KAFKA_DOWN_REASONS, timeout=60
-            )
-        finally:
-            os.kill(pid, signal.SIGCONT)
-        back = time.monotonic()
-        recovery = all_ready(cluster, ["dash"], back)
-        record_property("kafka_freeze_recovery_seconds", round(recovery, 2))
-        print(f"Kafka frozen through a drift check: Ready {recovery:.2f} s after it thawed")
-        assert recovery <= RECOVERY_BOUND
-        assert not errors_logged(slow_drift_operator), errors_logged(slow_drift_operator)
+        # The next drift check (every 20 s) times out on the frozen broker.
+        cluster.wait_channel(
+            "dash", lambda o: condition(o).get("reason") in KAFKA_DOWN_REASONS, timeout=60
+        )
     finally:
-        delete_topics(kafka, [topic])
+        os.kill(pid, signal.SIGCONT)
+    back = time.monotonic()
+    recovery = all_ready(cluster, ["dash"], back)
+    outage.record("kafka_freeze_recovery_seconds", round(recovery, 2))
+    print(f"Kafka frozen through a drift check: Ready {recovery:.2f} s after it thawed")
+    assert recovery <= RECOVERY_BOUND
+    assert not errors_logged(slow_drift_operator), errors_logged(slow_drift_operator)
 
 
 def test_ready_follows_the_rollout_within_seconds(
-    operator: OperatorProcess,
-    cluster: Cluster,
-    kafka: str,
-    unique_name: Callable[[str], str],
-    namespace: str,
+    operator: OperatorProcess, cluster: Cluster, kafka: str, new_topic: NewTopic
 ) -> None:
     """Ready comes from watching the Deployment, not from polling it: scaling the workers
     (a new rollout state the reconcile did not cause) shows on the channel at once."""
-    topic = unique_name("follow")
-    try:
-        cluster.apply("dash", base_spec(kafka, [{"name": topic, "partitions": 1}]))
-        cluster.wait_channel("dash", is_ready)
-        # The Deployment scaled to 3 by hand: no reconcile reads that (the drift check puts
-        # 1 back, then reads 1), only the watch of the Deployment sees desired 3.
-        cluster.stack.kubectl("scale", "deployment", "dash-worker", "-n", namespace, "--replicas=3")
-        seen = cluster.wait_channel(
-            "dash", lambda o: ((o.get("status") or {}).get("workers") or {}).get("desired") == 3
-        )
-        assert seen["status"]["workersSummary"].endswith("/3")
-        cluster.wait_channel("dash", is_ready)
-    finally:
-        delete_topics(kafka, [topic])
+    topic = new_topic("follow")
+    cluster.apply("dash", base_spec(kafka, [{"name": topic, "partitions": 1}]))
+    cluster.wait_channel("dash", is_ready)
+    # The Deployment scaled to 3 by hand: no reconcile reads that (the drift check puts
+    # 1 back, then reads 1), only the watch of the Deployment sees desired 3.
+    cluster.stack.kubectl(
+        "scale", "deployment", "dash-worker", "-n", cluster.namespace, "--replicas=3"
+    )
+    seen = cluster.wait_channel(
+        "dash", lambda o: ((o.get("status") or {}).get("workers") or {}).get("desired") == 3
+    )
+    assert seen["status"]["workersSummary"].endswith("/3")
+    cluster.wait_channel("dash", is_ready)
