@@ -65,8 +65,8 @@ clients: venv $(KOTLIN_STAMP) ## TypeScript client: npm ci and build; Kotlin cli
 	@$(PY) -m clarion_devstack.tsclient
 
 .PHONY: crds
-crds: venv ## Regenerate the CRD files and the operator spec reference from crd.py
-	@$(PY) -m clarion_operator.crdgen --write
+crds: venv ## Regenerate the CRD files and the operator spec reference from the spec's models
+	@$(PY) -m clarion_devstack.crdgen --write
 	@$(PY) -m clarion_devstack.docs --write docs/operator.md
 
 .PHONY: docs

@@ -23,6 +23,7 @@ from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
 
 from clarion_contract.zones import resolve_zone
+from clarion_devstack import crdgen
 from clarion_devstack.pytest_plugin import LocalStack
 from clarion_operator.core import crd
 from clarion_operator.core.render import ChannelContext, render
@@ -95,7 +96,7 @@ def strategy(node: Schema) -> st.SearchStrategy[Any]:
     raise AssertionError(f"no strategy for {node}")
 
 
-SPEC_SCHEMA = crd.spec_schema()
+SPEC_SCHEMA = crdgen.spec_schema()
 specs = strategy(SPEC_SCHEMA)
 
 
@@ -164,7 +165,7 @@ def custom_objects(
         "--field-manager=clarion-tests",
         "-f",
         "-",
-        stdin=crd.render_yaml(),
+        stdin=crdgen.render_yaml(),
     )
     local_stack.kubectl(
         "wait", "--for=condition=Established", f"crd/{crd.CRD_NAME}", "--timeout=60s"

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from clarion_operator.core import crd
+from clarion_devstack import crdgen
 from clarion_operator.core.conditions import (
     Condition,
     DeploymentObservation,
@@ -302,7 +302,7 @@ def test_duration_is_a_gateway_api_duration() -> None:
 
 
 def test_crd_schema_has_the_exposure_section_and_its_rules() -> None:
-    spec = crd.spec_schema()
+    spec = crdgen.spec_schema()
     exp = spec["properties"]["exposure"]
     assert exp["required"] == ["type"]
     assert exp["properties"]["type"]["enum"] == ["none", "gateway", "ingress"]
