@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 import pytest
 
@@ -25,6 +25,7 @@ pytestmark = pytest.mark.integration
 
 StartWorker = Callable[..., WorkerProcess]
 Collect = Callable[..., Collector]
+Connect = Callable[[list[str], str], Awaitable[Collector]]
 
 ORIGIN = {"Origin": "https://app.unionflow.test"}
 #: 2026-11-30T06:10:38.952Z: what every timestamp below stands for.
@@ -46,20 +47,31 @@ def _record(seq: int, org: str, timestamp: bytes, event_type: str = "APPROVAL_PE
     return head[:-1].encode() + b',"timestamp":' + timestamp + b"}"
 
 
-async def test_user_event_without_user_reaches_its_organization(
-    start_worker: StartWorker,
-    topics: ChannelTopics,
-    keys: Keys,
-    producer: Producer,
-    collect: Collect,
-) -> None:
-    worker = start_worker(routing={"timestampZone": "Europe/Paris"})
-    alice = collect(worker.ws, keys.token(["org-a"], "alice"), extra_headers=ORIGIN)
-    carol = collect(worker.ws, keys.token(["org-a", "org-b"], "carol"), extra_headers=ORIGIN)
-    bob = collect(worker.ws, keys.token(["org-b"], "bob"), extra_headers=ORIGIN)
-    async with asyncio.timeout(20):
-        for client in (alice, carol, bob):
+@pytest.fixture
+def worker(start_worker: StartWorker) -> WorkerProcess:
+    """A worker that reads producers' zone-less times as Paris time (the seed's services)."""
+    return start_worker(routing={"timestampZone": "Europe/Paris"})
+
+
+@pytest.fixture
+def connect(worker: WorkerProcess, keys: Keys, collect: Collect) -> Connect:
+    """A browser client of ``worker`` for a user of some organizations, once connected."""
+
+    async def connected(organizations: list[str], user: str) -> Collector:
+        client = collect(worker.ws, keys.token(organizations, user), extra_headers=ORIGIN)
+        async with asyncio.timeout(20):
             await client.connected.wait()
+        return client
+
+    return connected
+
+
+async def test_user_event_without_user_reaches_its_organization(
+    worker: WorkerProcess, connect: Connect, topics: ChannelTopics, producer: Producer
+) -> None:
+    alice = await connect(["org-a"], "alice")
+    carol = await connect(["org-a", "org-b"], "carol")
+    bob = await connect(["org-b"], "bob")
     # The seed's publishBroadcastNotification: the user topic, an organization, no userId.
     broadcast = _record(9001, "org-a", b'"2026-11-30T07:10:38.952487088"', "BROADCAST_NOTIFICATION")
     await producer.raw(topics.notify, broadcast, key=b"org-a")
@@ -82,16 +94,9 @@ async def test_user_event_without_user_reaches_its_organization(
 
 
 async def test_java_timestamps_become_the_producers_instant(
-    start_worker: StartWorker,
-    topics: ChannelTopics,
-    keys: Keys,
-    producer: Producer,
-    collect: Collect,
+    worker: WorkerProcess, connect: Connect, topics: ChannelTopics, producer: Producer
 ) -> None:
-    worker = start_worker(routing={"timestampZone": "Europe/Paris"})
-    alice = collect(worker.ws, keys.token(["org-a"], "alice"), extra_headers=ORIGIN)
-    async with asyncio.timeout(20):
-        await alice.connected.wait()
+    alice = await connect(["org-a"], "alice")
     forms = dict(enumerate(JAVA_FORMS.items(), start=1000))
     for seq, (_name, timestamp) in forms.items():
         await producer.raw(topics.approvals, _record(seq, "org-a", timestamp), key=b"org-a")

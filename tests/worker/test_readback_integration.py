@@ -78,10 +78,8 @@ SMALL_QUEUE = {"queueMaxEvents": 50, "batchMaxEvents": 50}
 BIG_QUEUE = {"queueMaxEvents": 100_000, "queueMaxBytes": 1 << 30}
 
 
-@pytest.fixture
-async def runtime(
-    request: pytest.FixtureRequest, kafka_bootstrap: str, topics: ChannelTopics, keys: Keys
-) -> AsyncIterator[WorkerRuntime]:
+async def _produce_records(kafka_bootstrap: str, topics: ChannelTopics) -> None:
+    """``RECORDS`` padded events of organization ``ORG`` to the approvals topic."""
     producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, linger_ms=5)
     await producer.start()
     try:
@@ -91,6 +89,13 @@ async def runtime(
         await producer.flush()
     finally:
         await producer.stop()
+
+
+@pytest.fixture
+async def runtime(
+    request: pytest.FixtureRequest, kafka_bootstrap: str, topics: ChannelTopics, keys: Keys
+) -> AsyncIterator[WorkerRuntime]:
+    await _produce_records(kafka_bootstrap, topics)
     limits = getattr(request, "param", SMALL_QUEUE)
     settings = _settings(kafka_bootstrap, topics, keys, limits)
     worker = WorkerRuntime(settings, Secrets(keys.hmac_secret, None), CollectorRegistry())
@@ -277,15 +282,7 @@ async def test_a_big_window_replay_queues_at_most_one_budget_per_loop_turn(
     runtime: WorkerRuntime, kafka_bootstrap: str, topics: ChannelTopics
 ) -> None:
     cursor = runtime.state.position.current_id()  # the window holds all that follows
-    producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, linger_ms=5)
-    await producer.start()
-    try:
-        for seq in range(RECORDS):
-            value = {"type": "T", "organizationId": ORG, "data": {"seq": seq, "pad": PAD}}
-            await producer.send(topics.approvals, json.dumps(value).encode(), key=ORG.encode())
-        await producer.flush()
-    finally:
-        await producer.stop()
+    await _produce_records(kafka_bootstrap, topics)
     consumed = runtime.metrics.events_consumed.labels(topics.approvals)
     await _until(lambda: consumed._value.get() >= RECORDS, 30, "the worker read them all")
     session = Session(runtime, Principal(frozenset({ORG}), "u1"), "websocket", batch=False)

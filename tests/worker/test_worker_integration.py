@@ -25,6 +25,8 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from websockets.asyncio.client import connect
 
 from clarion_devstack.harness import (
+    AUDIENCE,
+    ISSUER,
     ChannelTopics,
     Collector,
     Keys,
@@ -53,6 +55,19 @@ async def _close_code(ws: Any, within: float = 15.0) -> int:
                 await ws.recv()
         except websockets.exceptions.ConnectionClosed as closed:
             return closed.rcvd.code if closed.rcvd else 1006
+
+
+async def _reluctant_reader(worker: WorkerProcess, token: str, **options: Any) -> Any:
+    """A WebSocket client that reads only when the test does: one frame buffered, no
+    compression, no pings of its own (only the server can cut it)."""
+    return await connect(
+        worker.ws,
+        additional_headers={**ORIGIN, "Authorization": f"Bearer {token}"},
+        max_queue=1,
+        compression=None,
+        ping_interval=None,
+        **options,
+    )
 
 
 async def _connected(*collectors: Collector) -> None:
@@ -311,14 +326,7 @@ async def test_a_client_that_stops_reading_is_closed_slow_while_others_keep_up(
     healthy = collect(worker.ws, token, extra_headers=ORIGIN, event_types=["APPROVAL_PENDING"])
     await _connected(healthy)
     # It reads nothing and never pings or times out on its own: only the server can cut it.
-    stalled = await connect(
-        worker.ws,
-        additional_headers={**ORIGIN, "Authorization": f"Bearer {token}"},
-        max_queue=1,
-        compression=None,
-        ping_interval=None,
-        close_timeout=None,
-    )
+    stalled = await _reluctant_reader(worker, token, close_timeout=None)
     try:
         # Far more than the kernel's socket buffers hold, so the stalled client's outbox fills.
         big = "x" * 150_000
@@ -430,18 +438,22 @@ async def test_bad_tokens_are_refused_in_band(
     assert worker.metric("clarion_worker_connects_total", transport="websocket") == 0
 
 
+def _strict_expiry(keys: Keys) -> dict[str, Any]:
+    """HS256 tokens with no leeway: one that expires ends the connection at once."""
+    return {
+        "mode": "jwt",
+        "hmacSecretFile": str(keys.hmac_file),
+        "audience": AUDIENCE,
+        "issuer": ISSUER,
+        "leewaySeconds": 0,
+    }
+
+
 @pytest.mark.parametrize("write_path", ["direct", "asgi"], indirect=True)
 async def test_tokens_by_query_and_subprotocol_and_expiry_during_the_connection(
     start_worker: StartWorker, keys: Keys
 ) -> None:
-    auth = {
-        "mode": "jwt",
-        "hmacSecretFile": str(keys.hmac_file),
-        "audience": "clarion-tests",
-        "issuer": "https://auth.unionflow.test",
-        "leewaySeconds": 0,
-    }
-    worker = start_worker(auth=auth)
+    worker = start_worker(auth=_strict_expiry(keys))
     token = keys.token(["org-a"], "alice", ttl=3)
     async with connect(f"{worker.ws}?access_token={token}") as by_query:
         welcome = json.loads(await by_query.recv())
@@ -465,14 +477,7 @@ async def test_an_sse_stream_whose_token_expires_ends_with_the_4004_error_messag
 ) -> None:
     """Without the error message the stream just ended, and a client could not tell an
     expired token (refresh it) from an outage (back off)."""
-    auth = {
-        "mode": "jwt",
-        "hmacSecretFile": str(keys.hmac_file),
-        "audience": "clarion-tests",
-        "issuer": "https://auth.unionflow.test",
-        "leewaySeconds": 0,
-    }
-    worker = start_worker(auth=auth)
+    worker = start_worker(auth=_strict_expiry(keys))
     token = keys.token(["org-a"], "alice", ttl=3)
     messages: list[dict[str, Any]] = []
     async with (
@@ -738,14 +743,7 @@ async def test_a_slow_client_that_still_reads_receives_its_4008(
         limits={"queueMaxEvents": 64, "queueMaxBytes": 512 * 1024, "maxRecordBytes": 256 * 1024}
     )
     token = keys.token(["org-a"], "alice")
-    slow = await connect(
-        worker.ws,
-        additional_headers={**ORIGIN, "Authorization": f"Bearer {token}"},
-        max_queue=1,
-        max_size=None,
-        compression=None,
-        ping_interval=None,
-    )
+    slow = await _reluctant_reader(worker, token, max_size=None)
     seen: list[dict[str, Any]] = []
 
     async def read_slowly() -> int:
