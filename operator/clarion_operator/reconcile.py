@@ -14,7 +14,9 @@ status says truthfully that the topics could not be checked.
 A drift check (``trigger="timer"``) is skipped while the create/update handler of the same
 channel has not settled (still running, or retrying: Kafka down, API errors): that handler
 comes back on its own and does the same work, so the timer would only double it, which at
-a few hundred channels starting at once is most of the load.
+a few hundred channels starting at once is most of the load. A reconcile started by a
+change of a Secret the channel names (``trigger="secret"``, ``core.secret_refs``) is never
+skipped, and settles the channel for the timers when it succeeds.
 
 The status is written here (merge patch of the ``status`` subresource), under the channel's
 lock, and not by kopf after the handler returns: the workers are followed by watching
@@ -120,7 +122,7 @@ from clarion_operator.ports import (
 
 log = logging.getLogger(__name__)
 
-Trigger = Literal["handler", "timer", "delete"]
+Trigger = Literal["handler", "timer", "delete", "secret"]
 #: Attempts to post one Event while the API server does not answer (about a minute).
 EVENT_ATTEMPTS = 15
 #: A blocked deletion is retried at least this often, so adding the force-delete
@@ -305,7 +307,9 @@ class Reconciler:
             outcome = await self._publish(key, uid, await self._ensure(body))
             self._rounds[key] = self._rounds.get(key, 0) + 1
         self._post_events(_channel_ref(body), uid, outcome.events)
-        if trigger == "handler" and _settled(outcome):
+        # A Secret's change (trigger "secret") that settles the channel lets the timers
+        # run again: the handler's own retry may still be minutes away.
+        if trigger in ("handler", "secret") and _settled(outcome):
             self._unsettled.discard(uid)
         self._metrics.duration.labels(trigger).observe(time.monotonic() - started)
         self._metrics.reconciles.labels(_result(outcome), trigger).inc()

@@ -43,6 +43,10 @@ class ProcessSettings:
     #: Seconds between health probes of every channel's topics (metadata only: leaders
     #: and in-sync replicas), so a lost broker shows in TopicsHealthy within moments.
     health_interval: float = 10.0
+    #: Follow the Secrets named by the channels' ``spec.kafka.security``: a change
+    #: reconciles the channels naming it at once. Needs list/watch on Secrets where the
+    #: operator may get them; off (``--no-watch-secrets``) without that permission.
+    watch_secrets: bool = True
     #: Peering lets several replicas run with one active; off means --standalone.
     peering: bool = False
     peering_name: str = "clarion-operator"
@@ -121,6 +125,13 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--health-interval", type=float, help="seconds between health probes of the topics"
     )
+    p.add_argument(
+        "--watch-secrets",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="reconcile a channel when a Secret of its spec.kafka.security changes "
+        "(needs list/watch on Secrets); env CLARION_OPERATOR_WATCH_SECRETS",
+    )
     peering = p.add_mutually_exclusive_group()
     peering.add_argument(
         "--standalone", action="store_true", default=None, help="no peering (one replica)"
@@ -185,6 +196,13 @@ def from_args(argv: Sequence[str], environ: Mapping[str, str]) -> ProcessSetting
     drift = pick_seconds(a.drift_interval, "DRIFT_INTERVAL", 60.0)
     health = pick_seconds(a.health_interval, "HEALTH_INTERVAL", 10.0)
 
+    raw_watch_secrets = env("WATCH_SECRETS")
+    watch_secrets = (
+        a.watch_secrets
+        if a.watch_secrets is not None
+        else raw_watch_secrets is None or _bool(raw_watch_secrets)
+    )
+
     log_format = a.log_format or env("LOG_FORMAT") or "json"
     if log_format not in ("json", "plain", "full"):
         raise SettingsError(f"unknown log format {log_format!r}")
@@ -197,6 +215,7 @@ def from_args(argv: Sequence[str], environ: Mapping[str, str]) -> ProcessSetting
         liveness_port=pick_int(a.liveness_port, "LIVENESS_PORT", 8081),
         drift_interval=drift,
         health_interval=health,
+        watch_secrets=watch_secrets,
         peering=peering,
         peering_name=a.peering_name or env("PEERING_NAME") or "clarion-operator",
         kafka_request_timeout_ms=pick_int(

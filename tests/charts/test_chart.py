@@ -141,7 +141,8 @@ def test_rbac_is_exactly_what_the_operator_calls(helm: Helm, scope: str) -> None
         (crd.GROUP, crd.PLURAL): {"get", "list", "watch", "patch"},
         (crd.GROUP, f"{crd.PLURAL}/status"): {"patch"},
         ("", "events"): {"create"},
-        ("", "secrets"): {"get"},
+        # Read, and watched: a changed Secret reconciles the channels naming it.
+        ("", "secrets"): {"get", "list", "watch"},
         **{child: {"get", "create", "patch", "delete"} for child in _children()},
         # Watched too: Ready follows the worker Deployments and Pods.
         ("apps", "deployments"): {"get", "list", "watch", "create", "patch", "delete"},
@@ -159,6 +160,27 @@ def test_rbac_is_exactly_what_the_operator_calls(helm: Helm, scope: str) -> None
         "ClusterRole" if cluster else "Role",
     )
     assert ("", "secrets") not in no_secrets
+    get_only = _rules(
+        helm.objects(*args, "--set", "rbac.watchSecrets=false"),
+        "ClusterRole" if cluster else "Role",
+    )
+    assert get_only[("", "secrets")] == {"get"}
+
+
+@pytest.mark.parametrize(
+    ("values", "watching"),
+    [
+        ((), True),
+        (("--set", "rbac.watchSecrets=false"), False),
+        (("--set", "rbac.kafkaSecrets=false"), False),
+    ],
+)
+def test_the_operator_watches_secrets_only_where_the_chart_lets_it(
+    helm: Helm, values: tuple[str, ...], watching: bool
+) -> None:
+    deployment = next(o for o in helm.objects(*values) if o["kind"] == "Deployment")
+    args = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert ("--no-watch-secrets" not in args) is watching
 
 
 def test_peering_adds_its_objects_and_permissions(helm: Helm) -> None:

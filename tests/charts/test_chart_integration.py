@@ -294,13 +294,15 @@ def test_operator_with_the_charts_service_account_reconciles_and_nothing_more(
         == "yes"
     )
     assert _can_i(cluster, kubeconfig, "create", "deployments.apps", "-n", namespace) == "yes"
-    assert _can_i(cluster, kubeconfig, "list", "secrets", "-n", namespace) == "no"
+    # Secrets: read and watched (a changed one reconciles its channels) where watched only.
+    assert _can_i(cluster, kubeconfig, "watch", "secrets", "-n", namespace) == "yes"
+    assert _can_i(cluster, kubeconfig, "list", "secrets", "-n", "default") == "no"
     assert _can_i(cluster, kubeconfig, "create", "pods", "-n", namespace) == "no"
     assert _can_i(cluster, kubeconfig, "get", "configmaps", "-n", "default") == "no"
     assert (
         _can_i(cluster, kubeconfig, "list", "realtimechannels.realtime.clarion.dev", "-A") == "no"
     )
-    assert _get_as(kubeconfig, f"/api/v1/namespaces/{namespace}/secrets") == 403
+    assert _get_as(kubeconfig, "/api/v1/namespaces/kube-system/secrets") == 403
     assert _get_as(kubeconfig, "/api/v1/namespaces/kube-system/secrets/anything") == 403
     assert _get_as(kubeconfig, "/apis/apps/v1/namespaces/default/deployments") == 403
 
@@ -423,9 +425,11 @@ def test_cluster_wide_rbac_grants_every_namespace_and_still_no_more(
             ("delete", "ingresses.networking.k8s.io", "-n", "default"),
             ("list", "customresourcedefinitions.apiextensions.k8s.io"),
             ("get", "secrets", "-n", "default"),
+            # Where get is granted: a changed Secret reconciles the channels naming it.
+            ("watch", "secrets", "-A"),
         ]
         refused = [
-            ("list", "secrets", "-A"),
+            ("create", "secrets", "-n", "default"),
             ("create", "pods", "-n", "default"),
             ("delete", rtc, "-n", "default"),
             ("create", "customresourcedefinitions.apiextensions.k8s.io"),
@@ -434,6 +438,6 @@ def test_cluster_wide_rbac_grants_every_namespace_and_still_no_more(
         ]
         assert [_can_i(cluster, kubeconfig, *g) for g in granted] == ["yes"] * len(granted)
         assert [_can_i(cluster, kubeconfig, *r) for r in refused] == ["no"] * len(refused)
-        assert _get_as(kubeconfig, "/api/v1/secrets") == 403
+        assert _get_as(kubeconfig, "/api/v1/configmaps") == 403
     finally:
         cluster.kubectl("delete", "-f", "-", "--ignore-not-found", stdin=manifest, check=False)

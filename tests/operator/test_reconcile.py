@@ -376,6 +376,27 @@ async def test_drift_check_waits_until_the_handler_settles(
     assert not drift.skipped
 
 
+async def test_a_secret_change_reconciles_while_the_handler_retries_and_settles_it(
+    parts: tuple[FakeKube, FakeKafka, Reconciler],
+) -> None:
+    kube, kafka, rec = parts
+    body = channel(spec())
+    kube.channels = [body]
+    kafka.down = True
+    first = await rec.ensure(body, "handler")
+    assert isinstance(first.error, RetryableError)  # kopf retries, possibly minutes later
+    assert (await rec.ensure(body, "timer")).skipped
+
+    kafka.down = False  # what a fixed Secret does to a refused login
+    fixed = await rec.ensure({**body, "status": first.status}, "secret")
+    assert not fixed.skipped
+    assert fixed.error is None
+    assert fixed.status is not None
+    assert fixed.status_patch is not None
+    # Settled: the timers (drift, health) need not wait for the handler's retry.
+    assert not (await rec.ensure({**body, "status": fixed.status}, "timer")).skipped
+
+
 async def test_workers_rolling_out_settle_the_handler_the_watch_follows(
     parts: tuple[FakeKube, FakeKafka, Reconciler],
 ) -> None:

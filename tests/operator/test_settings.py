@@ -17,6 +17,7 @@ def test_flags_build_frozen_settings() -> None:
     assert s.field_manager == "clarion-operator"
     assert s.kube_api_threads == 32
     assert s.health_interval == 10.0
+    assert s.watch_secrets is True
     with pytest.raises(AttributeError):
         s.peering = True  # type: ignore[misc]
 
@@ -41,6 +42,14 @@ def test_environment_is_the_fallback_and_flags_win() -> None:
     assert s.liveness_endpoint == "http://0.0.0.0:8081/healthz"
 
 
+def test_the_secret_watch_is_on_unless_switched_off_by_flag_or_variable() -> None:
+    off = {"CLARION_OPERATOR_WATCH_SECRETS": "false"}
+    assert from_args(["-n", "a"], {}).watch_secrets is True
+    assert from_args(["-n", "a", "--no-watch-secrets"], {}).watch_secrets is False
+    assert from_args(["-n", "a"], off).watch_secrets is False
+    assert from_args(["-n", "a", "--watch-secrets"], off).watch_secrets is True
+
+
 @pytest.mark.parametrize(
     ("argv", "env"),
     [
@@ -53,6 +62,7 @@ def test_environment_is_the_fallback_and_flags_win() -> None:
         (["-n", "a"], {"CLARION_OPERATOR_PEERING": "maybe"}),
         (["-n", "a", "--kube-api-threads", "0"], {}),
         (["-n", "a"], {"CLARION_OPERATOR_KUBE_API_THREADS": "many"}),
+        (["-n", "a"], {"CLARION_OPERATOR_WATCH_SECRETS": "sometimes"}),
     ],
 )
 def test_refuses_settings_it_cannot_run_with(argv: list[str], env: dict[str, str]) -> None:

@@ -136,9 +136,14 @@ Server-side apply of a child that does not exist yet is a create, hence create +
   resources: ["servicemonitors"]
   verbs: ["get", "create", "patch", "delete"]
 {{- if .Values.rbac.kafkaSecrets }}
-# The Secrets named by spec.kafka.security (SASL credentials, TLS material): get only.
+# The Secrets named by spec.kafka.security (SASL credentials, TLS material): read and,
+# with rbac.watchSecrets, watched so that a changed Secret reconciles its channels at once.
 - apiGroups: [""]
   resources: ["secrets"]
+  {{- if .Values.rbac.watchSecrets }}
+  verbs: ["get", "list", "watch"]
+  {{- else }}
   verbs: ["get"]
+  {{- end }}
 {{- end }}
 {{- end }}
