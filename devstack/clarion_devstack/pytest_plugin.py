@@ -18,6 +18,7 @@ import uuid
 from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from kubernetes import client as k8s
@@ -111,12 +112,47 @@ def pytest_configure(config: pytest.Config) -> None:
     )
 
 
+#: Folders whose tests share fixed names on the stack (the UnionFlow channel's topics, as
+#: its producers write them), so their files must not run side by side: one work unit.
+SERIAL_FOLDERS = ("tests/e2e/",)
+#: Work units that take longest, started first so that the side-by-side phase does not end
+#: waiting on one of them.
+LONGEST_FIRST = ("tests/e2e/", "tests/clients/")
+
+
+def work_unit(nodeid: str) -> str:
+    """The test file, or the folder for the files of :data:`SERIAL_FOLDERS`."""
+    path = nodeid.split("::", 1)[0]
+    return next((folder for folder in SERIAL_FOLDERS if path.startswith(folder)), path)
+
+
+def _start_rank(item: pytest.Item) -> int:
+    path = item.nodeid.split("::", 1)[0]
+    return next((i for i, f in enumerate(LONGEST_FIRST) if path.startswith(f)), len(LONGEST_FIRST))
+
+
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     # Before ``-m`` selects: a test that asks for ``own_stack`` is exclusive by nature.
     for item in items:
         if "own_stack" in getattr(item, "fixturenames", ()):
             item.add_marker(EXCLUSIVE)
+    items.sort(key=_start_rank)  # stable: each file keeps its order
+
+
+@pytest.hookimpl(optionalhook=True)  # xdist's hook: absent with -p no:xdist
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """With ``--dist loadfile`` (make test's first phase), a file per work unit except
+    :data:`SERIAL_FOLDERS`, each one unit (xdist's documented extension point)."""
+    if config.getoption("dist", None) != "loadfile":
+        return None
+    from xdist.scheduler import LoadScopeScheduling  # type: ignore[import-untyped]
+
+    class ByFileSerialFoldersTogether(LoadScopeScheduling):  # type: ignore[misc]
+        def _split_scope(self, nodeid: str) -> str:
+            return work_unit(nodeid)
+
+    return ByFileSerialFoldersTogether(config, log)
 
 
 @pytest.fixture(scope="session")

@@ -22,6 +22,7 @@ import pytest
 import yaml
 
 from clarion_devstack.charts import Helm
+from clarion_devstack.crds import wait_established
 from clarion_devstack.procs import free_port
 from clarion_devstack.pytest_plugin import LocalStack
 from clarion_operator.core import crd
@@ -85,7 +86,7 @@ def cluster(local_stack: LocalStack) -> Iterator[LocalStack]:
         "-f",
         str(CHART / "crds" / "realtimechannels.yaml"),
     )
-    stack.kubectl("wait", "--for=condition=Established", f"crd/{crd.CRD_NAME}", f"--timeout={WAIT}")
+    wait_established(stack.kubectl, [crd.CRD_NAME])
     stubs = [f"{plural}.monitoring.coreos.com" for plural in STUB_CRDS]
     present = stack.kubectl("get", "crd", "-o", "name").split()
     created = [
@@ -97,12 +98,7 @@ def cluster(local_stack: LocalStack) -> Iterator[LocalStack]:
         if f"{plural}.monitoring.coreos.com" in created:
             stack.kubectl("create", "-f", "-", stdin=_stub_crd(plural, kind))
     if created:
-        stack.kubectl(
-            "wait",
-            "--for=condition=Established",
-            *(f"crd/{n}" for n in created),
-            f"--timeout={WAIT}",
-        )
+        wait_established(stack.kubectl, created)
     namespaces = [*CI_NAMESPACES, "clarion-system"]
     made = [
         ns

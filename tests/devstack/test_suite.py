@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from clarion_devstack.pytest_plugin import work_unit
 from clarion_devstack.suite import EXCLUSIVE, NO_TESTS_COLLECTED, plan, verdict
 
 
@@ -25,3 +26,9 @@ def test_a_phase_that_selects_nothing_passes_and_any_failure_fails_the_run() -> 
     assert verdict([NO_TESTS_COLLECTED, 0]) == 0
     assert verdict([1, 0]) == 1
     assert verdict([0, 2]) == 2
+
+
+def test_a_work_unit_is_a_file_except_the_e2e_folder_which_is_one() -> None:
+    assert work_unit("tests/worker/test_x.py::test_a[direct]") == "tests/worker/test_x.py"
+    assert work_unit("tests/e2e/test_e2e.py::test_a") == "tests/e2e/"
+    assert work_unit("tests/e2e/test_real_pods.py::test_b") == "tests/e2e/"

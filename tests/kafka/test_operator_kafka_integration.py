@@ -33,6 +33,7 @@ from aiokafka.errors import MessageSizeTooLargeError
 from kubernetes import client as k8s
 from kubernetes import watch
 
+from clarion_devstack.crds import wait_established
 from clarion_devstack.e2e.deploy import OperatorProcess
 from clarion_devstack.harness import (
     ChannelTopics,
@@ -71,9 +72,7 @@ def crd_installed(local_stack: LocalStack) -> None:
         "apply", "--server-side", "--force-conflicts", "--field-manager=clarion-tests",
         "-f", str(ROOT / "manifests" / "crd.yaml"),
     )  # fmt: skip
-    local_stack.kubectl(
-        "wait", "--for=condition=Established", f"crd/{crd.CRD_NAME}", "--timeout=60s"
-    )
+    wait_established(local_stack.kubectl, [crd.CRD_NAME])
 
 
 @pytest.fixture

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from clarion_devstack import crdgen
+from clarion_devstack.crds import wait_established
 from clarion_devstack.pytest_plugin import LocalStack
 from clarion_operator.core import crd
 
@@ -17,6 +18,4 @@ def crd_installed(local_stack: LocalStack) -> None:
         "apply", "--server-side", "--force-conflicts", "--field-manager=clarion-tests",
         "-f", "-", stdin=crdgen.render_yaml(),
     )  # fmt: skip
-    local_stack.kubectl(
-        "wait", "--for=condition=Established", f"crd/{crd.CRD_NAME}", "--timeout=60s"
-    )
+    wait_established(local_stack.kubectl, [crd.CRD_NAME])

@@ -29,6 +29,7 @@ import httpx
 import jwt
 import yaml
 
+from clarion_devstack.crds import wait_established
 from clarion_devstack.harness import WorkerProcess
 from clarion_devstack.procs import free_port, stop_popen
 from clarion_devstack.settings import CHECKOUT
@@ -126,7 +127,7 @@ def install_crd(kube: Kube) -> None:
         "-f",
         str(CRD_FILE),
     )
-    kube.run("wait", "--for=condition=Established", "crd/realtimechannels.realtime.clarion.dev")
+    wait_established(kube.run, ["realtimechannels.realtime.clarion.dev"])
 
 
 def ensure_namespace(kube: Kube, namespace: str) -> None:

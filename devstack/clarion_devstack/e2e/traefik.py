@@ -36,6 +36,7 @@ import httpx
 import yaml
 
 from clarion_devstack import install, versions
+from clarion_devstack.crds import wait_established
 from clarion_devstack.e2e.deploy import FIELD_MANAGER, DeployError, Kube
 from clarion_devstack.procs import Loopback, free_port, spawn, stop, tail
 from clarion_devstack.settings import DevstackSettings
@@ -81,13 +82,13 @@ def install_gateway_api(
     kube.run(
         "apply", "--server-side", "--force-conflicts", f"--field-manager={FIELD_MANAGER}", *args
     )
-    kube.run(
-        "wait",
-        "--for=condition=Established",
-        "--timeout=60s",
-        "crd/gateways.gateway.networking.k8s.io",
-        "crd/httproutes.gateway.networking.k8s.io",
-        "crd/gatewayclasses.gateway.networking.k8s.io",
+    wait_established(
+        kube.run,
+        [
+            "gateways.gateway.networking.k8s.io",
+            "httproutes.gateway.networking.k8s.io",
+            "gatewayclasses.gateway.networking.k8s.io",
+        ],
     )
 
 
