@@ -104,6 +104,21 @@ def test_a_renamed_attribute_turns_direct_writes_off_with_a_warning(
     assert record.missing == direct.incompatibilities()  # type: ignore[attr-defined]
 
 
+async def _serve_one(
+    app: Any, state: ServerState
+) -> tuple[direct.DirectWebSocketProtocol, socket.socket]:
+    """``app`` behind the real uvicorn protocol class on one end of a socket pair: the
+    protocol, and the other end for the client."""
+    config = uvicorn.Config(app, ws=direct.DirectWebSocketProtocol, log_config=None)
+    config.load()
+    ours, theirs = socket.socketpair()
+    loop = asyncio.get_running_loop()
+    _, protocol = await loop.connect_accepted_socket(
+        lambda: direct.DirectWebSocketProtocol(config, state, {}), ours
+    )
+    return protocol, theirs
+
+
 async def test_a_handshake_through_the_real_protocol_offers_the_sink_and_closes_cleanly() -> None:
     offered: list[bool] = []
 
@@ -119,14 +134,8 @@ async def test_a_handshake_through_the_real_protocol_offers_the_sink_and_closes_
         assert sink.state() == direct.CLOSED
         assert (await receive())["type"] == "websocket.disconnect"
 
-    config = uvicorn.Config(app, ws=direct.DirectWebSocketProtocol, log_config=None)
-    config.load()
     state = ServerState()
-    ours, theirs = socket.socketpair()
-    loop = asyncio.get_running_loop()
-    _, protocol = await loop.connect_accepted_socket(
-        lambda: direct.DirectWebSocketProtocol(config, state, {}), ours
-    )
+    protocol, theirs = await _serve_one(app, state)
     async with connect("ws://clarion.invalid/ws", sock=theirs) as client:
         assert await client.recv() == "hello"
         with pytest.raises(ConnectionClosedOK) as closed:
@@ -152,14 +161,8 @@ async def test_after_the_handshake_the_parser_holds_no_request_and_still_reads_f
         received.append(message.get("text"))
         await send({"type": "websocket.close", "code": 1000})
 
-    config = uvicorn.Config(app, ws=direct.DirectWebSocketProtocol, log_config=None)
-    config.load()
     state = ServerState()
-    ours, theirs = socket.socketpair()
-    loop = asyncio.get_running_loop()
-    _, protocol = await loop.connect_accepted_socket(
-        lambda: direct.DirectWebSocketProtocol(config, state, {}), ours
-    )
+    protocol, theirs = await _serve_one(app, state)
     pad = "p" * 4096
     async with connect(
         "ws://clarion.invalid/ws", sock=theirs, additional_headers={"X-Pad": pad}
