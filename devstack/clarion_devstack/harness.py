@@ -189,6 +189,55 @@ class WorkerProcess:
         self.proc.wait(timeout=10)
 
 
+@dataclass
+class ControlServer:
+    """The conformance control server (``python -m clarion_devstack.conformance serve``)."""
+
+    url: str
+    proc: subprocess.Popen[bytes]
+    log: Path
+
+    def stop(self) -> int:
+        """SIGTERM (it stops its workers), then its exit code; killed after 30 s."""
+        self.proc.terminate()
+        try:
+            return self.proc.wait(timeout=30)
+        finally:
+            if self.proc.poll() is None:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def start_control_server(kafka_bootstrap: str, work: Path, timeout: float = 30) -> ControlServer:
+    """Start the control server in ``work`` (its ready file, log and workers' files) and
+    return it once its ready file names its URL."""
+    ready = work / "ready.json"
+    log = work / "control.log"
+    argv = [
+        sys.executable,
+        "-m",
+        "clarion_devstack.conformance",
+        "serve",
+        "--ready-file",
+        str(ready),
+        "--kafka-bootstrap",
+        kafka_bootstrap,
+        "--work-dir",
+        str(work),
+    ]
+    with log.open("wb") as out:
+        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + timeout
+    # Another process's file: nothing to await but its appearance.
+    while not ready.exists():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            proc.wait()
+            raise AssertionError(f"control server did not start: {log.read_text()[-2000:]}")
+        time.sleep(0.05)
+    return ControlServer(str(json.loads(ready.read_text())["control"]), proc, log)
+
+
 def start_worker_process(
     *,
     name: str,

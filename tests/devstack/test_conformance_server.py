@@ -3,15 +3,12 @@ requests it cannot honour, and a clean exit on SIGTERM that stops its workers.""
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import httpx
 import pytest
 
+from clarion_devstack import harness
 from clarion_devstack.pytest_plugin import LocalStack
 
 pytestmark = pytest.mark.integration
@@ -20,35 +17,10 @@ pytestmark = pytest.mark.integration
 def test_control_server_answers_errors_and_stops_its_workers_on_sigterm(
     local_stack: LocalStack, tmp_path: Path
 ) -> None:
-    ready = tmp_path / "ready.json"
-    log = tmp_path / "control.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "clarion_devstack.conformance",
-                "serve",
-                "--ready-file",
-                str(ready),
-                "--kafka-bootstrap",
-                local_stack.kafka_bootstrap,
-                "--work-dir",
-                str(tmp_path),
-            ],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
+    server = harness.start_control_server(local_stack.kafka_bootstrap, tmp_path)
     try:
-        deadline = time.monotonic() + 30
-        # Another process's file: nothing to await but its appearance.
-        while not ready.exists():
-            assert proc.poll() is None, log.read_text()
-            assert time.monotonic() < deadline, "no ready file in 30 s"
-            time.sleep(0.05)
-        control = json.loads(ready.read_text())["control"]
-        assert control.startswith("http://127.0.0.1:")
-        with httpx.Client(base_url=control, timeout=120) as http:
+        assert server.url.startswith("http://127.0.0.1:")
+        with httpx.Client(base_url=server.url, timeout=120) as http:
             early = http.post("/produce", json={"org": 1})
             assert (early.status_code, early.json()) == (
                 409,
@@ -66,12 +38,9 @@ def test_control_server_answers_errors_and_stops_its_workers_on_sigterm(
             refused = http.post("/verify", json={"batchFrames": 1})
             assert refused.status_code == 409
             assert refused.json()["error"].startswith("0 batch frames sent")
-        proc.terminate()
-        assert proc.wait(timeout=30) == 0, log.read_text()
+        assert server.stop() == 0, server.log.read_text()
         # Its worker went with it.
         with pytest.raises(httpx.ConnectError):
             httpx.get(f"{replica}/readyz", timeout=5)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        server.stop()
