@@ -159,6 +159,15 @@ async def real_admin(kafka_bootstrap: str) -> AsyncIterator[AIOKafkaAdminClient]
         await client.close()
 
 
+async def _until_in_metadata(admin: AIOKafkaAdminClient, names: list[str]) -> None:
+    """Until the broker's metadata lists every topic of ``names`` (30 s at most)."""
+    for _ in range(300):
+        if set(names) <= set(await admin.list_topics()):
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"not in the broker's metadata after 30 s: {names}")
+
+
 @pytest.mark.integration
 async def test_concurrent_creates_and_describes_get_their_own_answers_in_few_requests(
     real_admin: AIOKafkaAdminClient,
@@ -181,6 +190,9 @@ async def test_concurrent_creates_and_describes_get_their_own_answers_in_few_req
             existing: TOPIC_ALREADY_EXISTS,
             invalid: INVALID_TOPIC_EXCEPTION,
         }
+        # The broker answers metadata from its own cache, which may trail the controller
+        # a moment after CreateTopics returns (seen on a loaded machine): wait for it.
+        await _until_in_metadata(real_admin, [*fresh, existing])
         described = await asyncio.gather(
             *(admin.describe([n]) for n in names), return_exceptions=True
         )
