@@ -55,10 +55,7 @@ async def measure(rate: float, seconds: float, profile: bool = False) -> dict[st
                 last = used
             elapsed = time.monotonic() - started
             net = used - idle_cpu * elapsed / seconds
-            summary = None
-            if spy is not None:
-                spy.wait(timeout=60)
-                summary = spy.summary(top=30)
+            summary = spy.finish(timeout=60, top=30) if spy is not None else None
             return {
                 "what": "worker CPU per consumed event, no client connected (idle subtracted)",
                 "events": sent,

@@ -88,10 +88,7 @@ async def connect_cost(conns: int, profile: bool) -> dict[str, Any]:
                 used = float(run.cpu_seconds(server.pid)) - float(started_cpu)
             finally:
                 gen.close()
-            summary = None
-            if spy is not None:
-                spy.wait(timeout=60)
-                summary = spy.summary(top=30)
+            summary = spy.finish(timeout=60, top=30) if spy is not None else None
             return {
                 "what": "worker CPU from first dial to last welcome, per connection",
                 "connections": ready["connected"],

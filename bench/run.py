@@ -545,6 +545,11 @@ class Profile:
         """What it sampled (``profile_summary``); None when py-spy wrote nothing."""
         return profile_summary(self.folded, top) if self.folded.exists() else None
 
+    def finish(self, timeout: float = 30, top: int = 25) -> Json | None:
+        """Wait for py-spy, then what it sampled."""
+        self.wait(timeout)
+        return self.summary(top)
+
 
 def start_profile(bench: Bench, pid: int, seconds: float, name: str) -> Profile:
     """py-spy, sampling the server's Python stacks (collapsed format) for ``seconds``."""
