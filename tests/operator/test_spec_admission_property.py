@@ -24,7 +24,6 @@ from kubernetes.client.exceptions import ApiException
 
 from clarion_contract.zones import resolve_zone
 from clarion_devstack import crdgen
-from clarion_devstack.pytest_plugin import LocalStack
 from clarion_operator.core import crd
 from clarion_operator.core.render import ChannelContext, render
 from clarion_operator.core.spec import SpecError, parse_spec
@@ -114,12 +113,17 @@ def _worker_accepts(raw: dict[str, Any]) -> bool:
     return True
 
 
-@settings(
+#: How many generated specs each property test tries (slow and filtered: the generator
+#: makes specs the operator refuses too).
+GENERATED_SPECS = settings(
     max_examples=150,
     deadline=None,
     database=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
 )
+
+
+@GENERATED_SPECS
 @given(specs)
 def test_every_spec_the_operator_admits_renders_a_document_the_worker_accepts(
     raw: dict[str, Any],
@@ -155,21 +159,7 @@ def test_not_blank_pattern_is_pythons_whitespace() -> None:
 
 
 @pytest.fixture
-def custom_objects(
-    local_stack: LocalStack, kube_api: k8s.ApiClient, namespace: str
-) -> k8s.CustomObjectsApi:
-    local_stack.kubectl(
-        "apply",
-        "--server-side",
-        "--force-conflicts",
-        "--field-manager=clarion-tests",
-        "-f",
-        "-",
-        stdin=crdgen.render_yaml(),
-    )
-    local_stack.kubectl(
-        "wait", "--for=condition=Established", f"crd/{crd.CRD_NAME}", "--timeout=60s"
-    )
+def custom_objects(kube_api: k8s.ApiClient, crd_installed: None) -> k8s.CustomObjectsApi:
     return k8s.CustomObjectsApi(kube_api)
 
 
@@ -201,51 +191,40 @@ def _api_admits(api: k8s.CustomObjectsApi, namespace: str, raw: dict[str, Any]) 
     return True
 
 
+def _smallest(**sections: Any) -> dict[str, Any]:
+    """The smallest spec (one topic, no auth), with ``sections`` added or replaced."""
+    return {
+        "kafka": {"bootstrapServers": "0"},
+        "topics": [{"name": "0"}],
+        "auth": {"mode": "none"},
+        **sections,
+    }
+
+
 @pytest.mark.integration
 def test_the_api_server_admits_exactly_what_the_operator_admits(
     custom_objects: k8s.CustomObjectsApi, namespace: str
 ) -> None:
     verdicts: list[bool] = []
 
-    @settings(
-        max_examples=150,
-        deadline=None,
-        database=None,
-        suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
-    )
+    @GENERATED_SPECS
     @given(specs)
     # Found by this test: the CRD admitted a TLS Secret whose keys coincide.
     @example(
-        raw={
-            "kafka": {
+        raw=_smallest(
+            kafka={
                 "bootstrapServers": "0",
                 "security": {
                     "protocol": "SSL",
                     "tlsSecret": {"name": "0", "caKey": "0", "keyKey": "0", "certKey": "0"},
                 },
-            },
-            "topics": [{"name": "0"}],
-            "auth": {"mode": "none"},
-        }
+            }
+        )
     )
     # Found by this test: the CRD admitted offsets beyond 18 hours, which the workers refuse.
-    @example(
-        raw={
-            "kafka": {"bootstrapServers": "0"},
-            "topics": [{"name": "0"}],
-            "auth": {"mode": "none"},
-            "routing": {"timestampZone": "-19:00"},
-        }
-    )
+    @example(raw=_smallest(routing={"timestampZone": "-19:00"}))
     # Found by this test: autoscaling with resources that name no CPU (the operator refuses).
-    @example(
-        raw={
-            "kafka": {"bootstrapServers": "0"},
-            "topics": [{"name": "0"}],
-            "auth": {"mode": "none"},
-            "workers": {"autoscaling": {}, "resources": {}},
-        }
-    )
+    @example(raw=_smallest(workers={"autoscaling": {}, "resources": {}}))
     def check(raw: dict[str, Any]) -> None:
         # The one check no schema can make: whether a zone name is in the zone database.
         # The CRD admits any well-formed name, the operator refuses an unknown one with
