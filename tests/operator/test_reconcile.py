@@ -149,6 +149,11 @@ class FakeKube:
     async def get(self, ref: ObjectRef) -> Body | None:
         return self.objects.get((ref.kind, ref.name))
 
+    def index(self, body: Body) -> Body:
+        """``body`` as the one channel kopf's claim index holds (it was created)."""
+        self.channels = [body]
+        return body
+
     def claims(self, cluster_key: str) -> list[ChannelClaim]:
         # What the kopf index holds: each channel's entry, filed under its cluster key.
         found = (channel_claim(body) for body in self.channels)
@@ -186,8 +191,12 @@ def spec(**topic: Any) -> dict[str, Any]:
     }
 
 
+#: The fakes and the reconciler that drives them.
+Parts = tuple[FakeKube, FakeKafka, Reconciler]
+
+
 @pytest.fixture
-def parts() -> tuple[FakeKube, FakeKafka, Reconciler]:
+def parts() -> Parts:
     kube, kafka = FakeKube(), FakeKafka()
     return (
         kube,
@@ -196,12 +205,9 @@ def parts() -> tuple[FakeKube, FakeKafka, Reconciler]:
     )
 
 
-async def test_ensure_creates_topics_applies_children_and_is_ready(
-    parts: tuple[FakeKube, FakeKafka, Reconciler],
-) -> None:
+async def test_ensure_creates_topics_applies_children_and_is_ready(parts: Parts) -> None:
     kube, kafka, rec = parts
-    body = channel(spec())
-    kube.channels = [body]
+    body = kube.index(channel(spec()))
     out = await rec.ensure(body)
     assert out.error is None
     assert out.workers_ready
@@ -225,9 +231,7 @@ async def test_ensure_creates_topics_applies_children_and_is_ready(
     assert again.events == ()
 
 
-async def test_invalid_spec_is_permanent_and_touches_nothing(
-    parts: tuple[FakeKube, FakeKafka, Reconciler],
-) -> None:
+async def test_invalid_spec_is_permanent_and_touches_nothing(parts: Parts) -> None:
     kube, kafka, rec = parts
     out = await rec.ensure(channel(spec(name="..")))
     assert isinstance(out.error, PermanentError)
@@ -237,9 +241,7 @@ async def test_invalid_spec_is_permanent_and_touches_nothing(
     assert not kafka.calls
 
 
-async def test_kafka_down_is_retried_and_children_are_still_applied(
-    parts: tuple[FakeKube, FakeKafka, Reconciler],
-) -> None:
+async def test_kafka_down_is_retried_and_children_are_still_applied(parts: Parts) -> None:
     kube, kafka, rec = parts
     kafka.down = True
     out = await rec.ensure(channel(spec()))
@@ -251,7 +253,7 @@ async def test_kafka_down_is_retried_and_children_are_still_applied(
     assert ("Deployment", "dash-worker") in kube.objects
 
 
-async def test_api_conflict_is_retried(parts: tuple[FakeKube, FakeKafka, Reconciler]) -> None:
+async def test_api_conflict_is_retried(parts: Parts) -> None:
     kube, _kafka, rec = parts
     kube.fail_apply = 409
     out = await rec.ensure(channel(spec()))
@@ -259,14 +261,10 @@ async def test_api_conflict_is_retried(parts: tuple[FakeKube, FakeKafka, Reconci
     assert out.error.reason == "ApiConflict"
 
 
-async def test_delete_removes_delete_policy_topics_only(
-    parts: tuple[FakeKube, FakeKafka, Reconciler],
-) -> None:
+async def test_delete_removes_delete_policy_topics_only(parts: Parts) -> None:
     kube, kafka, rec = parts
-    body = channel(
-        {**spec(), "topics": [{"name": "keep"}, {"name": "drop", "deletionPolicy": "Delete"}]}
-    )
-    kube.channels = [body]
+    topics = [{"name": "keep"}, {"name": "drop", "deletionPolicy": "Delete"}]
+    body = kube.index(channel({**spec(), "topics": topics}))
     await rec.ensure(body)
     out = await rec.delete(body)
     assert out.error is None
@@ -274,12 +272,9 @@ async def test_delete_removes_delete_policy_topics_only(
     assert [e.reason for e in out.events] == ["TopicDeleted"]
 
 
-async def test_delete_with_kafka_down_blocks_until_force_annotation(
-    parts: tuple[FakeKube, FakeKafka, Reconciler],
-) -> None:
+async def test_delete_with_kafka_down_blocks_until_force_annotation(parts: Parts) -> None:
     kube, kafka, rec = parts
-    body = channel(spec(deletionPolicy="Delete"))
-    kube.channels = [body]
+    body = kube.index(channel(spec(deletionPolicy="Delete")))
     kafka.down = True
     out = await rec.delete(body)
     assert isinstance(out.error, RetryableError)
@@ -295,11 +290,19 @@ async def test_delete_with_kafka_down_blocks_until_force_annotation(
     assert [e.reason for e in out.events] == ["DeletionForced"]
 
 
+@pytest.mark.parametrize(
+    "older_spec",
+    [
+        pytest.param(spec(), id="valid"),
+        # An invalid older sibling still claims its topics.
+        pytest.param({**spec(), "auth": {"mode": "bogus"}}, id="invalid"),
+    ],
+)
 async def test_younger_claimant_gets_resource_conflict(
-    parts: tuple[FakeKube, FakeKafka, Reconciler],
+    parts: Parts, older_spec: dict[str, Any]
 ) -> None:
     kube, kafka, rec = parts
-    older = channel(spec(), name="older", uid="u0")
+    older = channel(older_spec, name="older", uid="u0")
     younger = channel(spec(), name="younger", uid="u9", creationTimestamp="2026-02-01T00:00:00Z")
     kube.channels = [younger, older]
     out = await rec.ensure(younger)
@@ -308,22 +311,7 @@ async def test_younger_claimant_gets_resource_conflict(
     assert kafka.calls == []
 
 
-async def test_invalid_older_sibling_still_claims_its_topics(
-    parts: tuple[FakeKube, FakeKafka, Reconciler],
-) -> None:
-    kube, kafka, rec = parts
-    older = channel({**spec(), "auth": {"mode": "bogus"}}, name="older", uid="u0")
-    younger = channel(spec(), name="younger", uid="u9", creationTimestamp="2026-02-01T00:00:00Z")
-    kube.channels = [younger, older]
-    out = await rec.ensure(younger)
-    assert out.status is not None
-    assert out.status["conditions"][0]["reason"] == "ResourceConflict"
-    assert kafka.calls == []
-
-
-async def test_claims_on_another_kafka_cluster_do_not_conflict(
-    parts: tuple[FakeKube, FakeKafka, Reconciler],
-) -> None:
+async def test_claims_on_another_kafka_cluster_do_not_conflict(parts: Parts) -> None:
     kube, kafka, rec = parts
     elsewhere = channel(
         {**spec(), "kafka": {"bootstrapServers": "other:9092"}}, name="older", uid="u0"
@@ -335,9 +323,7 @@ async def test_claims_on_another_kafka_cluster_do_not_conflict(
     assert kafka.calls == ["create orders"]
 
 
-async def test_delete_leaves_a_topic_an_older_channel_owns(
-    parts: tuple[FakeKube, FakeKafka, Reconciler],
-) -> None:
+async def test_delete_leaves_a_topic_an_older_channel_owns(parts: Parts) -> None:
     kube, kafka, rec = parts
     older = channel(spec(), name="older", uid="u0")
     younger = channel(
@@ -354,12 +340,9 @@ async def test_delete_leaves_a_topic_an_older_channel_owns(
     assert not any(c.startswith("delete") for c in kafka.calls)
 
 
-async def test_drift_check_waits_until_the_handler_settles(
-    parts: tuple[FakeKube, FakeKafka, Reconciler],
-) -> None:
+async def test_drift_check_waits_until_the_handler_settles(parts: Parts) -> None:
     kube, kafka, rec = parts
-    body = channel(spec())
-    kube.channels = [body]
+    body = kube.index(channel(spec()))
     kafka.down = True
     first = await rec.ensure(body, "handler")
     assert isinstance(first.error, RetryableError)  # kopf runs the handler again
@@ -377,11 +360,10 @@ async def test_drift_check_waits_until_the_handler_settles(
 
 
 async def test_a_secret_change_reconciles_while_the_handler_retries_and_settles_it(
-    parts: tuple[FakeKube, FakeKafka, Reconciler],
+    parts: Parts,
 ) -> None:
     kube, kafka, rec = parts
-    body = channel(spec())
-    kube.channels = [body]
+    body = kube.index(channel(spec()))
     kafka.down = True
     first = await rec.ensure(body, "handler")
     assert isinstance(first.error, RetryableError)  # kopf retries, possibly minutes later
@@ -397,12 +379,9 @@ async def test_a_secret_change_reconciles_while_the_handler_retries_and_settles_
     assert not (await rec.ensure({**body, "status": fixed.status}, "timer")).skipped
 
 
-async def test_workers_rolling_out_settle_the_handler_the_watch_follows(
-    parts: tuple[FakeKube, FakeKafka, Reconciler],
-) -> None:
+async def test_workers_rolling_out_settle_the_handler_the_watch_follows(parts: Parts) -> None:
     kube, _kafka, rec = parts
-    body = channel(spec())
-    kube.channels = [body]
+    body = kube.index(channel(spec()))
     kube.pods_ready = False
     first = await rec.ensure(body, "handler")
     # Not an error: the handler is done, the Deployment's watch takes over.
@@ -434,7 +413,7 @@ async def test_workers_rolling_out_settle_the_handler_the_watch_follows(
 
 
 async def test_drift_check_runs_after_a_permanent_error_and_after_deletion_starts(
-    parts: tuple[FakeKube, FakeKafka, Reconciler],
+    parts: Parts,
 ) -> None:
     kube, _kafka, rec = parts
     invalid = channel(spec(name=".."))
@@ -455,13 +434,12 @@ async def _settle_events(rec: Reconciler) -> None:
 
 
 async def test_an_event_post_retried_after_a_lost_answer_is_stored_once(
-    parts: tuple[FakeKube, FakeKafka, Reconciler],
+    parts: Parts,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     kube, _kafka, rec = parts
     monkeypatch.setattr("clarion_operator.reconcile.retry_delay", lambda err, n: 0.0)
-    body = channel(spec())
-    kube.channels = [body]
+    body = kube.index(channel(spec()))
     # The first POST is stored but its answer lost; the retry meets 409, not a duplicate.
     kube.fail_events = [-409, 503]
     out = await rec.ensure(body)
@@ -472,11 +450,10 @@ async def test_an_event_post_retried_after_a_lost_answer_is_stored_once(
 
 
 async def test_a_status_that_could_not_be_written_posts_no_event_and_is_retried_soon(
-    parts: tuple[FakeKube, FakeKafka, Reconciler],
+    parts: Parts,
 ) -> None:
     kube, _kafka, rec = parts
-    body = channel(spec())
-    kube.channels = [body]
+    body = kube.index(channel(spec()))
     kube.fail_status = 0
     out = await rec.ensure(body)
     await _settle_events(rec)
@@ -491,14 +468,11 @@ async def test_a_status_that_could_not_be_written_posts_no_event_and_is_retried_
     assert again.error is None
 
 
-async def test_topics_created_before_a_crash_are_adopted_with_an_event(
-    parts: tuple[FakeKube, FakeKafka, Reconciler],
-) -> None:
+async def test_topics_created_before_a_crash_are_adopted_with_an_event(parts: Parts) -> None:
     kube, kafka, rec = parts
     # Created, then the operator died.
     kafka.topics["orders"] = ObservedTopic(2, 1, {"max.message.bytes": "1064960"})
-    body = channel(spec())
-    kube.channels = [body]
+    body = kube.index(channel(spec()))
     out = await rec.ensure(body)
     assert kafka.calls == []
     assert [e.reason for e in out.events] == ["TopicAdopted", "Reconciled"]
@@ -507,9 +481,7 @@ async def test_topics_created_before_a_crash_are_adopted_with_an_event(
     assert "TopicAdopted" not in [e.reason for e in again.events]
 
 
-async def test_a_topic_from_before_the_record_limit_gets_it_with_an_event(
-    parts: tuple[FakeKube, FakeKafka, Reconciler],
-) -> None:
+async def test_a_topic_from_before_the_record_limit_gets_it_with_an_event(parts: Parts) -> None:
     kube, kafka, rec = parts
     raw = spec()
     raw["workers"] = {
@@ -518,8 +490,7 @@ async def test_a_topic_from_before_the_record_limit_gets_it_with_an_event(
     }
     # Created by an operator that did not set max.message.bytes (and recorded in the status).
     kafka.topics["orders"] = ObservedTopic(2, 1, {})
-    body = channel(raw)
-    kube.channels = [body]
+    body = kube.index(channel(raw))
     out = await rec.ensure(body)
     assert kafka.calls == ["alter orders"]
     assert kafka.topics["orders"].dynamic_configs == {"max.message.bytes": str(2 * 1024**2 + 16384)}
@@ -528,12 +499,9 @@ async def test_a_topic_from_before_the_record_limit_gets_it_with_an_event(
     ]
 
 
-async def test_the_health_probe_reports_a_lost_broker_beside_ready(
-    parts: tuple[FakeKube, FakeKafka, Reconciler],
-) -> None:
+async def test_the_health_probe_reports_a_lost_broker_beside_ready(parts: Parts) -> None:
     kube, kafka, rec = parts
-    body = channel(spec())
-    kube.channels = [body]
+    body = kube.index(channel(spec()))
     assert await rec.probe_health(body) is None  # no status written by a reconcile yet
     await rec.ensure(body)
     full, lost = (1, 2, 3), (1, 3)
@@ -561,9 +529,7 @@ async def test_the_health_probe_reports_a_lost_broker_beside_ready(
     assert len(kube.statuses) == written + 1
 
 
-async def test_a_drift_check_that_finds_a_broker_lost_logs_it_once(
-    parts: tuple[FakeKube, FakeKafka, Reconciler],
-) -> None:
+async def test_a_drift_check_that_finds_a_broker_lost_logs_it_once(parts: Parts) -> None:
     _kube, kafka, rec = parts
     body = channel(spec())
     await rec.ensure(body)
@@ -579,12 +545,9 @@ async def test_a_drift_check_that_finds_a_broker_lost_logs_it_once(
     assert (await rec.ensure(body, "timer")).line is None  # unchanged: no second line
 
 
-async def test_a_failing_worker_pod_shows_on_the_channel_with_its_message(
-    parts: tuple[FakeKube, FakeKafka, Reconciler],
-) -> None:
+async def test_a_failing_worker_pod_shows_on_the_channel_with_its_message(parts: Parts) -> None:
     kube, _kafka, rec = parts
-    body = channel(spec())
-    kube.channels = [body]
+    body = kube.index(channel(spec()))
     kube.pods_ready = False
     await rec.ensure(body)
     said = "settings refused: workers.limits.queueMaxEvents (10) < batchMaxEvents (64)"
@@ -625,12 +588,11 @@ def _conditions(status: Mapping[str, Any]) -> dict[str, tuple[str, str]]:
     return {c["type"]: (c["status"], c["reason"]) for c in status["conditions"]}
 
 
-async def test_gateway_exposure_without_the_gateway_api_says_so(
-    parts: tuple[FakeKube, FakeKafka, Reconciler],
-) -> None:
+async def test_gateway_exposure_without_the_gateway_api_says_so(parts: Parts) -> None:
     kube, _, rec = parts
-    body = channel({**spec(), "exposure": {"type": "gateway", "gateway": {"name": "gw"}}})
-    kube.channels = [body]
+    body = kube.index(
+        channel({**spec(), "exposure": {"type": "gateway", "gateway": {"name": "gw"}}})
+    )
     out = await rec.ensure(body)
     # Nothing to apply the HTTPRoute to: not applied, and not silently skipped either.
     assert ("HTTPRoute", "dash-worker") not in kube.objects
@@ -651,12 +613,11 @@ async def test_gateway_exposure_without_the_gateway_api_says_so(
 
 
 async def test_ingress_class_missing_is_a_condition_and_the_ingress_still_applied(
-    parts: tuple[FakeKube, FakeKafka, Reconciler],
+    parts: Parts,
 ) -> None:
     kube, _, rec = parts
     exposure = {"type": "ingress", "ingress": {"className": "traefik", "profile": "traefik"}}
-    body = channel({**spec(), "exposure": exposure})
-    kube.channels = [body]
+    body = kube.index(channel({**spec(), "exposure": exposure}))
     out = await rec.ensure(body)
     assert ("Ingress", "dash-worker") in kube.objects
     assert out.status is not None
@@ -670,24 +631,20 @@ async def test_ingress_class_missing_is_a_condition_and_the_ingress_still_applie
     assert _conditions(again.status)["Exposed"] == ("True", "Exposed")
 
 
-async def test_no_exposed_condition_without_exposure(
-    parts: tuple[FakeKube, FakeKafka, Reconciler],
-) -> None:
+async def test_no_exposed_condition_without_exposure(parts: Parts) -> None:
     kube, _, rec = parts
-    body = channel(spec())
-    kube.channels = [body]
+    body = kube.index(channel(spec()))
     out = await rec.ensure(body)
     assert out.status is not None
     assert "Exposed" not in _conditions(out.status)
 
 
 async def test_a_deployment_event_older_than_the_reconciles_read_is_ignored(
-    parts: tuple[FakeKube, FakeKafka, Reconciler],
+    parts: Parts,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     kube, _kafka, rec = parts
-    body = channel(spec())
-    kube.channels = [body]
+    body = kube.index(channel(spec()))
     await rec.ensure(body)
     deployment = dict(kube.objects[("Deployment", "dash-worker")])
 
@@ -716,15 +673,14 @@ async def test_a_deployment_event_older_than_the_reconciles_read_is_ignored(
     assert lost.status["conditions"][0]["reason"] == "WorkersUnavailable"
 
 
-async def test_pruned_session_persistence_is_said_in_the_exposed_condition(
-    parts: tuple[FakeKube, FakeKafka, Reconciler],
-) -> None:
+async def test_pruned_session_persistence_is_said_in_the_exposed_condition(parts: Parts) -> None:
     kube, _, rec = parts
     kube.served_apis.add(("gateway.networking.k8s.io/v1", "httproutes"))
     kube.objects[("Gateway", "gw")] = {"kind": "Gateway", "metadata": {"name": "gw"}}
     kube.standard_gateway_crds = True
-    body = channel({**spec(), "exposure": {"type": "gateway", "gateway": {"name": "gw"}}})
-    kube.channels = [body]
+    body = kube.index(
+        channel({**spec(), "exposure": {"type": "gateway", "gateway": {"name": "gw"}}})
+    )
     out = await rec.ensure(body)
     assert out.status is not None
     exposed = next(c for c in out.status["conditions"] if c["type"] == "Exposed")
@@ -732,9 +688,7 @@ async def test_pruned_session_persistence_is_said_in_the_exposed_condition(
     assert "sessionPersistence was pruned" in exposed["message"]
 
 
-async def test_a_new_channel_says_reconciling_before_kafka_is_asked(
-    parts: tuple[FakeKube, FakeKafka, Reconciler],
-) -> None:
+async def test_a_new_channel_says_reconciling_before_kafka_is_asked(parts: Parts) -> None:
     kube, kafka, rec = parts
     written_when_asked: list[list[tuple[str, dict[str, Any]]]] = []
     describe = kafka.describe
@@ -744,8 +698,7 @@ async def test_a_new_channel_says_reconciling_before_kafka_is_asked(
         return await describe(names)
 
     kafka.describe = watched  # type: ignore[method-assign]
-    body = channel(spec())
-    kube.channels = [body]
+    body = kube.index(channel(spec()))
     out = await rec.ensure(body)
     [(_name, first)] = written_when_asked[0]
     assert _conditions(first) == {
@@ -769,15 +722,14 @@ async def test_a_new_channel_says_reconciling_before_kafka_is_asked(
 
 
 async def test_the_health_probe_asks_only_for_metadata_once_a_reconcile_read_the_configs(
-    parts: tuple[FakeKube, FakeKafka, Reconciler],
+    parts: Parts,
 ) -> None:
     kube, kafka, rec = parts
     full = (1, 2, 3)
     kafka.topics["orders"] = ObservedTopic(
         2, 3, {}, TopicHealth("orders", (PartitionState(0, 1, full, full),), 2)
     )
-    body = channel(spec(replicationFactor=3))
-    kube.channels = [body]
+    body = kube.index(channel(spec(replicationFactor=3)))
     await rec.ensure(body)
     # One in-sync replica left: below min.insync.replicas 2, which only the configs say.
     kafka.topics["orders"] = replace(
@@ -792,12 +744,9 @@ async def test_the_health_probe_asks_only_for_metadata_once_a_reconcile_read_the
     assert _conditions(probed.status)["TopicsHealthy"] == ("False", "BelowMinInSyncReplicas")
 
 
-async def test_the_health_probe_asks_kafka_outside_the_channels_lock(
-    parts: tuple[FakeKube, FakeKafka, Reconciler],
-) -> None:
+async def test_the_health_probe_asks_kafka_outside_the_channels_lock(parts: Parts) -> None:
     kube, kafka, rec = parts
-    body = channel(spec())
-    kube.channels = [body]
+    body = kube.index(channel(spec()))
     await rec.ensure(body)
     asked, answer = asyncio.Event(), asyncio.Event()
     describe = kafka.describe
