@@ -111,23 +111,6 @@ def integer(
     return out
 
 
-def number(
-    desc: str,
-    *,
-    minimum: float | None = None,
-    maximum: float | None = None,
-    default: float | None = None,
-) -> Schema:
-    out: Schema = {"type": "number", "description": desc}
-    if minimum is not None:
-        out["minimum"] = minimum
-    if maximum is not None:
-        out["maximum"] = maximum
-    if default is not None:
-        out["default"] = default
-    return out
-
-
 def boolean(desc: str, *, default: bool | None = None) -> Schema:
     out: Schema = {"type": "boolean", "description": desc}
     if default is not None:

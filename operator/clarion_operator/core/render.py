@@ -273,19 +273,7 @@ def _worker_config(name: str, namespace: str, spec: ChannelSpec) -> Body:
     if a.leeway_seconds is not None:
         auth["leewaySeconds"] = a.leeway_seconds
 
-    lim = spec.workers.limits
-    limits: Body = {}
-    for key, num in (
-        ("maxConnections", lim.max_connections),
-        ("queueMaxEvents", lim.queue_max_events),
-        ("queueMaxBytes", lim.queue_max_bytes),
-        ("maxClientFrameBytes", lim.max_client_frame_bytes),
-        ("maxRecordBytes", lim.max_record_bytes),
-        ("batchMaxEvents", lim.batch_max_events),
-        ("batchMaxBytes", lim.batch_max_bytes),
-    ):
-        if num is not None:
-            limits[key] = num
+    limits: Body = spec.workers.limits.document()
 
     res = spec.workers.resume
     resume: Body = {}
