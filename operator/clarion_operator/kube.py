@@ -27,7 +27,7 @@ import time
 from collections.abc import Mapping
 from concurrent.futures import Executor
 from datetime import UTC, datetime
-from typing import Any, Final
+from typing import Any, Final, TypedDict, Unpack
 
 from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
@@ -68,6 +68,18 @@ def object_path(api_version: str, kind: str, namespace: str | None, name: str | 
     root = "/api/v1" if api_version == "v1" else f"/apis/{api_version}"
     path = f"{root}/namespaces/{namespace}/{plural}" if namespace else f"{root}/{plural}"
     return f"{path}/{name}" if name else path
+
+
+class _CallOptions(TypedDict, total=False):
+    """A request's options beside its method and path (``KubeClient._call``)."""
+
+    body: object
+    query: list[tuple[str, str]] | None
+    content_type: str | None
+    #: Seconds (None: the client's request timeout).
+    timeout: float | None
+    #: Return nothing and keep an error's text as it is (non-JSON endpoints).
+    raw: bool
 
 
 class KubeClient:
@@ -136,27 +148,9 @@ class KubeClient:
         loaded = json.loads(data)
         return loaded if isinstance(loaded, dict) else None
 
-    async def _run(
-        self,
-        method: str,
-        path: str,
-        *,
-        body: object = None,
-        query: list[tuple[str, str]] | None = None,
-        content_type: str | None = None,
-        request_timeout: float | None = None,
-        raw: bool = False,
-    ) -> Body | None:
-        call = functools.partial(
-            self._call,
-            method,
-            path,
-            body=body,
-            query=query,
-            content_type=content_type,
-            timeout=request_timeout,
-            raw=raw,
-        )
+    async def _run(self, method: str, path: str, **options: Unpack[_CallOptions]) -> Body | None:
+        """``_call`` in the client's thread pool."""
+        call = functools.partial(self._call, method, path, **options)
         return await asyncio.get_running_loop().run_in_executor(self._executor, call)
 
     async def _get(self, path: str) -> Body | None:
@@ -223,7 +217,7 @@ class KubeClient:
     async def probe(self) -> str | None:
         """None when the API server is ready (``/readyz``), else what is wrong."""
         try:
-            await self._run("GET", "/readyz", request_timeout=PROBE_TIMEOUT, raw=True)
+            await self._run("GET", "/readyz", timeout=PROBE_TIMEOUT, raw=True)
         except ApiError as exc:
             # A 500 lists every check; the failed ones ("[-]etcd failed: ...") say why.
             failed = [ln[3:] for ln in exc.message.splitlines() if ln.startswith("[-]")]
