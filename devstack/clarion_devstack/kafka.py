@@ -6,6 +6,7 @@ import base64
 import re
 import subprocess
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -106,18 +107,7 @@ def prepare(java: str, libs: Path, home: Path, pods_address: str | None = None) 
     node.log4j.write_text(_LOG4J2)
     cluster_id = _cluster_id()
     result = subprocess.run(
-        [
-            java,
-            *_HEAP,
-            "-cp",
-            f"{libs}/*",
-            "kafka.tools.StorageTool",
-            "format",
-            "-t",
-            cluster_id,
-            "-c",
-            str(node.config),
-        ],
+        storage_format_argv(java, libs, cluster_id, node.config),
         capture_output=True,
         text=True,
     )
@@ -136,20 +126,41 @@ def _cluster_id() -> str:
             return found
 
 
-def launch(java: str, libs: Path, node: KafkaNode, log: Path) -> Launch:
-    return Launch(
-        name="kafka",
-        argv=(
-            java,
-            *_HEAP,
-            f"-Dlog4j2.configurationFile={node.log4j}",
-            "-cp",
-            f"{libs}/*",
-            "kafka.Kafka",
-            str(node.config),
-        ),
-        log=log,
+def storage_format_argv(
+    java: str, libs: Path, cluster_id: str, config: Path, heap: Sequence[str] = _HEAP
+) -> list[str]:
+    """The storage tool's command that formats the storage ``config`` names (KRaft)."""
+    return [
+        java,
+        *heap,
+        "-cp",
+        f"{libs}/*",
+        "kafka.tools.StorageTool",
+        "format",
+        "-t",
+        cluster_id,
+        "-c",
+        str(config),
+    ]
+
+
+def broker_argv(
+    java: str, libs: Path, config: Path, log4j: Path, heap: Sequence[str] = _HEAP
+) -> tuple[str, ...]:
+    """The command that runs one Kafka node (broker and controller) from ``config``."""
+    return (
+        java,
+        *heap,
+        f"-Dlog4j2.configurationFile={log4j}",
+        "-cp",
+        f"{libs}/*",
+        "kafka.Kafka",
+        str(config),
     )
+
+
+def launch(java: str, libs: Path, node: KafkaNode, log: Path) -> Launch:
+    return Launch(name="kafka", argv=broker_argv(java, libs, node.config, node.log4j), log=log)
 
 
 def started_since(log: Path, offset: int) -> bool:

@@ -133,15 +133,7 @@ class KafkaCluster:
 
 
 def _argv(java: str, libs: Path, node: ClusterNode) -> tuple[str, ...]:
-    return (
-        java,
-        *_HEAP,
-        f"-Dlog4j2.configurationFile={node.home / 'log4j2.properties'}",
-        "-cp",
-        f"{libs}/*",
-        "kafka.Kafka",
-        str(node.config),
-    )
+    return kafka.broker_argv(java, libs, node.config, node.home / "log4j2.properties", _HEAP)
 
 
 def _properties(node: ClusterNode, voters: str, tls: Path) -> str:
@@ -239,19 +231,7 @@ def prepare(java: str, libs: Path, directory: Path) -> KafkaCluster:
         (node.home / "log4j2.properties").write_text(kafka._LOG4J2)
         # Three formats at once: each is a JVM start, the slow part on two cores.
         formats[node.node_id] = subprocess.Popen(
-            [
-                java,
-                *_HEAP,
-                "-cp",
-                f"{libs}/*",
-                "kafka.tools.StorageTool",
-                "format",
-                "-t",
-                cluster_id,
-                "-c",
-                str(node.config),
-                *scram,
-            ],
+            [*kafka.storage_format_argv(java, libs, cluster_id, node.config, _HEAP), *scram],
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
