@@ -145,14 +145,6 @@ _MISSING: Final = {
 # --- parsing -------------------------------------------------------------------------
 
 
-def matches(pattern: str, value: str) -> bool:
-    """``pattern`` searched in ``value`` as the API server does (Go's RE2): there ``$``
-    matches only at the very end, where Python's also matches before a final newline."""
-    if pattern.endswith("$") and not pattern.endswith("\\$"):
-        pattern = pattern[:-1] + r"\Z"
-    return re.search(pattern, value) is not None
-
-
 def validate_name(name: str) -> list[SpecProblem]:
     """Problems with the channel's own name (it prefixes every child object's name)."""
     if len(name) > crd.MAX_NAME_LENGTH or re.fullmatch(r"[a-z]([-a-z0-9]*[a-z0-9])?", name) is None:

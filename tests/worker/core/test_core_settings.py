@@ -169,6 +169,12 @@ def test_duplicate_topics_once_every_topic_is_valid() -> None:
     assert problems_of(doc) == ("topics[1].name: duplicate topic ok",)
 
 
+def test_a_topic_that_fails_does_not_make_the_list_empty() -> None:
+    # pydantic counts a list's items after validation: the failed one was also read as
+    # "topics: must be a non-empty list".
+    assert problems_of(minimal(topics=["nope"])) == ("topics[0]: must be an object",)
+
+
 @pytest.mark.parametrize(
     ("doc", "problem"),
     [
