@@ -212,25 +212,38 @@ async def test_a_client_leaving_while_the_read_back_connects_stops_its_consumer(
     await _all_stopped(consumers)
 
 
+async def _warmed_cursor(runtime: WorkerRuntime) -> str:
+    """A cursor at offset zero, after a first abandoned read-back from it has warmed what
+    is allocated once (imports, caches)."""
+    cursor = _cursor_at_zero(runtime)
+    await asyncio.wait({await _abandon_during_readback(runtime, cursor)}, timeout=10)
+    gc.collect()
+    return cursor
+
+
+async def _abandon_many(runtime: WorkerRuntime, cursor: str, count: int) -> int:
+    """``count`` read-backs whose clients leave during them, until every one has ended
+    and its consumer stopped; the traced memory while all of them were under way."""
+    tasks = [await _abandon_during_readback(runtime, cursor) for _ in range(count)]
+    during = tracemalloc.get_traced_memory()[0]
+    await asyncio.wait(set(tasks), timeout=20)
+    assert all(task.done() for task in tasks)
+    del tasks
+    await _all_stopped(_readback_consumers(runtime))
+    return during
+
+
 @pytest.mark.timeout(180)
 async def test_abandoned_read_backs_release_their_consumers_and_memory(
     runtime: WorkerRuntime,
 ) -> None:
     count = 6
-    cursor = _cursor_at_zero(runtime)
-    # A first abandoned read-back warms what is allocated once (imports, caches).
-    await asyncio.wait({await _abandon_during_readback(runtime, cursor)}, timeout=10)
-    gc.collect()
+    cursor = await _warmed_cursor(runtime)
     tracemalloc.start()
     try:
         gc.collect()
         baseline = tracemalloc.get_traced_memory()[0]
-        tasks = [await _abandon_during_readback(runtime, cursor) for _ in range(count)]
-        during = tracemalloc.get_traced_memory()[0]
-        await asyncio.wait(set(tasks), timeout=20)
-        assert all(task.done() for task in tasks)
-        del tasks
-        await _all_stopped(_readback_consumers(runtime))
+        during = await _abandon_many(runtime, cursor, count)
         gc.collect()
         await asyncio.sleep(0)  # let the closed clients' callbacks run
         gc.collect()
@@ -400,17 +413,11 @@ async def test_abandoned_resumes_are_freed_without_waiting_for_a_garbage_collect
     """The worker raises the collector's thresholds (full collections are rare): what a
     client that left held must go by reference counting, not wait for a collection."""
     count = 6
-    cursor = _cursor_at_zero(runtime)
-    await asyncio.wait({await _abandon_during_readback(runtime, cursor)}, timeout=10)
-    gc.collect()
+    cursor = await _warmed_cursor(runtime)
     tracemalloc.start()
     try:
         baseline = tracemalloc.get_traced_memory()[0]
-        tasks = [await _abandon_during_readback(runtime, cursor) for _ in range(count)]
-        await asyncio.wait(set(tasks), timeout=20)
-        assert all(task.done() for task in tasks)
-        del tasks
-        await _all_stopped(_readback_consumers(runtime))
+        await _abandon_many(runtime, cursor, count)
         for _ in range(3):
             await asyncio.sleep(0)
         grown = tracemalloc.get_traced_memory()[0] - baseline
