@@ -508,9 +508,7 @@ async def w1_dashboard(
             "server_cpu_percent": server_cpu,
             "server_rss_kib": rss_kib(server.pid),
             "losses": lost,
-            "profile": spy.summary() if spy is not None else None,
-            "loadavg": load,
-            "loadgen": summary(stats),
+            **measured(spy, load, stats),
         }
     finally:
         gen.close()
@@ -558,6 +556,16 @@ def start_profile(bench: Bench, pid: int, seconds: float, name: str) -> Profile:
     argv += ["--duration", str(int(seconds)), "--rate", "200", "--nonblocking", "-o", str(out)]
     spy = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     return Profile(spy, out)
+
+
+def measured(spy: Profile | None, load: str, stats: Json) -> Json:
+    """What a workload's result ends with: the server's profile (when one was taken), the
+    load average at its start, and the load generator's summary."""
+    return {
+        "profile": spy.summary() if spy is not None else None,
+        "loadavg": load,
+        "loadgen": summary(stats),
+    }
 
 
 def profile_summary(folded: Path, top: int = 25) -> Json:
@@ -1003,9 +1011,7 @@ async def w4_storm(bench: Bench, conns: int, orgs: int, rate: float, profile: bo
             "duplicates": stats["duplicates"],
             "resets": stats.get("resets", 0),
             "second_worker_cpu_percent": second.cpu_percent(),
-            "profile": spy.summary() if spy is not None else None,
-            "loadavg": load,
-            "loadgen": summary(stats),
+            **measured(spy, load, stats),
         }
     finally:
         gen.close()
