@@ -2,9 +2,10 @@
 
 Installs its npm dependencies (cache outside the checkout) and builds it
 (:mod:`clarion_devstack.tsclient`), runs its unit tests with Node's test runner, then
-its conformance runner once per scenario of clients/conformance/scenarios against the
-session's control server (real workers on the local stack). Each fails when the Node
-side fails, with Node's output in the message. Last, Debian's Chromium (headless, driven
+its conformance runner once, in one Node process, over every scenario of
+clients/conformance/scenarios against the session's control server (real workers on the
+local stack); each scenario is reported here from the runner's results file, with its
+failure message and Node's output. Last, Debian's Chromium (headless, driven
 by Selenium) loads the built browser bundle in a page and follows a replica's SIGKILL.
 """
 
@@ -65,22 +66,76 @@ def test_typescript_unit_tests(package: Path) -> None:
     assert _count(output, "pass") >= 20, output[-3000:]
 
 
-@pytest.mark.integration
-@pytest.mark.parametrize(
-    "scenario", sorted(p.stem for p in SCENARIOS.glob("*.json")) or ["(no scenarios)"]
-)
-def test_typescript_conformance(package: Path, conformance_control: str, scenario: str) -> None:
-    timeout = json.loads((SCENARIOS / f"{scenario}.json").read_text()).get("timeout", 60)
-    output = _node_test(
-        package,
-        "test/conformance/",
-        timeout=timeout + 60,
-        CLARION_CONFORMANCE_CONTROL=conformance_control,
-        CLARION_CONFORMANCE_ONLY=scenario,
-        CLARION_PYTHON=sys.executable,
+def _scenarios() -> list[str]:
+    return sorted(p.stem for p in SCENARIOS.glob("*.json")) or ["(no scenarios)"]
+
+
+def _budget() -> int:
+    """Seconds for the whole conformance run: every scenario's own timeout."""
+    timeouts = (json.loads(p.read_text()).get("timeout", 60) for p in SCENARIOS.glob("*.json"))
+    return int(sum(timeouts)) + 60
+
+
+@pytest.fixture(scope="module")
+def conformance_results(
+    package: Path, conformance_control: str, tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, Any]:
+    """Runs every scenario once (one Node process: a start of Node and of its test runner
+    per scenario cost more than most scenarios); the results by name, and Node's output."""
+    results = tmp_path_factory.mktemp("ts-conformance") / "results.json"
+    result = subprocess.run(
+        ["node", "--test", "--test-reporter=tap", "test/conformance/"],
+        cwd=package,
+        capture_output=True,
+        text=True,
+        timeout=_budget(),
+        env={
+            **os.environ,  # noqa: TID251 - the child's environment
+            "CLARION_CONFORMANCE_CONTROL": conformance_control,
+            "CLARION_CONFORMANCE_RESULTS": str(results),
+            "CLARION_PYTHON": sys.executable,
+        },
     )
-    # Exactly this scenario ran and passed (not skipped, not filtered away).
-    assert (_count(output, "pass"), _count(output, "fail"), _count(output, "skipped")) == (1, 0, 0)
+    output = f"exit {result.returncode}\n{result.stdout}{result.stderr}"
+    found = json.loads(results.read_text()) if results.exists() else {}
+    return {"results": found, "output": output}
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(_budget() + 60)  # the first one runs them all (the fixture)
+@pytest.mark.parametrize("scenario", _scenarios())
+def test_typescript_conformance(conformance_results: dict[str, Any], scenario: str) -> None:
+    results = conformance_results["results"]
+    output = conformance_results["output"]
+    assert scenario in results, f"no TypeScript result for {scenario}:\n{output[-8000:]}"
+    outcome = results[scenario]
+    assert outcome["outcome"] == "passed", (
+        f"{scenario}: {outcome['outcome']}: {outcome['message']}\n{output[-8000:]}"
+    )
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(_budget() + 60)
+def test_typescript_conformance_ran_every_scenario(conformance_results: dict[str, Any]) -> None:
+    """Node's own verdict agrees, and no scenario was skipped or left out."""
+    output = conformance_results["output"]
+    assert sorted(conformance_results["results"]) == _scenarios(), output[-8000:]
+    scenarios = len(_scenarios())
+    counts = (_count(output, "pass"), _count(output, "fail"), _count(output, "skipped"))
+    if all(r["outcome"] == "passed" for r in conformance_results["results"].values()):
+        assert counts == (scenarios, 0, 0), output[-8000:]
+        assert output.startswith("exit 0"), output[-8000:]
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(_budget() + 60)
+def test_typescript_conformance_leaves_no_timer_behind(conformance_results: dict[str, Any]) -> None:
+    """Once every client is closed nothing keeps Node running: the runner's waits once
+    left their timers pending, and each run idled 20 s after its last scenario."""
+    output = conformance_results["output"]
+    left = re.search(r"timers left after the last scenario: (\d+)", output)
+    assert left, output[-8000:]
+    assert int(left.group(1)) == 0, output[-8000:]
 
 
 # ---- in a real browser ---------------------------------------------------------------

@@ -3,11 +3,15 @@
 // package's ClarionClient. Uses $CLARION_CONFORMANCE_CONTROL when set, otherwise starts
 // `python -m clarion_devstack.conformance serve` ($CLARION_PYTHON, default the
 // checkout's .venv) and stops it with SIGTERM afterwards.
-// $CLARION_CONFORMANCE_ONLY=a,b runs only those scenarios.
+// $CLARION_CONFORMANCE_ONLY=a,b runs only those scenarios. With
+// $CLARION_CONFORMANCE_RESULTS set, each scenario's outcome ("passed", "failed",
+// "skipped", or "unfinished" when its timeout cut it short), message and seconds are
+// written there as JSON at the end, by name: pytest runs every scenario in one Node
+// process and reports each from that file.
 
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
-import { mkdtempSync, readFileSync, readdirSync, rmSync, existsSync } from "node:fs";
+import { mkdtempSync, readFileSync, readdirSync, rmSync, existsSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { after, before, test } from "node:test";
@@ -28,6 +32,8 @@ const scenarios = readdirSync(scenarioDir)
   .filter((s) => only.length === 0 || only.includes(s.name));
 
 let control = process.env.CLARION_CONFORMANCE_CONTROL ?? null;
+const resultsFile = process.env.CLARION_CONFORMANCE_RESULTS ?? null;
+const results = {};
 let server = null;
 let serverDir = null;
 
@@ -60,6 +66,11 @@ before(async () => {
 });
 
 after(async () => {
+  if (resultsFile !== null) writeFileSync(resultsFile, JSON.stringify(results, null, 1));
+  // Every client is closed by now: a timer still pending keeps Node alive for nothing
+  // (the runner's own waits once left theirs, 20 s per run). pytest checks this line.
+  const timers = process.getActiveResourcesInfo().filter((r) => r === "Timeout").length;
+  console.log(`clarion-conformance: timers left after the last scenario: ${timers}`);
   if (server !== null && server.exitCode === null) {
     const done = new Promise((r) => server.once("exit", r));
     server.kill("SIGTERM");
@@ -215,10 +226,17 @@ async function runScenario(scenario, signal) {
       if (value) return value;
       const left = deadline - Date.now();
       if (left <= 0) throw new Error(`timed out after ${seconds} s waiting for ${what}`);
+      // Whichever comes first wakes it and cancels the others: a timer left behind would
+      // keep Node alive for up to `within` seconds after the last scenario.
       await new Promise((r) => {
-        notify.push(r);
-        setTimeout(r, left);
-        signal.addEventListener("abort", r, { once: true });
+        const wake = () => {
+          clearTimeout(timer);
+          signal.removeEventListener("abort", wake);
+          r();
+        };
+        const timer = setTimeout(wake, left);
+        notify.push(wake);
+        signal.addEventListener("abort", wake, { once: true });
       });
     }
   };
@@ -293,7 +311,18 @@ async function runScenario(scenario, signal) {
 
 for (const scenario of scenarios) {
   const missing = (scenario.requires ?? []).filter((c) => !CAPABILITIES.has(c));
-  test(scenario.name, { timeout: (scenario.timeout ?? 60) * 1000, skip: missing.length > 0 ? `needs ${missing.join(", ")}` : false }, async (t) => {
-    await runScenario(scenario, t.signal);
+  const skip = missing.length > 0 ? `needs ${missing.join(", ")}` : false;
+  if (skip) results[scenario.name] = { outcome: "skipped", message: skip, seconds: 0 };
+  test(scenario.name, { timeout: (scenario.timeout ?? 60) * 1000, skip }, async (t) => {
+    const started = Date.now();
+    const seconds = () => (Date.now() - started) / 1000;
+    results[scenario.name] = { outcome: "unfinished", message: "cut short by its timeout", seconds: 0 };
+    try {
+      await runScenario(scenario, t.signal);
+      results[scenario.name] = { outcome: "passed", message: "", seconds: seconds() };
+    } catch (error) {
+      results[scenario.name] = { outcome: "failed", message: String(error?.stack ?? error), seconds: seconds() };
+      throw error;
+    }
   });
 }
