@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable, Mapping, Set
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any, Self
 
 import httpx
@@ -32,6 +33,9 @@ from clarion_worker.client import ClarionClient
 
 AUDIENCE = "clarion-tests"
 ISSUER = "https://auth.unionflow.test"
+#: The browser origin the test workers allow (``auth.allowedOrigins``), and its header.
+APP_ORIGIN = "https://app.unionflow.test"
+ORIGIN: Mapping[str, str] = MappingProxyType({"Origin": APP_ORIGIN})
 
 
 @dataclass(frozen=True)
@@ -266,7 +270,7 @@ def start_worker_process(
             "algorithms": ["HS256", "RS256", "ES256"],
             "audience": AUDIENCE,
             "issuer": ISSUER,
-            "allowedOrigins": ["https://app.unionflow.test"],
+            "allowedOrigins": [APP_ORIGIN],
         },
         "heartbeat": {"intervalSeconds": 5, "timeoutSeconds": 5},
         "drain": {"windowSeconds": 2},
@@ -526,3 +530,9 @@ async def consumed_reaches(worker: WorkerProcess, count: float, within: float = 
         # Another process's counter: nothing to await but its next scrape.
         while await asyncio.to_thread(worker.consumed) < count:  # noqa: ASYNC110
             await asyncio.sleep(0.05)
+
+
+#: The worker tests' fixtures (tests/worker/conftest.py): start a worker process on the
+#: test's channel; a client whose events are collected.
+StartWorker = Callable[..., WorkerProcess]
+Collect = Callable[..., Collector]

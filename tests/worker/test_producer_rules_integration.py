@@ -12,10 +12,13 @@ from collections.abc import Awaitable, Callable
 import pytest
 
 from clarion_devstack.harness import (
+    ORIGIN,
     ChannelTopics,
+    Collect,
     Collector,
     Keys,
     Producer,
+    StartWorker,
     WorkerProcess,
     metric_reaches,
     settle,
@@ -23,11 +26,7 @@ from clarion_devstack.harness import (
 
 pytestmark = pytest.mark.integration
 
-StartWorker = Callable[..., WorkerProcess]
-Collect = Callable[..., Collector]
 Connect = Callable[[list[str], str], Awaitable[Collector]]
-
-ORIGIN = {"Origin": "https://app.unionflow.test"}
 #: 2026-11-30T06:10:38.952Z: what every timestamp below stands for.
 INSTANT = 1_796_019_038_952
 #: The same instant as Java code writes it, the worker's zone being Europe/Paris (UTC+1).

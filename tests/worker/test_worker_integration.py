@@ -14,7 +14,7 @@ import random
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Mapping
 from typing import Any
 
 import httpx
@@ -27,10 +27,13 @@ from websockets.asyncio.client import connect
 from clarion_devstack.harness import (
     AUDIENCE,
     ISSUER,
+    ORIGIN,
     ChannelTopics,
+    Collect,
     Collector,
     Keys,
     Producer,
+    StartWorker,
     WorkerProcess,
     assert_exact,
     consumed_reaches,
@@ -40,11 +43,6 @@ from clarion_devstack.harness import (
 )
 
 pytestmark = pytest.mark.integration
-
-StartWorker = Callable[..., WorkerProcess]
-Collect = Callable[..., Collector]
-
-ORIGIN = {"Origin": "https://app.unionflow.test"}
 
 
 async def _close_code(ws: Any, within: float = 15.0) -> int:
@@ -252,7 +250,7 @@ async def test_reset_beyond_the_replay_bound_and_for_a_bad_cursor(
 
 async def _read_sse(
     url: str,
-    headers: dict[str, str],
+    headers: Mapping[str, str],
     want: int,
     received: list[dict[str, Any]],
     opened: asyncio.Event | None = None,
@@ -301,9 +299,8 @@ async def test_sse_with_last_event_id_resumes_exactly(
     await asyncio.wait_for(_read_sse(url, {**ORIGIN, "Last-Event-ID": last_id}, 7, second), 20)
     assert [e["data"]["seq"] for e in first + second] == list(range(1, 13))
     # Every event counted once as delivered, and no welcome (counted per SSE message).
-    sse = {"transport": "sse"}
-    await metric_reaches(worker, "clarion_worker_deliveries_total", 12, **sse)
-    assert worker.metric("clarion_worker_deliveries_total", **sse) == 12
+    await metric_reaches(worker, "clarion_worker_deliveries_total", 12, transport="sse")
+    assert worker.metric("clarion_worker_deliveries_total", transport="sse") == 12
 
 
 @pytest.mark.parametrize("write_path", ["direct", "asgi"], indirect=True)
