@@ -157,18 +157,25 @@ def test_missing_ingress_class_is_said_then_traefik_serves_the_ingress(
     ch.apply({**TRAEFIK_EXPOSURE, "ingress": {"className": "no-such-class", "profile": "traefik"}})
     cond = ch.wait_exposed("False", "IngressClassNotFound")
     assert "IngressClass no-such-class (traefik profile) does not exist" in cond["message"]
-    events = json.loads(
-        kube.run(
-            "get",
-            "events",
-            "-n",
-            ch.namespace,
-            "--field-selector",
-            "reason=IngressClassNotFound",
-            "-o",
-            "json",
-        )
-    )["items"]
+    events: list[dict[str, Any]] = []
+
+    def warned() -> bool:
+        # The operator posts its Events after the status: wait for it, do not race it.
+        events[:] = json.loads(
+            kube.run(
+                "get",
+                "events",
+                "-n",
+                ch.namespace,
+                "--field-selector",
+                "reason=IngressClassNotFound",
+                "-o",
+                "json",
+            )
+        )["items"]
+        return bool(events)
+
+    pods.wait_for(warned, "an IngressClassNotFound Event", 30)
     assert [e["type"] for e in events][:1] == ["Warning"], events
     # The Ingress is written anyway; naming the class that exists is enough.
     ch.apply(TRAEFIK_EXPOSURE)
