@@ -112,12 +112,14 @@ def pytest_configure(config: pytest.Config) -> None:
     )
 
 
-#: Folders whose tests share fixed names on the stack (the UnionFlow channel's topics, as
-#: its producers write them), so their files must not run side by side: one work unit.
-SERIAL_FOLDERS = ("tests/e2e/",)
+#: Folders whose files run one after another as one work unit: ``tests/e2e/`` shares fixed
+#: names on the stack (the UnionFlow channel's topics, as its producers write them), and
+#: ``tests/kafka/`` one costly session fixture (a three-broker cluster: three JVMs, built
+#: once per worker that needs it).
+SERIAL_FOLDERS = ("tests/e2e/", "tests/kafka/")
 #: Work units that take longest, started first so that the side-by-side phase does not end
 #: waiting on one of them.
-LONGEST_FIRST = ("tests/e2e/", "tests/clients/")
+LONGEST_FIRST = ("tests/e2e/", "tests/kafka/", "tests/clients/")
 
 
 def work_unit(nodeid: str) -> str:

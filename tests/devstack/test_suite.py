@@ -28,7 +28,8 @@ def test_a_phase_that_selects_nothing_passes_and_any_failure_fails_the_run() -> 
     assert verdict([0, 2]) == 2
 
 
-def test_a_work_unit_is_a_file_except_the_e2e_folder_which_is_one() -> None:
+def test_a_work_unit_is_a_file_except_the_e2e_and_kafka_folders_each_one() -> None:
     assert work_unit("tests/worker/test_x.py::test_a[direct]") == "tests/worker/test_x.py"
     assert work_unit("tests/e2e/test_e2e.py::test_a") == "tests/e2e/"
     assert work_unit("tests/e2e/test_real_pods.py::test_b") == "tests/e2e/"
+    assert work_unit("tests/kafka/test_secured_integration.py::test_c") == "tests/kafka/"
