@@ -250,6 +250,12 @@ def register(
         await asyncio.gather(*background, return_exceptions=True)
         await reconciler.close()
 
+    @kopf.on.event(
+        crd.GROUP, crd.VERSION, crd.PLURAL, registry=registry, id="acknowledge", when=_unseen
+    )
+    async def acknowledge(body: kopf.Body, **_: Any) -> None:
+        await reconciler.acknowledge(body)
+
     @kopf.on.resume(crd.GROUP, crd.VERSION, crd.PLURAL, registry=registry, id="ensure")
     @kopf.on.create(crd.GROUP, crd.VERSION, crd.PLURAL, registry=registry, id="ensure")
     @kopf.on.update(crd.GROUP, crd.VERSION, crd.PLURAL, registry=registry, id="ensure")
@@ -396,6 +402,13 @@ async def _reconcile_for_secret(
 
 #: Characters that make a --namespace a kopf pattern (glob or negation), not a name.
 _PATTERN_CHARS = frozenset("!*?,")
+
+
+def _unseen(body: Mapping[str, Any], **_: Any) -> bool:
+    """A channel with no condition yet and not being deleted: the operator's first sight."""
+    status = body.get("status") or {}
+    meta = body.get("metadata") or {}
+    return not status.get("conditions") and not meta.get("deletionTimestamp")
 
 
 def _not_deleting(meta: Mapping[str, Any], **_: Any) -> bool:

@@ -721,6 +721,24 @@ async def test_a_new_channel_says_reconciling_before_kafka_is_asked(parts: Parts
     )
 
 
+async def test_a_channel_is_acknowledged_on_first_sight_once_and_the_reconcile_goes_on(
+    parts: Parts,
+) -> None:
+    kube, kafka, rec = parts
+    body = kube.index(channel(spec()))
+    await rec.acknowledge(body)
+    [(_name, first)] = kube.statuses
+    assert _conditions(first)["Ready"] == ("False", "Reconciling")
+    assert kafka.calls == []  # no Kafka call before the first status
+    # Seen again before kopf's reconcile: nothing more. The reconcile writes its own.
+    await rec.acknowledge(body)
+    assert len(kube.statuses) == 1
+    out = await rec.ensure(body)
+    assert out.line is not None
+    assert out.line.key == ("True", "Reconciled")
+    assert all(_conditions(p)["Ready"] != ("False", "Reconciling") for _, p in kube.statuses[1:])
+
+
 async def test_the_health_probe_asks_only_for_metadata_once_a_reconcile_read_the_configs(
     parts: Parts,
 ) -> None:
