@@ -2,18 +2,24 @@
 
 Maven builds it with its local repository under ``${CLARION_CACHE_DIR}/maven`` (outside
 the checkout, shared by every clone). Once a build with the same pom has succeeded, Maven
-runs offline (``-o``): everything it needs is in that repository. The JUnit 5 unit tests
-of the pure core run first; then the conformance runner (JUnit 5 dynamic tests, one per
-scenario of clients/conformance/scenarios) runs once against the session's control
-server, and each scenario is reported here from the runner's results file, with its
-failure message.
+runs offline (``-o``): everything it needs is in that repository. Compiling Kotlin costs
+about a minute of CPU, so the compiled classes are cached too, under
+``${CLARION_CACHE_DIR}/kotlin-classes/<hash of the pom, the sources and the JDK>``: a
+checkout without them (a fresh clone) gets them from there instead of compiling the same
+sources again; ``target/.clarion-classes`` names the key of the classes in target/. The
+JUnit 5 unit tests of the pure core run first; then the conformance runner (JUnit 5
+dynamic tests, one per scenario of clients/conformance/scenarios) runs once, in one JVM,
+against the session's control server, and each scenario is reported here from the
+runner's results file, with its failure message.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 import xml.etree.ElementTree as ElementTree
 from dataclasses import dataclass
@@ -35,6 +41,8 @@ RESULTS = PROJECT / "target" / "conformance-results.json"
 class Maven:
     mvn: str
     repo: Path
+    java: str
+    classes_cache: Path
 
     def stamp(self) -> Path:
         digest = hashlib.sha256((PROJECT / "pom.xml").read_bytes()).hexdigest()[:16]
@@ -68,7 +76,63 @@ def maven() -> Maven:
     settings = DevstackSettings.from_environ(os.environ)  # noqa: TID251 - test-process edge
     repo = settings.cache_dir / "maven"
     repo.mkdir(parents=True, exist_ok=True)
-    return Maven(mvn=settings.mvn, repo=repo)
+    classes = settings.cache_dir / "kotlin-classes"
+    return Maven(mvn=settings.mvn, repo=repo, java=settings.java, classes_cache=classes)
+
+
+#: What ``mvn test-compile`` writes and the tests run from.
+OUTPUTS = ("classes", "test-classes")
+
+
+@functools.cache
+def _classes_key(maven: Maven) -> str:
+    """The compiled classes' inputs: the pom, every source (path and content), the JDK."""
+    digest = hashlib.sha256()
+    for path in [PROJECT / "pom.xml", *sorted(p for p in (PROJECT / "src").rglob("*"))]:
+        if path.is_file():
+            digest.update(str(path.relative_to(PROJECT)).encode() + b"\0")
+            digest.update(path.read_bytes() + b"\0")
+    version = subprocess.run([maven.java, "-version"], capture_output=True, text=True, check=True)
+    digest.update(version.stderr.encode())
+    return digest.hexdigest()[:24]
+
+
+#: The key of the classes in target/, once this suite put or compiled them there.
+STAMP = PROJECT / "target" / ".clarion-classes"
+
+
+def _restore_classes(maven: Maven) -> bool:
+    """Whether target/ now holds the classes of the current sources without Maven
+    compiling: it did already (its stamp says so), or the cache had them."""
+    key = _classes_key(maven)
+    if STAMP.is_file() and STAMP.read_text() == key:
+        return all((PROJECT / "target" / name).is_dir() for name in OUTPUTS)
+    cached = maven.classes_cache / key
+    if not cached.is_dir():
+        return False
+    with step(f"Kotlin client: compiled classes from {cached}"):
+        for name in OUTPUTS:
+            shutil.rmtree(PROJECT / "target" / name, ignore_errors=True)
+            shutil.copytree(cached / name, PROJECT / "target" / name)
+        STAMP.write_text(key)
+    return True
+
+
+def _store_classes(maven: Maven) -> None:
+    """Keep what Maven just compiled for the next checkout with the same inputs."""
+    key = _classes_key(maven)
+    STAMP.write_text(key)
+    cached = maven.classes_cache / key
+    if cached.is_dir():
+        return
+    partial = cached.with_name(f"{key}.{os.getpid()}.partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    for name in OUTPUTS:
+        shutil.copytree(PROJECT / "target" / name, partial / name)
+    try:
+        partial.rename(cached)
+    except OSError:  # another process stored the same classes first
+        shutil.rmtree(partial, ignore_errors=True)
 
 
 def _suites(prefix: str) -> list[dict[str, Any]]:
@@ -90,11 +154,16 @@ BUILD_TIMEOUT = 1800
 
 @pytest.mark.timeout(BUILD_TIMEOUT + 60)
 def test_kotlin_unit_tests(maven: Maven) -> None:
-    output = maven.run(
-        ["clean", "test", "-Dtest=io/clarion/client/core/*Test"],
-        "Kotlin client: build and unit tests (mvn test)",
-        timeout=BUILD_TIMEOUT,
-    )
+    shutil.rmtree(REPORTS, ignore_errors=True)  # no report of an earlier run counts
+    if _restore_classes(maven):
+        goals = ["surefire:test"]
+        what = "Kotlin client: unit tests (classes current)"
+    else:
+        goals = ["clean", "test"]
+        what = "Kotlin client: build and unit tests (mvn test)"
+    output = maven.run([*goals, "-Dtest=io/clarion/client/core/*Test"], what, timeout=BUILD_TIMEOUT)
+    if output.startswith("exit 0"):
+        _store_classes(maven)
     suites = _suites("io.clarion.client.core.")
     assert output.startswith("exit 0"), f"mvn test failed:\n{output[-8000:]}\n{suites}"
     total = sum(s["tests"] for s in suites)
@@ -120,28 +189,20 @@ def _budget() -> int:
     return int(sum(timeouts)) + BUILD_TIMEOUT
 
 
-def _compiled() -> bool:
-    """The test classes are newer than every source and the pom."""
-    runner = PROJECT / "target/test-classes/io/clarion/client/conformance/ConformanceTest.class"
-    if not runner.exists():
-        return False
-    inputs = [PROJECT / "pom.xml", *(p for p in (PROJECT / "src").rglob("*") if p.is_file())]
-    built = runner.stat().st_mtime
-    return all(p.stat().st_mtime < built for p in inputs)
-
-
 @pytest.fixture(scope="module")
 def conformance_results(maven: Maven, conformance_control: str) -> dict[str, Any]:
     """Runs every scenario once (one JVM); the results by scenario name, and Maven's output."""
     RESULTS.unlink(missing_ok=True)
-    # Kotlin's Maven plugin recompiles whenever asked: skip it when the unit run just did.
-    goals = [] if _compiled() else ["test-compile"]
+    # Kotlin's Maven plugin recompiles whenever asked: not when the classes are current.
+    goals = [] if _restore_classes(maven) else ["test-compile"]
     output = maven.run(
         [*goals, "surefire:test", "-Dtest=ConformanceTest"],
         "Kotlin client: conformance scenarios",
         timeout=_budget(),
         CLARION_CONFORMANCE_CONTROL=conformance_control,
     )
+    if goals and output.startswith("exit 0"):
+        _store_classes(maven)
     results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
     return {"results": results, "output": output}
 
