@@ -173,11 +173,22 @@ def supervised(name: str, cp: ControlPlane, argv: tuple[str, ...]) -> tuple[str,
     )
 
 
-#: Leader election as in production, with its defaults (lease 15 s, renew deadline 10 s,
-#: retry 2 s; the Lease in kube-system): an API server gone for longer than the renew
-#: deadline makes the component exit, and its supervisor starts a fresh one, which lists
-#: everything when the API server is back instead of waiting out client-go's watch backoff.
-LEADER_ELECTION = ("--leader-elect=true", "--leader-elect-resource-namespace=kube-system")
+#: Leader election as in production (the Lease in kube-system): an API server or etcd gone
+#: for longer than the renew deadline makes the component exit, and its supervisor starts a
+#: fresh one, which lists everything when the API server is back instead of waiting out
+#: client-go's list/watch backoff. Shorter than the defaults (lease 15 s, renew deadline
+#: 10 s, retry 2 s): a new process waits out its predecessor's lease from the moment it
+#: first reads it, which with 15 s alone put Ready 17-21 s after the API server's return,
+#: past the operator's 10 s target (7-9 s with these; docs/operator.md, "Recovery"). The
+#: stack has one candidate, so the lease guards against nobody; 4 s without a renewal
+#: means an API server that does not answer.
+LEADER_ELECTION = (
+    "--leader-elect=true",
+    "--leader-elect-resource-namespace=kube-system",
+    "--leader-elect-lease-duration=5s",
+    "--leader-elect-renew-deadline=4s",
+    "--leader-elect-retry-period=1s",
+)
 
 
 def controller_manager(binary: Path, cp: ControlPlane, log: Path) -> Launch:

@@ -78,6 +78,10 @@ def test_controller_manager_and_scheduler_run_supervised_with_leader_election(
         assert "--leader-elect=true" in argv
         assert "--leader-elect=false" not in argv
         assert "--leader-elect-resource-namespace=kube-system" in argv
+        # Shorter than the defaults (15/10/2 s), which kept Ready 17-21 s after an outage.
+        assert "--leader-elect-lease-duration=5s" in argv
+        assert "--leader-elect-renew-deadline=4s" in argv
+        assert "--leader-elect-retry-period=1s" in argv
 
 
 # --- the process ---------------------------------------------------------------------

@@ -79,7 +79,7 @@ def test_a_controller_manager_that_exits_is_restarted_and_down_leaves_nothing(
     (second,) = children(supervisor)
     wait_until(lambda: f"{CM}: started pid {second}" in log.read_text(), what="log", timeout=10)
     assert f"{CM}: pid {first} was killed by SIGKILL after" in log.read_text()
-    # The fresh process waits out its predecessor's lease (15 s), then takes it and acts:
+    # The fresh process waits out its predecessor's lease (5 s), then takes it and acts:
     # a new Deployment gets its ReplicaSet.
     wait_until(lambda: lease_holder(env) not in ("", holder), what="lease taken", timeout=90)
     kubectl(env, "create", "deployment", "after-restart", "--image=registry.k8s.io/pause:3.10")
