@@ -35,6 +35,11 @@ PROJECT = Path(__file__).resolve().parents[2] / "clients" / "kotlin"
 SCENARIOS = PROJECT.parent / "conformance" / "scenarios"
 REPORTS = PROJECT / "target" / "surefire-reports"
 RESULTS = PROJECT / "target" / "conformance-results.json"
+#: For JVMs that start, run a while and stop (the tests' JVM; Maven's own when it does not
+#: compile): C1 alone and the serial collector halve the unit run's CPU (5.5 -> 2.8 s).
+#: Not for Maven's JVM when it compiles: the Kotlin compiler runs there, and needs C2.
+QUICK_JVM = "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC"
+COMPILING = {"clean", "compile", "test-compile", "test"}
 
 
 @dataclass(frozen=True)
@@ -52,7 +57,10 @@ class Maven:
         """Runs Maven in clients/kotlin; returns its output (the exit code is the caller's)."""
         offline = ["-o"] if self.stamp().exists() else []
         argv = [self.mvn, "-B", "-q", *offline, f"-Dmaven.repo.local={self.repo}", *goals]
+        argv.append(f"-DargLine={QUICK_JVM}")
         child_env = {**os.environ, **env}  # noqa: TID251 - the child's environment
+        if not COMPILING & set(goals):
+            child_env.setdefault("MAVEN_OPTS", QUICK_JVM)
         # Only the conformance run gets a control server: the unit run skips those tests.
         if "CLARION_CONFORMANCE_CONTROL" not in env:
             child_env.pop("CLARION_CONFORMANCE_CONTROL", None)
