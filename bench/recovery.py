@@ -15,9 +15,12 @@ outage, and started again with its recorded command line and data. "Back" is the
 checks it); the recovery time is from then until every channel (the old ones and the
 fresh ones) is seen Ready for its current generation by a watch. "Reconciled" is the
 operator's part: every channel's topics in sync and its children applied without an API
-error; Ready needs the controller-manager and KWOK to roll the Deployments out after their
-own reconnect too. The operator's log lines of the window are counted by level, with the
-most frequent warnings and errors.
+error; Ready needs the controller-manager, the scheduler and KWOK to roll the Deployments
+out after their own reconnect too (after an outage longer than their leader election's
+renew deadline, 4 s, the stack's supervisor restarts the first two once the API server is
+ready, and each waits out its predecessor's 5 s Lease before it acts, as in a real cluster
+with its 15 s). Each scenario records the machine's load average. The operator's log lines of
+the window are counted by level, with the most frequent warnings and errors.
 """
 
 from __future__ import annotations
@@ -210,6 +213,7 @@ async def run(
         "channels_before": channels,
         "fresh_per_outage": fresh,
         "stack": {"state_dir": env["state_dir"], "started_by_this_run": started},
+        "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
         "scenarios": [],
     }
     names: list[str] = []
@@ -252,6 +256,7 @@ async def run(
                 scenario: Json = {
                     "component": component,
                     "outage_s": outage,
+                    "load_average_at_end": [round(x, 2) for x in os.getloadavg()],
                     "restart_to_back_s": round(back - down - outage, 2),
                     "all_reconciled_after_back_s": None if done is None else round(done - back, 2),
                     "all_ready_after_back_s": None if ready is None else round(ready - back, 2),
