@@ -284,6 +284,8 @@ class Session:
     directory: Path
     topics: ChannelTopics
     keys: Keys
+    #: Written once: ``Keys.hmac_file`` rewrites the file, under running workers' feet.
+    hmac_file: Path
     producer: Producer
     sections: dict[str, dict[str, Any]]
     http: httpx.AsyncClient
@@ -302,7 +304,7 @@ class Session:
             "topics": self.topics.config(),
             "auth": {
                 "mode": "jwt",
-                "hmacSecretFile": str(self.keys.hmac_file),
+                "hmacSecretFile": str(self.hmac_file),
                 "algorithms": ["HS256"],
                 "audience": AUDIENCE,
                 "issuer": ISSUER,
@@ -355,6 +357,7 @@ class Controller:
         self.session: Session | None = None
         #: One set of keys for every session (an RSA key costs CPU to make).
         self._keys: Keys | None = None
+        self._hmac_file = work_dir / "hmac.secret"
         #: Without keep-alive: a killed replica must not leave a dead pooled connection.
         self._http = httpx.AsyncClient(timeout=5, limits=httpx.Limits(max_keepalive_connections=0))
         #: Topic deletions of past sessions, left to finish while the next one runs.
@@ -376,11 +379,16 @@ class Controller:
         # A producer per session: one for all would keep asking the broker for the
         # metadata of every deleted topic of the sessions before.
         kafka = AIOKafkaProducer(bootstrap_servers=self.kafka_bootstrap, linger_ms=0)
-        topics, _ = await asyncio.gather(
-            create_topics(self.kafka_bootstrap, ChannelTopics.named(prefix)), kafka.start()
-        )
+        try:
+            topics, _ = await asyncio.gather(
+                create_topics(self.kafka_bootstrap, ChannelTopics.named(prefix)), kafka.start()
+            )
+        except BaseException:
+            await kafka.stop()
+            raise
         if self._keys is None:
             self._keys = await asyncio.to_thread(Keys, self.work_dir)
+            self._hmac_file = self._keys.hmac_file
         keys = self._keys
         directory = self.work_dir / prefix
         directory.mkdir(parents=True)
@@ -389,6 +397,7 @@ class Controller:
             directory,
             topics,
             keys,
+            self._hmac_file,
             Producer(kafka),
             sections,
             self._http,

@@ -8,6 +8,7 @@ window made ``drain_advice`` fail now and then with ``ConnectError`` at its seco
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -53,3 +54,30 @@ def test_produce_neither_waits_for_nor_fails_on_a_draining_replica(
             assert "clarion_worker_events_consumed_total" in consumed
         finally:
             post("teardown")  # SIGKILL ends the stopped replica too
+
+
+def test_the_token_secret_file_is_not_rewritten_under_running_replicas(
+    conformance_control: str,
+) -> None:
+    """Workers read their HMAC secret file while they run; each replica start rewrote it
+    (truncate, then write), and a replica reading it meanwhile refused every token with
+    500 "HMAC key must not be empty" (seen in refusal under load)."""
+    with httpx.Client(base_url=conformance_control, timeout=60) as http:
+
+        def post(action: str, **args: Any) -> dict[str, Any]:
+            response = http.post(f"/{action}", json=args)
+            assert response.status_code == 200, response.text
+            answer: dict[str, Any] = response.json()
+            return answer
+
+        setup = post("setup")
+        try:
+            config = json.loads((Path(setup["logs"]) / "w1.json").read_text())
+            secret = Path(config["auth"]["hmacSecretFile"])
+            before = secret.stat()
+            post("replica/restart", replica=0)
+            after = secret.stat()
+            assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
+            assert secret.read_bytes()
+        finally:
+            post("teardown")
