@@ -82,6 +82,13 @@ def local_stack(request: pytest.FixtureRequest) -> Iterator[LocalStack]:
     settings = DevstackSettings.from_environ(os.environ)  # noqa: TID251 - test-process edge
     env = stack.read_env(settings)
     owned = env is None or not stack.healthy(env)
+    if owned and os.environ.get("PYTEST_XDIST_WORKER"):  # noqa: TID251 - test-process edge
+        # Each xdist worker would start its own stack in the same folder at once.
+        pytest.fail(
+            "pytest -n needs a running stack: make env-up first, or run make test "
+            "(python -m clarion_devstack.suite), which starts one for all its workers",
+            pytrace=False,
+        )
     if owned:
         env = stack.up(settings)
     assert env is not None

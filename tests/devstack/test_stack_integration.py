@@ -16,6 +16,7 @@ from kubernetes import client as k8s
 from kubernetes import watch
 
 from clarion_devstack import versions
+from clarion_devstack.crds import wait_established
 from clarion_devstack.pytest_plugin import LocalStack
 
 pytestmark = pytest.mark.integration
@@ -150,9 +151,7 @@ def test_crd_and_custom_resource_apply_server_side_and_schema_rejects_invalid(
 ) -> None:
     apply = ("apply", "--server-side", "--field-manager=clarion-smoke", "-f", "-")
     local_stack.kubectl(*apply, stdin=json.dumps(_CRD))
-    local_stack.kubectl(
-        "wait", "--for=condition=Established", "crd/widgets.smoke.clarion.test", "--timeout=60s"
-    )
+    wait_established(local_stack.kubectl, ["widgets.smoke.clarion.test"])
     local_stack.kubectl(*apply, "-n", namespace, stdin=_widget("good", 3))
     stored = json.loads(
         local_stack.kubectl(

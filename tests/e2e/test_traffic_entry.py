@@ -431,7 +431,15 @@ async def test_pod_deleted_and_rolling_update_lose_nothing_through_traefik(
         # 2. A rolling update (maxUnavailable 0): every client ends on a new pod.
         before = {p["metadata"]["name"] for p in routed.ready_pods()}
         rolled_at = time.monotonic()
-        routed.apply(drainWindowSeconds=3)
+        drain = 3 if routed.workers.get("drainWindowSeconds") != 3 else 4  # a real change
+        routed.apply(drainWindowSeconds=drain)
+        # The operator updates the Deployment a moment after the channel: until then the
+        # old one reads as rolled out, so wait for the pods to be replaced first.
+        pods.wait_for(
+            lambda: not ({p["metadata"]["name"] for p in routed.pods()} & before),
+            "every pod replaced",
+            300,
+        )
         routed.wait_rolled_out(timeout=300)
         after = {p["metadata"]["name"] for p in routed.ready_pods()}
         assert not before & after, (before, after)
