@@ -8,10 +8,10 @@ until it holds instead.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable, Sequence
 
-ESTABLISHED = 'jsonpath={.status.conditions[?(@.type=="Established")].status}'
 #: Between two reads of the condition: the API server sets it within a second or so.
 POLL_SECONDS = 0.2
 
@@ -23,9 +23,16 @@ def wait_established(
     deadline = time.monotonic() + timeout
     pending = list(names)
     while True:
-        pending = [n for n in pending if kubectl("get", f"crd/{n}", "-o", ESTABLISHED) != "True"]
+        pending = [n for n in pending if not established(kubectl("get", f"crd/{n}", "-o", "json"))]
         if not pending:
             return
         if time.monotonic() > deadline:
             raise TimeoutError(f"CRDs not Established after {timeout:.0f} s: {pending}")
         time.sleep(POLL_SECONDS)
+
+
+def established(crd_json: str) -> bool:
+    """Whether a CRD (``kubectl get crd/NAME -o json``) has ``Established=True``; a status
+    not written yet has no conditions (a jsonpath filter fails on it, so parse)."""
+    conditions = (json.loads(crd_json).get("status") or {}).get("conditions") or []
+    return any(c.get("type") == "Established" and c.get("status") == "True" for c in conditions)

@@ -131,7 +131,8 @@ class DemoProducer:
 
     def stop(self) -> None:
         self.stopped.set()
-        self.thread.join(timeout=5)
+        if self.thread.is_alive():  # a set-up that failed before start() never ran it
+            self.thread.join(timeout=5)
         self.producer.flush(10)
 
 
