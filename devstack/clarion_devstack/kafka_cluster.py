@@ -88,7 +88,7 @@ class KafkaCluster:
         """SASL_SSL bootstrap; ``localhost`` so that hostname verification has a name."""
         return ",".join(f"localhost:{n.secure_port}" for n in self.nodes.values())
 
-    def start(self, node_id: int, timeout: float = 90.0) -> None:
+    def start(self, node_id: int, timeout: float = 180.0) -> None:
         """Start one node and wait until it reports it started."""
         node = self.nodes[node_id]
         offset = node.log.stat().st_size if node.log.exists() else 0
@@ -102,7 +102,7 @@ class KafkaCluster:
             log=node.log,
         )
 
-    def start_all(self, timeout: float = 120.0) -> None:
+    def start_all(self, timeout: float = 300.0) -> None:
         """Start every node at once (a quorum needs two voters up before any is ready)."""
         offsets = {}
         for node_id, node in self.nodes.items():

@@ -30,8 +30,10 @@ from .settings import DevstackSettings
 
 #: Names the ``started_at`` of a stack this run started: tests may stop its components.
 STARTED_BY_RUN = "CLARION_STACK_STARTED_BY_RUN"
-#: The first phase's workers: the machine has two cores, but most tests wait.
-DEFAULT_WORKERS = 4
+#: The first phase's workers: the machine has two cores, but most tests wait. With 4, the
+#: heavy set-ups starting together (a three-broker cluster, the e2e deployments, the
+#: client builds) starved one another on an idle 2-core machine.
+DEFAULT_WORKERS = 3
 EXCLUSIVE = "exclusive"
 #: How long an interrupted phase may take to tear its fixtures down.
 INTERRUPT_GRACE_SECONDS = 60

@@ -552,7 +552,7 @@ def test_delete_removes_delete_policy_topics_keeps_retained_and_collects_childre
     cluster.wait_channel("dash", is_ready)
     assert describe_topic(kafka, drop) is not None
 
-    cluster.stack.kubectl("delete", "rtc", "dash", "-n", cluster.namespace, "--timeout=60s")
+    cluster.stack.kubectl("delete", "rtc", "dash", "-n", cluster.namespace, "--timeout=180s")
     wait_kafka(lambda: describe_topic(kafka, drop) is None, f"{drop} deleted")
     assert describe_topic(kafka, keep) is not None
     cluster.wait_event("TopicDeleted", "dash")

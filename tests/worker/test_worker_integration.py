@@ -341,7 +341,12 @@ async def test_a_client_that_stops_reading_is_closed_slow_while_others_keep_up(
         # heartbeat interval + timeout (TCP_USER_TIMEOUT), since uvicorn's ping timeout
         # only closes, which waits for a flush that never comes.
         await metric_reaches(
-            worker, "clarion_worker_disconnects_total", 1, transport="websocket", code="4008"
+            worker,
+            "clarion_worker_disconnects_total",
+            1,
+            within=60,
+            transport="websocket",
+            code="4008",
         )
     finally:
         # It would wait forever for a close frame it does not read: drop it.
