@@ -57,6 +57,10 @@ class ChannelTopics:
         ]
 
 
+#: Tries of a topic creation that met aiokafka's "no controller known yet".
+CREATE_ATTEMPTS = 10
+
+
 async def create_topics(
     bootstrap: str,
     topics: ChannelTopics,
@@ -71,12 +75,22 @@ async def create_topics(
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
     try:
-        await admin.create_topics(
-            [
-                NewTopic(name, count, replicas, topic_configs=dict(config or {}))
-                for name, count in zip(names, partitions, strict=True)
-            ]
-        )
+        for attempt in range(CREATE_ATTEMPTS):
+            try:
+                await admin.create_topics(
+                    [
+                        NewTopic(name, count, replicas, topic_configs=dict(config or {}))
+                        for name, count in zip(names, partitions, strict=True)
+                    ]
+                )
+                break
+            except AttributeError:
+                # aiokafka 0.14 reads the controller's nodeId from metadata that, on a
+                # loaded broker just after start, names no controller yet (None): nothing
+                # was sent, so ask again once the metadata has caught up.
+                if attempt == CREATE_ATTEMPTS - 1:
+                    raise
+                await asyncio.sleep(0.5)
     finally:
         await admin.close()
     return topics
