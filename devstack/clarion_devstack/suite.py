@@ -30,10 +30,11 @@ from .settings import DevstackSettings
 
 #: Names the ``started_at`` of a stack this run started: tests may stop its components.
 STARTED_BY_RUN = "CLARION_STACK_STARTED_BY_RUN"
-#: The first phase's workers: the machine has two cores, but most tests wait. With 4, the
-#: heavy set-ups starting together (a three-broker cluster, the e2e deployments, the
-#: client builds) starved one another on an idle 2-core machine.
-DEFAULT_WORKERS = 3
+#: The first phase's workers; 0 runs it in one process. Most tests wait, so 3 workers
+#: take the warm suite from about 28 to 15-19 minutes. But on this 2-core machine every
+#: fresh-clone run side by side still failed a few load-sensitive tests (a different few
+#: each time; docs/development.md), so the default stays one process until they hold.
+DEFAULT_WORKERS = 0
 EXCLUSIVE = "exclusive"
 #: How long an interrupted phase may take to tear its fixtures down.
 INTERRUPT_GRACE_SECONDS = 60
