@@ -141,12 +141,13 @@ def _start_rank(item: pytest.Item) -> int:
 
 
 @pytest.hookimpl(tryfirst=True)
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     # Before ``-m`` selects: a test that asks for ``own_stack`` is exclusive by nature.
     for item in items:
         if "own_stack" in getattr(item, "fixturenames", ()):
             item.add_marker(EXCLUSIVE)
-    items.sort(key=_start_rank)  # stable: each file keeps its order
+    if getattr(config.option, "dist", "no") != "no":  # side by side only
+        items.sort(key=_start_rank)  # stable: each file keeps its order
 
 
 @pytest.hookimpl(optionalhook=True)  # xdist's hook: absent with -p no:xdist
