@@ -327,6 +327,9 @@ def start_worker_process(
         except httpx.HTTPError:
             pass
         if time.monotonic() > deadline:
+            # Nobody holds this worker yet: stop it here, or it outlives the test.
+            proc.kill()
+            proc.wait()
             raise AssertionError(f"worker {name} not ready in 60 s: {log}")
         time.sleep(0.1)
     return worker
