@@ -9,15 +9,12 @@ which stops its workers.
 
 from __future__ import annotations
 
-import json
 import os
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 
 import pytest
 
+from clarion_devstack import harness
 from clarion_devstack.pytest_plugin import LocalStack
 
 
@@ -29,39 +26,11 @@ def conformance_control(
     if given:
         yield given
         return
-    work = tmp_path_factory.mktemp("conformance")
-    ready = work / "ready.json"
-    log = work / "control.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "clarion_devstack.conformance",
-                "serve",
-                "--ready-file",
-                str(ready),
-                "--kafka-bootstrap",
-                local_stack.kafka_bootstrap,
-                "--work-dir",
-                str(work),
-            ],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
+    server = harness.start_control_server(
+        local_stack.kafka_bootstrap, tmp_path_factory.mktemp("conformance")
+    )
     try:
-        deadline = time.monotonic() + 30
-        # Another process's file: nothing to await but its appearance.
-        while not ready.exists():
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError(f"control server did not start: {log.read_text()[-2000:]}")
-            time.sleep(0.05)
-        yield str(json.loads(ready.read_text())["control"])
+        yield server.url
     finally:
-        proc.terminate()
-        try:
-            assert proc.wait(timeout=30) == 0, f"control server: {log.read_text()[-2000:]}"
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
+        code = server.stop()
+        assert code == 0, f"control server: {server.log.read_text()[-2000:]}"
