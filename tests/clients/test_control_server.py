@@ -12,6 +12,7 @@ import json
 import os
 import re
 import signal
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -28,17 +29,23 @@ def _pid(log: Path) -> int:
     return int(match.group(1))
 
 
+def _poster(http: httpx.Client) -> Callable[..., dict[str, Any]]:
+    """``post(action, **args)``: the action's JSON answer, asserting a 200."""
+
+    def post(action: str, **args: Any) -> dict[str, Any]:
+        response = http.post(f"/{action}", json=args)
+        assert response.status_code == 200, response.text
+        answer: dict[str, Any] = response.json()
+        return answer
+
+    return post
+
+
 def test_produce_neither_waits_for_nor_fails_on_a_draining_replica(
     conformance_control: str,
 ) -> None:
     with httpx.Client(base_url=conformance_control, timeout=60) as http:
-
-        def post(action: str, **args: Any) -> dict[str, Any]:
-            response = http.post(f"/{action}", json=args)
-            assert response.status_code == 200, response.text
-            answer: dict[str, Any] = response.json()
-            return answer
-
+        post = _poster(http)
         # A long window: the replica stays alive (and listening) through the test.
         setup = post("setup", worker={"drain": {"windowSeconds": 60}})
         pid = _pid(Path(setup["logs"]) / "w1.log")
@@ -63,13 +70,7 @@ def test_the_token_secret_file_is_not_rewritten_under_running_replicas(
     (truncate, then write), and a replica reading it meanwhile refused every token with
     500 "HMAC key must not be empty" (seen in refusal under load)."""
     with httpx.Client(base_url=conformance_control, timeout=60) as http:
-
-        def post(action: str, **args: Any) -> dict[str, Any]:
-            response = http.post(f"/{action}", json=args)
-            assert response.status_code == 200, response.text
-            answer: dict[str, Any] = response.json()
-            return answer
-
+        post = _poster(http)
         setup = post("setup")
         try:
             config = json.loads((Path(setup["logs"]) / "w1.json").read_text())
