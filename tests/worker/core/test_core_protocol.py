@@ -124,21 +124,6 @@ def test_client_frame_parser_never_raises_anything_else() -> None:
     assert codes == {CloseCode.BAD_FRAME}
 
 
-def test_close_codes_are_documented_and_classified() -> None:
-    expected = {1000, 1001, 1002, 1003, 1006, 1007, 1009, 1011}
-    expected |= {4001, 4003, 4004, 4008, 4009, 4013, 4100}
-    assert {int(code) for code in CloseCode} == expected
-    meanings = [code.meaning for code in CloseCode]
-    assert all(meanings)
-    assert len(set(meanings)) == len(meanings)
-    assert CloseCode(4008) is CloseCode.SLOW_CONSUMER
-    assert CloseCode.SLOW_CONSUMER.client_should_reconnect
-    assert CloseCode.DRAIN.client_should_reconnect
-    assert CloseCode.TOKEN_EXPIRED.client_should_reconnect
-    assert not CloseCode.UNAUTHORIZED.client_should_reconnect
-    assert not CloseCode.BAD_FRAME.client_should_reconnect
-
-
 def make_event(**kw: object) -> Event:
     base: dict[str, object] = {
         "topic": "approvals",
