@@ -44,6 +44,7 @@ from clarion_operator.core.errors import (
     INVALID_REQUEST,
     NONE,
     UNKNOWN_TOPIC_OR_PARTITION,
+    create_refusal,
 )
 from clarion_operator.core.health import min_insync_replicas
 from clarion_operator.core.topics import (
@@ -155,14 +156,24 @@ class AiokafkaAdmin:
         return found
 
     async def create(self, action: CreateTopic) -> int:
-        code = await self._create(action, action.replication_factor or -1)
-        if action.replication_factor is None and code in (
-            INVALID_REPLICATION_FACTOR,
-            INVALID_REQUEST,
-        ):
+        requested = action.replication_factor or -1
+        code = await self._create(action, requested)
+        if code not in (INVALID_REPLICATION_FACTOR, INVALID_REQUEST):
+            return code
+        brokers = await self._registered_brokers()
+        if action.replication_factor is None and brokers:
             # A broker that refuses -1: send its own default explicitly.
-            code = await self._create(action, await self._default_replication_factor())
-        return code
+            requested = await self._default_replication_factor(brokers[0])
+            code = await self._create(action, requested)
+            if code == INVALID_REPLICATION_FACTOR:
+                brokers = await self._registered_brokers()
+        return create_refusal(code, requested, len(brokers))
+
+    async def _registered_brokers(self) -> list[str]:
+        """The ids of the brokers the cluster has registered. A broker going away fails
+        this like any request (Kafka unreachable, retried within seconds)."""
+        cluster = await self._client.describe_cluster()
+        return [str(broker["node_id"]) for broker in cluster.get("brokers") or ()]
 
     async def _create(self, action: CreateTopic, replication_factor: int) -> int:
         topic = NewTopic(
@@ -175,9 +186,7 @@ class AiokafkaAdmin:
         topic.replication_factor = replication_factor
         return await self._batch.create(topic)
 
-    async def _default_replication_factor(self) -> int:
-        cluster = await self._client.describe_cluster()
-        broker = str(cluster["brokers"][0]["node_id"])
+    async def _default_replication_factor(self, broker: str) -> int:
         [response] = await self._client.describe_configs(
             [ConfigResource(ConfigResourceType.BROKER, broker, {DEFAULT_REPLICATION_FACTOR: None})]
         )

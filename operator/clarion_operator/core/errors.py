@@ -138,6 +138,24 @@ _REJECTED: Final[dict[int, tuple[str, Reason]]] = {
 }
 
 
+def create_refusal(code: int, requested: int, registered_brokers: int) -> int:
+    """The code to classify for a topic create Kafka answered with ``code``.
+
+    Kafka answers ``InvalidReplicationFactor`` both to a factor the cluster cannot honour
+    (a spec a human must change: retried slowly) and to any create while no broker is
+    registered: the only broker shutting down or starting, which heals by itself. A create
+    caught by a broker restart used to wait 120 s for its retry. So the refusal counts as
+    ``BrokerNotAvailable`` (retried within seconds) when no broker is registered or when
+    the cluster has, by now, enough brokers for the factor asked for (``requested``; -1, the
+    broker's default, counts as 1).
+    """
+    if code != INVALID_REPLICATION_FACTOR:
+        return code
+    if not registered_brokers or max(requested, 1) <= registered_brokers:
+        return BROKER_NOT_AVAILABLE
+    return code
+
+
 def classify_kafka_error(code: int, operation: KafkaOperation) -> KafkaErrorClass:
     """Classify one per-topic Kafka error code returned by ``operation``.
 

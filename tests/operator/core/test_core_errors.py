@@ -157,3 +157,33 @@ def test_reasons_are_camel_case() -> None:
     for reason in Reason:
         assert reason.value[0].isupper()
         assert reason.value.isalnum()
+
+
+@pytest.mark.parametrize(
+    ("requested", "registered", "expected"),
+    [
+        (1, 0, errors.BROKER_NOT_AVAILABLE),  # the only broker shutting down or starting
+        (-1, 0, errors.BROKER_NOT_AVAILABLE),  # the broker's default, nobody registered
+        (3, 0, errors.BROKER_NOT_AVAILABLE),
+        (1, 1, errors.BROKER_NOT_AVAILABLE),  # refused a moment ago, honourable now
+        (3, 3, errors.BROKER_NOT_AVAILABLE),
+        (3, 1, errors.INVALID_REPLICATION_FACTOR),  # a factor this cluster cannot honour
+        (2, 1, errors.INVALID_REPLICATION_FACTOR),
+    ],
+)
+def test_replication_refusal_while_brokers_are_missing_heals_soon(
+    requested: int, registered: int, expected: int
+) -> None:
+    code = errors.create_refusal(errors.INVALID_REPLICATION_FACTOR, requested, registered)
+    assert code == expected
+    outcome = errors.classify_kafka_error(code, "create").outcome
+    assert outcome is (
+        errors.KafkaOutcome.RETRY
+        if expected == errors.BROKER_NOT_AVAILABLE
+        else errors.KafkaOutcome.REJECTED
+    )
+
+
+@pytest.mark.parametrize("code", [errors.NONE, errors.TOPIC_ALREADY_EXISTS, errors.INVALID_CONFIG])
+def test_other_create_answers_pass_through(code: int) -> None:
+    assert errors.create_refusal(code, 1, 0) == code
