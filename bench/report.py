@@ -51,6 +51,10 @@ def table(columns: list[str], rows: Iterable[list[object]]) -> str:
     return "\n".join(lines)
 
 
+def _slope(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.2f}"
+
+
 def _load(step: Json) -> str:
     """The one-minute load average a step (or run) recorded."""
     return str(step["loadavg"].split()[0])
@@ -237,7 +241,8 @@ def other_table(result: Json) -> str:
             f"({soak['churn']['started']:,} churn clients, {soak['resumes']['kafka'] or 0:.0f} "
             "read-backs)",
             f"{soak['long_lived']:,} long-lived",
-            f"RSS slope {soak['rss_slope_mib_per_min_after_warmup']} MiB/min after warm-up, "
+            f"RSS slope before bursts {_slope(soak.get('rss_slope_before_bursts_mib_per_min'))}"
+            f" MiB/min after warm-up (target <= {soak.get('rss_slope_threshold_mib_per_min')}), "
             f"{rss['long_lived_connected']} -> {rss['all_gone']} MiB when all left; "
             f"unclosed consumers {soak['unclosed_consumer_lines']}; slowest /healthz per "
             f"window median {spread['healthz_slowest_ms']['median']} ms",

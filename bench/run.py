@@ -1235,7 +1235,11 @@ async def run(args: argparse.Namespace, bench: Bench) -> Json:
     if "soak" in wanted:
         import soak  # type: ignore[import-not-found]  # bench/soak.py, beside this script
 
-        plan = soak.SHORT if args.soak_short else soak.SoakPlan(minutes=args.soak_minutes)
+        plan = (
+            soak.SHORT
+            if args.soak_short
+            else soak.SoakPlan(minutes=args.soak_minutes, warmup_minutes=args.soak_minutes / 2)
+        )
         bench.say(f"soak: {plan.minutes} min of churn")
         result["soak"] = await soak.soak(bench, plan, args.soak_pythonpath)
     if "w5" in wanted:
@@ -1253,7 +1257,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--smoke", action="store_true", help="a short run (< 60 s) for tests")
     parser.add_argument("--workloads", default="w1,w2,lat,w3,w4,soak,w5")
     parser.add_argument(
-        "--soak-minutes", type=float, default=12, help="soak: minutes of load (then idle)"
+        "--soak-minutes", type=float, default=20, help="soak: minutes of load (then idle)"
     )
     parser.add_argument(
         "--soak-short", action="store_true", help="soak: the one-minute version (tests)"
