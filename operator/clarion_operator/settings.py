@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Final, Literal
+from typing import Final, Literal, TypeVar
 
 from clarion_operator.core.render import MANAGED_BY
 
@@ -150,6 +150,10 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+#: A setting read as a number: the flag, else the variable, else the default.
+_Number = TypeVar("_Number", int, float)
+
+
 def from_args(argv: Sequence[str], environ: Mapping[str, str]) -> ProcessSettings:
     """Settings from command-line flags, falling back to ``CLARION_OPERATOR_*`` variables."""
     a = parser().parse_args(list(argv))
@@ -158,14 +162,17 @@ def from_args(argv: Sequence[str], environ: Mapping[str, str]) -> ProcessSetting
         value = environ.get(ENV_PREFIX + name)
         return value if value not in (None, "") else None
 
-    def pick_int(flag: int | None, name: str, default: int) -> int:
+    def pick(flag: _Number | None, name: str, default: _Number) -> _Number:
+        """The flag, else the variable parsed as the default's type, else the default."""
         if flag is not None:
             return flag
         raw = env(name)
+        parse = type(default)
         try:
-            return default if raw is None else int(raw)
+            return default if raw is None else parse(raw)
         except ValueError as exc:
-            raise SettingsError(f"{ENV_PREFIX}{name} is not an integer: {raw!r}") from exc
+            what = "an integer" if parse is int else "a number"
+            raise SettingsError(f"{ENV_PREFIX}{name} is not {what}: {raw!r}") from exc
 
     namespaces: tuple[str, ...] = tuple(a.namespace or ())
     clusterwide = bool(a.all_namespaces)
@@ -184,17 +191,8 @@ def from_args(argv: Sequence[str], environ: Mapping[str, str]) -> ProcessSetting
         raw_peering = env("PEERING")
         peering = raw_peering is not None and _bool(raw_peering)
 
-    def pick_seconds(flag: float | None, name: str, default: float) -> float:
-        if flag is not None:
-            return flag
-        raw = env(name)
-        try:
-            return default if raw is None else float(raw)
-        except ValueError as exc:
-            raise SettingsError(f"{ENV_PREFIX}{name} is not a number: {raw!r}") from exc
-
-    drift = pick_seconds(a.drift_interval, "DRIFT_INTERVAL", 60.0)
-    health = pick_seconds(a.health_interval, "HEALTH_INTERVAL", 10.0)
+    drift = pick(a.drift_interval, "DRIFT_INTERVAL", 60.0)
+    health = pick(a.health_interval, "HEALTH_INTERVAL", 10.0)
 
     raw_watch_secrets = env("WATCH_SECRETS")
     watch_secrets = (
@@ -211,17 +209,17 @@ def from_args(argv: Sequence[str], environ: Mapping[str, str]) -> ProcessSetting
         namespaces=namespaces,
         clusterwide=clusterwide,
         field_manager=a.field_manager or env("FIELD_MANAGER") or MANAGED_BY,
-        metrics_port=pick_int(a.metrics_port, "METRICS_PORT", 8082),
-        liveness_port=pick_int(a.liveness_port, "LIVENESS_PORT", 8081),
+        metrics_port=pick(a.metrics_port, "METRICS_PORT", 8082),
+        liveness_port=pick(a.liveness_port, "LIVENESS_PORT", 8081),
         drift_interval=drift,
         health_interval=health,
         watch_secrets=watch_secrets,
         peering=peering,
         peering_name=a.peering_name or env("PEERING_NAME") or "clarion-operator",
-        kafka_request_timeout_ms=pick_int(
+        kafka_request_timeout_ms=pick(
             a.kafka_request_timeout_ms, "KAFKA_REQUEST_TIMEOUT_MS", 10_000
         ),
-        kube_api_threads=pick_int(a.kube_api_threads, "KUBE_API_THREADS", 32),
+        kube_api_threads=pick(a.kube_api_threads, "KUBE_API_THREADS", 32),
         log_format=log_format,  # type: ignore[arg-type]
         verbose=bool(a.verbose) or (raw_verbose is not None and _bool(raw_verbose)),
         kubeconfig=a.kubeconfig or environ.get("KUBECONFIG") or None,

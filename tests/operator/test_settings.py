@@ -73,3 +73,28 @@ def test_refuses_settings_it_cannot_run_with(argv: list[str], env: dict[str, str
 def test_scope_is_one_of_namespaces_or_cluster() -> None:
     with pytest.raises(SettingsError):
         ProcessSettings(namespaces=("a",), clusterwide=True)
+
+
+@pytest.mark.parametrize(
+    ("name", "raw", "message"),
+    [
+        ("METRICS_PORT", "8082.0", "CLARION_OPERATOR_METRICS_PORT is not an integer: '8082.0'"),
+        ("DRIFT_INTERVAL", "1m", "CLARION_OPERATOR_DRIFT_INTERVAL is not a number: '1m'"),
+    ],
+)
+def test_a_variable_that_is_not_a_number_is_named_with_its_value(
+    name: str, raw: str, message: str
+) -> None:
+    with pytest.raises(SettingsError) as refused:
+        from_args(["-n", "a"], {f"CLARION_OPERATOR_{name}": raw})
+    assert str(refused.value) == message
+
+
+def test_numbers_from_variables_keep_their_setting_type() -> None:
+    s = from_args(
+        ["-n", "a"],
+        {"CLARION_OPERATOR_DRIFT_INTERVAL": "5", "CLARION_OPERATOR_KUBE_API_THREADS": "4"},
+    )
+    assert (s.drift_interval, s.kube_api_threads) == (5.0, 4)
+    assert isinstance(s.drift_interval, float)
+    assert isinstance(s.kube_api_threads, int)
