@@ -191,42 +191,46 @@ LEADER_ELECTION = (
 )
 
 
-def controller_manager(binary: Path, cp: ControlPlane, log: Path) -> Launch:
-    name = "kube-controller-manager"
+def _leader_elected(
+    name: str, binary: Path, cp: ControlPlane, port: int, certs: str, log: Path, *own: str
+) -> Launch:
+    """A controller-manager or scheduler: the flags both take (the stack's kubeconfig for
+    every client, a loopback secure port with its own self-signed certificate folder,
+    leader election), then its own, supervised."""
     argv = (
         str(binary),
         f"--kubeconfig={cp.kubeconfig}",
         f"--authentication-kubeconfig={cp.kubeconfig}",
         f"--authorization-kubeconfig={cp.kubeconfig}",
+        "--bind-address=127.0.0.1",
+        f"--secure-port={port}",
+        f"--cert-dir={cp.home / certs}",
+        *LEADER_ELECTION,
+        *own,
+        "--v=1",
+    )
+    return Launch(name, supervised(name, cp, argv), log)
+
+
+def controller_manager(binary: Path, cp: ControlPlane, log: Path) -> Launch:
+    return _leader_elected(
+        "kube-controller-manager",
+        binary,
+        cp,
+        cp.cm_port,
+        "cm-certs",
+        log,
         f"--service-account-private-key-file={cp.pki.sa_key}",
         f"--root-ca-file={cp.pki.ca_cert}",
         f"--cluster-signing-cert-file={cp.pki.ca_cert}",
         f"--cluster-signing-key-file={cp.pki.ca_key}",
-        "--bind-address=127.0.0.1",
-        f"--secure-port={cp.cm_port}",
-        f"--cert-dir={cp.home / 'cm-certs'}",
-        *LEADER_ELECTION,
         "--use-service-account-credentials=false",
         "--controllers=*,-nodeipam,-cloud-node-lifecycle",
-        "--v=1",
     )
-    return Launch(name, supervised(name, cp, argv), log)
 
 
 def scheduler(binary: Path, cp: ControlPlane, log: Path) -> Launch:
-    name = "kube-scheduler"
-    argv = (
-        str(binary),
-        f"--kubeconfig={cp.kubeconfig}",
-        f"--authentication-kubeconfig={cp.kubeconfig}",
-        f"--authorization-kubeconfig={cp.kubeconfig}",
-        "--bind-address=127.0.0.1",
-        f"--secure-port={cp.scheduler_port}",
-        f"--cert-dir={cp.home / 'scheduler-certs'}",
-        *LEADER_ELECTION,
-        "--v=1",
-    )
-    return Launch(name, supervised(name, cp, argv), log)
+    return _leader_elected("kube-scheduler", binary, cp, cp.scheduler_port, "scheduler-certs", log)
 
 
 def kwok(binary: Path, cp: ControlPlane, log: Path) -> Launch:

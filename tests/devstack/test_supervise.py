@@ -65,23 +65,21 @@ def test_controller_manager_and_scheduler_run_supervised_with_leader_election(
     ):
         launch = make(Path(f"/bin/{name}"), cp, tmp_path / "x.log")
         argv = list(launch.argv)
-        assert argv[:7] == [
-            sys.executable,
-            "-m",
-            "clarion_devstack.supervise",
-            f"--name={name}",
-            f"--wait-for={cp.api_url}/readyz",
-            f"--ca-file={cp.pki.ca_cert}",
-            "--",
-        ]
-        assert argv[7] == f"/bin/{name}"
-        assert "--leader-elect=true" in argv
-        assert "--leader-elect=false" not in argv
-        assert "--leader-elect-resource-namespace=kube-system" in argv
+        split = argv.index("--")
+        supervisor, child = argv[:split], argv[split + 1 :]
+        assert supervisor[:3] == [sys.executable, "-m", "clarion_devstack.supervise"]
+        assert f"--name={name}" in supervisor
+        assert f"--wait-for={cp.api_url}/readyz" in supervisor
+        assert f"--ca-file={cp.pki.ca_cert}" in supervisor
+        assert child[0] == f"/bin/{name}"
+        assert f"--kubeconfig={cp.kubeconfig}" in child
+        assert "--leader-elect=true" in child
+        assert "--leader-elect=false" not in child
+        assert "--leader-elect-resource-namespace=kube-system" in child
         # Shorter than the defaults (15/10/2 s), which kept Ready 17-21 s after an outage.
-        assert "--leader-elect-lease-duration=5s" in argv
-        assert "--leader-elect-renew-deadline=4s" in argv
-        assert "--leader-elect-retry-period=1s" in argv
+        assert "--leader-elect-lease-duration=5s" in child
+        assert "--leader-elect-renew-deadline=4s" in child
+        assert "--leader-elect-retry-period=1s" in child
 
 
 # --- the process ---------------------------------------------------------------------
