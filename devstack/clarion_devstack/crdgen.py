@@ -60,12 +60,15 @@ Schema = dict[str, Any]
 # --- schema builders ---------------------------------------------------------------
 
 
+def _set(out: Schema, optional: Schema) -> Schema:
+    """``out`` with each of the ``optional`` keys that is set (not None), in their order."""
+    out.update((key, value) for key, value in optional.items() if value is not None)
+    return out
+
+
 def rule(expr: str, message: str, *, field_path: str | None = None) -> Schema:
     """One CEL validation rule with the message users see when it fails."""
-    out: Schema = {"rule": expr, "message": message}
-    if field_path is not None:
-        out["fieldPath"] = field_path
-    return out
+    return _set({"rule": expr, "message": message}, {"fieldPath": field_path})
 
 
 def string(
@@ -78,20 +81,17 @@ def string(
     max_length: int | None = None,
     fmt: str | None = None,
 ) -> Schema:
-    out: Schema = {"type": "string", "description": desc}
-    if enum is not None:
-        out["enum"] = list(enum)
-    if pattern is not None:
-        out["pattern"] = pattern
-    if min_length is not None:
-        out["minLength"] = min_length
-    if max_length is not None:
-        out["maxLength"] = max_length
-    if fmt is not None:
-        out["format"] = fmt
-    if default is not None:
-        out["default"] = default
-    return out
+    return _set(
+        {"type": "string", "description": desc},
+        {
+            "enum": None if enum is None else list(enum),
+            "pattern": pattern,
+            "minLength": min_length,
+            "maxLength": max_length,
+            "format": fmt,
+            "default": default,
+        },
+    )
 
 
 def integer(
@@ -101,21 +101,14 @@ def integer(
     maximum: int | None = None,
     default: int | None = None,
 ) -> Schema:
-    out: Schema = {"type": "integer", "description": desc}
-    if minimum is not None:
-        out["minimum"] = minimum
-    if maximum is not None:
-        out["maximum"] = maximum
-    if default is not None:
-        out["default"] = default
-    return out
+    return _set(
+        {"type": "integer", "description": desc},
+        {"minimum": minimum, "maximum": maximum, "default": default},
+    )
 
 
 def boolean(desc: str, *, default: bool | None = None) -> Schema:
-    out: Schema = {"type": "boolean", "description": desc}
-    if default is not None:
-        out["default"] = default
-    return out
+    return _set({"type": "boolean", "description": desc}, {"default": default})
 
 
 def obj(
@@ -126,14 +119,14 @@ def obj(
     rules: tuple[Schema, ...] = (),
     default: dict[str, Any] | None = None,
 ) -> Schema:
-    out: Schema = {"type": "object", "description": desc, "properties": props}
-    if required:
-        out["required"] = list(required)
-    if rules:
-        out["x-kubernetes-validations"] = list(rules)
-    if default is not None:
-        out["default"] = default
-    return out
+    return _set(
+        {"type": "object", "description": desc, "properties": props},
+        {
+            "required": list(required) or None,
+            "x-kubernetes-validations": list(rules) or None,
+            "default": default,
+        },
+    )
 
 
 def array(
@@ -146,19 +139,16 @@ def array(
     max_items: int | None = None,
     rules: tuple[Schema, ...] = (),
 ) -> Schema:
-    out: Schema = {"type": "array", "description": desc, "items": items}
-    if map_keys is not None:
-        out["x-kubernetes-list-type"] = "map"
-        out["x-kubernetes-list-map-keys"] = list(map_keys)
-    elif list_type is not None:
-        out["x-kubernetes-list-type"] = list_type
-    if min_items is not None:
-        out["minItems"] = min_items
-    if max_items is not None:
-        out["maxItems"] = max_items
-    if rules:
-        out["x-kubernetes-validations"] = list(rules)
-    return out
+    return _set(
+        {"type": "array", "description": desc, "items": items},
+        {
+            "x-kubernetes-list-type": "map" if map_keys is not None else list_type,
+            "x-kubernetes-list-map-keys": None if map_keys is None else list(map_keys),
+            "minItems": min_items,
+            "maxItems": max_items,
+            "x-kubernetes-validations": list(rules) or None,
+        },
+    )
 
 
 def string_map(desc: str, *, value_desc: str, max_properties: int = 64) -> Schema:
