@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from clarion_operator.handlers import (
     ApiState,
@@ -22,17 +24,30 @@ class _Records(logging.Handler):
         self.records.append(record)
 
 
-def test_expected_retries_are_not_errors_and_the_rest_is_untouched() -> None:
-    logger = logging.getLogger("clarion-tests.kopf-objects")
+@contextmanager
+def _captured(name: str) -> Iterator[tuple[logging.Logger, _Records]]:
+    """Every record of logger ``name`` (not passed on to its parents), with the root
+    logger at DEBUG meanwhile: downgraded lines are dropped below the root's level."""
+    logger = logging.getLogger(name)
+    records = _Records()
+    saved = logger.propagate, logger.level
     logger.propagate = False
     logger.setLevel(logging.DEBUG)
-    records = _Records()
     logger.addHandler(records)
-    quiet_expected_retries([records])
     root = logging.getLogger()
     root_level = root.level
-    root.setLevel(logging.DEBUG)  # downgraded lines are dropped below the root's level
+    root.setLevel(logging.DEBUG)
     try:
+        yield logger, records
+    finally:
+        root.setLevel(root_level)
+        logger.removeHandler(records)
+        logger.propagate, logger.level = saved
+
+
+def test_expected_retries_are_not_errors_and_the_rest_is_untouched() -> None:
+    with _captured("clarion-tests.kopf-objects") as (logger, records):
+        quiet_expected_retries([records])
         # kopf's wordings (execution.py, api.py, throttlers.py).
         logger.error("Handler 'ensure' failed temporarily: KubernetesApiError: no answer")
         logger.error(
@@ -48,9 +63,6 @@ def test_expected_retries_are_not_errors_and_the_rest_is_untouched() -> None:
         logger.info("Handler 'ensure' succeeded.")
         logger.error("Handler 'ensure' failed permanently: InvalidSpec: bad")
         logger.error("Handler 'ensure' failed with an exception and will try again: Boom")
-    finally:
-        root.setLevel(root_level)
-        logger.removeHandler(records)
     assert [(r.levelname, r.levelno) for r in records.records] == [
         ("DEBUG", logging.DEBUG),
         ("DEBUG", logging.DEBUG),
@@ -65,25 +77,14 @@ def test_expected_retries_are_not_errors_and_the_rest_is_untouched() -> None:
 
 
 def test_while_the_api_is_known_away_failing_requests_are_debug() -> None:
-    logger = logging.getLogger("clarion-tests.kopf-away")
-    logger.propagate = False
-    logger.setLevel(logging.DEBUG)
-    records = _Records()
-    logger.addHandler(records)
     state = ApiState()
-    records.addFilter(ExpectedRetryLogFilter(state=state))
-    root = logging.getLogger()
-    root_level = root.level
-    root.setLevel(logging.DEBUG)
-    try:
+    with _captured("clarion-tests.kopf-away") as (logger, records):
+        records.addFilter(ExpectedRetryLogFilter(state=state))
         for down in (False, True):
             state.down = down
             logger.error("Request attempt #4/4 failed; escalating: GET https://x -> Error()")
             logger.error("Throttling for 1 seconds due to an unexpected error: X")
             logger.warning("Retrying (Retry(total=2)) after connection broken by 'X': /api")
-    finally:
-        root.setLevel(root_level)
-        logger.removeHandler(records)
     assert [r.levelname for r in records.records] == [
         *("WARNING", "WARNING", "DEBUG"),
         *("DEBUG", "DEBUG", "DEBUG"),
@@ -91,20 +92,11 @@ def test_while_the_api_is_known_away_failing_requests_are_debug() -> None:
 
 
 def test_kafka_connection_attempts_are_debug() -> None:
-    logger = logging.getLogger("aiokafka.conn")
-    records = _Records()
-    records.addFilter(ExpectedRetryLogFilter())
-    logger.addHandler(records)
-    root = logging.getLogger()
-    root_level = root.level
-    root.setLevel(logging.DEBUG)
-    try:
+    with _captured("aiokafka.conn") as (logger, records):
+        records.addFilter(ExpectedRetryLogFilter())
         logger.error('Unable connect to "127.0.0.1:9092": [Errno 111] Connect call failed')
         logger.error("Unable to update metadata from [1]")
         logger.error("Some other aiokafka failure")
-    finally:
-        root.setLevel(root_level)
-        logger.removeHandler(records)
     assert [r.levelname for r in records.records] == ["DEBUG", "DEBUG", "ERROR"]
 
 
