@@ -256,6 +256,20 @@ def register(
     async def acknowledge(body: kopf.Body, **_: Any) -> None:
         await reconciler.acknowledge(body)
 
+    def channel_timer(id_: str, every: float) -> kopf.on.TimerDecorator:
+        """Every ``every`` seconds on each channel not being deleted, the first time one
+        interval after the operator meets it."""
+        return kopf.timer(
+            crd.GROUP,
+            crd.VERSION,
+            crd.PLURAL,
+            registry=registry,
+            id=id_,
+            interval=every,
+            initial_delay=every,
+            when=_not_deleting,
+        )
+
     @kopf.on.resume(crd.GROUP, crd.VERSION, crd.PLURAL, registry=registry, id="ensure")
     @kopf.on.create(crd.GROUP, crd.VERSION, crd.PLURAL, registry=registry, id="ensure")
     @kopf.on.update(crd.GROUP, crd.VERSION, crd.PLURAL, registry=registry, id="ensure")
@@ -265,16 +279,7 @@ def register(
         _log_outcome(outcome, logger, delay)
         _raise(outcome, delay)
 
-    @kopf.timer(
-        crd.GROUP,
-        crd.VERSION,
-        crd.PLURAL,
-        registry=registry,
-        id="drift",
-        interval=settings.drift_interval,
-        initial_delay=settings.drift_interval,
-        when=_not_deleting,
-    )
+    @channel_timer("drift", settings.drift_interval)
     async def drift(body: kopf.Body, logger: kopf.Logger, **kwargs: Any) -> None:
         # kopf passes timers the stop flag of daemons (not in its TimerFn protocol).
         stopped: kopf.DaemonStopped = kwargs["stopped"]
@@ -292,16 +297,7 @@ def register(
                 return
             attempt += 1
 
-    @kopf.timer(
-        crd.GROUP,
-        crd.VERSION,
-        crd.PLURAL,
-        registry=registry,
-        id="health",
-        interval=settings.health_interval,
-        initial_delay=settings.health_interval,
-        when=_not_deleting,
-    )
+    @channel_timer("health", settings.health_interval)
     async def health(body: kopf.Body, logger: kopf.Logger, **_: Any) -> None:
         outcome = await reconciler.probe_health(body)
         if outcome is not None:
