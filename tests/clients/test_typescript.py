@@ -17,7 +17,6 @@ import re
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Callable, Iterator
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -26,10 +25,9 @@ from typing import Any
 import httpx
 import pytest
 from selenium import webdriver
-from selenium.webdriver.chrome.service import Service
 
 from clarion_devstack import tsclient
-from clarion_devstack.e2e import sysdeps
+from clarion_devstack.procs import wait_until
 from clarion_devstack.settings import DevstackSettings
 
 SCENARIOS = Path(__file__).resolve().parents[2] / "clients" / "conformance" / "scenarios"
@@ -140,9 +138,6 @@ def test_typescript_conformance_leaves_no_timer_behind(conformance_results: dict
 
 # ---- in a real browser ---------------------------------------------------------------
 
-FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-         "--disable-component-update", "--no-first-run")  # fmt: skip
-
 
 @pytest.fixture
 def page_url(package: Path) -> Iterator[str]:
@@ -176,32 +171,23 @@ def page_url(package: Path) -> Iterator[str]:
         server.server_close()
 
 
-def _until(check: Callable[[], Any], what: str, within: float = 30) -> Any:
+def _until(check: Callable[[], Any], what: str) -> None:
     """Poll the page (another process's DOM: there is nothing to await)."""
-    deadline = time.monotonic() + within
-    while True:
-        value = check()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.1)
+    wait_until(check, what=what, timeout=30, interval=0.1)
 
 
 @pytest.mark.integration
 def test_typescript_bundle_in_chromium_resumes_on_another_replica(
-    page_url: str, conformance_control: str
+    page_url: str, conformance_control: str, chromium: webdriver.Chrome
 ) -> None:
+    driver = chromium
+
     def control(action: str, **args: Any) -> dict[str, Any]:
         response = httpx.post(f"{conformance_control}/{action}", json=args, timeout=60)
         assert response.status_code == 200, response.text
         answer: dict[str, Any] = response.json()
         return answer
 
-    options = webdriver.ChromeOptions()
-    options.binary_location = str(sysdeps.CHROMIUM)
-    for flag in FLAGS:
-        options.add_argument(flag)
-    driver = webdriver.Chrome(service=Service(str(sysdeps.CHROMEDRIVER)), options=options)
     setup = control("setup")
     try:
         driver.get(page_url)
@@ -237,5 +223,4 @@ def test_typescript_bundle_in_chromium_resumes_on_another_replica(
         assert reconnects[:1] == [1006], got["states"]
         assert got["resets"] == []
     finally:
-        driver.quit()
         control("teardown")

@@ -4,7 +4,6 @@ events, survives a SIGKILL of its replica without a gap, and leaves a screenshot
 from __future__ import annotations
 
 import shutil
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -12,17 +11,14 @@ from typing import Any
 
 import pytest
 from selenium import webdriver
-from selenium.webdriver.chrome.service import Service
 
-from clarion_devstack.e2e import sysdeps
 from clarion_devstack.e2e.cluster import Deployment
 from clarion_devstack.e2e.demo import DemoProducer, Site, dashboard_config
+from clarion_devstack.procs import wait_until
 from clarion_devstack.pytest_plugin import LocalStack
 
 pytestmark = pytest.mark.integration
 
-FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-         "--disable-component-update", "--no-first-run", "--window-size=1400,820")  # fmt: skip
 DOCS_IMG = Path(__file__).resolve().parents[2] / "docs" / "img" / "dashboard.png"
 
 
@@ -47,25 +43,15 @@ def dashboard(
         site.stop()
 
 
-def _until(check: Callable[[], Any], what: str, within: float = 30) -> Any:
+def _until(check: Callable[[], Any], what: str) -> None:
     """Poll the page (another process's DOM: there is nothing to await)."""
-    deadline = time.monotonic() + within
-    while True:
-        value = check()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.2)
+    wait_until(check, what=what, timeout=30)
 
 
 def test_dashboard_shows_live_events_and_survives_a_replica_kill(
-    dashboard: Deployment, local_stack: LocalStack
+    dashboard: Deployment, local_stack: LocalStack, chromium: webdriver.Chrome
 ) -> None:
-    options = webdriver.ChromeOptions()
-    options.binary_location = str(sysdeps.CHROMIUM)
-    for flag in FLAGS:
-        options.add_argument(flag)
-    driver = webdriver.Chrome(service=Service(str(sysdeps.CHROMEDRIVER)), options=options)
+    driver = chromium
     try:
         assert dashboard.lb is not None
         driver.get(dashboard.lb.url + "/")
@@ -99,5 +85,4 @@ def test_dashboard_shows_live_events_and_survives_a_replica_kill(
         if DOCS_IMG.parent.is_dir():
             shutil.copyfile(shot, DOCS_IMG)
     finally:
-        driver.quit()
         dashboard.ensure_all_up()
