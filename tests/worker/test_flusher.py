@@ -14,7 +14,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from clarion_worker.core.hub import Connection
-from clarion_worker.core.outbox import Outbox
+from clarion_worker.core.outbox import Item, Outbox, event_item
 from clarion_worker.core.principal import Principal
 from clarion_worker.core.protocol import CloseCode
 from clarion_worker.core.settings import LimitsSettings
@@ -75,7 +75,7 @@ async def test_a_failing_client_is_closed_and_the_others_still_get_their_frames(
     flush = flusher()
     broken, healthy = FakeSession(FakeSink(fail=True)), FakeSession(FakeSink())
     for session in (broken, healthy):
-        session.outbox.offer(EVENT, len(EVENT))
+        session.outbox.offer(event_item(EVENT))
         flush.mark(session)  # type: ignore[arg-type]
     await asyncio.sleep(0)  # the pass runs with call_soon
     assert healthy.sink.written == [b"\x81" + bytes([len(EVENT)]) + EVENT.encode()]
@@ -91,7 +91,7 @@ async def test_paused_sockets_wait_lost_ones_are_skipped_closing_ones_flush_and_
     lost = FakeSession(FakeSink(CLOSED))
     closing = FakeSession(FakeSink(PAUSED))
     for session in (paused, lost, closing):
-        session.outbox.offer(EVENT, len(EVENT))
+        session.outbox.offer(event_item(EVENT))
     closing.close_code = CloseCode.SLOW_CONSUMER  # must go out even into a full socket
     closing.close_reason = "slow"
     for session in (paused, lost, closing):
@@ -112,7 +112,7 @@ async def test_paused_sockets_wait_lost_ones_are_skipped_closing_ones_flush_and_
 async def test_a_drain_closes_only_once_the_queue_is_written() -> None:
     flush = flusher()
     session = FakeSession(FakeSink())
-    session.outbox.offer_control('{"type":"reconnect"}', 20)
+    session.outbox.offer_control('{"type":"reconnect"}')
     session.pending_close = CloseCode.DRAIN
     session.close_reason = "draining"
     flush.mark(session)  # type: ignore[arg-type]
@@ -134,7 +134,7 @@ async def test_a_defect_is_raised_not_turned_into_a_close_and_the_others_keep_th
     flush = flusher()
     broken, healthy = FakeSession(BrokenSink()), FakeSession(FakeSink())
     for session in (broken, healthy):
-        session.outbox.offer(EVENT, len(EVENT))
+        session.outbox.offer(event_item(EVENT))
         flush.mark(session)  # type: ignore[arg-type]
     with pytest.raises(AttributeError):
         flush.flush()
@@ -145,9 +145,9 @@ async def test_a_defect_is_raised_not_turned_into_a_close_and_the_others_keep_th
     assert not healthy.marked
 
 
-def _event(kafka_ms: int) -> str:
-    # As envelope.render_body writes it: kafkaTs last.
-    return f'{{"type":"event","id":"x","data":1,"ts":{kafka_ms},"kafkaTs":{kafka_ms}}}'
+def _event(kafka_ms: int) -> Item:
+    text = f'{{"type":"event","id":"x","data":1,"ts":{kafka_ms},"kafkaTs":{kafka_ms}}}'
+    return event_item(text, kafka_ms)
 
 
 async def test_replayed_frames_are_kept_out_of_live_delivery_latency() -> None:
@@ -156,7 +156,7 @@ async def test_replayed_frames_are_kept_out_of_live_delivery_latency() -> None:
     hour_old = int(time.time() * 1000) - 3_600_000
     resuming = FakeSession(FakeSink(), replaying=True)
     frame = _event(hour_old)
-    resuming.outbox.offer_replay(frame, len(frame))
+    resuming.outbox.offer_replay(frame)
     flush.mark(resuming)  # type: ignore[arg-type]
     await asyncio.sleep(0)
     live_count = "clarion_worker_delivery_latency_seconds_count"
@@ -165,13 +165,13 @@ async def test_replayed_frames_are_kept_out_of_live_delivery_latency() -> None:
     assert (registry.get_sample_value(replay_sum, {"transport": "websocket"}) or 0) >= 3599
     # The write that hands over to live is the last one counted as replay.
     resuming.replay_done = True
-    resuming.outbox.offer_replay(frame, len(frame))
+    resuming.outbox.offer_replay(frame)
     flush.mark(resuming)  # type: ignore[arg-type]
     await asyncio.sleep(0)
     assert not resuming.replaying
     assert registry.get_sample_value(live_count, {"transport": "websocket"}) == 0
     recent = _event(int(time.time() * 1000))
-    resuming.outbox.offer(recent, len(recent))
+    resuming.outbox.offer(recent)
     flush.mark(resuming)  # type: ignore[arg-type]
     await asyncio.sleep(0)
     assert registry.get_sample_value(live_count, {"transport": "websocket"}) == 1

@@ -33,9 +33,7 @@ from clarion_worker.core.auth import (
     read_handshake,
     unverified_principal,
 )
-from clarion_worker.core.coalesce import kafka_ts_ms
-from clarion_worker.core.envelope import SSE_HEARTBEAT, batch_frame, is_sse_event
-from clarion_worker.core.outbox import is_event
+from clarion_worker.core.envelope import SSE_HEARTBEAT, batch_frame
 from clarion_worker.core.principal import Principal
 from clarion_worker.core.protocol import (
     PONG_FRAME,
@@ -331,23 +329,21 @@ async def _ws_writer(runtime: WorkerRuntime, websocket: WebSocket, session: Sess
                 session.wakeup.clear()
                 await session.wakeup.wait()
                 continue
-            await websocket.send_text(run[0] if len(run) == 1 else batch_frame(run))
+            first = run[0]
+            if len(run) == 1:
+                await websocket.send_text(first.text)
+            else:
+                await websocket.send_text(batch_frame([item.text for item in run]))
             session.frames_written += 1
             frames["one" if len(run) == 1 else "batch"].inc()
-            if is_event(run[0]):
+            if first.event:
                 deliveries.inc(len(run))
                 session.events_written = True
-                _observe(run[0], latency)
+                if first.kafka_ms is not None:  # the run's first (oldest) event
+                    latency.observe(max(0.0, time.time() - first.kafka_ms / 1000))
             session.drained.set()
     except (WebSocketDisconnect, RuntimeError, OSError):
         session.request_close(CloseCode.NORMAL, "client left")
-
-
-def _observe(envelope: str, latency: Any) -> None:
-    """Kafka timestamp of a frame's first (oldest) event envelope to now."""
-    kafka_ms = kafka_ts_ms(envelope)
-    if kafka_ms is not None:
-        latency.observe(max(0.0, time.time() - kafka_ms / 1000))
 
 
 async def _close(websocket: WebSocket, code: CloseCode, reason: str) -> None:
@@ -396,8 +392,8 @@ def _sse_endpoint(runtime: WorkerRuntime) -> Any:
                         except TimeoutError:
                             yield SSE_HEARTBEAT
                         continue
-                    yield run[0] if len(run) == 1 else "".join(run)
-                    deliveries.inc(sum(1 for message in run if is_sse_event(message)))
+                    yield run[0].text if len(run) == 1 else "".join(item.text for item in run)
+                    deliveries.inc(sum(1 for item in run if item.event))
                     session.drained.set()
             finally:
                 if starter is not None:

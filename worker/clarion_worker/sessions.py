@@ -151,7 +151,7 @@ class Session:
         frame = self._welcome_frame(position)
         if self.connection.sse:
             frame = sse_message(frame, position)
-        self.outbox.offer_control(frame, len(frame.encode()))
+        self.outbox.offer_control(frame)
         self.runtime.register(self)
 
     def _welcome_frame(self, position: str | None) -> str:
@@ -166,7 +166,7 @@ class Session:
     def offer_control(self, frame: str) -> None:
         if self.connection.sse:
             frame = sse_message(frame)
-        self.outbox.offer_control(frame, len(frame.encode()))
+        self.outbox.offer_control(frame)
 
     async def start(self, last_id: str) -> None:
         """Replay from ``last_id``, then join live delivery (see the module docstring).

@@ -7,15 +7,10 @@ import random
 
 from clarion_worker.core.cursor import ChannelPosition, TopicLayout
 from clarion_worker.core.dispatch import Dispatcher
-from clarion_worker.core.envelope import (
-    BATCH_OVERHEAD_BYTES,
-    is_sse_event,
-    sse_message,
-    utf8_size,
-)
+from clarion_worker.core.envelope import BATCH_OVERHEAD_BYTES, sse_message, utf8_size
 from clarion_worker.core.events import Event
 from clarion_worker.core.hub import Connection, Hub
-from clarion_worker.core.outbox import Outbox
+from clarion_worker.core.outbox import Item, Outbox, event_item
 from clarion_worker.core.principal import Principal
 from clarion_worker.core.window import WindowSet
 
@@ -27,11 +22,11 @@ def env(n: int, pad: str = "") -> str:
 def test_offer_bounds_by_count_and_bytes_and_wakes_once() -> None:
     wakes: list[int] = []
     box = Outbox(max_events=3, max_bytes=100, on_ready=lambda: wakes.append(1))
-    assert box.offer("a" * 40, 40)
-    assert box.offer("b" * 40, 40)
-    assert not box.offer("c" * 21, 21)  # 101 bytes
-    assert box.offer("c" * 20, 20)
-    assert not box.offer("d", 1)  # 4 events
+    assert box.offer(Item("a" * 40, 40, True))
+    assert box.offer(Item("b" * 40, 40, True))
+    assert not box.offer(Item("c" * 21, 21, True))  # 101 bytes
+    assert box.offer(Item("c" * 20, 20, True))
+    assert not box.offer(Item("d", 1, True))  # 4 events
     assert (len(box), box.nbytes, len(wakes)) == (3, 100, 1)
     assert box.take_frame(batch=False) == "a" * 40
     assert box.nbytes == 60
@@ -39,7 +34,7 @@ def test_offer_bounds_by_count_and_bytes_and_wakes_once() -> None:
     box.take_frame(batch=False)
     assert box.take_frame(batch=False) is None
     assert box.nbytes == 0
-    box.offer("e", 1)
+    box.offer(Item("e", 1, True))
     assert len(wakes) == 2  # empty -> non-empty again
 
 
@@ -53,7 +48,7 @@ def test_batches_respect_event_and_byte_limits() -> None:
         batch_max_bytes=BATCH_OVERHEAD_BYTES + 3 * size + 2,
     )
     for item in items:
-        box.offer(item, utf8_size(item))
+        box.offer(Item(item, utf8_size(item), True))
     first = box.take_frame(batch=True)
     assert first is not None
     assert utf8_size(first) <= box.batch_max_bytes
@@ -73,9 +68,9 @@ def test_batches_respect_event_and_byte_limits() -> None:
 
 def test_batch_never_swallows_control_frames_and_single_items_are_plain() -> None:
     box = Outbox(max_events=10, max_bytes=10**6, batch_max_events=8, batch_max_bytes=10**6)
-    box.offer(env(1), 30)
-    box.offer_control('{"type":"pong"}', 15)
-    box.offer(env(2), 30)
+    box.offer(Item(env(1), 30, True))
+    box.offer_control('{"type":"pong"}')
+    box.offer(Item(env(2), 30, True))
     assert json.loads(box.take_frame(batch=True) or "")["type"] == "event"
     assert box.take_frame(batch=True) == '{"type":"pong"}'
     assert json.loads(box.take_frame(batch=True) or "")["id"] == "2"
@@ -84,21 +79,22 @@ def test_batch_never_swallows_control_frames_and_single_items_are_plain() -> Non
 def test_oversized_item_still_goes_out_alone_in_a_batch_stream() -> None:
     box = Outbox(max_events=10, max_bytes=10**6, batch_max_events=8, batch_max_bytes=50)
     big, small = env(1, "x" * 100), env(2)
-    box.offer(big, utf8_size(big))
-    box.offer(small, utf8_size(small))
+    box.offer(Item(big, utf8_size(big), True))
+    box.offer(Item(small, utf8_size(small), True))
     assert box.take_frame(batch=True) == big
     assert box.take_frame(batch=True) == small
 
 
 def test_hold_replay_release() -> None:
     box = Outbox(max_events=2, max_bytes=1000)
-    box.offer("live-0", 6)
+    box.offer(Item("live-0", 6, True))
     box.hold()
-    assert box.offer("held-1", 6)
-    assert box.offer("held-2", 6)
-    assert not box.offer("held-3", 6)  # the held queue is bounded too: slow consumer
-    assert box.offer_replay("replay-1", 8)
-    assert not box.offer_replay("replay-2", 8)  # full: pacing, the edge waits
+    assert box.offer(Item("held-1", 6, True))
+    assert box.offer(Item("held-2", 6, True))
+    # The held queue is bounded too: slow consumer.
+    assert not box.offer(Item("held-3", 6, True))
+    assert box.offer_replay(Item("replay-1", 8, True))
+    assert not box.offer_replay(Item("replay-2", 8, True))  # full: pacing, the edge waits
     box.release()
     out = [box.take_frame(batch=False) for _ in range(len(box))]
     assert out == ["live-0", "replay-1", "held-1", "held-2"]
@@ -108,7 +104,8 @@ def test_hold_replay_release() -> None:
 
 def test_replay_offer_accepts_one_item_into_an_empty_queue_even_if_large() -> None:
     box = Outbox(max_events=2, max_bytes=10)
-    assert box.offer_replay("x" * 50, 50)  # otherwise an oversize event would stall replay
+    # Otherwise an oversize event would stall replay.
+    assert box.offer_replay(Item("x" * 50, 50, True))
     box.clear()
     assert len(box) == 0
     assert box.nbytes == 0
@@ -117,7 +114,7 @@ def test_replay_offer_accepts_one_item_into_an_empty_queue_even_if_large() -> No
 def test_take_chunk_joins_sse_messages() -> None:
     box = Outbox(max_events=10, max_bytes=1000)
     for i in range(4):
-        box.offer(f"data: {i}\n\n", 9)
+        box.offer(Item(f"data: {i}\n\n", 9, True))
     assert box.take_chunk(18) == "data: 0\n\ndata: 1\n\n"
     assert box.take_chunk(5) == "data: 2\n\n"  # at least one
     assert box.take_chunk(1000) == "data: 3\n\n"
@@ -231,10 +228,10 @@ def test_same_string_object_for_every_recipient() -> None:
     boxes = [conn(f"c{i}", {"o"}) for i in range(3)]
     for each in boxes:
         hub.add(each)
-    frame = '{"type":"event","id":"x"}'
-    hub.publish(event("organization", "o", None), frame, len(frame))
-    taken = [each.outbox.take_frame(batch=False) for each in boxes]
-    assert all(item is frame for item in taken)
+    item = event_item('{"type":"event","id":"x"}')
+    hub.publish(event("organization", "o", None), item)
+    taken = [each.outbox.take_all() for each in boxes]
+    assert all(queued == (item,) and queued[0] is item for queued in taken)
 
 
 def test_overflowed_connections_are_returned_and_unregistered() -> None:
@@ -245,9 +242,9 @@ def test_overflowed_connections_are_returned_and_unregistered() -> None:
     fast = conn("fast", {"o"})
     hub.add(slow)
     hub.add(fast)
-    assert hub.publish(event("organization", "o", None), "x", 1) == []
-    assert hub.publish(event("organization", "o", None), "y", 1) == [slow]
-    assert hub.publish(event("broadcast", None, None), "z", 1) == []
+    assert hub.publish(event("organization", "o", None), event_item("x")) == []
+    assert hub.publish(event("organization", "o", None), event_item("y")) == [slow]
+    assert hub.publish(event("broadcast", None, None), event_item("z")) == []
     assert len(hub) == 1
     assert len(fast.outbox) == 3
 
@@ -270,24 +267,50 @@ def test_sse_count_tracks_membership() -> None:
 def test_a_queue_that_never_empties_keeps_order_and_compacts() -> None:
     box = Outbox(max_events=10, max_bytes=10**6)
     taken: list[str] = []
-    box.offer("0", 1)
+    box.offer(Item("0", 1, True))
     for n in range(1, 5000):
-        box.offer(str(n), 1)  # one in, one out: the queue is never empty
+        box.offer(Item(str(n), 1, True))  # one in, one out: the queue is never empty
         taken.append(box.take_frame(batch=False) or "")
     assert taken == [str(n) for n in range(4999)]
     assert (len(box), box.nbytes) == (1, 1)
     assert len(box._items) < 2100  # the consumed prefix was dropped, not kept forever
-    assert box.take_all() == ("4999",)
+    assert [item.text for item in box.take_all()] == ["4999"]
 
 
-def test_sse_events_are_told_by_their_frames_start_not_by_scanning_the_text() -> None:
-    event = sse_message('{"type":"event","id":"AR","data":{"x":"data: {"},"ts":1}', "AR")
-    welcome = sse_message('{"type":"welcome","position":"AQ"}', "AQ")
-    box = Outbox(max_events=10, max_bytes=10_000)
-    for message in (welcome, event, event):
-        box.offer(message, len(message))
-    run = box.take_chunk_run(10_000)
-    assert run == [welcome, event, event]
-    assert [is_sse_event(m) for m in run] == [False, True, True]
-    assert is_sse_event(sse_message('{"type":"pong"}')) is False
-    assert box.take_chunk_run(10_000) is None
+def test_what_an_item_is_comes_from_who_queued_it_never_from_its_text() -> None:
+    # A control frame whose text reads like an event envelope is still sent alone, and
+    # events are batched whatever their text starts with (issue 14 item 2: the kind was
+    # guessed from '{"type":"event"' at the start of the text).
+    lookalike = '{"type":"event","id":"not one"}'
+    box = Outbox(max_events=10, max_bytes=10_000, batch_max_events=8, batch_max_bytes=10_000)
+    box.offer(event_item(env(1)))
+    box.offer_control(lookalike)
+    box.offer(event_item(env(2)))
+    box.offer(event_item('{"id":"3","type":"event"}'))
+    runs = []
+    while (run := box.take_run(batch=True)) is not None:
+        runs.append([(item.event, item.text) for item in run])
+    assert runs == [
+        [(True, env(1))],
+        [(False, lookalike)],
+        [(True, env(2)), (True, '{"id":"3","type":"event"}')],
+    ]
+
+
+def test_sse_items_of_events_are_events_and_carry_the_kafka_timestamp() -> None:
+    hub = Hub()
+    sse, ws = conn("s", {"o"}, sse=True), conn("w", {"o"})
+    hub.add(sse)
+    hub.add(ws)
+    position = ChannelPosition([TopicLayout("t", b"i", (0,))])
+    dispatcher = Dispatcher(position, WindowSet(10, {"t": (0,)}), hub)
+    payload = json.dumps({"x": "data: {", "kafkaTs": 5})
+    dispatcher.dispatch(Event("t", 0, 0, 1234, "T", "o", None, "organization", payload, None))
+    sse.outbox.offer_control(sse_message('{"type":"pong"}'))
+    run = sse.outbox.take_chunk_run(10_000)
+    assert run is not None
+    assert [(item.event, item.kafka_ms) for item in run] == [(True, 1234), (False, None)]
+    assert run[0].text.startswith("id: ")
+    (live,) = ws.outbox.take_all()
+    assert (live.event, live.kafka_ms, live.size) == (True, 1234, utf8_size(live.text))
+    assert sse.outbox.take_chunk_run(10_000) is None

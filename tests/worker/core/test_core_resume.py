@@ -341,7 +341,7 @@ def test_keyed_replay_delivers_the_same_events_and_its_ids_resume_exactly(seed: 
             session.feed_items(items)
             session.end_range(scope.topic, scope.partition, scope.end)
         assert session.pump()
-        envelopes = [json.loads(frame) for frame in client.outbox.take_all()]
+        envelopes = [json.loads(item.text) for item in client.outbox.take_all()]
         return [(e["data"][1], e["data"][0], e["id"]) for e in envelopes]
 
     keyed, unkeyed = replay(cursor, True), replay(cursor, False)

@@ -1,8 +1,9 @@
 """The live path for one event: position, envelope, window, fan-out.
 
 ``Dispatcher.dispatch`` does the per-event work exactly once (advance the cursor, render
-the envelope and its size, remember it in the partition's window) and then lets the hub
-do the per-recipient work. The SSE variant is rendered only when SSE clients exist.
+the envelope and its size into one outbox ``Item``, remember it in the partition's
+window) and then lets the hub do the per-recipient work: offering that same item. The
+SSE variant is rendered only when SSE clients exist.
 Undeliverable records go through ``skip`` so the position still moves past them.
 """
 
@@ -12,6 +13,7 @@ from clarion_worker.core.cursor import ChannelPosition
 from clarion_worker.core.envelope import render_body, sse_message, utf8_size, with_id
 from clarion_worker.core.events import Event
 from clarion_worker.core.hub import Connection, Hub
+from clarion_worker.core.outbox import Item
 from clarion_worker.core.window import Dispatched, WindowSet
 
 
@@ -28,12 +30,14 @@ class Dispatcher:
         )
         body = render_body(event)
         frame = with_id(event_id, body)
-        size = utf8_size(frame)
+        kafka_ms = event.timestamp_ms
+        item = Item(frame, utf8_size(frame), True, kafka_ms)
         self.windows.append(Dispatched(event, body))
         if self.hub.sse_count:
             sse_frame = sse_message(frame, event_id)
-            return self.hub.publish(event, frame, size, sse_frame, utf8_size(sse_frame))
-        return self.hub.publish(event, frame, size)
+            sse_item = Item(sse_frame, utf8_size(sse_frame), True, kafka_ms)
+            return self.hub.publish(event, item, sse_item)
+        return self.hub.publish(event, item)
 
     def skip(self, topic: str, partition: int, offset: int) -> None:
         """An undeliverable record: move the position past it."""

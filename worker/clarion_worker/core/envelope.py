@@ -76,12 +76,5 @@ def sse_message(frame: str, event_id: str | None = None) -> str:
     return "id: " + event_id + "\ndata: " + frame + "\n\n"
 
 
-def is_sse_event(message: str) -> bool:
-    """Whether an SSE message (``sse_message``) carries an event envelope. Its first
-    ``data: `` line is the frame (an ``id:`` line before it holds a cursor, base64url):
-    only its start is looked at, never the payload inside."""
-    return message.startswith(_ENVELOPE_HEAD, message.find("data: ") + 6)
-
-
 #: An SSE comment line: keeps idle proxies from cutting the stream, ignored by clients.
 SSE_HEARTBEAT: Final = ": ping\n\n"

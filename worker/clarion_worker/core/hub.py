@@ -10,7 +10,7 @@ proportional to its recipients:
 * ``broadcast`` events go to every connection.
 
 A connection's optional event-type set narrows any of these. ``publish`` offers the one
-pre-serialized frame to each recipient's outbox and returns the connections that
+pre-serialized item (``outbox.Item``) to each recipient's outbox and returns the connections that
 overflowed; they are already unregistered, and the edge closes them with ``SLOW_CONSUMER``.
 """
 
@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 
 from clarion_worker.core.events import Event
-from clarion_worker.core.outbox import Outbox
+from clarion_worker.core.outbox import Item, Outbox
 from clarion_worker.core.principal import Principal
 
 
@@ -50,6 +50,9 @@ class Connection:
 
 
 _NOBODY: frozenset[Connection] = frozenset()
+#: What ``publish`` offers SSE connections when the caller made no SSE item (it makes
+#: one whenever the hub has an SSE connection: ``sse_count``).
+_NO_SSE = Item("", 0, True)
 
 #: The routing key of broadcast events: every principal holds it.
 BROADCAST_KEY = "*"
@@ -141,10 +144,9 @@ class Hub:
         types = connection.event_types
         return types is None or event.type in types
 
-    def publish(
-        self, event: Event, frame: str, size: int, sse_frame: str = "", sse_size: int = 0
-    ) -> list[Connection]:
-        """Offer the event's frame to every recipient; return (and drop) the overflowed."""
+    def publish(self, event: Event, item: Item, sse_item: Item = _NO_SSE) -> list[Connection]:
+        """Offer the event's item (SSE connections: ``sse_item``, the same event as an SSE
+        message) to every recipient; return (and drop) the overflowed."""
         overflowed: list[Connection] = []
         event_type = event.type
         # Only user events with an organization need a per-recipient organization check;
@@ -159,9 +161,9 @@ class Hub:
             ):
                 continue
             if connection.sse:
-                accepted = connection.outbox.offer(sse_frame, sse_size)
+                accepted = connection.outbox.offer(sse_item)
             else:
-                accepted = connection.outbox.offer(frame, size)
+                accepted = connection.outbox.offer(item)
             if not accepted:
                 overflowed.append(connection)
         for connection in overflowed:

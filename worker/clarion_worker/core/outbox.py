@@ -1,13 +1,17 @@
 """A connection's bounded outbound queue: pure, never blocks, tracks count and bytes.
 
-Live fan-out calls ``offer`` for every recipient, so it does a few attribute updates and
-two deque appends (the frame and its precomputed size), no allocation. Over either bound
-``offer`` returns False and the edge closes the connection with ``SLOW_CONSUMER``.
+The queue holds ``Item``s: a frame's text, its UTF-8 size and what it is (an event or
+a control frame), set by whoever queues it and never guessed from the text. Live fan-out
+calls ``offer`` for every recipient with the one ``Item`` the dispatcher made for the
+event, so it does a few attribute updates and one list append, no allocation. Over
+either bound ``offer`` returns False and the edge closes the connection with
+``SLOW_CONSUMER``.
 
 It is drained in one of three ways: ``take_all`` by the fan-out pass that writes a
-client's whole queue to its socket at once (WebSocket, direct writes), ``take_frame`` by a
-per-connection writer (WebSocket through plain ASGI sends), ``take_chunk`` by the SSE
-stream. ``on_ready`` is called only on the empty -> non-empty transition, so the edge
+client's whole queue to its socket at once (WebSocket, direct writes), ``take_run`` by a
+per-connection writer (WebSocket through plain ASGI sends), ``take_chunk_run`` by the SSE
+stream. Which events share a ``batch`` frame is decided once, by ``batch_run``, for both
+WebSocket paths. ``on_ready`` is called only on the empty -> non-empty transition, so the edge
 schedules a client once per burst, not once per event.
 
 Resume support ("replay, then live"): while ``holding``, live offers go to a separate,
@@ -18,9 +22,71 @@ frames behind the replay.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
-from clarion_worker.core.envelope import BATCH_OVERHEAD_BYTES, batch_frame
+from clarion_worker.core.envelope import BATCH_OVERHEAD_BYTES, batch_frame, utf8_size
+
+
+class Item:
+    """One queued frame: its text, its UTF-8 size, whether it is an event envelope (only
+    events are batched and counted as deliveries) and, for events, the Kafka timestamp
+    its latency sample is taken from.
+
+    The dispatcher makes one per live event and every recipient queues that same object
+    (identity-hashed: the write pass keys its memo by tuples of them); replay makes one
+    per replayed frame, ``Outbox.offer_control`` one per control frame.
+    """
+
+    __slots__ = ("event", "kafka_ms", "size", "text")
+
+    def __init__(
+        self, text: str, size: int, event: bool = False, kafka_ms: int | None = None
+    ) -> None:
+        self.text = text
+        self.size = size
+        self.event = event
+        self.kafka_ms = kafka_ms
+
+    def __repr__(self) -> str:
+        kind = "event" if self.event else "control"
+        return f"Item({kind}, {self.text!r})"
+
+
+def event_item(text: str, kafka_ms: int | None = None) -> Item:
+    """An event envelope (or its SSE message) as an outbox item."""
+    return Item(text, utf8_size(text), True, kafka_ms)
+
+
+def control_item(text: str) -> Item:
+    """A control frame (welcome, pong, reset, reconnect, error) as an outbox item."""
+    return Item(text, utf8_size(text))
+
+
+def batch_run(items: Sequence[Item], start: int, stop: int, max_events: int, max_bytes: int) -> int:
+    """How many of ``items[start:stop]`` a batch client gets in the frame that starts at
+    ``start``: 1 for a control frame or an event that goes alone, else the run of
+    consecutive events one ``batch`` frame carries, at most ``max_events`` of them and
+    ``max_bytes`` in all (an event larger than that still goes, alone).
+
+    The one batching rule of both WebSocket paths: the writer task's ``take_run`` and
+    the write pass's ``coalesce.PassEncoder``.
+    """
+    first = items[start]
+    if not first.event:
+        return 1
+    budget = max_bytes - BATCH_OVERHEAD_BYTES
+    used = first.size
+    end = start + 1
+    limit = min(stop, start + max_events)
+    while end < limit:
+        item = items[end]
+        if not item.event:
+            break
+        used += item.size + 1  # the comma between envelopes
+        if used > budget:
+            break
+        end += 1
+    return end - start
 
 
 class Outbox:
@@ -28,9 +94,7 @@ class Outbox:
         "_head",
         "_held",
         "_held_bytes",
-        "_held_sizes",
         "_items",
-        "_sizes",
         "batch_max_bytes",
         "batch_max_events",
         "count",
@@ -52,11 +116,9 @@ class Outbox:
     ) -> None:
         # Lists with a head index, not deques: an empty list costs 56 bytes, an empty
         # deque ~760, and most connections are idle most of the time (W3).
-        self._items: list[str] = []
-        self._sizes: list[int] = []
+        self._items: list[Item] = []
         self._head = 0
-        self._held: list[str] = []
-        self._held_sizes: list[int] = []
+        self._held: list[Item] = []
         self._held_bytes = 0
         self.count = 0
         self.nbytes = 0
@@ -67,42 +129,40 @@ class Outbox:
         self.holding = False
         self.on_ready = on_ready
 
-    def offer(self, item: str, size: int) -> bool:
-        """Queue a live frame of ``size`` UTF-8 bytes; False means overflow (close 4008)."""
+    def offer(self, item: Item) -> bool:
+        """Queue a live event; False means overflow (close 4008)."""
         if self.holding:
-            return self._hold(item, size)
-        if self.count >= self.max_events or self.nbytes + size > self.max_bytes:
+            return self._hold(item)
+        if self.count >= self.max_events or self.nbytes + item.size > self.max_bytes:
             return False
-        self._push(item, size)
+        self._push(item)
         return True
 
-    def _hold(self, item: str, size: int) -> bool:
-        if len(self._held) >= self.max_events or self._held_bytes + size > self.max_bytes:
+    def _hold(self, item: Item) -> bool:
+        if len(self._held) >= self.max_events or self._held_bytes + item.size > self.max_bytes:
             return False
         self._held.append(item)
-        self._held_sizes.append(size)
-        self._held_bytes += size
+        self._held_bytes += item.size
         return True
 
     def has_room(self, size: int) -> bool:
         return self.count < self.max_events and self.nbytes + size <= self.max_bytes
 
-    def offer_replay(self, item: str, size: int) -> bool:
-        """Queue a replayed frame if it fits now; False means "wait for the writer"."""
-        if not self.has_room(size) and self.count > 0:
+    def offer_replay(self, item: Item) -> bool:
+        """Queue a replayed event if it fits now; False means "wait for the writer"."""
+        if not self.has_room(item.size) and self.count > 0:
             return False
-        self._push(item, size)
+        self._push(item)
         return True
 
-    def offer_control(self, item: str, size: int) -> None:
+    def offer_control(self, text: str) -> None:
         """Queue a control frame (welcome, pong, reset, reconnect) regardless of bounds."""
-        self._push(item, size)
+        self._push(control_item(text))
 
-    def _push(self, item: str, size: int) -> None:
+    def _push(self, item: Item) -> None:
         self._items.append(item)
-        self._sizes.append(size)
         self.count += 1
-        self.nbytes += size
+        self.nbytes += item.size
         if self.count == 1 and self.on_ready is not None:
             self.on_ready()
 
@@ -113,10 +173,9 @@ class Outbox:
     def release(self) -> None:
         """Replay is complete: held live frames follow it, and live frames flow again."""
         self.holding = False
-        held, sizes = self._held, self._held_sizes
-        self._held, self._held_sizes = [], []
-        for item, size in zip(held, sizes, strict=True):
-            self._push(item, size)
+        held, self._held = self._held, []
+        for item in held:
+            self._push(item)
         self._held_bytes = 0
 
     @property
@@ -127,37 +186,26 @@ class Outbox:
         return self.count
 
     def take_frame(self, batch: bool) -> str | None:
-        """The next WebSocket frame, or None when empty.
-
-        Batch clients get up to ``batch_max_events`` envelopes (and ``batch_max_bytes``) in
-        one ``batch`` frame; a lone item, or any control frame, is sent as it is.
-        """
+        """The text of the next WebSocket frame, or None when empty (see ``take_run``)."""
         taken = self.take_run(batch)
         if taken is None:
             return None
-        return taken[0] if len(taken) == 1 else batch_frame(taken)
+        return taken[0].text if len(taken) == 1 else batch_frame([item.text for item in taken])
 
-    def take_run(self, batch: bool) -> list[str] | None:
-        """What ``take_frame`` sends, as the queued items: one control frame, one envelope,
-        or (batch clients) the run of envelopes its ``batch`` frame joins."""
+    def take_run(self, batch: bool) -> list[Item] | None:
+        """The items of the next WebSocket frame: one control frame, one event, or (batch
+        clients) the run of events one ``batch`` frame joins (``batch_run``)."""
         if not self.count:
             return None
-        items = self._items
-        if not batch or self.count == 1 or not is_event(items[self._head]):
+        if not batch or self.count == 1:
             return [self._pop()]
-        sizes = self._sizes
-        budget = self.batch_max_bytes - BATCH_OVERHEAD_BYTES
-        taken: list[str] = []
-        used = 0
-        while self.count and len(taken) < self.batch_max_events and is_event(items[self._head]):
-            size = sizes[self._head] + (1 if taken else 0)  # the comma between envelopes
-            if taken and used + size > budget:
-                break
-            taken.append(self._pop())
-            used += size
-        return taken
+        head = self._head
+        size = batch_run(
+            self._items, head, head + self.count, self.batch_max_events, self.batch_max_bytes
+        )
+        return [self._pop() for _ in range(size)]
 
-    def take_all(self) -> tuple[str, ...]:
+    def take_all(self) -> tuple[Item, ...]:
         """Everything queued, oldest first (the fan-out pass writes it in one go)."""
         items = tuple(self._items[self._head :] if self._head else self._items)
         self._reset()
@@ -168,40 +216,38 @@ class Outbox:
         taken = self.take_chunk_run(max_bytes)
         if taken is None:
             return None
-        return taken[0] if len(taken) == 1 else "".join(taken)
+        return taken[0].text if len(taken) == 1 else "".join(item.text for item in taken)
 
-    def take_chunk_run(self, max_bytes: int) -> list[str] | None:
+    def take_chunk_run(self, max_bytes: int) -> list[Item] | None:
         """What ``take_chunk`` joins, as the queued items (the edge counts the events)."""
         if not self.count:
             return None
-        sizes = self._sizes
-        used = sizes[self._head]
+        items = self._items
+        used = items[self._head].size
         taken = [self._pop()]
-        while self.count and used + sizes[self._head] <= max_bytes:
-            used += sizes[self._head]
+        while self.count and used + items[self._head].size <= max_bytes:
+            used += items[self._head].size
             taken.append(self._pop())
         return taken
 
-    def _pop(self) -> str:
+    def _pop(self) -> Item:
         head = self._head
         item = self._items[head]
-        self.nbytes -= self._sizes[head]
+        self.nbytes -= item.size
         self.count -= 1
         if self.count == 0:
             self._reset()
         elif head >= 1024 and head * 2 >= len(self._items):
             # Never emptied for long (a client just keeping up): drop the consumed prefix.
             del self._items[: head + 1]
-            del self._sizes[: head + 1]
             self._head = 0
         else:
             self._head = head + 1
         return item
 
     def _reset(self) -> None:
-        # New empty lists: the old backing arrays, however large a burst grew them, go.
+        # A new empty list: the old backing array, however large a burst grew it, goes.
         self._items = []
-        self._sizes = []
         self._head = 0
         self.count = 0
         self.nbytes = 0
@@ -210,11 +256,4 @@ class Outbox:
         """Drop everything (the connection is closing)."""
         self._reset()
         self._held = []
-        self._held_sizes = []
         self._held_bytes = 0
-
-
-def is_event(frame: str) -> bool:
-    """Whether a queued frame is an event envelope (``envelope.with_id`` starts them all
-    so; a payload comes later in the text and cannot change it). Only they are batched."""
-    return frame.startswith('{"type":"event"')

@@ -20,6 +20,7 @@ from clarion_worker.core.cursor import ChannelPosition, TopicLayout
 from clarion_worker.core.envelope import render_body, sse_message, utf8_size, with_id
 from clarion_worker.core.events import Event
 from clarion_worker.core.hub import Connection, Hub
+from clarion_worker.core.outbox import Item
 from clarion_worker.core.resume import Vector
 from clarion_worker.core.window import Dispatched
 
@@ -40,7 +41,7 @@ class ReplaySession:
             (TopicLayout(name, incarnations[name], offsets) for name, offsets in start.items()),
             timestamp_s=timestamp_s,
         )
-        self._pending: deque[tuple[str, int]] = deque()
+        self._pending: deque[Item] = deque()
         self.sent = 0
 
     def feed_items(self, items: Iterable[Dispatched]) -> None:
@@ -65,7 +66,7 @@ class ReplaySession:
         frame = with_id(event_id, body if body is not None else render_body(event))
         if self.connection.sse:
             frame = sse_message(frame, event_id)
-        self._pending.append((frame, utf8_size(frame)))
+        self._pending.append(Item(frame, utf8_size(frame), True, event.timestamp_ms))
 
     def end_range(self, topic: str, partition: int, end: int) -> None:
         """Everything of the range before ``end`` was fed: ids from now on claim it.
@@ -87,8 +88,7 @@ class ReplaySession:
         outbox = self.connection.outbox
         pending = self._pending
         while pending:
-            frame, size = pending[0]
-            if not outbox.offer_replay(frame, size):
+            if not outbox.offer_replay(pending[0]):
                 return False
             pending.popleft()
             self.sent += 1
