@@ -20,13 +20,16 @@ help: ## List the targets
 
 # The product's distributions, each a folder with its own pyproject.toml (see the root
 # pyproject.toml), installed editable, and the workspace's dev group (pip >= 25.1).
-DISTS := contract worker operator devstack
+DISTS := contract worker operator clients/python devstack
 $(STAMP): pyproject.toml constraints.txt $(DISTS:%=%/pyproject.toml)
 	@echo "[clarion] > Python virtualenv and dependencies ($(VENV))"
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@$(PY) -m pip install --quiet --upgrade pip
 	@# The single distribution of before the split ("clarion") owned the same scripts.
 	@if $(PY) -m pip show --quiet clarion >/dev/null 2>&1; then $(PY) -m pip uninstall --quiet --yes clarion; fi
+	@# clarion-worker owned `clarion` (tail) before clarion-client did: reinstalling the old
+	@# worker after the client would remove the client's script.
+	@if $(PY) -m pip show --files clarion-worker 2>/dev/null | grep -q 'bin/clarion$$'; then $(PY) -m pip uninstall --quiet --yes clarion-worker; fi
 	@$(PY) -m pip install --quiet --progress-bar off -c constraints.txt $(DISTS:%=-e ./%) --group dev
 	@touch $@
 

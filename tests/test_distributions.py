@@ -1,6 +1,6 @@
 """The product ships as separate distributions: each wheel holds its own package only, and
-what installing the worker (or the operator) brings holds nothing of the other part nor of
-the development stack, while every module each one imports is declared.
+what installing the worker (or the operator, or the client) brings holds nothing of the
+other parts nor of the development stack, while every module each one imports is declared.
 
 The wheels are built from the checkout without network (``--no-index``, hatchling from the
 dev group); third-party requirements are followed through the metadata installed in the
@@ -30,6 +30,7 @@ DISTRIBUTIONS = {
     "clarion-contract": ("contract", "clarion_contract"),
     "clarion-worker": ("worker", "clarion_worker"),
     "clarion-operator": ("operator", "clarion_operator"),
+    "clarion-client": ("clients/python", "clarion_client"),
     "clarion-devstack": ("devstack", "clarion_devstack"),
 }
 #: What only development needs: in no product's install.
@@ -98,7 +99,13 @@ def test_the_worker_brings_neither_the_operator_nor_the_development_stack(
 ) -> None:
     installed = closure(wheels, "clarion-worker")
     assert {"clarion-contract", "starlette", "uvicorn", "aiokafka"} <= installed
-    assert not installed & {"clarion-operator", "kopf", "kubernetes", *DEVELOPMENT}
+    assert not installed & {
+        "clarion-operator",
+        "clarion-client",
+        "kopf",
+        "kubernetes",
+        *DEVELOPMENT,
+    }
 
 
 def test_the_operator_brings_neither_the_worker_nor_the_development_stack(
@@ -106,7 +113,46 @@ def test_the_operator_brings_neither_the_worker_nor_the_development_stack(
 ) -> None:
     installed = closure(wheels, "clarion-operator")
     assert {"clarion-contract", "kopf", "kubernetes", "aiokafka"} <= installed
-    assert not installed & {"clarion-worker", "starlette", "uvicorn", *DEVELOPMENT}
+    assert not installed & {
+        "clarion-worker",
+        "clarion-client",
+        "starlette",
+        "uvicorn",
+        *DEVELOPMENT,
+    }
+
+
+def test_the_client_brings_neither_the_worker_nor_its_frameworks(
+    wheels: dict[str, Path],
+) -> None:
+    """What an app installs to follow a channel: the contract's close codes, websockets and
+    httpx, and nothing the worker or the operator runs on."""
+    installed = closure(wheels, "clarion-client")
+    assert {"clarion-contract", "websockets", "httpx"} <= installed
+    server = {"starlette", "uvicorn", "aiokafka", "prometheus-client", "kopf", "kubernetes"}
+    assert not installed & {"clarion-worker", "clarion-operator", *server, *DEVELOPMENT}
+
+
+def _scripts(wheel: Path) -> dict[str, str]:
+    with zipfile.ZipFile(wheel) as archive:
+        (name,) = (n for n in archive.namelist() if n.endswith(".dist-info/entry_points.txt"))
+        lines = archive.read(name).decode().splitlines()
+    section = ""
+    scripts: dict[str, str] = {}
+    for line in lines:
+        if line.startswith("["):
+            section = line.strip("[] ")
+        elif section == "console_scripts" and "=" in line:
+            key, _, value = line.partition("=")
+            scripts[key.strip()] = value.strip()
+    return scripts
+
+
+def test_clarion_tail_ships_with_the_client_and_the_worker_image_runs_the_worker_only(
+    wheels: dict[str, Path],
+) -> None:
+    assert _scripts(wheels["clarion-client"]) == {"clarion": "clarion_client.cli:main"}
+    assert _scripts(wheels["clarion-worker"]) == {"clarion-worker": "clarion_worker.server:main"}
 
 
 def test_the_contract_brings_only_its_model_library(wheels: dict[str, Path]) -> None:

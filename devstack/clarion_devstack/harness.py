@@ -28,8 +28,8 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
+from clarion_client.client import ClarionClient
 from clarion_devstack.procs import free_port
-from clarion_worker.client import ClarionClient
 
 AUDIENCE = "clarion-tests"
 ISSUER = "https://auth.unionflow.test"

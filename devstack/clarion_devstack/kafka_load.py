@@ -14,9 +14,9 @@ from typing import Any
 
 from aiokafka.admin import AIOKafkaAdminClient
 
+from clarion_client.client import ClarionClient
 from clarion_devstack import harness
 from clarion_devstack.harness import ChannelTopics, Collector, Keys, Producer, WorkerProcess
-from clarion_worker.client import ClarionClient
 
 ORGS = ["org-a", "org-b"]
 USER = "u-1"

@@ -1,7 +1,7 @@
 """The conformance suite (clients/conformance) run by the Python reference client.
 
 Each scenario file is one test: ``control`` steps go to the control server (real
-workers on the local stack), ``client`` steps drive ``clarion_worker.client.ClarionClient``,
+workers on the local stack), ``client`` steps drive ``clarion_client.ClarionClient``,
 ``expect`` steps check what it reported. clients/conformance/README.md is the contract;
 this file is also the model for the TypeScript and Kotlin runners.
 """
@@ -18,7 +18,7 @@ from typing import Any
 import httpx
 import pytest
 
-from clarion_worker.client import ClarionClient, ClientRejectedError
+from clarion_client.client import ClarionClient, ClientRejectedError
 
 pytestmark = pytest.mark.integration
 

@@ -17,6 +17,7 @@ import httpx
 import pytest
 from aiokafka import AIOKafkaProducer
 
+from clarion_client.client import ClarionClient
 from clarion_devstack import harness
 from clarion_devstack import kafka_cluster as cluster_module
 from clarion_devstack.harness import (
@@ -34,7 +35,6 @@ from clarion_operator.core.render import SECRETS_DIR, worker_config
 from clarion_operator.core.spec import parse_spec
 from clarion_operator.kafka_admin import AiokafkaFactory
 from clarion_operator.ports import KafkaConnection
-from clarion_worker.client import ClarionClient
 
 pytestmark = pytest.mark.integration
 

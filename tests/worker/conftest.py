@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from aiokafka import AIOKafkaProducer
 
+from clarion_client.client import ClarionClient
 from clarion_devstack import harness
 from clarion_devstack.harness import (
     ChannelTopics,
@@ -20,7 +21,6 @@ from clarion_devstack.harness import (
     start_worker_process,
 )
 from clarion_devstack.pytest_plugin import LocalStack
-from clarion_worker.client import ClarionClient
 
 
 @pytest.fixture

@@ -24,8 +24,8 @@ import pytest
 import websockets
 from websockets.asyncio.client import connect
 
+from clarion_client.client import ClarionClient, ClientRejectedError
 from clarion_devstack.harness import AUDIENCE, ISSUER, Keys
-from clarion_worker.client import ClarionClient, ClientRejectedError
 
 
 def _free_port() -> int:

@@ -606,7 +606,7 @@ async def test_jwks_from_a_url_and_clarion_tail(
         tail = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
-            "clarion_worker.cli",
+            "clarion_client.cli",
             "tail",
             worker.ws,
             "--token",

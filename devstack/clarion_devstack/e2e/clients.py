@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Self
 
+from clarion_client.client import ClarionClient
 from clarion_devstack.e2e.events import (
     BROADCAST,
     Person,
@@ -24,7 +25,6 @@ from clarion_devstack.e2e.events import (
     expected_for,
 )
 from clarion_devstack.harness import Collector
-from clarion_worker.client import ClarionClient
 
 
 @dataclass(frozen=True)

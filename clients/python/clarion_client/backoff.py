@@ -3,14 +3,20 @@
 ``delay = uniform(0, min(cap, base * 2**attempt))`` (AWS "full jitter"), so a fleet of
 clients dropped at the same moment returns spread over the whole interval instead of in
 lock-step. A connection that stayed up for ``stable_seconds`` resets the attempt count.
-Times are passed in (monotonic seconds); the random source is injected.
+Pure: times are passed in (monotonic seconds); the random source is injected.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Protocol
 
-from clarion_worker.core.drain import RandomSource
+
+class RandomSource(Protocol):
+    """The part of ``random.Random`` the backoff uses (injected, so tests are exact)."""
+
+    def uniform(self, a: float, b: float) -> float: ...
+
 
 MAX_EXPONENT = 62  # beyond this 2**attempt only wastes big-int work: the cap wins anyway
 

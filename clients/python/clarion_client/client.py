@@ -1,5 +1,5 @@
-"""A Clarion client with the mobile reconnect policy: what tests, benchmarks and
-``clarion tail`` use, and a reference for app developers.
+"""A Clarion client with the mobile reconnect policy: what apps, scripts, tests,
+benchmarks and ``clarion tail`` use, and the reference for the other client libraries.
 
 - Resume: the id of the last event received is sent as ``lastId`` on every reconnect,
   so the server replays what was missed (or answers ``reset``).
@@ -38,8 +38,8 @@ import httpx
 import websockets
 from websockets.asyncio.client import ClientConnection, connect
 
-from clarion_worker.core.backoff import Backoff
-from clarion_worker.core.protocol import CloseCode
+from clarion_client.backoff import Backoff
+from clarion_contract.close_codes import CloseCode
 
 
 class ClientRejectedError(RuntimeError):

@@ -9,7 +9,7 @@ import json
 import os
 import sys
 
-from clarion_worker.client import ClarionClient, ClientRejectedError
+from clarion_client.client import ClarionClient, ClientRejectedError
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
