@@ -61,7 +61,7 @@ from .harness import (
     expected_for,
 )
 from .procs import free_port
-from .settings import DevstackSettings
+from .settings import CHECKOUT, DevstackSettings
 
 ORG = "org-a"
 USER = "alice"
@@ -71,6 +71,30 @@ WORKER_DEFAULTS: dict[str, dict[str, Any]] = {
     "heartbeat": {"intervalSeconds": 5, "timeoutSeconds": 5},
     "drain": {"windowSeconds": 3},
 }
+
+#: The suite's scenarios, one JSON file each, that every runner reads.
+SCENARIOS = CHECKOUT / "clients" / "conformance" / "scenarios"
+
+
+def scenario_names() -> list[str]:
+    """Every scenario's name (its file's stem), sorted."""
+    return sorted(path.stem for path in SCENARIOS.glob("*.json"))
+
+
+def scenarios_budget() -> int:
+    """Seconds a runner may take for every scenario: their own timeouts (60 s unset)."""
+    return int(sum(json.loads(p.read_text()).get("timeout", 60) for p in SCENARIOS.glob("*.json")))
+
+
+def reported_failure(results: dict[str, Any], scenario: str) -> str | None:
+    """What a runner's results file (scenario name -> ``{"outcome", "message"}``) says
+    went wrong with ``scenario``; None when it passed."""
+    if scenario not in results:
+        return f"no result for {scenario}"
+    outcome = results[scenario]
+    if outcome["outcome"] == "passed":
+        return None
+    return f"{scenario}: {outcome['outcome']}: {outcome['message']}"
 
 
 class ScenarioError(Exception):

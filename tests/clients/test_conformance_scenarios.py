@@ -10,6 +10,8 @@ from typing import Any
 
 import pytest
 
+from clarion_devstack import conformance
+
 SCENARIOS = Path(__file__).resolve().parents[2] / "clients" / "conformance" / "scenarios"
 README = SCENARIOS.parent / "README.md"
 
@@ -162,3 +164,26 @@ def test_the_readme_lists_every_scenario_and_control_action() -> None:
         assert f"| `{path.stem}`" in text, f"{path.stem} missing from the README's table"
     listed = set(re.findall(r"^\| `([a-z/]+)` \|", text, re.MULTILINE))
     assert listed >= CONTROL_ACTIONS, CONTROL_ACTIONS - listed
+
+
+def test_the_runners_read_the_same_scenarios_and_budget() -> None:
+    """The TypeScript and Kotlin wrappers parametrize by these and time out by this."""
+    assert conformance.scenario_names() == sorted(p.stem for p in SCENARIOS.glob("*.json"))
+    assert conformance.SCENARIOS == SCENARIOS
+    timeouts = [json.loads(p.read_text()).get("timeout", 60) for p in SCENARIOS.glob("*.json")]
+    assert conformance.scenarios_budget() == sum(timeouts) > 0
+
+
+@pytest.mark.parametrize(
+    ("results", "failure"),
+    [
+        ({"a": {"outcome": "passed", "message": ""}}, None),
+        ({"a": {"outcome": "failed", "message": "no welcome"}}, "a: failed: no welcome"),
+        ({"a": {"outcome": "skipped", "message": "lacks batch"}}, "a: skipped: lacks batch"),
+        ({"b": {"outcome": "passed", "message": ""}}, "no result for a"),
+    ],
+)
+def test_a_scenario_passes_only_when_its_runner_says_passed(
+    results: dict[str, Any], failure: str | None
+) -> None:
+    assert conformance.reported_failure(results, "a") == failure

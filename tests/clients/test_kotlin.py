@@ -28,11 +28,11 @@ from typing import Any
 
 import pytest
 
+from clarion_devstack import conformance
 from clarion_devstack.progress import step
 from clarion_devstack.settings import DevstackSettings
 
 PROJECT = Path(__file__).resolve().parents[2] / "clients" / "kotlin"
-SCENARIOS = PROJECT.parent / "conformance" / "scenarios"
 REPORTS = PROJECT / "target" / "surefire-reports"
 RESULTS = PROJECT / "target" / "conformance-results.json"
 #: For JVMs that start, run a while and stop (the tests' JVM; Maven's own when it does not
@@ -188,13 +188,12 @@ def test_kotlin_unit_tests(maven: Maven) -> None:
 
 
 def _scenarios() -> list[str]:
-    return sorted(p.stem for p in SCENARIOS.glob("*.json")) or ["(no scenarios)"]
+    return conformance.scenario_names() or ["(no scenarios)"]
 
 
 def _budget() -> int:
     """Seconds for the whole conformance run: every scenario's own timeout, plus a build."""
-    timeouts = (json.loads(p.read_text()).get("timeout", 60) for p in SCENARIOS.glob("*.json"))
-    return int(sum(timeouts)) + BUILD_TIMEOUT
+    return conformance.scenarios_budget() + BUILD_TIMEOUT
 
 
 @pytest.fixture(scope="module")
@@ -219,11 +218,8 @@ def conformance_results(maven: Maven, conformance_control: str) -> dict[str, Any
 @pytest.mark.timeout(_budget() + 60)  # the first one runs them all (the fixture)
 @pytest.mark.parametrize("scenario", _scenarios())
 def test_kotlin_conformance(conformance_results: dict[str, Any], scenario: str) -> None:
-    results = conformance_results["results"]
-    output = conformance_results["output"]
-    assert scenario in results, f"no Kotlin result for {scenario}:\n{output[-8000:]}"
-    outcome = results[scenario]
-    assert outcome["outcome"] == "passed", f"{scenario}: {outcome['message']}"
+    failure = conformance.reported_failure(conformance_results["results"], scenario)
+    assert failure is None, f"Kotlin: {failure}\n{conformance_results['output'][-8000:]}"
 
 
 @pytest.mark.integration

@@ -26,11 +26,9 @@ import httpx
 import pytest
 from selenium import webdriver
 
-from clarion_devstack import tsclient
+from clarion_devstack import conformance, tsclient
 from clarion_devstack.procs import wait_until
 from clarion_devstack.settings import DevstackSettings
-
-SCENARIOS = Path(__file__).resolve().parents[2] / "clients" / "conformance" / "scenarios"
 
 
 @pytest.fixture(scope="module")
@@ -65,13 +63,12 @@ def test_typescript_unit_tests(package: Path) -> None:
 
 
 def _scenarios() -> list[str]:
-    return sorted(p.stem for p in SCENARIOS.glob("*.json")) or ["(no scenarios)"]
+    return conformance.scenario_names() or ["(no scenarios)"]
 
 
 def _budget() -> int:
     """Seconds for the whole conformance run: every scenario's own timeout."""
-    timeouts = (json.loads(p.read_text()).get("timeout", 60) for p in SCENARIOS.glob("*.json"))
-    return int(sum(timeouts)) + 60
+    return conformance.scenarios_budget() + 60
 
 
 @pytest.fixture(scope="module")
@@ -103,13 +100,8 @@ def conformance_results(
 @pytest.mark.timeout(_budget() + 60)  # the first one runs them all (the fixture)
 @pytest.mark.parametrize("scenario", _scenarios())
 def test_typescript_conformance(conformance_results: dict[str, Any], scenario: str) -> None:
-    results = conformance_results["results"]
-    output = conformance_results["output"]
-    assert scenario in results, f"no TypeScript result for {scenario}:\n{output[-8000:]}"
-    outcome = results[scenario]
-    assert outcome["outcome"] == "passed", (
-        f"{scenario}: {outcome['outcome']}: {outcome['message']}\n{output[-8000:]}"
-    )
+    failure = conformance.reported_failure(conformance_results["results"], scenario)
+    assert failure is None, f"TypeScript: {failure}\n{conformance_results['output'][-8000:]}"
 
 
 @pytest.mark.integration
