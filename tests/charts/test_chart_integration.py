@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import base64
 import os
-import signal
 import subprocess
 import sys
 import urllib.error
@@ -22,8 +21,8 @@ import pytest
 import yaml
 
 from clarion_devstack.charts import Helm
-from clarion_devstack.crds import wait_established
-from clarion_devstack.procs import free_port
+from clarion_devstack.crds import crd_document, wait_established
+from clarion_devstack.procs import free_port, stop_popen
 from clarion_devstack.pytest_plugin import LocalStack
 from clarion_operator.core import crd
 
@@ -47,31 +46,8 @@ CI_NAMESPACES = ("clarion-ci-a", "clarion-ci-b")
 
 
 def _stub_crd(plural: str, kind: str) -> str:
-    return yaml.safe_dump(
-        {
-            "apiVersion": "apiextensions.k8s.io/v1",
-            "kind": "CustomResourceDefinition",
-            "metadata": {"name": f"{plural}.monitoring.coreos.com"},
-            "spec": {
-                "group": "monitoring.coreos.com",
-                "scope": "Namespaced",
-                "names": {"plural": plural, "kind": kind, "singular": kind.lower()},
-                "versions": [
-                    {
-                        "name": "v1",
-                        "served": True,
-                        "storage": True,
-                        "schema": {
-                            "openAPIV3Schema": {
-                                "type": "object",
-                                "x-kubernetes-preserve-unknown-fields": True,
-                            }
-                        },
-                    }
-                ],
-            },
-        }
-    )
+    schema = {"type": "object", "x-kubernetes-preserve-unknown-fields": True}
+    return yaml.safe_dump(crd_document("monitoring.coreos.com", kind, plural, schema))
 
 
 @pytest.fixture(scope="module")
@@ -371,13 +347,7 @@ def test_operator_with_the_charts_service_account_reconciles_and_nothing_more(
         text = log.read_text()
         assert "Forbidden" not in text.replace("Not enough permissions", ""), log
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=5)
+        stop_popen(proc, grace=15)
         cluster.kubectl(
             "patch",
             "rtc/rbac",

@@ -16,7 +16,7 @@ from kubernetes import client as k8s
 from kubernetes import watch
 
 from clarion_devstack import versions
-from clarion_devstack.crds import wait_established
+from clarion_devstack.crds import crd_document, wait_established
 from clarion_devstack.pytest_plugin import LocalStack
 
 pytestmark = pytest.mark.integration
@@ -102,37 +102,21 @@ async def test_admin_creates_alters_and_describes_a_topic(
         await admin.close()
 
 
-_CRD = {
-    "apiVersion": "apiextensions.k8s.io/v1",
-    "kind": "CustomResourceDefinition",
-    "metadata": {"name": "widgets.smoke.clarion.test"},
-    "spec": {
-        "group": "smoke.clarion.test",
-        "names": {"plural": "widgets", "singular": "widget", "kind": "Widget"},
-        "scope": "Namespaced",
-        "versions": [
-            {
-                "name": "v1",
-                "served": True,
-                "storage": True,
-                "schema": {
-                    "openAPIV3Schema": {
-                        "type": "object",
-                        "properties": {
-                            "spec": {
-                                "type": "object",
-                                "required": ["size"],
-                                "properties": {
-                                    "size": {"type": "integer", "minimum": 1, "maximum": 10}
-                                },
-                            }
-                        },
-                    }
-                },
+_CRD = crd_document(
+    "smoke.clarion.test",
+    "Widget",
+    "widgets",
+    {
+        "type": "object",
+        "properties": {
+            "spec": {
+                "type": "object",
+                "required": ["size"],
+                "properties": {"size": {"type": "integer", "minimum": 1, "maximum": 10}},
             }
-        ],
+        },
     },
-}
+)
 
 
 def _widget(name: str, size: object) -> str:
