@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -20,7 +19,7 @@ import pytest
 from kubernetes import client as k8s
 from kubernetes import watch
 
-from clarion_devstack.procs import free_port
+from clarion_devstack.procs import free_port, stop_popen
 from clarion_devstack.pytest_plugin import LocalStack
 from clarion_operator.core import crd
 
@@ -56,12 +55,7 @@ def operator(local_stack: LocalStack, namespace: str, crd_installed: None) -> It
         names = local_stack.kubectl("get", "rtc", "-n", namespace, "-o", "name", check=False)
         for name in names.split():
             local_stack.kubectl("delete", name, "-n", namespace, "--timeout=30s", check=False)
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=5)
+        stop_popen(proc, grace=20)
 
 
 def _wait_ready(port: int) -> None:
