@@ -1,5 +1,5 @@
 """Shared fixtures: the local stack (real Kafka and Kubernetes) for integration tests,
-and a headless Chromium for the tests that load a page."""
+the RealtimeChannel CRD on it, and a headless Chromium for the tests that load a page."""
 
 from __future__ import annotations
 
@@ -8,10 +8,28 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+from clarion_devstack import crdgen
+from clarion_devstack.crds import wait_established
+from clarion_operator.core import crd
+
 if TYPE_CHECKING:
     from selenium.webdriver import Chrome
 
+    from clarion_devstack.pytest_plugin import LocalStack
+
 pytest_plugins = ["clarion_devstack.pytest_plugin"]
+
+
+@pytest.fixture(scope="session")
+def crd_installed(local_stack: LocalStack) -> None:
+    """The RealtimeChannel CRD as the operator's model renders it (the generated-files test
+    holds manifests/crd.yaml equal to it), applied and Established."""
+    local_stack.kubectl(
+        "apply", "--server-side", "--force-conflicts", "--field-manager=clarion-tests",
+        "-f", "-", stdin=crdgen.render_yaml(),
+    )  # fmt: skip
+    wait_established(local_stack.kubectl, [crd.CRD_NAME])
+
 
 CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu",
                   "--disable-background-networking", "--disable-component-update",

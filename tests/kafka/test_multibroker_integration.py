@@ -5,11 +5,10 @@ real clients. Nothing may be lost or duplicated; the delivery pause is measured.
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 
 import pytest
-from aiokafka import AIOKafkaProducer
 
 from clarion_devstack.harness import (
     ChannelTopics,
@@ -64,19 +63,8 @@ def workers(
 
 
 @pytest.fixture
-async def producer(kafka_cluster_3: KafkaCluster) -> AsyncIterator[Producer]:
-    kafka = AIOKafkaProducer(
-        bootstrap_servers=kafka_cluster_3.bootstrap,
-        acks="all",
-        enable_idempotence=True,
-        linger_ms=0,
-        request_timeout_ms=30000,
-    )
-    await kafka.start()
-    try:
-        yield Producer(kafka)
-    finally:
-        await kafka.stop()
+async def producer(kafka_producer: Callable[..., Awaitable[Producer]]) -> Producer:
+    return await kafka_producer(enable_idempotence=True)
 
 
 async def test_leader_sigkilled_under_load_loses_nothing(

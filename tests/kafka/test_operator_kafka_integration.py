@@ -21,19 +21,18 @@ import json
 import os
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
 import pytest
-from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import MessageSizeTooLargeError
 from kubernetes import client as k8s
 from kubernetes import watch
 
-from clarion_devstack.crds import wait_established
 from clarion_devstack.e2e.deploy import OperatorProcess
 from clarion_devstack.harness import (
     ChannelTopics,
@@ -49,7 +48,6 @@ from clarion_devstack.kafka_load import ORGS, USER, connect_clients, fully_repli
 from clarion_devstack.pytest_plugin import LocalStack
 from clarion_operator.core import crd
 
-ROOT = Path(__file__).resolve().parents[2]
 WAIT = 90
 #: The health probe's interval for these tests (the operator's default is 10 s).
 HEALTH_INTERVAL = "2"
@@ -64,15 +62,6 @@ SECRET_FOLLOWED = 45
 WRONG = "not-the-password"
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(scope="session")
-def crd_installed(local_stack: LocalStack) -> None:
-    local_stack.kubectl(
-        "apply", "--server-side", "--force-conflicts", "--field-manager=clarion-tests",
-        "-f", str(ROOT / "manifests" / "crd.yaml"),
-    )  # fmt: skip
-    wait_established(local_stack.kubectl, [crd.CRD_NAME])
 
 
 @pytest.fixture
@@ -195,6 +184,37 @@ def channel_watch(
         w.stop()
 
 
+@dataclass
+class Channels:
+    """Channels in the test's namespace, served by its operator: each one watched from
+    before it is applied, its topics named for the test."""
+
+    stack: LocalStack
+    namespace: str
+    operator: OperatorProcess
+    unique_name: Callable[[str], str]
+    watch: Callable[[str], ChannelWatch]
+
+    def topics(self, name: str) -> ChannelTopics:
+        return ChannelTopics.named(self.unique_name(name))
+
+    def apply(self, name: str, spec: Mapping[str, Any]) -> ChannelWatch:
+        seen = self.watch(name)
+        apply_channel(self.stack, self.namespace, name, spec)
+        return seen
+
+
+@pytest.fixture
+def channels(
+    local_stack: LocalStack,
+    namespace: str,
+    operator: OperatorProcess,
+    unique_name: Callable[[str], str],
+    channel_watch: Callable[[str], ChannelWatch],
+) -> Channels:
+    return Channels(local_stack, namespace, operator, unique_name, channel_watch)
+
+
 def is_ready(obj: Mapping[str, Any]) -> bool:
     return condition(obj, "Ready").get("status") == "True"
 
@@ -228,37 +248,17 @@ async def topic_config(bootstrap: str, topic: str, key: str) -> str | None:
 
 
 @pytest.fixture
-async def big_producer(kafka_cluster_3: KafkaCluster) -> AsyncIterator[Producer]:
+async def big_producer(kafka_producer: Callable[..., Awaitable[Producer]]) -> Producer:
     """A producer that would send 16 MiB requests: only the broker can refuse a record."""
-    kafka = AIOKafkaProducer(
-        bootstrap_servers=kafka_cluster_3.bootstrap,
-        acks="all",
-        linger_ms=0,
-        max_request_size=16 * 1024 * 1024,
-        request_timeout_ms=30000,
-    )
-    await kafka.start()
-    try:
-        yield Producer(kafka)
-    finally:
-        await kafka.stop()
+    return await kafka_producer(max_request_size=16 * 1024 * 1024)
 
 
 async def test_a_record_over_max_record_bytes_is_refused_to_its_producer_and_clients_go_on(
-    kafka_cluster_3: KafkaCluster,
-    operator: OperatorProcess,
-    local_stack: LocalStack,
-    namespace: str,
-    unique_name: Callable[[str], str],
-    channel_watch: Callable[[str], ChannelWatch],
-    big_producer: Producer,
-    tmp_path: Path,
+    kafka_cluster_3: KafkaCluster, channels: Channels, big_producer: Producer, tmp_path: Path
 ) -> None:
     bootstrap = kafka_cluster_3.bootstrap
-    prefix = unique_name("big")
-    topics = ChannelTopics.named(prefix)
-    seen = channel_watch("big")
-    apply_channel(local_stack, namespace, "big", spec_for(bootstrap, topics))
+    topics = channels.topics("big")
+    seen = channels.apply("big", spec_for(bootstrap, topics))
     seen.wait(lambda o: condition(o, "TopicsReady").get("status") == "True", "topics created")
     # limits.maxRecordBytes unset: the worker's 1 MiB, plus 16 KiB for the batch, key, headers.
     assert await topic_config(bootstrap, topics.approvals, "max.message.bytes") == "1064960"
@@ -292,18 +292,11 @@ async def test_a_record_over_max_record_bytes_is_refused_to_its_producer_and_cli
 
 
 async def test_a_lost_broker_shows_as_under_replicated_beside_ready_and_clears(
-    kafka_cluster_3: KafkaCluster,
-    operator: OperatorProcess,
-    local_stack: LocalStack,
-    namespace: str,
-    unique_name: Callable[[str], str],
-    channel_watch: Callable[[str], ChannelWatch],
+    kafka_cluster_3: KafkaCluster, channels: Channels
 ) -> None:
     cluster = kafka_cluster_3
-    prefix = unique_name("ha")
-    topics = ChannelTopics.named(prefix)
-    seen = channel_watch("ha")
-    apply_channel(local_stack, namespace, "ha", spec_for(cluster.bootstrap, topics))
+    topics = channels.topics("ha")
+    seen = channels.apply("ha", spec_for(cluster.bootstrap, topics))
     seen.wait(
         lambda o: is_ready(o) and condition(o, "TopicsHealthy").get("status") == "True",
         "Ready and TopicsHealthy",
@@ -333,7 +326,7 @@ async def test_a_lost_broker_shows_as_under_replicated_beside_ready_and_clears(
     ready = [condition(obj, "Ready").get("status") for _, obj in seen.seen[healthy_from:]]
     assert set(ready) == {"True"}, f"Ready flapped: {ready}"
     events = k8s.CoreV1Api(seen.api).list_namespaced_event(
-        namespace, field_selector="involvedObject.name=ha"
+        channels.namespace, field_selector="involvedObject.name=ha"
     )
     reasons = [e.reason for e in events.items]
     assert "UnderReplicatedPartitions" in reasons
@@ -346,14 +339,10 @@ async def test_a_lost_broker_shows_as_under_replicated_beside_ready_and_clears(
 
 
 async def test_a_wrong_password_shows_on_the_running_operators_channel_until_the_secret_is_fixed(
-    kafka_cluster_3: KafkaCluster,
-    operator: OperatorProcess,
-    local_stack: LocalStack,
-    namespace: str,
-    unique_name: Callable[[str], str],
-    channel_watch: Callable[[str], ChannelWatch],
+    kafka_cluster_3: KafkaCluster, channels: Channels
 ) -> None:
     cluster = kafka_cluster_3
+    local_stack, namespace = channels.stack, channels.namespace
     user = "clarion-worker"
     local_stack.kubectl(
         "create", "secret", "generic", "kafka-user", "-n", namespace,
@@ -363,8 +352,7 @@ async def test_a_wrong_password_shows_on_the_running_operators_channel_until_the
         "create", "secret", "generic", "cluster-ca", "-n", namespace,
         f"--from-file=ca.crt={cluster.ca_file}",
     )  # fmt: skip
-    prefix = unique_name("sec")
-    topics = ChannelTopics(f"{prefix}.approvals", f"{prefix}.notify", f"{prefix}.bcast")
+    topics = channels.topics("sec")
     spec = spec_for(cluster.secure_bootstrap, topics)
     spec["kafka"]["security"] = {
         "protocol": "SASL_SSL",
@@ -372,8 +360,7 @@ async def test_a_wrong_password_shows_on_the_running_operators_channel_until_the
         "credentialsSecret": {"name": "kafka-user"},
         "tlsSecret": {"name": "cluster-ca"},
     }
-    seen = channel_watch("sec")
-    apply_channel(local_stack, namespace, "sec", spec)
+    seen = channels.apply("sec", spec)
     _, refused = seen.wait(
         lambda o: condition(o, "Ready").get("reason") == "KafkaAuthorizationFailed",
         "Ready=False KafkaAuthorizationFailed",
@@ -405,7 +392,7 @@ async def test_a_wrong_password_shows_on_the_running_operators_channel_until_the
         await admin.close()
     print(f"Ready {at - fixed_at:.1f} s after the Secret was fixed (the refusal's retry: 120 s)")
     # The operator's watch of the Secret did it, and logged no credential.
-    log = operator.log.read_text()
+    log = channels.operator.log.read_text()
     assert f"Secret {namespace}/kafka-user changed: reconciling channel(s) sec" in log
     assert WRONG not in log, "the Secret's old password is in the operator's log"
     assert cluster.users[user].password not in log, "the Secret's password is in the log"
