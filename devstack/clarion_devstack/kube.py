@@ -292,13 +292,17 @@ def server_version(cp: ControlPlane) -> str:
     return str(json.loads(body)["gitVersion"])
 
 
+def run_kubectl(
+    binary: str | Path, kubeconfig: str | Path, *args: str, stdin: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    """kubectl against ``kubeconfig``, its output captured as text; the caller judges the
+    exit code (each harness raises its own error)."""
+    argv = [str(binary), f"--kubeconfig={kubeconfig}", *args]
+    return subprocess.run(argv, input=stdin, capture_output=True, text=True)
+
+
 def kubectl(binary: Path, cp: ControlPlane, *args: str, stdin: str | None = None) -> str:
-    result = subprocess.run(
-        [str(binary), f"--kubeconfig={cp.kubeconfig}", *args],
-        input=stdin,
-        capture_output=True,
-        text=True,
-    )
+    result = run_kubectl(binary, cp.kubeconfig, *args, stdin=stdin)
     if result.returncode != 0:
         raise StackError(f"kubectl {' '.join(args)} failed: {result.stderr.strip()}")
     return result.stdout

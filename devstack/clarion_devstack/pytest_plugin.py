@@ -13,7 +13,6 @@ it runs only where nobody else may be using the stack, and is marked ``exclusive
 from __future__ import annotations
 
 import os
-import subprocess
 import uuid
 from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
@@ -24,7 +23,7 @@ import pytest
 from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 
-from . import stack
+from . import kube, stack
 from .settings import DevstackSettings
 from .suite import EXCLUSIVE, STARTED_BY_RUN
 
@@ -63,12 +62,7 @@ class LocalStack:
 
     def kubectl(self, *args: str, stdin: str | None = None, check: bool = True) -> str:
         """Run the pinned kubectl against the stack; return stdout (stderr too on failure)."""
-        result = subprocess.run(
-            [self.env["kubectl"], f"--kubeconfig={self.kubeconfig}", *args],
-            input=stdin,
-            capture_output=True,
-            text=True,
-        )
+        result = kube.run_kubectl(self.env["kubectl"], self.kubeconfig, *args, stdin=stdin)
         if check and result.returncode != 0:
             raise AssertionError(f"kubectl {' '.join(args)} failed:\n{result.stderr}")
         return result.stdout if result.returncode == 0 else result.stderr

@@ -29,6 +29,7 @@ import httpx
 import jwt
 import yaml
 
+from clarion_devstack import kube
 from clarion_devstack.crds import wait_established
 from clarion_devstack.harness import WorkerProcess
 from clarion_devstack.procs import free_port, stop_popen
@@ -85,12 +86,7 @@ class Kube:
         return cls(env["kubectl"], env["kubeconfig"])
 
     def run(self, *args: str, stdin: str | None = None) -> str:
-        result = subprocess.run(
-            [self.kubectl, f"--kubeconfig={self.kubeconfig}", *args],
-            input=stdin,
-            capture_output=True,
-            text=True,
-        )
+        result = kube.run_kubectl(self.kubectl, self.kubeconfig, *args, stdin=stdin)
         if result.returncode != 0:
             raise DeployError(f"kubectl {' '.join(args)} failed:\n{result.stderr}")
         return result.stdout
