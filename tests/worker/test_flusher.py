@@ -8,14 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any
 
 import pytest
 from prometheus_client import CollectorRegistry
 
-from clarion_worker.core.hub import Connection
 from clarion_worker.core.outbox import Item, Outbox, event_item
-from clarion_worker.core.principal import Principal
 from clarion_worker.core.protocol import CloseCode
 from clarion_worker.core.settings import LimitsSettings
 from clarion_worker.direct import CLOSED, PAUSED, WRITABLE
@@ -43,21 +40,28 @@ class FakeSink:
 
 
 class FakeSession:
-    """The attributes the pass reads and writes, nothing else."""
+    """What the pass needs (``flusher.Writable``), nothing else. ``wrote`` records what
+    the pass reported and answers whether it was replayed as ``replaying`` says (the
+    session's own hand-over rule is tests/worker/test_sessions.py's)."""
 
     def __init__(self, sink: FakeSink, *, replaying: bool = False) -> None:
         self.sink = sink
         self.marked = False
         self.outbox = Outbox(max_events=100, max_bytes=10**6)
-        self.connection = Connection("c", Principal(frozenset({"o"}), None), self.outbox)
+        self.batch = False
         self.close_code: CloseCode | None = None
         self.pending_close: CloseCode | None = None
         self.close_reason = ""
-        self.resume_task: Any = None
-        self.frames_written = 0
-        self.events_written = False
         self.replaying = replaying
-        self.replay_done = False
+        self.reported: list[tuple[int, int, int]] = []
+
+    @property
+    def events_written(self) -> bool:
+        return any(events for _frames, events, _queued in self.reported)
+
+    def wrote(self, frames: int, events: int, queued: int) -> bool:
+        self.reported.append((frames, events, queued))
+        return self.replaying
 
     def request_close(self, code: CloseCode, reason: str = "") -> None:
         self.close_code = code
@@ -157,23 +161,21 @@ async def test_replayed_frames_are_kept_out_of_live_delivery_latency() -> None:
     resuming = FakeSession(FakeSink(), replaying=True)
     frame = _event(hour_old)
     resuming.outbox.offer_replay(frame)
+    resuming.outbox.offer_replay(frame)
+    resuming.outbox.offer_control('{"type":"pong"}')
     flush.mark(resuming)  # type: ignore[arg-type]
     await asyncio.sleep(0)
+    assert resuming.reported == [(3, 2, 0)]  # frames, events, left queued
     live_count = "clarion_worker_delivery_latency_seconds_count"
     replay_sum = "clarion_worker_replay_delivery_latency_seconds_sum"
     assert registry.get_sample_value(live_count, {"transport": "websocket"}) == 0
     assert (registry.get_sample_value(replay_sum, {"transport": "websocket"}) or 0) >= 3599
-    # The write that hands over to live is the last one counted as replay.
-    resuming.replay_done = True
-    resuming.outbox.offer_replay(frame)
-    flush.mark(resuming)  # type: ignore[arg-type]
-    await asyncio.sleep(0)
-    assert not resuming.replaying
-    assert registry.get_sample_value(live_count, {"transport": "websocket"}) == 0
+    resuming.replaying = False  # the session handed over to live
     recent = _event(int(time.time() * 1000))
     resuming.outbox.offer(recent)
     flush.mark(resuming)  # type: ignore[arg-type]
     await asyncio.sleep(0)
+    assert resuming.reported[1:] == [(1, 1, 0)]
     assert registry.get_sample_value(live_count, {"transport": "websocket"}) == 1
     live_sum = "clarion_worker_delivery_latency_seconds_sum"
     assert (registry.get_sample_value(live_sum, {"transport": "websocket"}) or 0) < 60

@@ -149,7 +149,7 @@ async def _abandon_during_readback(
     """A client resumes from ``cursor``, reads nothing, and leaves mid read-back, as the
     WebSocket handler sees it: the resume task is cancelled, the session closed. The
     read-back consumers open at that moment are appended to ``seen``."""
-    session = Session(runtime, Principal(frozenset({ORG}), "u1"), "websocket", batch=False)
+    session = runtime.open_session(Principal(frozenset({ORG}), "u1"), "websocket", batch=False)
     session.welcome()
     task = asyncio.create_task(session.start(cursor))
     session.resume_task = task
@@ -193,7 +193,7 @@ async def test_a_client_leaving_during_a_read_back_stops_its_consumer_at_once(
 async def test_a_client_leaving_while_the_read_back_connects_stops_its_consumer(
     runtime: WorkerRuntime, no_gc: None
 ) -> None:
-    session = Session(runtime, Principal(frozenset({ORG}), "u1"), "websocket", batch=False)
+    session = runtime.open_session(Principal(frozenset({ORG}), "u1"), "websocket", batch=False)
     session.welcome()
     kafka = runtime.metrics.resumes.labels("kafka")
     task = asyncio.create_task(session.start(_cursor_at_zero(runtime)))
@@ -279,7 +279,7 @@ async def _max_queued_per_turn(session: Session, task: asyncio.Task[None]) -> tu
 async def test_a_big_read_back_queues_at_most_one_budget_per_loop_turn(
     runtime: WorkerRuntime,
 ) -> None:
-    session = Session(runtime, Principal(frozenset({ORG}), "u1"), "websocket", batch=False)
+    session = runtime.open_session(Principal(frozenset({ORG}), "u1"), "websocket", batch=False)
     session.welcome()
     task = asyncio.create_task(session.start(_cursor_at_zero(runtime)))
     most, longest = await _max_queued_per_turn(session, task)
@@ -298,7 +298,7 @@ async def test_a_big_window_replay_queues_at_most_one_budget_per_loop_turn(
     await _produce_records(kafka_bootstrap, topics)
     consumed = runtime.metrics.events_consumed.labels(topics.approvals)
     await _until(lambda: consumed._value.get() >= RECORDS, 30, "the worker read them all")
-    session = Session(runtime, Principal(frozenset({ORG}), "u1"), "websocket", batch=False)
+    session = runtime.open_session(Principal(frozenset({ORG}), "u1"), "websocket", batch=False)
     session.welcome()
     task = asyncio.create_task(session.start(cursor))
     most, longest = await _max_queued_per_turn(session, task)

@@ -1,6 +1,7 @@
 """The worker's HTTP edge: WebSocket and SSE endpoints, probes and metrics.
 
-Handlers authenticate before upgrading, then hand the connection to a ``Session``.
+Handlers authenticate before upgrading, then ask the runtime for a ``Session`` and drive
+it through its methods; they build nothing of the runtime's and set none of its fields.
 Fan-out never awaits a client: it only appends to outboxes. What drains them depends on
 the server: under ``clarion-worker`` (uvicorn with the ``clarion.direct`` extension, see
 ``direct``) the write pass (``flusher``) writes every client's queue in one socket write
@@ -128,7 +129,7 @@ def _websocket_endpoint(runtime: WorkerRuntime) -> Any:
             runtime.metrics.auth_failures.labels(error.reason).inc()
             await _refuse_in_band(runtime, websocket, subprotocols, error.close_code, str(error))
             return
-        if runtime.draining or not runtime.consumer.ready.is_set():
+        if not runtime.ready:
             await _refuse_in_band(
                 runtime,
                 websocket,
@@ -175,16 +176,6 @@ async def _refuse_in_band(
     runtime.metrics.disconnects.labels("websocket", str(int(code))).inc()
 
 
-def _open_session(runtime: WorkerRuntime, websocket: WebSocket, session: Session) -> None:
-    """Welcome, and either join live delivery now or start resuming from ``lastId``."""
-    last_id = _last_id(websocket)
-    if last_id is None:
-        session.join_live()
-    else:
-        session.welcome()
-        session.resume_task = asyncio.create_task(session.start(last_id))
-
-
 def _refuse_over_capacity(runtime: WorkerRuntime) -> bool:
     if not runtime.at_capacity():
         return False
@@ -200,44 +191,40 @@ async def _serve_direct(
     batch: bool,
 ) -> None:
     """The handler only reads; the write pass writes and closes (see ``flusher``)."""
-    session = Session(runtime, principal, "websocket", batch)
-    session.attach(sink, runtime.flusher)
+    session = runtime.open_session(principal, "websocket", batch, sink)
     if _refuse_over_capacity(runtime):
         session.request_close(CloseCode.OVERLOADED, "connection limit reached")
-        runtime.flusher.flush_session(session)
+        session.flush_now()
         return
-    _open_session(runtime, websocket, session)
+    session.open(_last_id(websocket))
     try:
-        await _ws_reader(
-            runtime, websocket, session, runtime.settings.limits.max_client_frame_bytes
-        )
+        await _ws_reader(websocket, session, runtime.settings.limits.max_client_frame_bytes)
     except (WebSocketDisconnect, RuntimeError, OSError):
         session.request_close(CloseCode.NORMAL, "client left")
     finally:
-        _stop(session)
+        session.end()
         # What must still go out (an error frame, the close) goes now: once the handler
         # returns, uvicorn closes a transport that has no close handshake under way.
-        runtime.flusher.flush_session(session)
+        session.flush_now()
         _finish(runtime, session)
 
 
 async def _serve_websocket(
     runtime: WorkerRuntime, websocket: WebSocket, principal: Principal, batch: bool
 ) -> None:
-    settings = runtime.settings
-    session = Session(runtime, principal, "websocket", batch)
+    session = runtime.open_session(principal, "websocket", batch)
     if _refuse_over_capacity(runtime):
         await _close(websocket, CloseCode.OVERLOADED, "connection limit reached")
         return
-    _open_session(runtime, websocket, session)
+    session.open(_last_id(websocket))
     writer = asyncio.create_task(_ws_writer(runtime, websocket, session))
     reader = asyncio.create_task(
-        _ws_reader(runtime, websocket, session, settings.limits.max_client_frame_bytes)
+        _ws_reader(websocket, session, runtime.settings.limits.max_client_frame_bytes)
     )
     try:
         await asyncio.wait({reader, writer}, return_when=asyncio.FIRST_COMPLETED)
     finally:
-        _stop(session)
+        session.end()
         # The writer sends what must go out (error, reconnect advice) and closes; the
         # reader then sees the client's close reply. A client that never answers (it
         # stopped reading) must not keep the handler, and its socket, alive.
@@ -248,15 +235,6 @@ async def _serve_websocket(
         _finish(runtime, session)
 
 
-def _stop(session: Session) -> None:
-    """A WebSocket handler is ending: no more replay, and a close code (1000 unless one
-    was already decided) for what is left to write."""
-    if session.resume_task is not None:
-        session.resume_task.cancel()
-    if session.close_code is None and session.pending_close is None:
-        session.request_close(CloseCode.NORMAL)
-
-
 def _finish(runtime: WorkerRuntime, session: Session) -> None:
     """The WebSocket handler's last step, after its writes: unregister and count the end."""
     session.finish()
@@ -264,15 +242,11 @@ def _finish(runtime: WorkerRuntime, session: Session) -> None:
     runtime.metrics.disconnects.labels("websocket", label).inc()
 
 
-async def _ws_reader(
-    runtime: WorkerRuntime, websocket: WebSocket, session: Session, max_bytes: int
-) -> None:
+async def _ws_reader(websocket: WebSocket, session: Session, max_bytes: int) -> None:
     while session.close_code is None:
         message = await websocket.receive()
         if message["type"] == "websocket.disconnect":
-            session.peer_code = int(message.get("code") or CloseCode.NORMAL)
-            if session.pending_close is None:  # a drain's close keeps its own code
-                session.request_close(CloseCode.NORMAL, "client left")
+            session.peer_left(int(message.get("code") or CloseCode.NORMAL))
             return
         payload = message.get("text")
         if payload is None:
@@ -285,23 +259,9 @@ async def _ws_reader(
         if isinstance(frame, Ping):
             session.offer_control(PONG_FRAME)
         elif isinstance(frame, Subscribe):
-            session.connection.event_types = frame.event_types
+            session.subscribe(frame.event_types)
         elif isinstance(frame, Resume):
-            if session.events_written or session.resume_task is not None:
-                # Events already went out from the live position: replaying from an older
-                # cursor now would repeat them. The handshake's lastId has no such race.
-                session.offer_control(
-                    error_frame(
-                        CloseCode.BAD_FRAME,
-                        "resume must come before any event: reconnect with ?lastId=",
-                    )
-                )
-            else:
-                runtime.unregister(session)
-                session.outbox.clear()
-                if session.frames_written == 0:
-                    session.welcome()  # the cleared outbox held the first one
-                session.resume_task = asyncio.create_task(session.start(frame.last_id))
+            session.resume(frame.last_id)
 
 
 async def _ws_writer(runtime: WorkerRuntime, websocket: WebSocket, session: Session) -> None:
@@ -316,32 +276,28 @@ async def _ws_writer(runtime: WorkerRuntime, websocket: WebSocket, session: Sess
     try:
         while True:
             run = outbox.take_run(batch)
-            # Frames of a resume (replayed, as old as the cursor) have their own series.
-            latency = replay_latency if session.replaying else live_latency
-            if session.replay_done and not outbox.count:
-                session.replaying = False
             if run is None:
-                session.drained.set()
-                code = session.close_code or session.pending_close
+                code = session.all_written()
                 if code is not None:
                     await _close(websocket, code, session.close_reason)
                     return
-                session.wakeup.clear()
-                await session.wakeup.wait()
+                await session.wait_for_work()
                 continue
+            queued = outbox.count
             first = run[0]
             if len(run) == 1:
                 await websocket.send_text(first.text)
             else:
                 await websocket.send_text(batch_frame([item.text for item in run]))
-            session.frames_written += 1
+            events = len(run) if first.event else 0
+            replayed = session.wrote(1, events, queued)
             frames["one" if len(run) == 1 else "batch"].inc()
-            if first.event:
-                deliveries.inc(len(run))
-                session.events_written = True
+            if events:
+                deliveries.inc(events)
                 if first.kafka_ms is not None:  # the run's first (oldest) event
+                    # Frames of a resume (as old as the cursor) have their own series.
+                    latency = replay_latency if replayed else live_latency
                     latency.observe(max(0.0, time.time() - first.kafka_ms / 1000))
-            session.drained.set()
     except (WebSocketDisconnect, RuntimeError, OSError):
         session.request_close(CloseCode.NORMAL, "client left")
 
@@ -363,12 +319,12 @@ def _sse_endpoint(runtime: WorkerRuntime) -> Any:
         except AuthError as error:
             runtime.metrics.auth_failures.labels(error.reason).inc()
             return _denial(error.http_status, error.reason, str(error))
-        if runtime.draining or not runtime.consumer.ready.is_set():
+        if not runtime.ready:
             return _denial(503, "unavailable", "this replica is not ready; retry with backoff")
         if runtime.at_capacity():
             runtime.metrics.disconnects.labels("sse", str(int(CloseCode.OVERLOADED))).inc()
             return _denial(503, "overloaded", "connection limit reached")
-        session = Session(runtime, principal, "sse", batch=False)
+        session = runtime.open_session(principal, "sse", batch=False)
         last_id = _last_id(request)
         if last_id is None:
             session.join_live()
@@ -379,22 +335,21 @@ def _sse_endpoint(runtime: WorkerRuntime) -> Any:
             runtime.handler_opened()
             starter = asyncio.create_task(session.start(last_id)) if last_id else None
             deliveries = runtime.metrics.deliveries.labels("sse")
+            outbox = session.outbox
             try:
                 while True:
-                    run = session.outbox.take_chunk_run(_SSE_CHUNK_BYTES)
+                    run = outbox.take_chunk_run(_SSE_CHUNK_BYTES)
                     if run is None:
-                        session.drained.set()
-                        if session.close_code or session.pending_close:
+                        if session.all_written() is not None:
                             return
-                        session.wakeup.clear()
-                        try:
-                            await asyncio.wait_for(session.wakeup.wait(), heartbeat)
-                        except TimeoutError:
+                        if not await session.wait_for_work(heartbeat):
                             yield SSE_HEARTBEAT
                         continue
+                    queued = outbox.count
                     yield run[0].text if len(run) == 1 else "".join(item.text for item in run)
-                    deliveries.inc(sum(1 for item in run if item.event))
-                    session.drained.set()
+                    events = sum(1 for item in run if item.event)
+                    session.wrote(len(run), events, queued)
+                    deliveries.inc(events)
             finally:
                 if starter is not None:
                     starter.cancel()

@@ -24,7 +24,6 @@ from typing import Protocol
 from websockets.exceptions import InvalidState
 
 from clarion_worker.core.coalesce import Encoded, PassEncoder
-from clarion_worker.core.hub import Connection
 from clarion_worker.core.outbox import Outbox
 from clarion_worker.core.protocol import CloseCode
 from clarion_worker.core.settings import LimitsSettings
@@ -52,25 +51,34 @@ class Sink(Protocol):
 
 
 class Writable(Protocol):
-    """What the write pass reads and writes of a client session (``sessions.Session``)."""
+    """What the write pass needs of a client session (``sessions.Session``): its socket,
+    queue and close state to read, its mark to set, and two calls back. The only field
+    it writes is ``marked``."""
 
+    #: Already in the current pass's list.
     marked: bool
-    outbox: Outbox
-    connection: Connection
-    close_code: CloseCode | None
-    pending_close: CloseCode | None
-    close_reason: str
-    frames_written: int
-    events_written: bool
-    resume_task: asyncio.Task[None] | None
-    replaying: bool
-    replay_done: bool
 
     @property
     def sink(self) -> Sink | None: ...
 
     @property
-    def drained(self) -> asyncio.Event: ...
+    def outbox(self) -> Outbox: ...
+
+    @property
+    def batch(self) -> bool: ...
+
+    @property
+    def close_code(self) -> CloseCode | None: ...
+
+    @property
+    def pending_close(self) -> CloseCode | None: ...
+
+    @property
+    def close_reason(self) -> str: ...
+
+    def wrote(self, frames: int, events: int, queued: int) -> bool:
+        """Bookkeeping after a write; True if its frames count as replayed."""
+        ...
 
     def request_close(self, code: CloseCode, reason: str = "") -> None: ...
 
@@ -130,9 +138,8 @@ class Flusher:
                 raise
             if written is None:
                 continue
-            replayed = session.replaying
-            if replayed and session.replay_done:
-                session.replaying = False  # this write handed over to live
+            frames = written.one_frames + written.batch_frames
+            replayed = session.wrote(frames, written.events, 0)
             events += written.events
             one += written.one_frames
             batch += written.batch_frames
@@ -153,7 +160,9 @@ class Flusher:
     def flush_session(self, session: Writable) -> None:
         """Write one session's queue now (its handler is about to return)."""
         session.marked = False
-        self._write(session, self._encoder())
+        written = self._write(session, self._encoder())
+        if written is not None:
+            session.wrote(written.one_frames + written.batch_frames, written.events, 0)
 
     def _encoder(self) -> PassEncoder:
         return PassEncoder(
@@ -171,14 +180,8 @@ class Flusher:
         )
         written = None
         if write:
-            items = outbox.take_all()
-            written = encoder.encode(items, session.connection.batch)
+            written = encoder.encode(outbox.take_all(), session.batch)
             sink.write(written.data)
-            session.frames_written += written.one_frames + written.batch_frames
-            if written.events:
-                session.events_written = True
-            if session.resume_task is not None:
-                session.drained.set()  # a paced replay may queue more
         if close is not None:
             sink.close(int(close), session.close_reason, handshake_seconds=CLOSE_HANDSHAKE_SECONDS)
         return written

@@ -1,5 +1,11 @@
 """Everything one worker process runs besides the HTTP endpoints: the consumer, the
-session registry, background chores (lag, loop health, token expiry, JWKS) and drain."""
+session registry, background chores (lag, loop health, token expiry, JWKS) and drain.
+
+``WorkerRuntime`` is the composition root: the one place that builds the pieces (hub,
+consumer, write pass, session registry and context, token verifier, handshake guard)
+and wires them together. The HTTP edge (``app``, ``server``) asks it for what it needs
+(``open_session``, ``http_protocol``, ``ready``, ``drain``) and never reaches into them.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +16,7 @@ import logging
 import random
 import time
 from collections.abc import Coroutine
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry
 
@@ -22,13 +28,19 @@ from clarion_worker.core.collection import CollectionPolicy
 from clarion_worker.core.drain import plan_drain
 from clarion_worker.core.events import RecordDecoder
 from clarion_worker.core.hub import Connection, Hub
+from clarion_worker.core.principal import Principal
 from clarion_worker.core.protocol import CloseCode, reconnect_frame
 from clarion_worker.core.settings import WorkerSettings
+from clarion_worker.direct import DirectSink
 from clarion_worker.flusher import Flusher
+from clarion_worker.handshake import HandshakeGuard
 from clarion_worker.jwks import JwksRefresher
 from clarion_worker.metrics import WorkerMetrics
 from clarion_worker.replayer import ReplayBudget
-from clarion_worker.sessions import Session
+from clarion_worker.sessions import Session, SessionContext, SessionRegistry, Transport
+
+if TYPE_CHECKING:
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 log = logging.getLogger("clarion.worker")
 
@@ -53,11 +65,19 @@ class WorkerRuntime:
         )
         self.hub = Hub()
         self.flusher = Flusher(settings.limits, self.metrics)
+        self.consumer = ChannelConsumer(settings, self.hub, self.metrics, self._overflowed)
+        self.decoder = RecordDecoder.for_settings(settings)
         #: Replay work per event-loop turn, shared by every resume of this process.
         self.replay_budget = ReplayBudget()
-        self.sessions: dict[str, Session] = {}
-        self.decoder = RecordDecoder.for_settings(settings)
-        self.consumer = ChannelConsumer(settings, self.hub, self.metrics, self._overflowed)
+        self.sessions = SessionRegistry(self.hub, self.metrics)
+        self._session_context = SessionContext(
+            settings=settings,
+            metrics=self.metrics,
+            registry=self.sessions,
+            consumer=self.consumer,
+            decoder=self.decoder,
+            replay_budget=self.replay_budget,
+        )
         self.verifier = TokenVerifier(
             settings.auth,
             hmac_secret=secrets.hmac_secret,
@@ -75,13 +95,9 @@ class WorkerRuntime:
         self.drained = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._consume_task: asyncio.Task[None] | None = None
-        self._connections = {
-            transport: self.metrics.connections.labels(transport)
-            for transport in ("websocket", "sse")
-        }
         #: Closed connections leave cycles only a full collection frees (core/collection.py).
         self.collection = CollectionPolicy()
-        self._closes_since_collection = 0
+        self._removed_at_collection = 0
         self._last_collection = time.monotonic()
 
     # ---- state ---------------------------------------------------------------------
@@ -99,17 +115,32 @@ class WorkerRuntime:
     def at_capacity(self) -> bool:
         return len(self.sessions) >= self.settings.limits.max_connections
 
-    def register(self, session: Session) -> None:
-        self.sessions[session.id] = session
-        self.hub.add(session.connection)
-        self._connections[session.transport].inc()
-        self.metrics.connects.labels(session.transport).inc()
+    def open_session(
+        self,
+        principal: Principal,
+        transport: Transport,
+        batch: bool,
+        sink: DirectSink | None = None,
+    ) -> Session:
+        """A new client session; with ``sink`` (direct writes) the write pass writes it."""
+        session = Session(self._session_context, principal, transport, batch)
+        if sink is not None:
+            session.attach(sink, self.flusher)
+        return session
 
-    def unregister(self, session: Session) -> None:
-        if self.sessions.pop(session.id, None) is not None:
-            self.hub.remove(session.connection)
-            self._connections[session.transport].dec()
-            self._closes_since_collection += 1
+    def http_protocol(self) -> type[HttpToolsProtocol]:
+        """uvicorn's HTTP protocol class with request heads bounded (``handshake``)."""
+        limits = self.settings.limits
+        metrics = self.metrics
+        guard = HandshakeGuard(
+            max_pending=limits.max_pending_handshakes,
+            timeout_seconds=self.settings.server.handshake_timeout_seconds,
+            max_url_bytes=limits.max_url_bytes,
+            max_header_bytes=limits.max_header_bytes,
+            on_pending=metrics.pending_handshakes.set,
+            on_refused=lambda reason: metrics.handshake_refusals.labels(reason).inc(),
+        )
+        return guard.protocol_class()
 
     def _overflowed(self, connection: Connection) -> None:
         session = self.sessions.get(connection.id)
@@ -201,7 +232,7 @@ class WorkerRuntime:
             await self.consumer.update_lag()
             self.collect_if_due()
             now = time.time()
-            for session in list(self.sessions.values()):
+            for session in self.sessions:
                 expires = session.connection.principal.expires_at
                 if expires is not None and expires + leeway < now:
                     session.request_close(CloseCode.TOKEN_EXPIRED, "token expired")
@@ -209,13 +240,14 @@ class WorkerRuntime:
     def collect_if_due(self) -> bool:
         """Run a full garbage collection when the policy says closed connections wait."""
         started = time.monotonic()
-        if not self.collection.due(self._closes_since_collection, started - self._last_collection):
+        closes = self.sessions.removed - self._removed_at_collection
+        if not self.collection.due(closes, started - self._last_collection):
             return False
         gc.collect()
         allocator.trim()  # what the collection freed goes back to the system
         finished = time.monotonic()
         self.metrics.gc_collection.observe(finished - started)
-        self._closes_since_collection = 0
+        self._removed_at_collection += closes
         self._last_collection = finished
         return True
 
@@ -228,7 +260,7 @@ class WorkerRuntime:
         self.draining = True
         self.metrics.draining.set(1)
         window = self.settings.drain.window_seconds
-        plan = plan_drain(list(self.sessions), window_seconds=window, rng=random.Random())
+        plan = plan_drain(self.sessions.ids(), window_seconds=window, rng=random.Random())
         log.info("draining", extra={"sessions": len(self.sessions), "window_s": window})
         started = time.monotonic()
         for batch in plan:
@@ -241,7 +273,7 @@ class WorkerRuntime:
                     session.offer_control(reconnect_frame(after_ms=notice.after_ms))
                     session.close_after_flush(CloseCode.DRAIN, "draining")
         # Sessions that connected meanwhile (readiness already fails) get the same.
-        for session in list(self.sessions.values()):
+        for session in self.sessions:
             session.offer_control(reconnect_frame(after_ms=random.randint(0, 1000)))
             session.close_after_flush(CloseCode.DRAIN, "draining")
         self.drained.set()

@@ -35,7 +35,6 @@ from clarion_worker import allocator, config, logs
 from clarion_worker.app import create_app
 from clarion_worker.core.settings import SettingsError
 from clarion_worker.direct import DirectWebSocketProtocol, incompatibilities
-from clarion_worker.handshake import HandshakeGuard
 from clarion_worker.runtime import WorkerRuntime
 
 log = logging.getLogger("clarion.worker")
@@ -142,23 +141,13 @@ def build_server(args: argparse.Namespace, environ: dict[str, str]) -> DrainingS
     settings = config.load(Path(path), environ)
     runtime = WorkerRuntime(settings, config.load_secrets(settings), CollectorRegistry())
     has_uvloop = importlib.util.find_spec("uvloop") is not None
-    limits = settings.limits
-    metrics = runtime.metrics
-    guard = HandshakeGuard(
-        max_pending=limits.max_pending_handshakes,
-        timeout_seconds=settings.server.handshake_timeout_seconds,
-        max_url_bytes=limits.max_url_bytes,
-        max_header_bytes=limits.max_header_bytes,
-        on_pending=metrics.pending_handshakes.set,
-        on_refused=lambda reason: metrics.handshake_refusals.labels(reason).inc(),
-    )
     uv_config = uvicorn.Config(
         websocket_fast_path(create_app(runtime)),
         host=args.host,
         port=args.port,
         loop="uvloop" if has_uvloop else "asyncio",
         # httptools, with request heads bounded in size, time and number (handshake).
-        http=guard.protocol_class(),
+        http=runtime.http_protocol(),
         # uvicorn's websockets-sansio protocol plus the direct-write extension.
         ws=websocket_protocol(),
         # Deflate costs ~50 KiB and CPU per connection; events are small JSON.

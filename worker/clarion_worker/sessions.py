@@ -1,5 +1,11 @@
 """One client session, WebSocket or SSE: its outbox, registration, resume and close.
 
+A session is built by ``runtime.WorkerRuntime`` (the composition root) from a
+``SessionContext``, what every session of the process shares, and joins live delivery
+through the ``SessionRegistry``; it never sees the runtime. The transport handlers
+(``app``) drive it through its methods; the writers (the write pass, or a writer task)
+report what they wrote with ``wrote``.
+
 The resume boundary (see ``core.resume``): in one synchronous step — no ``await`` in
 between — the connection joins the hub with its outbox holding live frames, the live
 position is snapshotted, and the resume is planned. Every live event dispatched after
@@ -15,11 +21,13 @@ import itertools
 import logging
 import os
 import time
-from typing import TYPE_CHECKING, Literal, Protocol
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal
 
 from clarion_worker.core.cursor import CursorError, decode_cursor, name_tag
 from clarion_worker.core.envelope import sse_message
-from clarion_worker.core.hub import Connection, route_keys
+from clarion_worker.core.hub import Connection, Hub, route_keys
 from clarion_worker.core.outbox import Outbox
 from clarion_worker.core.principal import Principal
 from clarion_worker.core.protocol import CloseCode, error_frame, reset_frame, welcome_frame
@@ -44,33 +52,84 @@ _ids = itertools.count(1)
 _PREFIX = os.urandom(3).hex()
 
 
-class SessionHost(Protocol):
-    """What a session needs of the process serving it (``runtime.WorkerRuntime``, the
-    composition root, which creates the sessions and is not imported here)."""
+class SessionRegistry:
+    """The sessions receiving live events: the hub's connections, counted by transport.
+
+    ``register`` and ``unregister`` are idempotent; a session unregisters as soon as it
+    stops receiving live events (its close decided, an in-band resume restarting it),
+    not only when its handler ends.
+    """
+
+    def __init__(self, hub: Hub, metrics: WorkerMetrics) -> None:
+        self._hub = hub
+        self._sessions: dict[str, Session] = {}
+        self._connections = {
+            transport: metrics.connections.labels(transport) for transport in ("websocket", "sse")
+        }
+        self._connects = {
+            transport: metrics.connects.labels(transport) for transport in ("websocket", "sse")
+        }
+        #: Sessions unregistered so far (closed connections leave cycles: runtime's GC).
+        self.removed = 0
+
+    def __len__(self) -> int:
+        return len(self._sessions)
+
+    def __iter__(self) -> Iterator[Session]:
+        """A snapshot: closing a session while iterating is fine."""
+        return iter(list(self._sessions.values()))
+
+    def ids(self) -> list[str]:
+        return list(self._sessions)
+
+    def get(self, session_id: str) -> Session | None:
+        return self._sessions.get(session_id)
+
+    def register(self, session: Session) -> None:
+        if session.id in self._sessions:
+            return
+        self._sessions[session.id] = session
+        self._hub.add(session.connection)
+        self._connections[session.transport].inc()
+        self._connects[session.transport].inc()
+
+    def unregister(self, session: Session) -> None:
+        if self._sessions.pop(session.id, None) is not None:
+            self._hub.remove(session.connection)
+            self._connections[session.transport].dec()
+            self.removed += 1
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class SessionContext:
+    """What every session of the process shares, built once by the runtime."""
 
     settings: WorkerSettings
     metrics: WorkerMetrics
+    registry: SessionRegistry
+    #: The live path: its position, windows and topic facts, and ``advanced``.
     consumer: ChannelConsumer
     decoder: RecordDecoder
+    #: Replay work per event-loop turn, shared by every resume of the process.
     replay_budget: ReplayBudget
 
     @property
-    def state(self) -> ChannelState: ...
-
-    def register(self, session: Session) -> None: ...
-
-    def unregister(self, session: Session) -> None: ...
+    def state(self) -> ChannelState:
+        state = self.consumer.state
+        assert state is not None, "the consumer has not started"
+        return state
 
 
 class Session:
     """The server side of one client connection."""
 
     def __init__(
-        self, runtime: SessionHost, principal: Principal, transport: Transport, batch: bool
+        self, context: SessionContext, principal: Principal, transport: Transport, batch: bool
     ) -> None:
-        limits = runtime.settings.limits
-        self.runtime = runtime
+        limits = context.settings.limits
+        self._context = context
         self.transport = transport
+        self.batch = batch
         # Events are made on first use: each costs ~0.8 KiB, and a session written by the
         # write pass that never resumes needs neither (memory per idle connection, W3).
         self._wakeup: asyncio.Event | None = None
@@ -122,10 +181,53 @@ class Session:
         return self._drained
 
     def attach(self, sink: DirectSink, flusher: Flusher) -> None:
-        """Let the write pass drain this session straight into its socket."""
+        """Let the write pass drain this session straight into its socket (the runtime
+        does, for a transport with direct writes)."""
         self.sink = sink
         self._flusher = flusher
         sink.on_writable = self._notify
+
+    def flush_now(self) -> None:
+        """Write what is queued now, the close included (direct writes: the handler is
+        about to return, and uvicorn then closes a transport with no close under way)."""
+        if self._flusher is not None:
+            self._flusher.flush_session(self)
+
+    # ---- what the writers report ---------------------------------------------------------
+
+    def wrote(self, frames: int, events: int, queued: int) -> bool:
+        """A writer sent ``frames`` frames carrying ``events`` events, with ``queued``
+        items left in the outbox when it took them; True if they count as replayed (their
+        latency has its own series: as old as the client's cursor)."""
+        self.frames_written += frames
+        if events:
+            self.events_written = True
+        replayed = self.replaying
+        if replayed and self.replay_done and not queued:
+            self.replaying = False  # this write handed over to live
+        if self._drained is not None:
+            self._drained.set()  # a paced replay may queue more
+        return replayed
+
+    def all_written(self) -> CloseCode | None:
+        """A writer task found the outbox empty: the code to close with now, if any."""
+        if self._drained is not None:
+            self._drained.set()
+        return self.close_code or self.pending_close
+
+    async def wait_for_work(self, seconds: float | None = None) -> bool:
+        """A writer task waits until there is something to send or to close; False if
+        ``seconds`` passed first (SSE: time for a heartbeat)."""
+        wakeup = self.wakeup
+        wakeup.clear()
+        if seconds is None:
+            await wakeup.wait()
+            return True
+        try:
+            await asyncio.wait_for(wakeup.wait(), seconds)
+        except TimeoutError:
+            return False
+        return True
 
     def _notify(self) -> None:
         """Something to write or to close: schedule the writer (pass or task)."""
@@ -135,6 +237,15 @@ class Session:
             self.wakeup.set()
 
     # ---- lifecycle -----------------------------------------------------------------
+
+    def open(self, last_id: str | None) -> None:
+        """Join live delivery now, or welcome and resume from ``last_id`` (in a task of
+        its own, ``resume_task``, cancelled by ``end``)."""
+        if last_id is None:
+            self.join_live()
+        else:
+            self.welcome()
+            self.resume_task = asyncio.create_task(self.start(last_id))
 
     def welcome(self) -> None:
         """Queue the welcome of a session that resumes (its client holds its own cursor)."""
@@ -147,18 +258,19 @@ class Session:
         welcome's ``position`` names exactly that point: a client disconnected before
         its first event resumes from it without missing anything.
         """
-        position = self.runtime.state.position.current_id()
+        position = self._context.state.position.current_id()
         frame = self._welcome_frame(position)
         if self.connection.sse:
             frame = sse_message(frame, position)
         self.outbox.offer_control(frame)
-        self.runtime.register(self)
+        self._context.registry.register(self)
 
     def _welcome_frame(self, position: str | None) -> str:
+        settings = self._context.settings
         return welcome_frame(
             connection_id=self.id,
-            replica_id=self.runtime.settings.replica_id,
-            heartbeat_seconds=self.runtime.settings.heartbeat.interval_seconds,
+            replica_id=settings.replica_id,
+            heartbeat_seconds=settings.heartbeat.interval_seconds,
             batch=self.connection.batch,
             position=position,
         )
@@ -167,6 +279,34 @@ class Session:
         if self.connection.sse:
             frame = sse_message(frame)
         self.outbox.offer_control(frame)
+
+    def subscribe(self, event_types: frozenset[str] | None) -> None:
+        """Narrow live delivery (and any replay still to come) to these event types."""
+        self.connection.event_types = event_types
+
+    def resume(self, last_id: str) -> None:
+        """An in-band ``resume`` frame: restart from ``last_id`` as ``open`` would, unless
+        events already went out from the live position (replaying from an older cursor
+        now would repeat them; the handshake's ``lastId`` has no such race)."""
+        if self.events_written or self.resume_task is not None:
+            self.offer_control(
+                error_frame(
+                    CloseCode.BAD_FRAME,
+                    "resume must come before any event: reconnect with ?lastId=",
+                )
+            )
+            return
+        self._context.registry.unregister(self)
+        self.outbox.clear()
+        if self.frames_written == 0:
+            self.welcome()  # the cleared outbox held the first one
+        self.resume_task = asyncio.create_task(self.start(last_id))
+
+    def peer_left(self, code: int) -> None:
+        """The transport reported the client's close (or the connection's loss)."""
+        self.peer_code = code
+        if self.pending_close is None:  # a drain's close keeps its own code
+            self.request_close(CloseCode.NORMAL, "client left")
 
     async def start(self, last_id: str) -> None:
         """Replay from ``last_id``, then join live delivery (see the module docstring).
@@ -186,23 +326,25 @@ class Session:
         await self._wait_for_cursor(last_id)
         if self.close_code is not None:
             return
-        state = self.runtime.state
+        context = self._context
+        state = context.state
+        resumes = context.metrics.resumes
         # ---- the boundary: synchronous from here to plan_resume -----------------------
         self.outbox.hold()
-        self.runtime.register(self)
+        context.registry.register(self)
         live = state.position.snapshot()
         plan = plan_resume(
             last_id,
             live=live,
             topics=state.topic_facts(),
             windows=state.windows,
-            bounds=self.runtime.settings.resume,
+            bounds=context.settings.resume,
             now_ms=int(time.time() * 1000),
             keys=route_keys(self.connection.principal),
         )
         # ---- end of the boundary --------------------------------------------------------
         if isinstance(plan, Reset):
-            self.runtime.metrics.resumes.labels("reset").inc()
+            resumes.labels("reset").inc()
             self.offer_control(reset_frame(plan.reason))
             self.outbox.release()
             return
@@ -215,8 +357,8 @@ class Session:
         self.replaying = True
         try:
             if isinstance(plan, FromWindow):
-                self.runtime.metrics.resumes.labels("window").inc()
-                budget = self.runtime.replay_budget
+                resumes.labels("window").inc()
+                budget = context.replay_budget
                 for scope, items in plan.segments:
                     done = 0
                     while done < len(items):  # in slices: see replayer.ReplayBudget
@@ -227,7 +369,7 @@ class Session:
                     replay.end_range(scope.topic, scope.partition, scope.end)
                 await self._pump(replay)
             elif isinstance(plan, FromKafka):
-                self.runtime.metrics.resumes.labels("kafka").inc()
+                resumes.labels("kafka").inc()
                 await self._replay_from_kafka(replay, plan)
             replay.finish()
             self.replay_done = True
@@ -235,7 +377,7 @@ class Session:
                 self.replaying = False
         except Exception as error:  # a failed replay must not leave live frames held
             log.warning("resume failed", extra={"session": self.id, "error": repr(error)})
-            self.runtime.metrics.resumes.labels("failed").inc()
+            resumes.labels("failed").inc()
             self.request_close(CloseCode.INTERNAL_ERROR, "resume failed; reconnect and resume")
 
     async def _wait_for_cursor(self, last_id: str) -> None:
@@ -245,7 +387,7 @@ class Session:
         except CursorError:
             return  # plan_resume answers with reset(bad_cursor)
         deadline = time.monotonic() + CATCH_UP_SECONDS
-        state = self.runtime.state
+        state = self._context.state
         wanted = {entry.name_tag: entry.offsets for entry in cursor.topics}
         while True:
             behind = False
@@ -258,7 +400,7 @@ class Session:
             if not behind or remaining <= 0:
                 return  # still behind: plan_resume answers reset(ahead_of_log)
             try:
-                await asyncio.wait_for(self.runtime.consumer.advanced.wait(), remaining)
+                await asyncio.wait_for(self._context.consumer.advanced.wait(), remaining)
             except TimeoutError:
                 return
 
@@ -270,13 +412,13 @@ class Session:
             await self.drained.wait()
 
     async def _replay_from_kafka(self, replay: ReplaySession, plan: FromKafka) -> None:
-        runtime = self.runtime
+        context = self._context
         batches = read_ranges(
-            runtime.settings.kafka,
-            runtime.decoder,
+            context.settings.kafka,
+            context.decoder,
             plan.ranges,
-            runtime.replay_budget,
-            runtime.metrics.readbacks_open,
+            context.replay_budget,
+            context.metrics.readbacks_open,
         )
         # Closed on every way out (the client left: this task is cancelled), so the
         # read-back's consumer stops now, not when the garbage collector finds it.
@@ -295,7 +437,7 @@ class Session:
             return
         self.close_code = code
         self.close_reason = reason or code.name.lower()
-        self.runtime.unregister(self)
+        self._context.registry.unregister(self)
         self.outbox.clear()
         if code not in (CloseCode.NORMAL, CloseCode.GOING_AWAY):
             # Over SSE too: a stream that just ends cannot tell an expired token (refresh
@@ -311,11 +453,20 @@ class Session:
             return
         self.pending_close = code
         self.close_reason = reason
-        self.runtime.unregister(self)
+        self._context.registry.unregister(self)
         self._notify()
 
+    def end(self) -> None:
+        """The WebSocket handler is ending: no more replay, and a close code (1000 unless
+        one was already decided) for what is left to write."""
+        if self.resume_task is not None:
+            self.resume_task.cancel()
+        if self.close_code is None and self.pending_close is None:
+            self.request_close(CloseCode.NORMAL)
+
     def finish(self) -> None:
-        self.runtime.unregister(self)
+        """The handler's last step: out of live delivery for good."""
+        self._context.registry.unregister(self)
 
     def ended_with(self) -> int:
         """The close code this session ended with, for ``disconnects_total{code}``.

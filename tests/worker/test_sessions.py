@@ -1,0 +1,115 @@
+"""A session as the runtime builds it (the composition root), driven through its methods
+the way the handlers and the writers drive it. No Kafka: the runtime is not started, so
+nothing here joins live delivery through the consumer's position."""
+
+from __future__ import annotations
+
+import json
+
+from prometheus_client import CollectorRegistry
+
+from clarion_worker.config import Secrets
+from clarion_worker.core.principal import Principal
+from clarion_worker.core.protocol import CloseCode
+from clarion_worker.core.settings import load_settings
+from clarion_worker.direct import WRITABLE
+from clarion_worker.runtime import WorkerRuntime
+
+PRINCIPAL = Principal(frozenset({"o1"}), "u1")
+
+
+def runtime() -> WorkerRuntime:
+    doc = {
+        "apiVersion": "clarion.dev/worker-config/v1",
+        "channel": "unit",
+        "kafka": {"bootstrapServers": "127.0.0.1:9"},
+        "topics": [{"name": "t", "audience": "organization"}],
+        "auth": {"mode": "none"},
+    }
+    settings = load_settings(doc, {}, hostname="unit", edge_env_names=())
+    return WorkerRuntime(settings, Secrets(None, None), CollectorRegistry())
+
+
+class Socket:
+    """Stands in for ``direct.DirectSink``: what the write pass wrote and closed."""
+
+    def __init__(self) -> None:
+        self.on_writable: object = None
+        self.written: list[bytes] = []
+        self.closed_with: tuple[int, str] | None = None
+
+    def state(self) -> int:
+        return WRITABLE
+
+    def write(self, data: bytes) -> None:
+        self.written.append(data)
+
+    def close(self, code: int, reason: str, *, handshake_seconds: float) -> None:
+        self.closed_with = (code, reason)
+
+
+async def test_a_direct_session_is_written_by_the_runtimes_write_pass() -> None:
+    worker = runtime()
+    socket = Socket()
+    session = worker.open_session(PRINCIPAL, "websocket", False, socket)  # type: ignore[arg-type]
+    assert socket.on_writable is not None  # a drained socket marks the session again
+    session.request_close(CloseCode.OVERLOADED, "connection limit reached")
+    session.flush_now()
+    (data,) = socket.written
+    frame = json.loads(data[2:])  # one short unmasked text frame: 2 header bytes
+    assert (frame["type"], frame["code"]) == ("error", int(CloseCode.OVERLOADED))
+    assert socket.closed_with == (int(CloseCode.OVERLOADED), "connection limit reached")
+    assert session.frames_written == 1
+    assert not session.events_written  # an error frame is no event
+
+
+def test_the_registry_follows_a_session_in_and_out_of_live_delivery() -> None:
+    worker = runtime()
+    session = worker.open_session(PRINCIPAL, "sse", False)
+    assert len(worker.sessions) == 0  # built, not yet receiving
+    worker.sessions.register(session)
+    worker.sessions.register(session)  # idempotent
+    assert (len(worker.sessions), len(worker.hub), worker.hub.sse_count) == (1, 1, 1)
+    assert list(worker.sessions) == [session]
+    session.request_close(CloseCode.TOKEN_EXPIRED, "token expired")
+    assert (len(worker.sessions), len(worker.hub), worker.sessions.removed) == (0, 0, 1)
+    session.finish()
+    assert worker.sessions.removed == 1
+    gauge = worker.registry.get_sample_value("clarion_worker_connections", {"transport": "sse"})
+    assert gauge == 0
+
+
+def test_the_write_that_empties_the_queue_after_a_replay_is_the_last_replayed_one() -> None:
+    session = runtime().open_session(PRINCIPAL, "websocket", False)
+    session.replaying = True
+    assert session.wrote(1, 1, 0)  # the replay is not finished: still replayed
+    session.replay_done = True
+    assert session.wrote(1, 1, 3)  # held live frames are still queued behind it
+    assert session.replaying
+    assert session.wrote(1, 1, 0)  # the hand-over write
+    assert not session.replaying
+    assert not session.wrote(1, 1, 0)
+    assert (session.frames_written, session.events_written) == (4, True)
+
+
+def test_an_in_band_resume_after_an_event_is_refused_with_an_error_frame() -> None:
+    session = runtime().open_session(PRINCIPAL, "websocket", False)
+    session.wrote(1, 1, 0)
+    session.resume("any-cursor")
+    assert session.resume_task is None
+    (item,) = session.outbox.take_all()
+    assert not item.event
+    assert json.loads(item.text)["code"] == int(CloseCode.BAD_FRAME)
+    assert session.close_code is None  # the connection stays open
+
+
+def test_the_client_leaving_keeps_a_drains_close_code() -> None:
+    worker = runtime()
+    draining, plain = (worker.open_session(PRINCIPAL, "websocket", False) for _ in range(2))
+    draining.close_after_flush(CloseCode.DRAIN, "draining")
+    draining.peer_left(1001)
+    assert (draining.close_code, draining.ended_with()) == (None, int(CloseCode.DRAIN))
+    plain.peer_left(1001)
+    assert (plain.close_code, plain.ended_with()) == (CloseCode.NORMAL, 1001)
+    plain.end()  # the handler ends: nothing more to decide
+    assert plain.close_code is CloseCode.NORMAL
