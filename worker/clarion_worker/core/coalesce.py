@@ -21,11 +21,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Final
 
+from clarion_worker.core.envelope import BATCH_HEAD, BATCH_TAIL
 from clarion_worker.core.outbox import Item, batch_run
 from clarion_worker.core.wsframe import text_frame
 
-_BATCH_HEAD: Final = b'{"type":"batch","events":['
-_BATCH_TAIL: Final = b"]}"
+_BATCH_HEAD: Final = BATCH_HEAD.encode()
+_BATCH_TAIL: Final = BATCH_TAIL.encode()
 
 
 @dataclass(frozen=True, slots=True)

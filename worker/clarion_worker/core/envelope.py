@@ -21,10 +21,12 @@ from typing import Final
 from clarion_worker.core.events import Event
 
 _ENVELOPE_HEAD: Final = '{"type":"event","id":"'
-_BATCH_HEAD: Final = '{"type":"batch","events":['
-_BATCH_TAIL: Final = "]}"
+#: What a batch frame puts around its comma-separated envelopes (``batch_frame``; the
+#: write pass joins the same around encoded ones).
+BATCH_HEAD: Final = '{"type":"batch","events":['
+BATCH_TAIL: Final = "]}"
 #: Bytes a batch frame adds around its events, plus one comma per event after the first.
-BATCH_OVERHEAD_BYTES: Final = len(_BATCH_HEAD) + len(_BATCH_TAIL)
+BATCH_OVERHEAD_BYTES: Final = len(BATCH_HEAD) + len(BATCH_TAIL)
 
 
 def _dumps(value: object) -> str:
@@ -58,7 +60,7 @@ def with_id(event_id: str, body: str) -> str:
 
 def batch_frame(envelopes: list[str]) -> str:
     """One frame carrying several pre-serialized envelopes, in order."""
-    return _BATCH_HEAD + ",".join(envelopes) + _BATCH_TAIL
+    return BATCH_HEAD + ",".join(envelopes) + BATCH_TAIL
 
 
 def utf8_size(text: str) -> int:
