@@ -14,10 +14,11 @@ over N organizations, keyed and numbered per organization. Against it:
 * a burst of connects every ``burst_every`` seconds (held a few seconds, then dropped).
 
 The retained-memory statistic is the least-squares slope of the RSS sampled just before
-each burst, after the warm-up: the same phase of every burst cycle, when the previous
-burst's clients have long gone. Samples at any moment mix the cycle's two phases (a burst
-holds 30-60 MiB for a few seconds) and their slope measures where the samples fell in the
-cycle as much as growth. The every-10-seconds samples' slope is reported beside it.
+each burst, after the warm-up: the same phase of every burst cycle. RSS moves in a cycle
+of the burst period (40-60 MiB between its low, just after a burst, and its high, in the
+minute before the next one, in the runs of 2026-11-30), so samples at any moment measure
+where they fell in the cycle as much as growth; the sample before a burst is the cycle's
+high point, the conservative one. The every-10-seconds samples' slope is reported beside it.
 
 Every ``window`` seconds: the worker's RSS and open descriptors (from /proc), the slowest
 ``/healthz`` answer (a probe every 100 ms: what the event loop makes everyone wait), the
