@@ -79,12 +79,14 @@ SECRET_INDEX_ID: Final = "secret_users"
 PROBE_INTERVAL: Final = 2.0
 #: kopf's logger of every per-object line (handler outcomes included).
 KOPF_OBJECTS_LOGGER: Final = "kopf.objects"
-#: kopf's backoff of its own requests: steps of at most 5 s, so a request is sent again
-#: within 5 s of the API server's return, over about two minutes in all, since kopf stops
-#: the whole operator when a watch request still fails after the last one (a starting API
-#: server answers 503 "not all HTTP paths installed yet" for a while). kopf's default,
-#: 1 to 21 s, covers 54 s.
-KOPF_REQUEST_BACKOFFS: Final = (0.5, 1.0, 2.0, 3.0, *(5.0,) * 24)
+#: kopf's backoff of its own requests: a second apart, so its watches are open again
+#: within a second of the API server's return (a channel applied just before an outage is
+#: first seen then: with steps of 5 s that alone took up to 5 of the 10 s target), over
+#: about two minutes in all, since kopf stops the whole operator when a watch request still
+#: fails after the last one (a starting API server answers 503 "not all HTTP paths
+#: installed yet" for a while). A request a second per watch is nothing to an API server;
+#: kopf's default, 1 to 21 s, covers 54 s.
+KOPF_REQUEST_BACKOFFS: Final = (0.5, *(1.0,) * 120)
 #: kopf's delays before processing an object again after its status or progress could not
 #: be written: short and capped (kopf's default grows to 610 s).
 KOPF_ERROR_DELAYS: Final = (1.0, 2.0, 3.0)
