@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import AsyncGenerator, Sequence
+from collections.abc import AsyncGenerator, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -141,8 +141,12 @@ async def read_ranges(
     ranges: Sequence[ReplayRange],
     budget: ReplayBudget,
     open_count: OpenCount | None = None,
+    concerns: Callable[[RawRecord], bool] | None = None,
 ) -> AsyncGenerator[list[Event | Skipped], None]:
     """Yield decoded records of ``ranges`` in per-partition offset order, slice by slice.
+
+    A record ``concerns`` says is not the client's comes back as ``Skipped`` without
+    being decoded (``RecordDecoder.concern_filter``), like a record that cannot be.
 
     Close the generator when done with it (``contextlib.aclosing``): that stops the
     consumer at once, also when the caller leaves half-way. The consumer is created only
@@ -184,7 +188,10 @@ async def read_ranges(
                     done = 0
                     while done < len(wanted):
                         size = await budget.take(len(wanted) - done)
-                        yield [_decode(decoder, record) for record in wanted[done : done + size]]
+                        yield [
+                            _decode(decoder, record, concerns)
+                            for record in wanted[done : done + size]
+                        ]
                         done += size
                     # Offsets can have gaps (transaction markers, compaction): the consumer's
                     # position, not the last record, says whether the range is done.
@@ -203,7 +210,9 @@ async def read_ranges(
         budget.consumers.release()
 
 
-def _decode(decoder: RecordDecoder, record: Any) -> Event | Skipped:
+def _decode(
+    decoder: RecordDecoder, record: Any, concerns: Callable[[RawRecord], bool] | None
+) -> Event | Skipped:
     raw = RawRecord(
         record.topic,
         record.partition,
@@ -213,6 +222,8 @@ def _decode(decoder: RecordDecoder, record: Any) -> Event | Skipped:
         record.value,
         tuple(record.headers),
     )
+    if concerns is not None and not concerns(raw):
+        return Skipped(raw.topic, raw.partition, raw.offset)
     try:
         return decoder.decode(raw)
     except BadRecord:

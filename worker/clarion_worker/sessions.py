@@ -413,12 +413,14 @@ class Session:
 
     async def _replay_from_kafka(self, replay: ReplaySession, plan: FromKafka) -> None:
         context = self._context
+        principal = self.connection.principal
         batches = read_ranges(
             context.settings.kafka,
             context.decoder,
             plan.ranges,
             context.replay_budget,
             context.metrics.readbacks_open,
+            context.decoder.concern_filter(principal.organizations, principal.user),
         )
         # Closed on every way out (the client left: this task is cancelled), so the
         # read-back's consumer stops now, not when the garbage collector finds it.

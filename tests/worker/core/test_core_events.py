@@ -337,3 +337,100 @@ def test_zone_from_the_environment() -> None:
         hostname="h",
     )
     assert settings.routing.timestamp_zone == "Africa/Abidjan"
+
+
+# The read-back's test of a record's bytes (RecordDecoder.concern_filter): it may let
+# through what is not the client's (decoding judges those), never skip what is.
+
+_NAMES = ["o1", "o2", "org-1", "u1", "u2", "é", "o1\u00e9", "x"]
+
+
+def _escaped(text: str, rng: random.Random) -> str:
+    """``text`` as a JSON string, some characters written as \\u escapes."""
+    out = []
+    for char in text:
+        out.append(f"\\u{ord(char):04x}" if rng.random() < 0.3 else char)
+    return '"' + "".join(out) + '"'
+
+
+def _concern_records(rng: random.Random) -> list[RawRecord]:
+    records = []
+    for _ in range(3000):
+        fields = []
+        if rng.random() < 0.9:
+            fields.append('"type":"T"')
+        for name in ("organizationId", "userId", "note"):
+            if rng.random() < 0.7:
+                value = rng.choice(_NAMES)
+                text = _escaped(value, rng) if rng.random() < 0.2 else json.dumps(value)
+                fields.append(f'"{name}":{text}')
+        if rng.random() < 0.1:
+            fields.append('"organizationId":7')
+        rng.shuffle(fields)
+        body = "{" + ",".join(fields) + ',"data":1}'
+        encoding = rng.choice(["utf-8"] * 8 + ["utf-8-sig", "utf-16", "utf-16-be", "utf-32"])
+        headers = (("org", rng.choice(_NAMES).encode()), ("user", rng.choice(_NAMES).encode()))
+        records.append(
+            record(
+                body.encode(encoding),
+                topic=rng.choice(list(AUDIENCES)),
+                key=rng.choice(_NAMES).encode(),
+                headers=headers,
+            )
+        )
+    return records
+
+
+@pytest.mark.parametrize(
+    "routing",
+    [
+        RoutingSettings(),
+        RoutingSettings(organization_from_key=True),
+        RoutingSettings(organization_header="org", user_header="user"),
+    ],
+    ids=["body", "key", "headers"],
+)
+@pytest.mark.parametrize("without_user", ["organization", "reject"])
+def test_concern_filter_never_skips_a_record_the_client_would_get(
+    routing: RoutingSettings, without_user: str
+) -> None:
+    from clarion_worker.core.hub import Connection, Hub
+    from clarion_worker.core.outbox import Outbox
+    from clarion_worker.core.principal import Principal
+
+    rng = random.Random(20261130)
+    each = decoder(routing, without_user=dict.fromkeys(AUDIENCES, without_user))
+    records = _concern_records(rng)
+    skipped = 0
+    for _ in range(40):
+        orgs = frozenset(rng.sample(_NAMES, rng.randrange(0, 3)))
+        user = rng.choice([None, *_NAMES])
+        client = Connection("c", Principal(orgs, user), Outbox(max_events=1, max_bytes=1))
+        concerns = each.concern_filter(orgs, user)
+        for raw in records:
+            if concerns(raw):
+                continue
+            skipped += 1
+            try:
+                event = each.decode(raw)
+            except BadRecord:
+                continue
+            assert not Hub.wants(client, event), (raw, orgs, user)
+    if routing == RoutingSettings():
+        assert skipped > 10_000  # it does skip, where the body holds the routing values
+
+
+def test_concern_filter_skips_other_organizations_plain_records() -> None:
+    def utf8(value: dict[str, object], topic: str = "approvals") -> RawRecord:
+        return record(json.dumps(value, ensure_ascii=False).encode(), topic=topic)
+
+    concerns = decoder().concern_filter(frozenset({"org-1"}), "u1")
+    assert concerns(utf8({**SEED, "organizationId": "org-1"}))
+    assert not concerns(utf8({**SEED, "organizationId": "org-2"}))
+    # Any escape (here json.dumps's \u00e9 for "é") leaves the record to the decoder.
+    assert concerns(record({**SEED, "organizationId": "org-2"}))
+    assert concerns(utf8({**SEED, "organizationId": "org-2"}, topic="news"))  # broadcast
+    note = {"type": "N", "userId": "u2", "organizationId": "org-2", "data": 1}
+    assert not concerns(utf8(note, topic="notes"))
+    assert concerns(utf8({**note, "userId": "u1"}, topic="notes"))
+    assert concerns(utf8({**note, "organizationId": "org-1"}, topic="notes"))  # withoutUser
