@@ -10,7 +10,6 @@ never reads ``os.environ``: the edge passes the environment as a mapping.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
 from typing import Final
 
 import yaml
@@ -38,8 +37,8 @@ from clarion_contract.worker_config import (
     TopicSettings,
     WorkerSettings,
     key_reference,
-    load_worker_settings,
 )
+from clarion_contract.worker_config import load_worker_settings as load_settings
 
 ALGORITHMS_HMAC: Final = JWT_ALGORITHMS_HMAC
 ALGORITHMS_ASYMMETRIC: Final = JWT_ALGORITHMS_ASYMMETRIC
@@ -79,17 +78,6 @@ def parse_document(text: str) -> object:
         return yaml.safe_load(text)
     except yaml.YAMLError as error:
         raise SettingsError([f"(document): not valid JSON or YAML: {error}"]) from error
-
-
-def load_settings(
-    doc: object,
-    env: Mapping[str, str] | None = None,
-    *,
-    hostname: str = "",
-    edge_env_names: Collection[str] = (),
-) -> WorkerSettings:
-    """Validate ``doc`` (a parsed document) with ``env`` overrides applied."""
-    return load_worker_settings(doc, env, hostname=hostname, edge_env_names=edge_env_names)
 
 
 def settings_to_json(settings: WorkerSettings) -> str:
