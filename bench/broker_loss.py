@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import sys
 import tempfile
@@ -30,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
+from result_json import emit  # type: ignore[import-not-found]  # bench/result_json.py, beside this
 
 from clarion_devstack import install, kafka_cluster, kafka_load
 from clarion_devstack.harness import Keys, Producer, expected_for, settle, start_worker_process
@@ -148,10 +148,7 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="clarion-broker-loss-") as tmp:
         result = asyncio.run(run(args, Path(tmp)))
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.output:
-        args.output.write_text(text + "\n")
+    emit(result, args.output)
 
 
 if __name__ == "__main__":

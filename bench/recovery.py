@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import json
 import os
 import subprocess
 import sys
@@ -42,6 +41,7 @@ from typing import Any
 
 from kubernetes import client as k8s
 from kubernetes import config as k8s_config
+from result_json import emit  # type: ignore[import-not-found]  # bench/result_json.py, beside this
 from w5 import (  # type: ignore[import-not-found]  # bench/w5.py, beside this
     GROUP,
     PLURAL,
@@ -301,10 +301,7 @@ def main() -> None:
     outages = [float(x) for x in args.outages.split(",") if x]
     components = [c for c in args.components.split(",") if c]
     result = asyncio.run(run(args.channels, args.fresh, outages, components))
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.output:
-        args.output.write_text(text + "\n")
+    emit(result, args.output)
 
 
 if __name__ == "__main__":

@@ -20,7 +20,6 @@ password showed at the refusal's retry, 120 s later.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 import threading
@@ -35,6 +34,7 @@ from typing import Any
 from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 from kubernetes import watch
+from result_json import emit  # type: ignore[import-not-found]  # bench/result_json.py, beside this
 from w5 import ensure_stack, process_settings  # type: ignore[import-not-found]  # bench/w5.py
 
 from clarion_devstack import install, kafka_cluster
@@ -236,10 +236,7 @@ def main() -> None:
     args = p.parse_args()
     with tempfile.TemporaryDirectory(prefix="secret-follow-") as tmp:
         result = run(args.trials, Path(tmp))
-    text = json.dumps(result, indent=2)
-    if args.output is not None:
-        args.output.write_text(text + "\n")
-    print(text)
+    emit(result, args.output)
 
 
 if __name__ == "__main__":

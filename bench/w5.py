@@ -65,6 +65,7 @@ from procstat import (
     rss_kib,
     thread_count,
 )
+from result_json import emit  # type: ignore[import-not-found]  # bench/result_json.py, beside this
 
 from clarion_devstack import stack
 from clarion_devstack.e2e import deploy
@@ -877,12 +878,7 @@ def main(argv: list[str] | None = None) -> int:
         )
     )
     result["command"] = " ".join(sys.argv)
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.output:
-        out = Path(args.output)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(text + "\n")
+    emit(result, args.output)
     ok = result["ready"]["all_ready"] and result["cleanup"]["verified"]
     return 0 if ok else 1
 
