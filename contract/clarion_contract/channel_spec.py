@@ -40,10 +40,10 @@ from pydantic import (
     StringConstraints,
     model_validator,
 )
-from pydantic.alias_generators import to_camel
 from pydantic_core import PydanticCustomError
 
 from clarion_contract.worker_config import (
+    CAMEL_CASE_KEYS,
     JWT_ALGORITHMS,
     JWT_ALGORITHMS_HMAC,
     LIMIT_DEFAULTS,
@@ -229,14 +229,7 @@ class _Spec(BaseModel):
     """A frozen section of the spec: camelCase keys, snake_case attributes. Unknown keys
     are dropped, as the API server prunes them (an object stored under an older schema)."""
 
-    model_config = ConfigDict(
-        frozen=True,
-        extra="ignore",
-        alias_generator=to_camel,
-        validate_by_name=True,
-        validate_by_alias=True,
-        serialize_by_alias=True,
-    )
+    model_config = ConfigDict(frozen=True, extra="ignore", **CAMEL_CASE_KEYS)
 
     #: Cross-field rules as CEL, for the CRD (each has a validator below it too).
     CEL: ClassVar[tuple[Cel, ...]] = ()

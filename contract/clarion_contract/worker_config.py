@@ -176,17 +176,21 @@ def _rules(problems: list[str]) -> None:
         raise ValueError("\n".join(problems))
 
 
+#: How both documents name their keys (this one, and the RealtimeChannel spec, which
+#: embeds its routing section): camelCase in the document, snake_case on the model, either
+#: read, camelCase written.
+CAMEL_CASE_KEYS: Final = ConfigDict(
+    alias_generator=to_camel,
+    validate_by_name=True,
+    validate_by_alias=True,
+    serialize_by_alias=True,
+)
+
+
 class _Section(BaseModel):
     """A frozen part of the document: camelCase keys, snake_case attributes, no extras."""
 
-    model_config = ConfigDict(
-        frozen=True,
-        extra="forbid",
-        alias_generator=to_camel,
-        validate_by_name=True,
-        validate_by_alias=True,
-        serialize_by_alias=True,
-    )
+    model_config = ConfigDict(frozen=True, extra="forbid", **CAMEL_CASE_KEYS)
 
 
 # ---- the document --------------------------------------------------------------------
