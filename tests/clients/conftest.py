@@ -7,16 +7,17 @@ as ``CLARION_CONFORMANCE_CONTROL``). It is stopped with SIGTERM at the end of th
 which stops its workers.
 
 The Kotlin and TypeScript wrappers each run their client's conformance runner once, in
-their module's ``conformance_results`` fixture (``{"results": <the runner's results file,
-by scenario name>, "output": <its output>}``), and report every scenario from it as one
-test: a test that takes ``scenario`` runs once per scenario file, and
-``scenario_failure`` is what that module's run reported for it.
+their module's ``conformance_run`` fixture (the runner's results file and its output), and
+report every scenario from it as one test: a test that takes ``scenario`` runs once per
+scenario file, and ``scenario_failure`` is what that module's run reported for it.
 """
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -57,6 +58,17 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 def scenario_names() -> list[str]:
     """Every scenario's name, sorted: what a runner's results must name, no more, no less."""
     return _scenario_names()
+
+
+@pytest.fixture(scope="module")
+def conformance_results(conformance_run: tuple[Path, str]) -> dict[str, Any]:
+    """The module's conformance run: ``results`` (its results file: scenario name ->
+    ``{"outcome", "message"}``; empty when the runner wrote none), ``output`` (the
+    runner's, starting ``exit <code>``) and ``all_passed``."""
+    path, output = conformance_run
+    results = json.loads(path.read_text()) if path.exists() else {}
+    all_passed = all(r["outcome"] == "passed" for r in results.values())
+    return {"results": results, "output": output, "all_passed": all_passed}
 
 
 @pytest.fixture
