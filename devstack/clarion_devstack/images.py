@@ -1,27 +1,28 @@
-"""Build the worker and operator images daemonless, from their Dockerfiles, into the cache.
+"""Build the worker and operator images daemonless, from the Dockerfile, into the cache.
 
 ``python -m clarion_devstack.images`` (``make images``) and :func:`ensure_images`;
 ``python -m clarion_devstack.images podman ARGS...`` runs podman on the same store.
 
-1. **The base.** Both Dockerfiles start ``FROM python:3.11.13-slim-bookworm``. No registry
-   can be pulled from here, so a stand-in with the same name and Python minor is made
-   from Debian packages: ``debootstrap --variant=minbase bookworm`` plus Debian's
-   python3 (3.11), pip and ca-certificates, ``python``/``pip`` on PATH, and pip allowed
-   to install system-wide (PEP 668's marker removed *in the stand-in*; the Dockerfiles
-   are unchanged and still build on a machine with a registry). Its tarball is cached in
-   ``<cache>/python-base-<tag>/`` with a fingerprint of the recipe and imported into the
-   image store under the base's full name.
-2. **The images.** ``podman build --pull=never`` of ``worker/Dockerfile`` and
-   ``operator/Dockerfile`` with runc, the host's CA bundle bind-mounted for the build
-   only, host networking for pip (no bridge or firewall rule is created), tagged as the
-   chart and the operator's defaults expect (``ghcr.io/clarion/<name>:<version>``).
-   Podman's layer cache makes a change of the worker's code rebuild only the layers after
-   the code is copied. Each Dockerfile installs its own distribution (``worker/`` or
-   ``operator/``, each with its pyproject.toml) and the contract's, nothing else of
-   this repository: the development stack is in neither image. Each image is exported
-   to a docker-archive in ``<cache>/image-<name>-<version>/image.tar`` (for
-   ``ctr -n k8s.io images import``), marked complete with a fingerprint of its base,
-   Dockerfile and build context (the paths of its :attr:`ImageSpec.context`).
+1. **The base.** Every stage of the Dockerfile starts ``FROM python:3.11.13-slim-bookworm``.
+   No registry can be pulled from here, so a stand-in with the same name and Python
+   minor is made from Debian packages: ``debootstrap --variant=minbase bookworm`` plus
+   Debian's python3 (3.11), pip and ca-certificates, ``python``/``pip`` on PATH, and pip
+   allowed to install system-wide (PEP 668's marker removed *in the stand-in*; the
+   Dockerfile is unchanged and still builds on a machine with a registry). Its tarball is
+   cached in ``<cache>/python-base-<tag>/`` with a fingerprint of the recipe and imported
+   into the image store under the base's full name.
+2. **The images.** ``podman build --pull=never`` of the repository's ``Dockerfile``, with
+   target and ``COMPONENT`` ``worker``, then ``operator``, with runc, the host's CA bundle
+   bind-mounted for the build only, host networking for pip (no bridge or firewall rule
+   is created), tagged as the chart and the operator's defaults expect
+   (``ghcr.io/clarion/<name>:<version>``). Podman's layer cache makes a change of the
+   worker's code rebuild only the layers after the code is copied, and the two images
+   share the layers before their dependencies. Each image installs its own distribution
+   (``worker/`` or ``operator/``, each with its pyproject.toml) and the contract's,
+   nothing else of this repository: the development stack is in neither image. Each
+   image is exported to a docker-archive in ``<cache>/image-<name>-<version>/image.tar``
+   (for ``ctr -n k8s.io images import``), marked complete with a fingerprint of its base,
+   target, Dockerfile and build context (the paths of its :attr:`ImageSpec.context`).
 
 Podman keeps its store under ``<cache>/containers`` with a ``containers.conf`` written
 there (runc, cgroupfs, nofile/nproc at or below this process's hard limits), never the
@@ -48,7 +49,7 @@ from .procs import StackError
 from .progress import say, step
 from .settings import DevstackSettings
 
-#: The base both Dockerfiles name, and its fully qualified form in the image store.
+#: The base the Dockerfile names, and its fully qualified form in the image store.
 BASE_IMAGE = "python:3.11.13-slim-bookworm"
 BASE_REFERENCE = f"docker.io/library/{BASE_IMAGE}"
 #: The Debian release the base's tag names, and what the stand-in adds to minbase.
@@ -75,11 +76,11 @@ BASE_PRUNE = (
 BASE_RECIPE_REVISION = "1"
 FINGERPRINT_LABEL = "org.clarion.fingerprint"
 
-#: What each Dockerfile copies or mounts from the repository root (its build context):
+#: What each image's build copies or mounts from the repository root (its build context):
 #: the pins and the distributions it installs.
 WORKER_CONTEXT = ("constraints.txt", "contract", "worker")
 OPERATOR_CONTEXT = ("constraints.txt", "contract", "operator")
-#: Every path either Dockerfile uses; the release version is read from their pyprojects.
+#: Every path either image's build uses; the release version is read from their pyprojects.
 CONTEXT_PATHS = ("constraints.txt", "contract", "worker", "operator")
 #: The distributions whose version is the release version (the images' tag).
 RELEASE_PYPROJECTS = (
@@ -87,6 +88,8 @@ RELEASE_PYPROJECTS = (
     "worker/pyproject.toml",
     "operator/pyproject.toml",
 )
+#: The one Dockerfile of both images, at the repository root (their build context).
+DOCKERFILE = "Dockerfile"
 #: The host's CA bundle, bind-mounted read-only into each build step (pip), never copied.
 CA_CERTS = Path("/etc/ssl/certs")
 #: The soft and hard nofile/nproc limit given to containers: at most this, at most ours.
@@ -95,19 +98,23 @@ ULIMIT_CEILING = 20000
 
 @dataclass(frozen=True)
 class ImageSpec:
-    """One image built from one Dockerfile of this repository."""
+    """One image: a target of the repository's Dockerfile.
+
+    ``name`` is the target, the ``COMPONENT`` build argument (the distribution the build
+    stage copies and installs with the contract's) and the image's name.
+    """
 
     name: str
-    dockerfile: str
-    #: The paths of the repository the Dockerfile copies or mounts.
+    #: The paths of the repository its build copies or mounts.
     context: tuple[str, ...]
+    dockerfile: str = DOCKERFILE
 
     def reference(self, version: str) -> str:
         return f"ghcr.io/clarion/{self.name}:{version}"
 
 
-WORKER = ImageSpec("worker", "worker/Dockerfile", WORKER_CONTEXT)
-OPERATOR = ImageSpec("operator", "operator/Dockerfile", OPERATOR_CONTEXT)
+WORKER = ImageSpec("worker", WORKER_CONTEXT)
+OPERATOR = ImageSpec("operator", OPERATOR_CONTEXT)
 IMAGES = (WORKER, OPERATOR)
 
 
@@ -457,7 +464,8 @@ def context_files(checkout: Path, paths: Sequence[str] = CONTEXT_PATHS) -> list[
 
 
 def image_fingerprint(checkout: Path, spec: ImageSpec, base: str) -> str:
-    parts = [base.encode(), spec.dockerfile.encode(), (checkout / spec.dockerfile).read_bytes()]
+    parts = [base.encode(), spec.name.encode(), spec.dockerfile.encode()]
+    parts.append((checkout / spec.dockerfile).read_bytes())
     ignore = checkout / ".dockerignore"
     parts.append(ignore.read_bytes() if ignore.is_file() else b"")
     for path in context_files(checkout, spec.context):
@@ -477,6 +485,9 @@ def build_argv(checkout: Path, spec: ImageSpec, reference: str, fingerprint: str
         f"--label={FINGERPRINT_LABEL}={fingerprint}",
         "--file",
         str(checkout / spec.dockerfile),
+        "--target",
+        spec.name,
+        f"--build-arg=COMPONENT={spec.name}",
         "--tag",
         reference,
         str(checkout),
@@ -501,7 +512,7 @@ def ensure_image(settings: DevstackSettings, podman: Podman, spec: ImageSpec, ba
         log = dest / "build.log"
         log.write_text("")
         previous = podman.image_id(reference)
-        with step(f"podman build {reference} from {spec.dockerfile}"):
+        with step(f"podman build {reference} from {spec.dockerfile} --target {spec.name}"):
             podman.run(*build_argv(settings.checkout, spec, reference, fingerprint), log=log)
         partial = dest / "image.tar.partial"
         partial.unlink(missing_ok=True)
@@ -526,7 +537,7 @@ def ensure_image(settings: DevstackSettings, podman: Podman, spec: ImageSpec, ba
 def ensure_images(settings: DevstackSettings) -> dict[str, Path]:
     """Both images built, tagged and exported: image reference -> docker-archive path.
 
-    Idempotent: with the same base recipe, Dockerfiles and sources, it builds nothing.
+    Idempotent: with the same base recipe, Dockerfile and sources, it builds nothing.
     """
     _require(["podman", "runc"])
     podman = Podman.for_settings(settings)

@@ -314,9 +314,10 @@ def test_each_image_installs_its_own_distribution(image: str) -> None:
     That the distributions declare every module they import, and hold nothing of the
     other part or of the development stack, is tests/test_distributions.py's.
     """
-    text = (ROOT / image / "Dockerfile").read_text()
-    assert f"--wheel-dir /wheels ./contract ./{image}\n" in text
+    text = (ROOT / "Dockerfile").read_text()  # one Dockerfile, a target per image
+    assert "--wheel-dir /wheels ./contract ./${COMPONENT}\n" in text
+    assert f"FROM runtime AS {image}\n" in text
     assert "pip install -c /tmp/constraints.txt -r /tmp/requirements.txt" in text
     assert "--no-deps /tmp/wheels/*.whl" in text
     assert "USER 65532:65532" in text
-    assert re.search(r"^FROM python:3\.11\.\d+-slim-\w+$", text, re.M)
+    assert re.search(r"^FROM python:3\.11\.\d+-slim-\w+ AS runtime$", text, re.M)

@@ -27,9 +27,20 @@ def test_tags_are_what_the_chart_and_the_operator_defaults_expect() -> None:
     assert images.OPERATOR.reference(version) == expected
 
 
-def _copy_sources(dockerfile: Path) -> set[str]:
+def _stages(text: str) -> dict[str, str]:
+    """The Dockerfile's stages by name: the text after ``FROM <image> AS <name>``."""
+    stages: dict[str, str] = {}
+    for chunk in text.split("\nFROM ")[1:]:
+        head, _, body = chunk.partition("\n")
+        stages[head.split(" AS ")[1]] = f"{head.split(' AS ')[0]}\n{body}"
+    return stages
+
+
+def _copy_sources(spec: images.ImageSpec) -> set[str]:
+    """What the build of ``spec`` copies or mounts from the context, its COMPONENT set."""
     sources: set[str] = set()
-    for line in dockerfile.read_text().splitlines():
+    text = (ROOT / spec.dockerfile).read_text().replace("${COMPONENT}", spec.name)
+    for line in text.splitlines():
         words = line.split()
         if words[:1] == ["COPY"] and not any(w.startswith("--from") for w in words):
             sources.update(w.rstrip("/") for w in words[1:-1])
@@ -41,7 +52,7 @@ def _copy_sources(dockerfile: Path) -> set[str]:
 def test_the_fingerprinted_context_holds_everything_the_dockerfile_copies(
     spec: images.ImageSpec,
 ) -> None:
-    copied = _copy_sources(ROOT / spec.dockerfile)
+    copied = _copy_sources(spec)
     assert copied, "no COPY found: the parser is broken"
     assert copied == set(spec.context), copied ^ set(spec.context)
     assert set(spec.context) <= set(images.CONTEXT_PATHS)
@@ -53,12 +64,12 @@ def test_each_image_copies_its_own_distribution_and_the_contract_only(
 ) -> None:
     """No image holds the development stack, nor the other product's code."""
     other = {"worker": "operator", "operator": "worker"}[spec.name]
-    copied = _copy_sources(ROOT / spec.dockerfile)
+    copied = _copy_sources(spec)
     assert {"contract", spec.name} <= copied
     assert not copied & {"devstack", other, "pyproject.toml"}
     lines = (ROOT / spec.dockerfile).read_text().splitlines()
     text = "\n".join(line for line in lines if not line.startswith("#")) + "\n"
-    assert f"--wheel-dir /wheels ./contract ./{spec.name}\n" in text
+    assert "--wheel-dir /wheels ./contract ./${COMPONENT}\n" in text
     # The dependencies come from the wheels' metadata, not from a list in the Dockerfile.
     assert "-r /tmp/requirements.txt" in text
     for name in ("aiokafka", "starlette", "kopf", "kubernetes", "pydantic", "uvicorn"):
@@ -81,8 +92,7 @@ def test_the_images_tag_is_the_version_every_product_distribution_carries(
 @pytest.mark.parametrize("spec", images.IMAGES, ids=lambda s: s.name)
 def test_dependencies_install_in_a_layer_before_the_code(spec: images.ImageSpec) -> None:
     """A code change must not reinstall the dependencies: they come first in the final stage."""
-    text = (ROOT / spec.dockerfile).read_text()
-    final = text.rsplit("\nFROM ", 1)[1]
+    final = _stages((ROOT / spec.dockerfile).read_text())["runtime"]
     deps = final.index("pip install -c /tmp/constraints.txt -r /tmp/requirements.txt")
     wheel = final.index("--no-deps /tmp/wheels/*.whl")
     assert deps < wheel
@@ -107,9 +117,8 @@ def test_context_files_skip_caches_and_follow_the_sources(tmp_path: Path) -> Non
     (tmp_path / "worker/clarion_worker/app.py").write_text("x = 1\n")
     (tmp_path / "worker/clarion_worker/__pycache__/app.cpython-311.pyc").write_bytes(b"\0")
     (tmp_path / "worker/clarion_worker/stale.pyc").write_bytes(b"\0")
-    (tmp_path / "worker/Dockerfile").write_text((ROOT / "worker/Dockerfile").read_text())
+    (tmp_path / "Dockerfile").write_text((ROOT / "Dockerfile").read_text())
     (tmp_path / "operator").mkdir()
-    (tmp_path / "operator/Dockerfile").write_text((ROOT / "operator/Dockerfile").read_text())
     names = [str(p.relative_to(tmp_path)) for p in images.context_files(tmp_path)]
     assert "worker/clarion_worker/app.py" in names
     assert not [n for n in names if "__pycache__" in n or n.endswith(".pyc")]
@@ -174,6 +183,26 @@ def test_the_build_uses_no_registry_and_mounts_the_ca_bundle_read_only() -> None
     assert "--network=host" in argv  # no bridge, no firewall rule for a build
     assert argv[-1] == str(ROOT)
     assert argv[argv.index("--tag") + 1] == "ghcr.io/clarion/worker:9"
+    # One Dockerfile: the target and the distribution it installs are the image's name.
+    assert argv[argv.index("--file") + 1] == str(ROOT / "Dockerfile")
+    assert argv[argv.index("--target") + 1] == "worker"
+    assert "--build-arg=COMPONENT=worker" in argv
+
+
+@pytest.mark.parametrize("spec", images.IMAGES, ids=lambda s: s.name)
+def test_each_target_runs_its_own_command_on_the_shared_runtime(
+    spec: images.ImageSpec,
+) -> None:
+    """The targets differ only in their command and ports; they check what COMPONENT built."""
+    stages = _stages((ROOT / spec.dockerfile).read_text())
+    target = stages[spec.name]
+    assert target.splitlines()[0] == "runtime"
+    assert f'ENTRYPOINT ["clarion-{spec.name}"]' in target
+    assert f"command -v clarion-{spec.name} " in target
+    assert f"--build-arg COMPONENT={spec.name}" in target
+    # The build stage refuses a COMPONENT that names no image.
+    assert "worker|operator)" in stages["build"]
+    assert set(stages) == {"build", "runtime", *(s.name for s in images.IMAGES)}
 
 
 def test_podman_is_confined_to_the_cache(tmp_path: Path) -> None:

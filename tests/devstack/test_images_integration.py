@@ -43,7 +43,7 @@ def settings(tmp_path_factory: pytest.TempPathFactory) -> DevstackSettings:
     built, and what "nothing changed" means, fixed.
     """
     snapshot = tmp_path_factory.mktemp("context")
-    for entry in (*images.CONTEXT_PATHS, ".dockerignore"):
+    for entry in (*images.CONTEXT_PATHS, images.DOCKERFILE, ".dockerignore"):
         source = ROOT / entry
         if source.is_dir():
             shutil.copytree(source, snapshot / entry, ignore=shutil.ignore_patterns("__pycache__"))
