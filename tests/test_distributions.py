@@ -94,43 +94,39 @@ def test_each_wheel_holds_its_own_package_only(wheels: dict[str, Path], dist: st
     assert {t for t in tops if not t.endswith(".dist-info")} == {package}
 
 
-def test_the_worker_brings_neither_the_operator_nor_the_development_stack(
-    wheels: dict[str, Path],
+#: What installing each product brings (its closure): at least the first set, and nothing
+#: of the second (the other parts, their frameworks, the development stack).
+BRINGS: dict[str, tuple[set[str], set[str]]] = {
+    "clarion-worker": (
+        {"clarion-contract", "starlette", "uvicorn", "aiokafka"},
+        {"clarion-operator", "clarion-client", "kopf", "kubernetes", *DEVELOPMENT},
+    ),
+    "clarion-operator": (
+        {"clarion-contract", "kopf", "kubernetes", "aiokafka"},
+        {"clarion-worker", "clarion-client", "starlette", "uvicorn", *DEVELOPMENT},
+    ),
+    # What an app installs to follow a channel: the contract's close codes, websockets and
+    # httpx, and nothing the worker or the operator runs on.
+    "clarion-client": (
+        {"clarion-contract", "websockets", "httpx"},
+        {"clarion-worker", "clarion-operator", "starlette", "uvicorn", "aiokafka",
+         "prometheus-client", "kopf", "kubernetes", *DEVELOPMENT},
+    ),
+    "clarion-contract": (
+        {"pydantic"},
+        {"clarion-worker", "clarion-operator", "aiokafka", *DEVELOPMENT},
+    ),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("dist", sorted(BRINGS))
+def test_each_product_brings_what_it_runs_on_and_nothing_of_the_others(
+    wheels: dict[str, Path], dist: str
 ) -> None:
-    installed = closure(wheels, "clarion-worker")
-    assert {"clarion-contract", "starlette", "uvicorn", "aiokafka"} <= installed
-    assert not installed & {
-        "clarion-operator",
-        "clarion-client",
-        "kopf",
-        "kubernetes",
-        *DEVELOPMENT,
-    }
-
-
-def test_the_operator_brings_neither_the_worker_nor_the_development_stack(
-    wheels: dict[str, Path],
-) -> None:
-    installed = closure(wheels, "clarion-operator")
-    assert {"clarion-contract", "kopf", "kubernetes", "aiokafka"} <= installed
-    assert not installed & {
-        "clarion-worker",
-        "clarion-client",
-        "starlette",
-        "uvicorn",
-        *DEVELOPMENT,
-    }
-
-
-def test_the_client_brings_neither_the_worker_nor_its_frameworks(
-    wheels: dict[str, Path],
-) -> None:
-    """What an app installs to follow a channel: the contract's close codes, websockets and
-    httpx, and nothing the worker or the operator runs on."""
-    installed = closure(wheels, "clarion-client")
-    assert {"clarion-contract", "websockets", "httpx"} <= installed
-    server = {"starlette", "uvicorn", "aiokafka", "prometheus-client", "kopf", "kubernetes"}
-    assert not installed & {"clarion-worker", "clarion-operator", *server, *DEVELOPMENT}
+    needed, foreign = BRINGS[dist]
+    installed = closure(wheels, dist)
+    assert needed <= installed, needed - installed
+    assert not installed & foreign, installed & foreign
 
 
 def _scripts(wheel: Path) -> dict[str, str]:
@@ -153,12 +149,6 @@ def test_clarion_tail_ships_with_the_client_and_the_worker_image_runs_the_worker
 ) -> None:
     assert _scripts(wheels["clarion-client"]) == {"clarion": "clarion_client.cli:main"}
     assert _scripts(wheels["clarion-worker"]) == {"clarion-worker": "clarion_worker.server:main"}
-
-
-def test_the_contract_brings_only_its_model_library(wheels: dict[str, Path]) -> None:
-    installed = closure(wheels, "clarion-contract")
-    assert "pydantic" in installed
-    assert not installed & {"clarion-worker", "clarion-operator", "aiokafka", *DEVELOPMENT}
 
 
 def _imported_modules(package: Path) -> set[str]:
