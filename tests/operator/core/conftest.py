@@ -1,11 +1,16 @@
-"""Fixtures shared by the operator core tests: raw specs as the API server hands them."""
+"""Fixtures shared by the operator core tests: raw specs as the API server hands them, and
+the objects the operator renders from them."""
 
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from typing import Any
 
 import pytest
+
+from clarion_operator.core.render import ChannelContext, DesiredState, OperatorSettings, render
+from clarion_operator.core.spec import parse_spec
 
 MINIMAL: dict[str, Any] = {
     "kafka": {"bootstrapServers": "kafka:9092"},
@@ -81,3 +86,17 @@ def minimal_raw() -> dict[str, Any]:
 @pytest.fixture
 def full_raw() -> dict[str, Any]:
     return copy.deepcopy(FULL)
+
+
+@pytest.fixture
+def render_channel() -> Callable[..., DesiredState]:
+    """Renders the channel ``dash`` of namespace ``apps`` from a raw spec; keywords are the
+    operator's settings."""
+
+    def render_channel(raw: dict[str, Any], **settings: Any) -> DesiredState:
+        spec = parse_spec(raw)
+        return render(
+            ChannelContext("dash", "apps", "uid-1", 1, spec, OperatorSettings(**settings))
+        )
+
+    return render_channel

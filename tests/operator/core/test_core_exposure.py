@@ -3,6 +3,7 @@ spec.ingress conversion, status.endpoint, and the Exposed condition's decision."
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -23,19 +24,16 @@ from clarion_operator.core.exposure import (
 )
 from clarion_operator.core.reasons import Reason
 from clarion_operator.core.render import (
-    ChannelContext,
     DesiredState,
     ObjectRef,
-    render,
 )
 from clarion_operator.core.spec import ExposureSpec, SpecError, parse_spec
 
+#: The ``render_channel`` fixture (conftest.py): a raw spec, and settings by keyword.
+RenderChannel = Callable[..., DesiredState]
+
 TRAEFIK_SVC = "traefik.ingress.kubernetes.io/service."
 BACKEND_INGRESS = {"service": {"name": "dash-worker", "port": {"name": "http"}}}
-
-
-def _render(raw: dict[str, Any]) -> DesiredState:
-    return render(ChannelContext("dash", "apps", "uid-1", 1, parse_spec(raw)))
 
 
 def _with(raw: dict[str, Any], exposure: dict[str, Any]) -> dict[str, Any]:
@@ -57,9 +55,10 @@ GATEWAY = {
 
 
 def test_gateway_renders_an_httproute_for_long_streams_with_cookie_persistence(
+    render_channel: RenderChannel,
     minimal_raw: dict[str, Any],
 ) -> None:
-    state = _render(_with(minimal_raw, GATEWAY))
+    state = render_channel(_with(minimal_raw, GATEWAY))
     route = state.http_route
     assert route is not None
     assert state.ingress is None
@@ -100,8 +99,10 @@ def test_gateway_renders_an_httproute_for_long_streams_with_cookie_persistence(
     assert route in state.objects()
 
 
-def test_gateway_minimal_parent_and_no_hostnames(minimal_raw: dict[str, Any]) -> None:
-    state = _render(_with(minimal_raw, {"type": "gateway", "gateway": {"name": "gw"}}))
+def test_gateway_minimal_parent_and_no_hostnames(
+    render_channel: RenderChannel, minimal_raw: dict[str, Any]
+) -> None:
+    state = render_channel(_with(minimal_raw, {"type": "gateway", "gateway": {"name": "gw"}}))
     assert state.http_route is not None
     spec = state.http_route["spec"]
     assert spec["parentRefs"] == [
@@ -113,7 +114,9 @@ def test_gateway_minimal_parent_and_no_hostnames(minimal_raw: dict[str, Any]) ->
     assert state.endpoint == "ws://dash-worker.apps.svc.cluster.local/ws/dashboard"
 
 
-def test_traefik_profile_puts_stickiness_on_the_service(minimal_raw: dict[str, Any]) -> None:
+def test_traefik_profile_puts_stickiness_on_the_service(
+    render_channel: RenderChannel, minimal_raw: dict[str, Any]
+) -> None:
     raw = _with(
         minimal_raw,
         {
@@ -122,7 +125,7 @@ def test_traefik_profile_puts_stickiness_on_the_service(minimal_raw: dict[str, A
             "ingress": {"className": "traefik", "profile": "traefik"},
         },
     )
-    state = _render(raw)
+    state = render_channel(raw)
     ing = state.ingress
     assert ing is not None
     assert state.http_route is None
@@ -148,7 +151,9 @@ def test_traefik_profile_puts_stickiness_on_the_service(minimal_raw: dict[str, A
     )
 
 
-def test_traefik_cookie_is_secure_with_tls(minimal_raw: dict[str, Any]) -> None:
+def test_traefik_cookie_is_secure_with_tls(
+    render_channel: RenderChannel, minimal_raw: dict[str, Any]
+) -> None:
     raw = _with(
         minimal_raw,
         {
@@ -157,14 +162,16 @@ def test_traefik_cookie_is_secure_with_tls(minimal_raw: dict[str, Any]) -> None:
             "ingress": {"className": "traefik", "profile": "traefik", "tlsSecretName": "rt-tls"},
         },
     )
-    state = _render(raw)
+    state = render_channel(raw)
     assert state.service["metadata"]["annotations"][f"{TRAEFIK_SVC}sticky.cookie.secure"] == "true"
     assert state.ingress is not None
     assert state.ingress["spec"]["tls"] == [{"hosts": ["rt.example.com"], "secretName": "rt-tls"}]
     assert state.endpoint == "wss://rt.example.com/ws/dashboard"
 
 
-def test_haproxy_profile_in_its_own_annotations(minimal_raw: dict[str, Any]) -> None:
+def test_haproxy_profile_in_its_own_annotations(
+    render_channel: RenderChannel, minimal_raw: dict[str, Any]
+) -> None:
     raw = _with(
         minimal_raw,
         {
@@ -178,7 +185,7 @@ def test_haproxy_profile_in_its_own_annotations(minimal_raw: dict[str, Any]) -> 
             },
         },
     )
-    state = _render(raw)
+    state = render_channel(raw)
     assert state.ingress is not None
     assert state.ingress["metadata"]["annotations"] == {
         "haproxy.org/cookie-persistence": "rt",
@@ -193,13 +200,14 @@ def test_haproxy_profile_in_its_own_annotations(minimal_raw: dict[str, Any]) -> 
 
 
 def test_nginx_profile_keeps_the_retired_controllers_annotations(
+    render_channel: RenderChannel,
     minimal_raw: dict[str, Any],
 ) -> None:
     raw = _with(
         minimal_raw,
         {"type": "ingress", "ingress": {"className": "nginx", "profile": "nginx"}},
     )
-    state = _render(raw)
+    state = render_channel(raw)
     assert state.ingress is not None
     ann = state.ingress["metadata"]["annotations"]
     assert ann["nginx.ingress.kubernetes.io/affinity"] == "cookie"
@@ -207,7 +215,9 @@ def test_nginx_profile_keeps_the_retired_controllers_annotations(
     assert ann["nginx.ingress.kubernetes.io/proxy-buffering"] == "off"
 
 
-def test_generic_profile_writes_only_the_users_annotations(minimal_raw: dict[str, Any]) -> None:
+def test_generic_profile_writes_only_the_users_annotations(
+    render_channel: RenderChannel, minimal_raw: dict[str, Any]
+) -> None:
     raw = _with(
         minimal_raw,
         {
@@ -216,15 +226,17 @@ def test_generic_profile_writes_only_the_users_annotations(minimal_raw: dict[str
             "ingress": {"className": "acme", "profile": "generic", "annotations": {"k": "v"}},
         },
     )
-    state = _render(raw)
+    state = render_channel(raw)
     assert state.ingress is not None
     assert state.ingress["metadata"]["annotations"] == {"k": "v"}
     assert [r["host"] for r in state.ingress["spec"]["rules"]] == ["a.example.com", "b.example.com"]
     assert "annotations" not in state.service["metadata"]
 
 
-def test_none_renders_neither_and_removes_both(minimal_raw: dict[str, Any]) -> None:
-    state = _render(_with(minimal_raw, {"type": "none"}))
+def test_none_renders_neither_and_removes_both(
+    render_channel: RenderChannel, minimal_raw: dict[str, Any]
+) -> None:
+    state = render_channel(_with(minimal_raw, {"type": "none"}))
     assert state.ingress is None
     assert state.http_route is None
     absent = state.absent()

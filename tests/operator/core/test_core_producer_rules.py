@@ -6,14 +6,18 @@ from __future__ import annotations
 
 import copy
 import json
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 
-from clarion_operator.core.render import ChannelContext, OperatorSettings, render
+from clarion_operator.core.render import DesiredState
 from clarion_operator.core.spec import SpecError, parse_spec
 from clarion_worker.core.events import RawRecord, RecordDecoder
 from clarion_worker.core.settings import load_settings
+
+#: The ``render_channel`` fixture (conftest.py): a raw spec, and settings by keyword.
+RenderChannel = Callable[..., DesiredState]
 
 SEED_TOPICS: list[dict[str, Any]] = [
     {"name": "unionflow.finance.approvals", "audience": "organization"},
@@ -29,16 +33,8 @@ def _raw(minimal_raw: dict[str, Any], **routing: Any) -> dict[str, Any]:
     return raw
 
 
-def _worker_doc(raw: dict[str, Any]) -> dict[str, Any]:
-    ctx = ChannelContext(
-        name="dash",
-        namespace="apps",
-        uid="uid-1",
-        generation=1,
-        spec=parse_spec(raw),
-        settings=OperatorSettings(),
-    )
-    doc: dict[str, Any] = json.loads(render(ctx).config_map["data"]["worker.json"])
+def _worker_doc(state: DesiredState) -> dict[str, Any]:
+    doc: dict[str, Any] = json.loads(state.config_map["data"]["worker.json"])
     return doc
 
 
@@ -48,12 +44,14 @@ def _problems(raw: dict[str, Any]) -> list[tuple[str, str]]:
     return [(p.path, p.message) for p in info.value.problems]
 
 
-def test_rules_are_parsed_and_rendered(minimal_raw: dict[str, Any]) -> None:
+def test_rules_are_parsed_and_rendered(
+    render_channel: RenderChannel, minimal_raw: dict[str, Any]
+) -> None:
     raw = _raw(minimal_raw, timestampZone="Africa/Abidjan")
     spec = parse_spec(raw)
     assert [t.without_user for t in spec.topics] == [None, "organization", "reject"]
     assert spec.routing.timestamp_zone == "Africa/Abidjan"
-    doc = _worker_doc(raw)
+    doc = _worker_doc(render_channel(raw))
     assert doc["topics"] == [
         {"name": "unionflow.finance.approvals", "audience": "organization"},
         {"name": "unionflow.notifications.user", "audience": "user", "withoutUser": "organization"},
@@ -62,15 +60,21 @@ def test_rules_are_parsed_and_rendered(minimal_raw: dict[str, Any]) -> None:
     assert doc["routing"]["timestampZone"] == "Africa/Abidjan"
 
 
-def test_unset_rules_leave_the_worker_defaults(minimal_raw: dict[str, Any]) -> None:
-    doc = _worker_doc(minimal_raw)
+def test_unset_rules_leave_the_worker_defaults(
+    render_channel: RenderChannel, minimal_raw: dict[str, Any]
+) -> None:
+    doc = _worker_doc(render_channel(minimal_raw))
     assert "withoutUser" not in doc["topics"][0]
     assert "timestampZone" not in doc.get("routing", {})
 
 
 @pytest.mark.parametrize("zone", ["UTC", "Z", "+01:00", "-05:30", "Europe/Paris", "Etc/GMT+1"])
-def test_rendered_document_is_what_the_worker_runs(minimal_raw: dict[str, Any], zone: str) -> None:
-    settings = load_settings(_worker_doc(_raw(minimal_raw, timestampZone=zone)), hostname="w-0")
+def test_rendered_document_is_what_the_worker_runs(
+    render_channel: RenderChannel, minimal_raw: dict[str, Any], zone: str
+) -> None:
+    settings = load_settings(
+        _worker_doc(render_channel(_raw(minimal_raw, timestampZone=zone))), hostname="w-0"
+    )
     decoder = RecordDecoder.for_settings(settings)
     broadcast = json.dumps(
         {"type": "BROADCAST_NOTIFICATION", "organizationId": "org-1", "data": {}}

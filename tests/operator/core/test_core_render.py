@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -16,11 +17,13 @@ from clarion_operator.core.render import (
     ChannelContext,
     DesiredState,
     ObjectRef,
-    OperatorSettings,
     endpoint_url,
     render,
 )
 from clarion_operator.core.spec import parse_spec
+
+#: The ``render_channel`` fixture (conftest.py): a raw spec, and settings by keyword.
+RenderChannel = Callable[..., DesiredState]
 
 LABELS = {
     "app.kubernetes.io/name": "clarion-worker",
@@ -41,18 +44,6 @@ OWNER = {
 NGINX = "nginx.ingress.kubernetes.io/"
 
 
-def _render(raw: dict[str, Any], **settings: Any) -> DesiredState:
-    ctx = ChannelContext(
-        name="dash",
-        namespace="apps",
-        uid="uid-1",
-        generation=3,
-        spec=parse_spec(raw),
-        settings=OperatorSettings(**settings),
-    )
-    return render(ctx)
-
-
 def _container(state: DesiredState) -> dict[str, Any]:
     (container,) = state.deployment["spec"]["template"]["spec"]["containers"]
     return dict(container)
@@ -62,8 +53,10 @@ def _pod_annotations(state: DesiredState) -> dict[str, str]:
     return dict(state.deployment["spec"]["template"]["metadata"]["annotations"])
 
 
-def test_every_object_has_labels_owner_and_namespace(full_raw: dict[str, Any]) -> None:
-    state = _render(full_raw, monitoring_api_available=True)
+def test_every_object_has_labels_owner_and_namespace(
+    render_channel: RenderChannel, full_raw: dict[str, Any]
+) -> None:
+    state = render_channel(full_raw, monitoring_api_available=True)
     kinds = [o["kind"] for o in state.objects()]
     assert kinds == [
         "ConfigMap",
@@ -85,12 +78,14 @@ def test_every_object_has_labels_owner_and_namespace(full_raw: dict[str, Any]) -
     )
 
 
-def test_render_is_deterministic(full_raw: dict[str, Any]) -> None:
-    assert _render(full_raw) == _render(full_raw)
+def test_render_is_deterministic(render_channel: RenderChannel, full_raw: dict[str, Any]) -> None:
+    assert render_channel(full_raw) == render_channel(full_raw)
 
 
-def test_config_map_holds_sorted_worker_json(minimal_raw: dict[str, Any]) -> None:
-    state = _render(minimal_raw)
+def test_config_map_holds_sorted_worker_json(
+    render_channel: RenderChannel, minimal_raw: dict[str, Any]
+) -> None:
+    state = render_channel(minimal_raw)
     text = state.config_map["data"]["worker.json"]
     assert text == state.worker_json
     doc = json.loads(text)
@@ -115,8 +110,10 @@ def test_config_map_holds_sorted_worker_json(minimal_raw: dict[str, Any]) -> Non
     }
 
 
-def test_full_worker_json_names_files_never_secrets(full_raw: dict[str, Any]) -> None:
-    doc = json.loads(_render(full_raw).worker_json)
+def test_full_worker_json_names_files_never_secrets(
+    render_channel: RenderChannel, full_raw: dict[str, Any]
+) -> None:
+    doc = json.loads(render_channel(full_raw).worker_json)
     assert doc["kafka"] == {
         "bootstrapServers": "b1:9093,b2:9093",
         "clientId": "dash",
@@ -157,11 +154,13 @@ def test_full_worker_json_names_files_never_secrets(full_raw: dict[str, Any]) ->
     assert [t["audience"] for t in doc["topics"]] == ["organization", "user"]
 
 
-def test_jwks_url_and_file(minimal_raw: dict[str, Any]) -> None:
+def test_jwks_url_and_file(render_channel: RenderChannel, minimal_raw: dict[str, Any]) -> None:
     minimal_raw["auth"] = {"mode": "jwt", "jwks": {"url": "https://id/jwks"}}
-    assert json.loads(_render(minimal_raw).worker_json)["auth"]["jwksUrl"] == "https://id/jwks"
+    assert (
+        json.loads(render_channel(minimal_raw).worker_json)["auth"]["jwksUrl"] == "https://id/jwks"
+    )
     minimal_raw["auth"] = {"mode": "jwt", "jwks": {"secret": {"name": "k", "key": "jwks.json"}}}
-    state = _render(minimal_raw)
+    state = render_channel(minimal_raw)
     assert (
         json.loads(state.worker_json)["auth"]["jwksFile"] == "/etc/clarion/secrets/jwks/jwks.json"
     )
@@ -171,8 +170,10 @@ def test_jwks_url_and_file(minimal_raw: dict[str, Any]) -> None:
     }
 
 
-def test_secrets_are_projected_next_to_worker_json(full_raw: dict[str, Any]) -> None:
-    spec = _render(full_raw).deployment["spec"]["template"]["spec"]
+def test_secrets_are_projected_next_to_worker_json(
+    render_channel: RenderChannel, full_raw: dict[str, Any]
+) -> None:
+    spec = render_channel(full_raw).deployment["spec"]["template"]["spec"]
     config, tmp = spec["volumes"]
     assert tmp == {"name": "tmp", "emptyDir": {"sizeLimit": "64Mi"}}
     assert config["projected"]["sources"] == [
@@ -210,8 +211,8 @@ def test_secrets_are_projected_next_to_worker_json(full_raw: dict[str, Any]) -> 
     ]
 
 
-def test_deployment_shape(minimal_raw: dict[str, Any]) -> None:
-    state = _render(minimal_raw)
+def test_deployment_shape(render_channel: RenderChannel, minimal_raw: dict[str, Any]) -> None:
+    state = render_channel(minimal_raw)
     dep = state.deployment
     assert dep["apiVersion"] == "apps/v1"
     spec = dep["spec"]
@@ -245,44 +246,52 @@ def test_deployment_shape(minimal_raw: dict[str, Any]) -> None:
     }
 
 
-def test_grace_period_exceeds_drain_and_prestop(full_raw: dict[str, Any]) -> None:
-    state = _render(full_raw, prestop_seconds=7)
+def test_grace_period_exceeds_drain_and_prestop(
+    render_channel: RenderChannel, full_raw: dict[str, Any]
+) -> None:
+    state = render_channel(full_raw, prestop_seconds=7)
     pod = state.deployment["spec"]["template"]["spec"]
     assert pod["terminationGracePeriodSeconds"] > 60 + 7
     assert _container(state)["lifecycle"]["preStop"]["sleep"]["seconds"] == 7
 
 
-def test_config_hash_is_sha256_of_worker_json(minimal_raw: dict[str, Any]) -> None:
+def test_config_hash_is_sha256_of_worker_json(
+    render_channel: RenderChannel, minimal_raw: dict[str, Any]
+) -> None:
     import hashlib
 
-    state = _render(minimal_raw)
+    state = render_channel(minimal_raw)
     expected = hashlib.sha256(state.worker_json.encode()).hexdigest()
     assert state.config_hash == expected
     assert _pod_annotations(state)[CONFIG_HASH_ANNOTATION] == expected
 
 
-def test_hash_changes_iff_worker_json_changes(minimal_raw: dict[str, Any]) -> None:
-    base = _render(minimal_raw)
+def test_hash_changes_iff_worker_json_changes(
+    render_channel: RenderChannel, minimal_raw: dict[str, Any]
+) -> None:
+    base = render_channel(minimal_raw)
     # Changes outside worker.json keep the hash (no needless rollout).
     minimal_raw["workers"] = {"replicas": 5, "image": "other:1"}
     minimal_raw["ingress"] = {"enabled": True, "host": "x.example.com"}
-    same = _render(minimal_raw)
+    same = render_channel(minimal_raw)
     assert same.worker_json == base.worker_json
     assert same.config_hash == base.config_hash
     # A change inside worker.json moves it.
     minimal_raw["topics"][0]["audience"] = "broadcast"
-    changed = _render(minimal_raw)
+    changed = render_channel(minimal_raw)
     assert changed.worker_json != base.worker_json
     assert changed.config_hash != base.config_hash
     assert _pod_annotations(changed)[CONFIG_HASH_ANNOTATION] == changed.config_hash
 
 
-def test_replicas_omitted_with_autoscaling(minimal_raw: dict[str, Any]) -> None:
+def test_replicas_omitted_with_autoscaling(
+    render_channel: RenderChannel, minimal_raw: dict[str, Any]
+) -> None:
     minimal_raw["workers"] = {
         "replicas": 4,
         "autoscaling": {"minReplicas": 3, "maxReplicas": 9, "targetConnectionsPerPod": 2000},
     }
-    state = _render(minimal_raw)
+    state = render_channel(minimal_raw)
     assert "replicas" not in state.deployment["spec"]
     hpa = state.horizontal_pod_autoscaler
     assert hpa is not None
@@ -306,14 +315,18 @@ def test_replicas_omitted_with_autoscaling(minimal_raw: dict[str, Any]) -> None:
     assert all(ref.kind != "HorizontalPodAutoscaler" for ref in state.absent())
 
 
-def test_no_hpa_without_autoscaling(minimal_raw: dict[str, Any]) -> None:
-    state = _render(minimal_raw)
+def test_no_hpa_without_autoscaling(
+    render_channel: RenderChannel, minimal_raw: dict[str, Any]
+) -> None:
+    state = render_channel(minimal_raw)
     assert state.horizontal_pod_autoscaler is None
     assert state.deployment["spec"]["replicas"] == 2
 
 
-def test_service_affinity_without_ingress(minimal_raw: dict[str, Any]) -> None:
-    svc = _render(minimal_raw).service
+def test_service_affinity_without_ingress(
+    render_channel: RenderChannel, minimal_raw: dict[str, Any]
+) -> None:
+    svc = render_channel(minimal_raw).service
     assert svc["spec"] == {
         "type": "ClusterIP",
         "selector": SELECTOR,
@@ -323,14 +336,18 @@ def test_service_affinity_without_ingress(minimal_raw: dict[str, Any]) -> None:
     }
 
 
-def test_service_affinity_off_behind_ingress(full_raw: dict[str, Any]) -> None:
-    spec = _render(full_raw).service["spec"]
+def test_service_affinity_off_behind_ingress(
+    render_channel: RenderChannel, full_raw: dict[str, Any]
+) -> None:
+    spec = render_channel(full_raw).service["spec"]
     assert spec["sessionAffinity"] == "None"
     assert "sessionAffinityConfig" not in spec
 
 
-def test_ingress_annotations_and_rules(full_raw: dict[str, Any]) -> None:
-    ing = _render(full_raw).ingress
+def test_ingress_annotations_and_rules(
+    render_channel: RenderChannel, full_raw: dict[str, Any]
+) -> None:
+    ing = render_channel(full_raw).ingress
     assert ing is not None
     assert ing["apiVersion"] == "networking.k8s.io/v1"
     ann = ing["metadata"]["annotations"]
@@ -357,10 +374,12 @@ def test_ingress_annotations_and_rules(full_raw: dict[str, Any]) -> None:
     ]
 
 
-def test_ingress_without_host_tls_or_sse(minimal_raw: dict[str, Any]) -> None:
+def test_ingress_without_host_tls_or_sse(
+    render_channel: RenderChannel, minimal_raw: dict[str, Any]
+) -> None:
     minimal_raw["ingress"] = {"enabled": True, "className": "internal"}
     minimal_raw["server"] = {"sse": {"enabled": False}}
-    ing = _render(minimal_raw).ingress
+    ing = render_channel(minimal_raw).ingress
     assert ing is not None
     assert "tls" not in ing["spec"]
     assert ing["spec"]["ingressClassName"] == "internal"
@@ -369,8 +388,10 @@ def test_ingress_without_host_tls_or_sse(minimal_raw: dict[str, Any]) -> None:
     assert [p["path"] for p in rule["http"]["paths"]] == ["/ws/dashboard"]
 
 
-def test_no_ingress_when_disabled(minimal_raw: dict[str, Any]) -> None:
-    state = _render(minimal_raw)
+def test_no_ingress_when_disabled(
+    render_channel: RenderChannel, minimal_raw: dict[str, Any]
+) -> None:
+    state = render_channel(minimal_raw)
     assert state.ingress is None
     assert ObjectRef("networking.k8s.io/v1", "Ingress", "apps", "dash-worker") in state.absent()
 
@@ -380,10 +401,14 @@ def test_no_ingress_when_disabled(minimal_raw: dict[str, Any]) -> None:
     [(True, True, True), (False, True, False), (True, False, False), (False, False, False)],
 )
 def test_service_monitor_vs_scrape_annotations(
-    full_raw: dict[str, Any], api: bool, enabled: bool, monitor: bool
+    render_channel: RenderChannel,
+    full_raw: dict[str, Any],
+    api: bool,
+    enabled: bool,
+    monitor: bool,
 ) -> None:
     full_raw["monitoring"]["serviceMonitor"]["enabled"] = enabled
-    state = _render(full_raw, monitoring_api_available=api)
+    state = render_channel(full_raw, monitoring_api_available=api)
     ann = _pod_annotations(state)
     if monitor:
         sm = state.service_monitor
@@ -404,15 +429,17 @@ def test_service_monitor_vs_scrape_annotations(
         assert ann["prometheus.io/path"] == "/metrics"
 
 
-def test_service_monitor_labels_cannot_override_standard_labels(full_raw: dict[str, Any]) -> None:
+def test_service_monitor_labels_cannot_override_standard_labels(
+    render_channel: RenderChannel, full_raw: dict[str, Any]
+) -> None:
     full_raw["monitoring"]["serviceMonitor"]["labels"] = {"app.kubernetes.io/instance": "evil"}
-    sm = _render(full_raw, monitoring_api_available=True).service_monitor
+    sm = render_channel(full_raw, monitoring_api_available=True).service_monitor
     assert sm is not None
     assert sm["metadata"]["labels"]["app.kubernetes.io/instance"] == "dash"
 
 
-def test_pod_disruption_budget(minimal_raw: dict[str, Any]) -> None:
-    pdb = _render(minimal_raw).pod_disruption_budget
+def test_pod_disruption_budget(render_channel: RenderChannel, minimal_raw: dict[str, Any]) -> None:
+    pdb = render_channel(minimal_raw).pod_disruption_budget
     assert pdb["apiVersion"] == "policy/v1"
     assert pdb["spec"] == {
         "maxUnavailable": 1,
@@ -422,8 +449,8 @@ def test_pod_disruption_budget(minimal_raw: dict[str, Any]) -> None:
     }
 
 
-def test_desired_topics(full_raw: dict[str, Any]) -> None:
-    topics = _render(full_raw).topics
+def test_desired_topics(render_channel: RenderChannel, full_raw: dict[str, Any]) -> None:
+    topics = render_channel(full_raw).topics
     assert [(t.name, t.partitions, t.replication_factor, t.deletion_policy) for t in topics] == [
         ("orders", 12, 3, "Delete"),
         ("notices", 6, None, "Retain"),
@@ -432,8 +459,8 @@ def test_desired_topics(full_raw: dict[str, Any]) -> None:
     assert dict(topics[0].configs) == {"retention.ms": "86400000", "max.message.bytes": "1064960"}
 
 
-def test_status_helpers(minimal_raw: dict[str, Any]) -> None:
-    state = _render(minimal_raw, cluster_domain="k8s.local")
+def test_status_helpers(render_channel: RenderChannel, minimal_raw: dict[str, Any]) -> None:
+    state = render_channel(minimal_raw, cluster_domain="k8s.local")
     assert state.endpoint == "ws://dash-worker.apps.svc.k8s.local/ws/dashboard"
     assert state.selector == "app.kubernetes.io/instance=dash,app.kubernetes.io/name=clarion-worker"
 
@@ -458,11 +485,13 @@ def test_endpoint_url(minimal_raw: dict[str, Any], ingress: dict[str, Any], url:
     assert endpoint_url("dash", "apps", parse_spec(minimal_raw)) == url
 
 
-def test_worker_json_escapes_what_a_yaml_reader_refuses(minimal_raw: dict[str, Any]) -> None:
+def test_worker_json_escapes_what_a_yaml_reader_refuses(
+    render_channel: RenderChannel, minimal_raw: dict[str, Any]
+) -> None:
     """The worker reads its document with a YAML parser (JSON is YAML): characters YAML
     refuses (U+007F) or reads as line breaks (U+0085, U+2028) are written as escapes."""
     minimal_raw["auth"] = {"mode": "none", "issuer": "a\x7fb\x85c\u2028d é 😀"}
-    text = _render(minimal_raw).worker_json
+    text = render_channel(minimal_raw).worker_json
     assert "\\u007f" in text
     assert "\\u0085" in text
     assert "é 😀" in text
@@ -470,14 +499,16 @@ def test_worker_json_escapes_what_a_yaml_reader_refuses(minimal_raw: dict[str, A
     assert json.loads(text)["auth"]["issuer"] == "a\x7fb\x85c\u2028d é 😀"
 
 
-def test_autoscaled_workers_are_not_ready_below_the_floor(minimal_raw: dict[str, Any]) -> None:
+def test_autoscaled_workers_are_not_ready_below_the_floor(
+    render_channel: RenderChannel, minimal_raw: dict[str, Any]
+) -> None:
     """A new autoscaled Deployment starts at 1 replica until the HPA raises it: one ready
     worker out of minReplicas 3 is not Ready (it showed Ready 1/1)."""
     minimal_raw["workers"] = {
         "autoscaling": {"minReplicas": 3, "maxReplicas": 6},
         "resources": {"requests": {"cpu": "100m"}},
     }
-    deployment = _render(minimal_raw).deployment
+    deployment = render_channel(minimal_raw).deployment
     assert "replicas" not in deployment["spec"]  # the HPA owns it
     # As the API server stores it: defaulted to 1, one pod up.
     stored = {
