@@ -40,6 +40,15 @@ def _with(raw: dict[str, Any], exposure: dict[str, Any]) -> dict[str, Any]:
     return {**raw, "exposure": exposure}
 
 
+#: The sample channel (minimal_raw) with ``spec.exposure`` set to the argument, rendered.
+RenderExposure = Callable[[dict[str, Any]], DesiredState]
+
+
+@pytest.fixture
+def render_exposure(render_channel: RenderChannel, minimal_raw: dict[str, Any]) -> RenderExposure:
+    return lambda exposure: render_channel(_with(minimal_raw, exposure))
+
+
 def _problems(raw: dict[str, Any]) -> list[str]:
     with pytest.raises(SpecError) as err:
         parse_spec(raw)
@@ -55,10 +64,9 @@ GATEWAY = {
 
 
 def test_gateway_renders_an_httproute_for_long_streams_with_cookie_persistence(
-    render_channel: RenderChannel,
-    minimal_raw: dict[str, Any],
+    render_exposure: RenderExposure,
 ) -> None:
-    state = render_channel(_with(minimal_raw, GATEWAY))
+    state = render_exposure(GATEWAY)
     route = state.http_route
     assert route is not None
     assert state.ingress is None
@@ -99,10 +107,8 @@ def test_gateway_renders_an_httproute_for_long_streams_with_cookie_persistence(
     assert route in state.objects()
 
 
-def test_gateway_minimal_parent_and_no_hostnames(
-    render_channel: RenderChannel, minimal_raw: dict[str, Any]
-) -> None:
-    state = render_channel(_with(minimal_raw, {"type": "gateway", "gateway": {"name": "gw"}}))
+def test_gateway_minimal_parent_and_no_hostnames(render_exposure: RenderExposure) -> None:
+    state = render_exposure({"type": "gateway", "gateway": {"name": "gw"}})
     assert state.http_route is not None
     spec = state.http_route["spec"]
     assert spec["parentRefs"] == [
@@ -114,18 +120,14 @@ def test_gateway_minimal_parent_and_no_hostnames(
     assert state.endpoint == "ws://dash-worker.apps.svc.cluster.local/ws/dashboard"
 
 
-def test_traefik_profile_puts_stickiness_on_the_service(
-    render_channel: RenderChannel, minimal_raw: dict[str, Any]
-) -> None:
-    raw = _with(
-        minimal_raw,
+def test_traefik_profile_puts_stickiness_on_the_service(render_exposure: RenderExposure) -> None:
+    state = render_exposure(
         {
             "type": "ingress",
             "hostnames": ["rt.example.com"],
             "ingress": {"className": "traefik", "profile": "traefik"},
         },
     )
-    state = render_channel(raw)
     ing = state.ingress
     assert ing is not None
     assert state.http_route is None
@@ -151,29 +153,22 @@ def test_traefik_profile_puts_stickiness_on_the_service(
     )
 
 
-def test_traefik_cookie_is_secure_with_tls(
-    render_channel: RenderChannel, minimal_raw: dict[str, Any]
-) -> None:
-    raw = _with(
-        minimal_raw,
+def test_traefik_cookie_is_secure_with_tls(render_exposure: RenderExposure) -> None:
+    state = render_exposure(
         {
             "type": "ingress",
             "hostnames": ["rt.example.com"],
             "ingress": {"className": "traefik", "profile": "traefik", "tlsSecretName": "rt-tls"},
         },
     )
-    state = render_channel(raw)
     assert state.service["metadata"]["annotations"][f"{TRAEFIK_SVC}sticky.cookie.secure"] == "true"
     assert state.ingress is not None
     assert state.ingress["spec"]["tls"] == [{"hosts": ["rt.example.com"], "secretName": "rt-tls"}]
     assert state.endpoint == "wss://rt.example.com/ws/dashboard"
 
 
-def test_haproxy_profile_in_its_own_annotations(
-    render_channel: RenderChannel, minimal_raw: dict[str, Any]
-) -> None:
-    raw = _with(
-        minimal_raw,
+def test_haproxy_profile_in_its_own_annotations(render_exposure: RenderExposure) -> None:
+    state = render_exposure(
         {
             "type": "ingress",
             "streamTimeoutSeconds": 7200,
@@ -185,7 +180,6 @@ def test_haproxy_profile_in_its_own_annotations(
             },
         },
     )
-    state = render_channel(raw)
     assert state.ingress is not None
     assert state.ingress["metadata"]["annotations"] == {
         "haproxy.org/cookie-persistence": "rt",
@@ -200,14 +194,11 @@ def test_haproxy_profile_in_its_own_annotations(
 
 
 def test_nginx_profile_keeps_the_retired_controllers_annotations(
-    render_channel: RenderChannel,
-    minimal_raw: dict[str, Any],
+    render_exposure: RenderExposure,
 ) -> None:
-    raw = _with(
-        minimal_raw,
+    state = render_exposure(
         {"type": "ingress", "ingress": {"className": "nginx", "profile": "nginx"}},
     )
-    state = render_channel(raw)
     assert state.ingress is not None
     ann = state.ingress["metadata"]["annotations"]
     assert ann["nginx.ingress.kubernetes.io/affinity"] == "cookie"
@@ -215,28 +206,22 @@ def test_nginx_profile_keeps_the_retired_controllers_annotations(
     assert ann["nginx.ingress.kubernetes.io/proxy-buffering"] == "off"
 
 
-def test_generic_profile_writes_only_the_users_annotations(
-    render_channel: RenderChannel, minimal_raw: dict[str, Any]
-) -> None:
-    raw = _with(
-        minimal_raw,
+def test_generic_profile_writes_only_the_users_annotations(render_exposure: RenderExposure) -> None:
+    state = render_exposure(
         {
             "type": "ingress",
             "hostnames": ["a.example.com", "b.example.com"],
             "ingress": {"className": "acme", "profile": "generic", "annotations": {"k": "v"}},
         },
     )
-    state = render_channel(raw)
     assert state.ingress is not None
     assert state.ingress["metadata"]["annotations"] == {"k": "v"}
     assert [r["host"] for r in state.ingress["spec"]["rules"]] == ["a.example.com", "b.example.com"]
     assert "annotations" not in state.service["metadata"]
 
 
-def test_none_renders_neither_and_removes_both(
-    render_channel: RenderChannel, minimal_raw: dict[str, Any]
-) -> None:
-    state = render_channel(_with(minimal_raw, {"type": "none"}))
+def test_none_renders_neither_and_removes_both(render_exposure: RenderExposure) -> None:
+    state = render_exposure({"type": "none"})
     assert state.ingress is None
     assert state.http_route is None
     absent = state.absent()
