@@ -65,6 +65,34 @@ class Deployment(Arrangement):
     def _step(self, name: str) -> Any:
         return step(name) if not self.quiet else _Silent()
 
+    def _pod_bootstrap(self) -> str:
+        """Kafka's address for the real node's pods; a clear error when there is no node."""
+        bootstrap = self.env.get("kafka_pod_bootstrap") or ""
+        if not bootstrap:
+            raise deploy.DeployError(pods.unavailable_reason(self.env) or "no real node")
+        return bootstrap
+
+    def _objects(self, bootstrap: str, origin: str) -> list[dict[str, Any]]:
+        """The channel file's objects for this stack, its workers accepting ``origin``."""
+        return deploy.for_local_stack(
+            deploy.load_objects(self.channel_file),
+            bootstrap=bootstrap,
+            origins=[origin],
+            replicas=self.replicas,
+            drain_window_seconds=self.drain_window_seconds,
+        )
+
+    def _apply(self, objects: list[dict[str, Any]], how: str) -> RenderedWorkers:
+        """Apply the objects, wait for the channel Ready and read what was rendered back."""
+        with self._step(f"apply {self.channel_file.name}{how} and wait for Ready"):
+            self.kube.apply(objects, self.namespace)
+            deploy.wait_channel_ready(self.kube, self.namespace, self.channel)
+        with self._step("read the rendered ConfigMap, Secret and pods back"):
+            self.rendered = deploy.materialize(
+                self.kube, self.namespace, self.channel, self.workdir / "rendered"
+            )
+        return self.rendered
+
     def _up(self) -> None:
         kube = self.kube
         with self._step(f"operator watching namespace {self.namespace}"):
@@ -92,43 +120,25 @@ class Deployment(Arrangement):
         if self.lb_port is not None:
             lb.port = self.lb_port
         self.lb = lb
-        bootstrap = self.env["kafka_bootstrap"]
-        if self.real_pods:
-            bootstrap = self.env.get("kafka_pod_bootstrap") or ""
-            if not bootstrap:
-                raise deploy.DeployError(pods.unavailable_reason(self.env) or "no real node")
-        objects = deploy.for_local_stack(
-            deploy.load_objects(self.channel_file),
-            bootstrap=bootstrap,
-            origins=[lb.origin],
-            replicas=self.replicas,
-            drain_window_seconds=self.drain_window_seconds,
-        )
+        bootstrap = self._pod_bootstrap() if self.real_pods else self.env["kafka_bootstrap"]
+        objects = self._objects(bootstrap, lb.origin)
         if self.real_pods:
             # HAProxy on the host stands in for the ingress and reaches the pods by
             # their addresses: no Ingress object (no controller would serve it).
             deploy.channel_of(objects)["spec"]["ingress"] = {"enabled": False}
-        with self._step(f"apply {self.channel_file.name} and wait for Ready"):
-            kube.apply(objects, self.namespace)
-            deploy.wait_channel_ready(kube, self.namespace, self.channel)
-        with self._step("read the rendered ConfigMap, Secret and pods back"):
-            self.rendered = deploy.materialize(
-                kube, self.namespace, self.channel, self.workdir / "rendered"
-            )
+        rendered = self._apply(objects, "")
         if self.real_pods:
             with self._step(f"wait for {self.replicas} worker pods Ready on the real node"):
                 self.pod_ips = _ready_pod_ips(kube, self.namespace, self.channel, self.replicas)
             servers = [Server(name, port, ip) for name, (ip, port) in self.pod_ips.items()]
         else:
-            with self._step(
-                f"start {self.replicas} worker processes as pods {self.rendered.pod_names}"
-            ):
-                self.workers = deploy.start_replicas(self.rendered, self.log_dir, self.replicas)
+            with self._step(f"start {self.replicas} worker processes as pods {rendered.pod_names}"):
+                self.workers = deploy.start_replicas(rendered, self.log_dir, self.replicas)
             servers = [Server(w.replica_id, w.port) for w in self.workers]
         with self._step("start HAProxy (cookie stickiness, /readyz health checks)"):
             lb.servers = servers
-            lb.cookie = self.rendered.cookie_name
-            lb.stream_paths = [self.rendered.websocket_path, self.rendered.sse_path]
+            lb.cookie = rendered.cookie_name
+            lb.stream_paths = [rendered.websocket_path, rendered.sse_path]
             lb.start()
             for server in servers:
                 lb.wait_state(server.name, "UP", timeout=60)
@@ -136,9 +146,7 @@ class Deployment(Arrangement):
     def _up_behind_traefik(self, binary: Path) -> None:
         """The channel's own Ingress, served by Traefik, in front of its real pods."""
         kube = self.kube
-        bootstrap = self.env.get("kafka_pod_bootstrap") or ""
-        if not bootstrap:
-            raise deploy.DeployError(pods.unavailable_reason(self.env) or "no real node")
+        bootstrap = self._pod_bootstrap()
         controller = traefik.Traefik(
             binary,
             self.env["kubeconfig"],
@@ -153,13 +161,7 @@ class Deployment(Arrangement):
         with self._step("start Traefik (Kubernetes Ingress provider) on 127.0.0.1"):
             traefik.ensure_ingress_class(kube)
             controller.start()
-        objects = deploy.for_local_stack(
-            deploy.load_objects(self.channel_file),
-            bootstrap=bootstrap,
-            origins=[controller.origin],
-            replicas=self.replicas,
-            drain_window_seconds=self.drain_window_seconds,
-        )
+        objects = self._objects(bootstrap, controller.origin)
         spec = deploy.channel_of(objects)["spec"]
         cookie = (spec.get("ingress") or {}).get("stickyCookie") or {}
         spec["ingress"] = {"enabled": False}
@@ -168,13 +170,7 @@ class Deployment(Arrangement):
             "stickyCookie": cookie,
             "ingress": {"className": traefik.INGRESS_CLASS, "profile": "traefik"},
         }
-        with self._step(f"apply {self.channel_file.name} (exposure: Traefik) and wait for Ready"):
-            kube.apply(objects, self.namespace)
-            deploy.wait_channel_ready(kube, self.namespace, self.channel)
-        with self._step("read the rendered ConfigMap, Secret and pods back"):
-            self.rendered = deploy.materialize(
-                kube, self.namespace, self.channel, self.workdir / "rendered"
-            )
+        self._apply(objects, " (exposure: Traefik)")
         with self._step(f"wait for {self.replicas} worker pods Ready and routed by Traefik"):
             self.pod_ips = _ready_pod_ips(kube, self.namespace, self.channel, self.replicas)
             controller.wait_servers(
