@@ -29,7 +29,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from clarion_client.client import ClarionClient
-from clarion_devstack.procs import free_port
+from clarion_devstack.procs import Loopback, free_port
 
 AUDIENCE = "clarion-tests"
 ISSUER = "https://auth.unionflow.test"
@@ -154,7 +154,9 @@ class Keys:
 
 
 @dataclass
-class WorkerProcess:
+class WorkerProcess(Loopback):
+    """A worker serving on ``127.0.0.1:port`` (its addresses are :class:`Loopback`'s)."""
+
     name: str
     port: int
     proc: subprocess.Popen[bytes]
@@ -162,11 +164,13 @@ class WorkerProcess:
 
     @property
     def ws(self) -> str:
-        return f"ws://127.0.0.1:{self.port}/ws/dashboard"
+        """The dashboard's WebSocket URL."""
+        return f"{self.ws_base}/ws/dashboard"
 
     @property
     def http(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        """Its HTTP base: ``/metrics``, ``/readyz``, the SSE stream."""
+        return self.url
 
     def metrics(self) -> str:
         return httpx.get(f"{self.http}/metrics", timeout=5).text

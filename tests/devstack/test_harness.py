@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 
-from clarion_devstack.harness import ChannelTopics, expected_for, meant_for
+from clarion_devstack.harness import ChannelTopics, WorkerProcess, expected_for, meant_for
 
 
 @pytest.mark.parametrize(
@@ -34,3 +38,10 @@ def test_expected_for_keeps_production_order_and_reads_the_audience_from_the_top
         {"topic": "t.notify", "organizationId": "org-a", "userId": "alice", "data": {"seq": 4}},
     ]
     assert expected_for(sent, {"org-a"}, "alice", topics) == [1, 4]
+
+
+def test_a_worker_process_s_addresses_are_the_loopback_ones(tmp_path: Path) -> None:
+    with subprocess.Popen([sys.executable, "-c", ""]) as proc:
+        worker = WorkerProcess("w1", 18080, proc, tmp_path / "w1.log")
+    assert worker.ws == "ws://127.0.0.1:18080/ws/dashboard"
+    assert worker.http == worker.url == worker.origin == "http://127.0.0.1:18080"
