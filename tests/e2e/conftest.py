@@ -4,14 +4,16 @@ processes configured from the rendered ConfigMap, HAProxy in front (clarion_devs
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
+from typing import Any, TypeVar
 
 import pytest
 
 from clarion_devstack.e2e import pods
 from clarion_devstack.e2e.cluster import Deployment
 from clarion_devstack.e2e.events import UnionFlowProducer
+from clarion_devstack.e2e.pods import PodChannel
 from clarion_devstack.pytest_plugin import LocalStack
 from clarion_devstack.stack import StackEnv
 
@@ -47,6 +49,24 @@ def real_node(local_stack: LocalStack) -> StackEnv:
     if reason is not None:
         pytest.skip(f"no real node in this stack: {reason}")
     return local_stack.env
+
+
+Channel = TypeVar("Channel", bound=PodChannel)
+
+
+@pytest.fixture(scope="module")
+def make_pod_channel(
+    real_node: StackEnv, tmp_path_factory: pytest.TempPathFactory
+) -> Callable[..., PodChannel]:
+    """``make_pod_channel(cls, prefix, **options)``: a channel of worker pods on the real
+    node (``cls``: :class:`PodChannel` or a subclass), in a namespace of its own
+    (``<prefix>-<8 hex>``) with a working folder of its own; the caller brings it up."""
+
+    def make(cls: type[Channel], prefix: str, **options: Any) -> Channel:
+        workdir = tmp_path_factory.mktemp(prefix)
+        return cls(real_node, workdir, namespace=f"{prefix}-{uuid.uuid4().hex[:8]}", **options)
+
+    return make
 
 
 @pytest.fixture

@@ -13,7 +13,6 @@ import asyncio
 import json
 import random
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -30,18 +29,13 @@ from clarion_devstack.pytest_plugin import LocalStack
 
 pytestmark = pytest.mark.integration
 
+#: The ``make_pod_channel`` fixture (conftest.py).
+MakePodChannel = Callable[..., PodChannel]
+
 
 @pytest.fixture(scope="module")
-def channel(
-    real_node: stack.StackEnv, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[PodChannel]:
-    ch = PodChannel(
-        real_node,
-        tmp_path_factory.mktemp("real-pods"),
-        namespace=f"real-{uuid.uuid4().hex[:8]}",
-        replicas=2,
-        drain_window_seconds=2,
-    )
+def channel(make_pod_channel: MakePodChannel) -> Iterator[PodChannel]:
+    ch = make_pod_channel(PodChannel, "real", replicas=2, drain_window_seconds=2)
     with ch:
         yield ch
 
@@ -271,17 +265,9 @@ async def test_a_worker_killed_by_its_memory_limit_loses_nothing(
 
 
 async def test_the_operator_as_a_pod_with_the_charts_rbac_serves_the_channel(
-    real_node: stack.StackEnv,
-    tmp_path_factory: pytest.TempPathFactory,
-    producer: UnionFlowProducer,
+    make_pod_channel: MakePodChannel, producer: UnionFlowProducer
 ) -> None:
-    ch = PodChannel(
-        real_node,
-        tmp_path_factory.mktemp("operator-pod"),
-        namespace=f"real-op-{uuid.uuid4().hex[:8]}",
-        replicas=1,
-        operator_pod=True,
-    )
+    ch = make_pod_channel(PodChannel, "real-op", replicas=1, operator_pod=True)
     await asyncio.to_thread(ch.up)
     viewers: list[Viewer] = []
     try:
@@ -311,14 +297,13 @@ async def test_the_operator_as_a_pod_with_the_charts_rbac_serves_the_channel(
 
 
 def test_a_crash_looping_worker_shows_in_the_channels_conditions_with_its_own_words(
-    real_node: stack.StackEnv, tmp_path_factory: pytest.TempPathFactory
+    make_pod_channel: MakePodChannel,
 ) -> None:
     # A plausible mistake: the operator's image given as the workers' image. The kubelet
     # starts it with the worker's arguments; it refuses them and exits, again and again.
-    ch = PodChannel(
-        real_node,
-        tmp_path_factory.mktemp("crash-loop"),
-        namespace=f"real-crash-{uuid.uuid4().hex[:8]}",
+    ch = make_pod_channel(
+        PodChannel,
+        "real-crash",
         replicas=1,
         workers={"image": "ghcr.io/clarion/operator:0.1.0"},
         wait_ready=False,

@@ -23,7 +23,7 @@ import random
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,7 +38,6 @@ from clarion_devstack.e2e.deploy import Kube, OperatorProcess
 from clarion_devstack.e2e.events import FEW_ORGS, FEW_PEOPLE, Person, Traffic, UnionFlowProducer
 from clarion_devstack.e2e.pods import PodChannel
 from clarion_devstack.pytest_plugin import LocalStack
-from clarion_devstack.stack import StackEnv
 
 pytestmark = pytest.mark.integration
 
@@ -246,15 +245,9 @@ class ExposedPodChannel(PodChannel):
 
 @pytest.fixture(scope="module")
 def exposed(
-    real_node: StackEnv, controller: traefik.Traefik, tmp_path_factory: pytest.TempPathFactory
+    make_pod_channel: Callable[..., PodChannel], controller: traefik.Traefik
 ) -> Iterator[ExposedPodChannel]:
-    ch = ExposedPodChannel(
-        real_node,
-        tmp_path_factory.mktemp("entry-pods"),
-        namespace=f"entry-{uuid.uuid4().hex[:8]}",
-        replicas=2,
-        drain_window_seconds=2,
-    )
+    ch = make_pod_channel(ExposedPodChannel, "entry", replicas=2, drain_window_seconds=2)
     with ch:
         yield ch
 
