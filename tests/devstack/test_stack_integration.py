@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -33,16 +33,22 @@ def test_broker_is_apache_kafka_of_the_pinned_version(local_stack: LocalStack) -
     assert local_stack.env["kafka_version"] == versions.KAFKA
 
 
+@pytest.fixture
+async def admin(kafka_bootstrap: str) -> AsyncIterator[AIOKafkaAdminClient]:
+    """An admin client of the stack's broker, started, closed after the test."""
+    client = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+    await client.start()
+    try:
+        yield client
+    finally:
+        await client.close()
+
+
 async def test_produce_and_consume_a_record(
-    kafka_bootstrap: str, unique_name: Callable[[str], str]
+    kafka_bootstrap: str, admin: AIOKafkaAdminClient, unique_name: Callable[[str], str]
 ) -> None:
     topic = unique_name("smoke")
-    admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
-    await admin.start()
-    try:
-        await admin.create_topics([NewTopic(topic, 1, 1)])
-    finally:
-        await admin.close()
+    await admin.create_topics([NewTopic(topic, 1, 1)])
     producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap)
     await producer.start()
     try:
@@ -65,11 +71,9 @@ async def test_produce_and_consume_a_record(
 
 
 async def test_admin_creates_alters_and_describes_a_topic(
-    kafka_bootstrap: str, unique_name: Callable[[str], str]
+    admin: AIOKafkaAdminClient, unique_name: Callable[[str], str]
 ) -> None:
     topic = unique_name("admin")
-    admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
-    await admin.start()
     try:
         created = await admin.create_topics(
             [NewTopic(topic, 2, 1, topic_configs={"retention.ms": "3600000"})]
@@ -99,7 +103,6 @@ async def test_admin_creates_alters_and_describes_a_topic(
         assert topic in await admin.list_topics()
     finally:
         await admin.delete_topics([topic])
-        await admin.close()
 
 
 _CRD = crd_document(
