@@ -31,8 +31,23 @@ logger.appinfo.level = INFO
 """
 
 
+class KafkaHome:
+    """Where a Kafka node keeps its files, under ``home`` (the class mixing it in has it):
+    the single broker's and each node of :mod:`.kafka_cluster` alike."""
+
+    home: Path
+
+    @property
+    def config(self) -> Path:
+        return self.home / "server.properties"
+
+    @property
+    def log4j(self) -> Path:
+        return self.home / "log4j2.properties"
+
+
 @dataclass(frozen=True)
-class KafkaNode:
+class KafkaNode(KafkaHome):
     port: int
     controller_port: int
     home: Path
@@ -49,14 +64,6 @@ class KafkaNode:
         if self.pods_address is None or self.pods_port is None:
             return None
         return f"{self.pods_address}:{self.pods_port}"
-
-    @property
-    def config(self) -> Path:
-        return self.home / "server.properties"
-
-    @property
-    def log4j(self) -> Path:
-        return self.home / "log4j2.properties"
 
 
 def _properties(node: KafkaNode) -> str:

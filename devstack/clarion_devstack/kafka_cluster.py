@@ -49,16 +49,12 @@ class ScramUser:
 
 
 @dataclass(frozen=True)
-class ClusterNode:
+class ClusterNode(kafka.KafkaHome):
     node_id: int
     port: int
     secure_port: int
     controller_port: int
     home: Path
-
-    @property
-    def config(self) -> Path:
-        return self.home / "server.properties"
 
     @property
     def log(self) -> Path:
@@ -133,7 +129,7 @@ class KafkaCluster:
 
 
 def _argv(java: str, libs: Path, node: ClusterNode) -> tuple[str, ...]:
-    return kafka.broker_argv(java, libs, node.config, node.home / "log4j2.properties", _HEAP)
+    return kafka.broker_argv(java, libs, node.config, node.log4j, _HEAP)
 
 
 def _properties(node: ClusterNode, voters: str, tls: Path) -> str:
@@ -228,7 +224,7 @@ def prepare(java: str, libs: Path, directory: Path) -> KafkaCluster:
     for node in nodes.values():
         node.home.mkdir(parents=True, exist_ok=True)
         node.config.write_text(_properties(node, voters, tls))
-        (node.home / "log4j2.properties").write_text(kafka._LOG4J2)
+        node.log4j.write_text(kafka._LOG4J2)
         # Three formats at once: each is a JVM start, the slow part on two cores.
         formats[node.node_id] = subprocess.Popen(
             [*kafka.storage_format_argv(java, libs, cluster_id, node.config, _HEAP), *scram],

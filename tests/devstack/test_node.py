@@ -12,7 +12,7 @@ import tarfile
 import tomllib
 from pathlib import Path
 
-from clarion_devstack import install, kafka, node
+from clarion_devstack import install, kafka, kafka_cluster, node
 from clarion_devstack.settings import DevstackSettings
 
 PLAN = node.NodePlan(
@@ -166,6 +166,17 @@ def test_a_node_folder_too_deep_for_its_sockets_is_refused_with_the_reason() -> 
         str(plan.kubelet_root / "pod-resources" / "1234567890"),
     ):
         assert len(sock) < 104, sock
+
+
+def test_the_single_broker_and_a_cluster_node_lay_out_their_home_alike() -> None:
+    single = kafka.KafkaNode(9092, 9093, Path("/k"))
+    member = kafka_cluster.ClusterNode(1, 9092, 9094, 9093, Path("/k"))
+    assert (member.config, member.log4j) == (single.config, single.log4j)
+    assert single.config == Path("/k/server.properties")
+    assert single.log4j == Path("/k/log4j2.properties")
+    argv = kafka_cluster._argv("java", Path("/libs"), member)
+    assert argv[-1] == str(member.config)
+    assert f"-Dlog4j2.configurationFile={member.log4j}" in argv
 
 
 def test_kafka_cluster_ids_never_look_like_an_option() -> None:
