@@ -119,12 +119,17 @@ BRINGS: dict[str, tuple[set[str], set[str]]] = {
 }  # fmt: skip
 
 
+@pytest.fixture
+def installed(wheels: dict[str, Path], dist: str) -> set[str]:
+    """What installing the test's ``dist`` brings (:func:`closure`)."""
+    return closure(wheels, dist)
+
+
 @pytest.mark.parametrize("dist", sorted(BRINGS))
 def test_each_product_brings_what_it_runs_on_and_nothing_of_the_others(
-    wheels: dict[str, Path], dist: str
+    installed: set[str], dist: str
 ) -> None:
     needed, foreign = BRINGS[dist]
-    installed = closure(wheels, dist)
     assert needed <= installed, needed - installed
     assert not installed & foreign, installed & foreign
 
@@ -172,12 +177,9 @@ def _providers(module: str) -> Iterable[str]:
 
 
 @pytest.mark.parametrize("dist", sorted(DISTRIBUTIONS))
-def test_every_module_a_distribution_imports_is_declared(
-    wheels: dict[str, Path], dist: str
-) -> None:
+def test_every_module_a_distribution_imports_is_declared(installed: set[str], dist: str) -> None:
     """A module imported but not required would be missing from the image at run time."""
     folder, package = DISTRIBUTIONS[dist]
-    installed = closure(wheels, dist)
     ours = {p: d for d, (_, p) in DISTRIBUTIONS.items()}
     undeclared = []
     for module in sorted(_imported_modules(ROOT / folder / package)):
