@@ -86,32 +86,30 @@ class KafkaCluster:
 
     def start(self, node_id: int, timeout: float = 180.0) -> None:
         """Start one node and wait until it reports it started."""
+        self._wait_started(node_id, self._spawn(node_id), timeout)
+
+    def start_all(self, timeout: float = 300.0) -> None:
+        """Start every node at once (a quorum needs two voters up before any is ready)."""
+        offsets = {node_id: self._spawn(node_id) for node_id in self.nodes}
+        for node_id, offset in offsets.items():
+            self._wait_started(node_id, offset, timeout)
+
+    def _spawn(self, node_id: int) -> int:
+        """Start the node's JVM; return the size its log had, where "started" is looked for."""
         node = self.nodes[node_id]
         offset = node.log.stat().st_size if node.log.exists() else 0
-        proc = spawn(_argv(self.java, self.libs, node), node.log)
-        self.pids[node_id] = proc.pid
+        self.pids[node_id] = spawn(_argv(self.java, self.libs, node), node.log).pid
+        return offset
+
+    def _wait_started(self, node_id: int, offset: int, timeout: float) -> None:
+        node = self.nodes[node_id]
         wait_until(
             lambda: kafka.ready(node.port, node.log, offset),
             what=f"Kafka node {node_id}",
             timeout=timeout,
-            pid=proc.pid,
+            pid=self.pids[node_id],
             log=node.log,
         )
-
-    def start_all(self, timeout: float = 300.0) -> None:
-        """Start every node at once (a quorum needs two voters up before any is ready)."""
-        offsets = {}
-        for node_id, node in self.nodes.items():
-            offsets[node_id] = node.log.stat().st_size if node.log.exists() else 0
-            self.pids[node_id] = spawn(_argv(self.java, self.libs, node), node.log).pid
-        for node_id, node in self.nodes.items():
-            wait_until(
-                lambda n=node, o=offsets[node_id]: kafka.ready(n.port, n.log, o),  # type: ignore[misc]
-                what=f"Kafka node {node_id}",
-                timeout=timeout,
-                pid=self.pids[node_id],
-                log=node.log,
-            )
 
     def kill(self, node_id: int) -> None:
         """SIGKILL one node, as a lost machine would go: no controlled shutdown."""

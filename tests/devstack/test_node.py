@@ -10,7 +10,11 @@ import ipaddress
 import json
 import tarfile
 import tomllib
+from collections.abc import Callable
 from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
 
 from clarion_devstack import install, kafka, kafka_cluster, node
 from clarion_devstack.settings import DevstackSettings
@@ -177,6 +181,46 @@ def test_the_single_broker_and_a_cluster_node_lay_out_their_home_alike() -> None
     argv = kafka_cluster._argv("java", Path("/libs"), member)
     assert argv[-1] == str(member.config)
     assert f"-Dlog4j2.configurationFile={member.log4j}" in argv
+
+
+def test_a_cluster_starts_every_node_before_it_waits_for_any(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A quorum needs two voters up before any is ready; each waits on its own log, pid
+    and the part of its log written after this start."""
+    events: list[tuple[object, ...]] = []
+
+    def spawn(argv: tuple[str, ...], log: Path) -> SimpleNamespace:
+        events.append(("spawn", log))
+        return SimpleNamespace(pid=100 + len(events))
+
+    def wait_until(
+        check: Callable[[], bool], *, what: str, timeout: float, pid: int, log: Path
+    ) -> None:
+        assert check()
+        events.append(("wait", what, pid, log))
+
+    def ready(port: int, log: Path, offset: int) -> bool:
+        events.append(("ready", port, offset))
+        return True
+
+    monkeypatch.setattr(kafka_cluster, "spawn", spawn)
+    monkeypatch.setattr(kafka_cluster, "wait_until", wait_until)
+    monkeypatch.setattr(kafka, "ready", ready)
+    nodes = {i: kafka_cluster.ClusterNode(i, 9090 + i, 0, 0, tmp_path / f"n{i}") for i in (1, 2)}
+    nodes[2].home.mkdir()
+    nodes[2].log.write_text("an earlier run\n")
+    cluster = kafka_cluster.KafkaCluster("java", Path("/libs"), nodes, tmp_path, tmp_path, {})
+    cluster.start_all()
+    assert events == [
+        ("spawn", nodes[1].log),
+        ("spawn", nodes[2].log),
+        ("ready", 9091, 0),
+        ("wait", "Kafka node 1", 101, nodes[1].log),
+        ("ready", 9092, len("an earlier run\n")),
+        ("wait", "Kafka node 2", 102, nodes[2].log),
+    ]
+    assert cluster.pids == {1: 101, 2: 102}
 
 
 def test_kafka_cluster_ids_never_look_like_an_option() -> None:
