@@ -4,13 +4,14 @@ processes configured from the rendered ConfigMap, HAProxy in front (clarion_devs
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
 
-from clarion_devstack.e2e import pods
+from clarion_devstack.e2e import clients, pods
+from clarion_devstack.e2e.clients import Viewer
 from clarion_devstack.e2e.cluster import Deployment
 from clarion_devstack.e2e.events import UnionFlowProducer
 from clarion_devstack.e2e.pods import PodChannel
@@ -74,6 +75,27 @@ async def producer(local_stack: LocalStack) -> AsyncIterator[UnionFlowProducer]:
     p = UnionFlowProducer(local_stack.kafka_bootstrap)
     yield p
     p.flush(30)
+
+
+@pytest.fixture
+def exact_and_isolated(
+    producer: UnionFlowProducer,
+) -> Callable[[Sequence[Viewer], str, str], Awaitable[None]]:
+    """``await exact_and_isolated(viewers, tag, title)`` once the traffic is sent: every
+    viewer got exactly its events (the settled report, its totals printed under ``tag`` and
+    ``title``) and, read from the events themselves, none of an organization it is not in
+    nor of another user."""
+
+    async def check(viewers: Sequence[Viewer], tag: str, title: str) -> None:
+        totals, problems = await clients.settled_report(producer, viewers)
+        clients.print_totals(tag, title, totals)
+        assert not problems, problems
+        for v in viewers:
+            orgs = set(v.person.organizations)
+            assert {e["organizationId"] for e in v.events if e["organizationId"]} <= orgs
+            assert {e.get("userId") for e in v.events} <= {None, v.person.user}
+
+    return check
 
 
 @pytest.fixture

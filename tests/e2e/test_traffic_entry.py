@@ -23,7 +23,7 @@ import random
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -277,7 +277,10 @@ def _connect(
 
 
 async def test_organizations_get_exactly_their_events_through_traefik(
-    routed: ExposedPodChannel, controller: traefik.Traefik, producer: UnionFlowProducer
+    routed: ExposedPodChannel,
+    controller: traefik.Traefik,
+    producer: UnionFlowProducer,
+    exact_and_isolated: Callable[[Sequence[Viewer], str, str], Awaitable[None]],
 ) -> None:
     viewers = _connect(controller, routed)
     try:
@@ -285,12 +288,7 @@ async def test_organizations_get_exactly_their_events_through_traefik(
         traffic = Traffic(FEW_ORGS, FEW_PEOPLE, random.Random(11))
         for _ in range(300):
             traffic.next(producer)
-        totals, problems = await clients.settled_report(producer, viewers)
-        clients.print_totals("traffic-entry", "organizations through Traefik", totals)
-        assert not problems, problems
-        for v in viewers:
-            orgs = set(v.person.organizations)
-            assert {e["organizationId"] for e in v.events if e["organizationId"]} <= orgs
+        await exact_and_isolated(viewers, "traffic-entry", "organizations through Traefik")
     finally:
         await clients.stop_all(viewers)
 
