@@ -12,7 +12,7 @@ from clarion_worker.config import Secrets
 from clarion_worker.core.principal import Principal
 from clarion_worker.core.protocol import CloseCode
 from clarion_worker.core.settings import load_settings
-from clarion_worker.direct import WRITABLE
+from clarion_worker.direct import PAUSED, WRITABLE
 from clarion_worker.runtime import WorkerRuntime
 
 PRINCIPAL = Principal(frozenset({"o1"}), "u1")
@@ -113,3 +113,51 @@ def test_the_client_leaving_keeps_a_drains_close_code() -> None:
     assert (plain.close_code, plain.ended_with()) == (CloseCode.NORMAL, 1001)
     plain.end()  # the handler ends: nothing more to decide
     assert plain.close_code is CloseCode.NORMAL
+
+
+class PausedSocket(Socket):
+    def state(self) -> int:
+        return PAUSED
+
+
+async def test_write_now_writes_just_what_a_pass_would_write_alone() -> None:
+    worker = runtime()
+    socket = Socket()
+    session = worker.open_session(PRINCIPAL, "websocket", False, socket)  # type: ignore[arg-type]
+    assert session.connection.direct is session  # attached: the fan-out may write it
+    assert session.write_now(b"one")
+    assert (socket.written, session.frames_written, session.events_written) == (
+        [b"one"],
+        1,
+        True,
+    )
+    session.outbox.offer_control('{"type":"pong"}')  # something queued goes first
+    assert not session.write_now(b"two")
+    session.flush_now()
+    session.outbox.hold()  # a resume is being planned
+    assert not session.write_now(b"three")
+    session.outbox.release()
+    session.replaying = True
+    assert not session.write_now(b"four")
+    session.replaying = False
+    session.pending_close = CloseCode.GOING_AWAY
+    assert not session.write_now(b"five")
+    assert socket.written == [b"one", b'\x81\x0f{"type":"pong"}']
+    paused = PausedSocket()
+    other = worker.open_session(PRINCIPAL, "websocket", False, paused)  # type: ignore[arg-type]
+    assert not other.write_now(b"six")
+    assert paused.written == []
+    assert worker.open_session(PRINCIPAL, "sse", False).connection.direct is None
+
+
+def test_frames_written_by_the_fan_out_count_as_the_passes_do() -> None:
+    worker = runtime()
+    worker.flusher.written_now(3, None)
+    worker.flusher.written_now(2, 1_000)
+    deliveries = worker.registry.get_sample_value(
+        "clarion_worker_deliveries_total", {"transport": "websocket"}
+    )
+    frames = worker.registry.get_sample_value(
+        "clarion_worker_frames_sent_total", {"transport": "websocket", "kind": "one"}
+    )
+    assert (deliveries, frames) == (5, 5)

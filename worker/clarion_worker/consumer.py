@@ -80,11 +80,15 @@ class ChannelConsumer:
         hub: Hub,
         metrics: WorkerMetrics,
         on_overflow: Callable[[Connection], None],
+        on_written_now: Callable[[int, int | None], None] = lambda recipients, kafka_ms: None,
     ) -> None:
         self._settings = settings
         self._hub = hub
         self._metrics = metrics
         self._on_overflow = on_overflow
+        #: Recipients who got a live event's frame written in its fan-out, and its Kafka
+        #: timestamp (the write pass's metrics: ``Flusher.written_now``).
+        self._on_written_now = on_written_now
         self._topics = [topic.name for topic in settings.topics]
         self._decoder = RecordDecoder.for_settings(settings)
         self._bad_log = RateLimitedLog(log)
@@ -194,7 +198,7 @@ class ChannelConsumer:
                         # clients be read before the next slice is queued.
                         await asyncio.sleep(0)
                         in_pass = 0
-                    self._dispatch_partition(tp.topic, chunk)
+                    self._dispatch_partition(tp.topic, chunk, alone=len(batches) == 1)
                     in_pass += len(chunk)
             if batches:
                 self.advanced.set()
@@ -203,7 +207,10 @@ class ChannelConsumer:
                 refreshed = time.monotonic()
                 await self._refresh_partitions()
 
-    def _dispatch_partition(self, topic: str, records: list[object]) -> None:
+    def _dispatch_partition(self, topic: str, records: list[object], alone: bool = False) -> None:
+        """Decode and dispatch one partition's records; ``alone``: they are all of this
+        fetch (with one record, its event is alone in the turn: ``Dispatcher.dispatch``)."""
+        alone = alone and len(records) == 1
         state = self.state
         assert state is not None
         dispatcher = state.dispatcher
@@ -236,9 +243,11 @@ class ChannelConsumer:
             if event.timestamp_problem is not None or event.userless:
                 self._note(event)
             started = time.perf_counter()
-            overflowed = dispatcher.dispatch(event)
+            overflowed = dispatcher.dispatch(event, alone)
             observe(time.perf_counter() - started)
             consumed.inc()
+            if alone and dispatcher.written_now:
+                self._on_written_now(dispatcher.written_now, event.timestamp_ms)
             for connection in overflowed:
                 self._on_overflow(connection)
 

@@ -53,6 +53,7 @@ PROTOCOL_METHODS: Final = (
     "connection_lost",
     "handle_connect",
     "send",
+    "pause_writing",
     "resume_writing",
 )
 #: uvicorn's per-connection state, set in its ``__init__``, that this module reads or writes.
@@ -126,12 +127,15 @@ async def _no_app(scope: Any, receive: Any, send: Any) -> None:
 class DirectSink:
     """The socket of one accepted WebSocket, as the fan-out pass sees it."""
 
-    __slots__ = ("_protocol", "on_writable")
+    __slots__ = ("_protocol", "on_writable", "write")
 
     def __init__(self, protocol: DirectWebSocketProtocol) -> None:
         self._protocol = protocol
         #: Called when a paused transport accepts data again (the session has more).
         self.on_writable: Callable[[], None] | None = None
+        #: Hand bytes to the socket: the transport's own ``write``, bound once, so the
+        #: write pass calls it with no Python frame of ours per client.
+        self.write: Callable[[bytes], None] = protocol.transport.write
 
     @property
     def open(self) -> bool:
@@ -149,10 +153,7 @@ class DirectSink:
         p = self._protocol
         if p.close_sent or p.disconnected or not p.handshake_complete:
             return CLOSED
-        return WRITABLE if p.writable.is_set() else PAUSED
-
-    def write(self, data: bytes) -> None:
-        self._protocol.transport.write(data)
+        return PAUSED if p.write_paused else WRITABLE
 
     def close(
         self, code: int, reason: str, *, handshake_seconds: float, max_seconds: float = 30.0
@@ -270,6 +271,9 @@ class DirectWebSocketProtocol(WebSocketsSansIOProtocol):
     """uvicorn's sans-I/O WebSocket protocol plus the ``clarion.direct`` extension."""
 
     sink: DirectSink | None = None
+    #: Between the transport's ``pause_writing`` and ``resume_writing`` (uvicorn keeps the
+    #: same fact in an ``asyncio.Event``; a bool costs the write pass no call per client).
+    write_paused: bool = False
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -337,8 +341,13 @@ class DirectWebSocketProtocol(WebSocketsSansIOProtocol):
         next(parser)
         conn.parser = parser
 
+    def pause_writing(self) -> None:
+        super().pause_writing()
+        self.write_paused = True
+
     def resume_writing(self) -> None:
         super().resume_writing()
+        self.write_paused = False
         if self.sink is not None and self.sink.on_writable is not None:
             self.sink.on_writable()
 

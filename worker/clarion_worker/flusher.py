@@ -12,6 +12,11 @@ outbox keeps filling until the transport drains (``on_writable`` marks it again)
 outbox overflows (close 4008, slow consumer). A session that must close now has its
 error frame and close frame written regardless; one draining (``pending_close``)
 closes once its outbox is empty.
+
+An event alone in its event-loop turn has nothing to share a write with: the fan-out
+writes its frame itself to every recipient with nothing queued (``Hub.deliver``,
+``Session.write_now``), skipping the outbox and this pass, and reports it to
+``written_now`` for the same metrics.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from typing import Protocol
 
 from websockets.exceptions import InvalidState
@@ -27,7 +33,7 @@ from clarion_worker.core.coalesce import Encoded, PassEncoder
 from clarion_worker.core.outbox import Outbox
 from clarion_worker.core.protocol import CloseCode
 from clarion_worker.core.settings import LimitsSettings
-from clarion_worker.core.writepass import plan_write
+from clarion_worker.core.writepass import WRITABLE, plan_write
 from clarion_worker.logs import RateLimitedLog
 from clarion_worker.metrics import WorkerMetrics
 
@@ -43,9 +49,11 @@ _SOCKET_ERRORS = (OSError, RuntimeError, InvalidState)
 class Sink(Protocol):
     """The socket the pass writes to (``direct.DirectSink``)."""
 
-    def state(self) -> int: ...
+    #: Hand bytes to the socket (``direct.DirectSink`` binds its transport's own
+    #: ``write``: no Python frame per client on the pass's hot path).
+    write: Callable[[bytes], None]
 
-    def write(self, data: bytes) -> None: ...
+    def state(self) -> int: ...
 
     def close(self, code: int, reason: str, *, handshake_seconds: float) -> None: ...
 
@@ -118,10 +126,29 @@ class Flusher:
         events = one = batch = 0
         sampled: set[int] = set()
         now = time.time()
+        encode = encoder.encode
         for index, session in enumerate(dirty):
             session.marked = False
+            sink = session.sink
+            if sink is None:
+                continue
             try:
-                written = self._write(session, encoder)
+                if (
+                    session.close_code is None
+                    and session.pending_close is None
+                    and sink.state() == WRITABLE
+                ):
+                    # The common case, kept to a few attribute reads and one C-level
+                    # write: ``plan_write`` with no close under way and a socket that
+                    # takes data says "write whatever is queued" (tested against it).
+                    outbox = session.outbox
+                    if not outbox.count:
+                        continue
+                    encoded = encode(outbox.take_all(), session.batch)
+                    sink.write(encoded.data)
+                    written: Encoded | None = encoded
+                else:
+                    written = self._write(session, encoder)
             except _SOCKET_ERRORS as error:  # one broken socket must not starve the others
                 self._failed_log.warning(
                     "write", "write pass failed for a client", error=repr(error)
@@ -156,6 +183,14 @@ class Flusher:
         if batch:
             self._batch.inc(batch)
         self._duration.observe(time.perf_counter() - started)
+
+    def written_now(self, recipients: int, kafka_ms: int | None) -> None:
+        """The fan-out wrote one live event's frame to ``recipients`` clients itself (an
+        event alone in its turn: ``Hub.deliver``): the same metrics as a pass's."""
+        self._deliveries.inc(recipients)
+        self._one.inc(recipients)
+        if kafka_ms is not None:
+            self._latency.observe(max(0.0, time.time() - kafka_ms / 1000))
 
     def flush_session(self, session: Writable) -> None:
         """Write one session's queue now (its handler is about to return)."""

@@ -65,7 +65,9 @@ class WorkerRuntime:
         )
         self.hub = Hub()
         self.flusher = Flusher(settings.limits, self.metrics)
-        self.consumer = ChannelConsumer(settings, self.hub, self.metrics, self._overflowed)
+        self.consumer = ChannelConsumer(
+            settings, self.hub, self.metrics, self._overflowed, self.flusher.written_now
+        )
         self.decoder = RecordDecoder.for_settings(settings)
         #: Replay work per event-loop turn, shared by every resume of this process.
         self.replay_budget = ReplayBudget()

@@ -23,6 +23,7 @@ import os
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import partial
 from typing import TYPE_CHECKING, Literal
 
 from clarion_worker.core.cursor import CursorError, decode_cursor, name_tag
@@ -33,6 +34,7 @@ from clarion_worker.core.principal import Principal
 from clarion_worker.core.protocol import CloseCode, error_frame, reset_frame, welcome_frame
 from clarion_worker.core.replay import ReplaySession
 from clarion_worker.core.resume import FromKafka, FromWindow, Reset, plan_resume
+from clarion_worker.core.writepass import WRITABLE
 from clarion_worker.replayer import ReplayBudget, Skipped, read_ranges
 
 if TYPE_CHECKING:
@@ -186,6 +188,31 @@ class Session:
         self.sink = sink
         self._flusher = flusher
         sink.on_writable = self._notify
+        # Straight to the pass, not through ``_notify``: the outbox calls this once per
+        # burst of every client, on the live fan-out's hot path.
+        self.outbox.on_ready = partial(flusher.mark, self)
+        self.connection.direct = self
+
+    def write_now(self, frame: bytes) -> bool:
+        """The live fan-out's offer of an event alone in its turn (``hub.DirectWriter``):
+        written at once when the write pass would have written just that, this turn —
+        nothing queued, held, replaying or closing, and a socket that takes data."""
+        outbox = self.outbox
+        sink = self.sink
+        if (
+            outbox.count
+            or outbox.holding
+            or self.replaying
+            or self.close_code is not None
+            or self.pending_close is not None
+            or sink is None
+            or sink.state() != WRITABLE
+        ):
+            return False
+        sink.write(frame)
+        self.frames_written += 1
+        self.events_written = True
+        return True
 
     def flush_now(self) -> None:
         """Write what is queued now, the close included (direct writes: the handler is

@@ -223,6 +223,89 @@ def test_randomized_isolation_through_the_dispatcher() -> None:
     assert any(c.outbox.nbytes == 0 for c in connections)
 
 
+class Socket:
+    """A ``hub.DirectWriter`` that takes a frame only when the real one would (nothing
+    queued) and, at random, refuses as a paused or closing socket does."""
+
+    def __init__(self, connection: Connection, rng: random.Random, got: list[str]) -> None:
+        self.connection = connection
+        self.rng = rng
+        self.got = got
+
+    def write_now(self, frame: bytes) -> bool:
+        if self.connection.outbox.count or self.rng.random() < 0.3:
+            return False
+        header = 2 if frame[1] < 126 else 4
+        self.got.append(frame[header:].decode())
+        return True
+
+
+def test_events_alone_written_at_once_arrive_in_order_among_the_queued_ones() -> None:
+    # The same isolation property as above, now with events dispatched alone (written by
+    # the fan-out itself where the socket takes them) mixed with queued ones and with
+    # write passes draining the queues at random: every client still gets exactly its
+    # events, in offset order, once.
+    rng = random.Random(7)
+    orgs = [f"org-{i}" for i in range(4)]
+    position = ChannelPosition([TopicLayout("t", b"i", (0,))])
+    hub = Hub()
+    dispatcher = Dispatcher(position, WindowSet(10, {"t": (0,)}), hub)
+    received: dict[str, list[str]] = {}
+    connections = []
+    for i in range(40):
+        connection = conn(
+            f"c{i}",
+            set(rng.sample(orgs, rng.randrange(0, 3))),
+            event_types=frozenset({"A"}) if rng.random() < 0.2 else None,
+            sse=rng.random() < 0.1,
+        )
+        received[connection.id] = []
+        if not connection.sse and rng.random() < 0.8:
+            connection.direct = Socket(connection, rng, received[connection.id])
+        hub.add(connection)
+        connections.append(connection)
+    sent = []
+    written = 0
+    for offset in range(400):
+        audience = rng.choice(["organization", "broadcast"])
+        org = rng.choice(orgs) if audience == "organization" else None
+        e = Event("t", 0, offset, 1, rng.choice("AB"), org, None, audience, str(offset), None)
+        alone = rng.random() < 0.7
+        assert dispatcher.dispatch(e, alone) == []
+        written += dispatcher.written_now
+        assert alone or dispatcher.written_now == 0
+        sent.append(e)
+        if rng.random() < 0.3:  # a write pass
+            for connection in connections:
+                received[connection.id] += [i.text for i in connection.outbox.take_all()]
+    for connection in connections:
+        received[connection.id] += [i.text for i in connection.outbox.take_all()]
+        p = connection.principal
+        expected = [
+            e.offset
+            for e in sent
+            if (connection.event_types is None or e.type in connection.event_types)
+            and (e.audience == "broadcast" or e.organization in p.organizations)
+        ]
+        got = [
+            json.loads(text.split("data: ", 1)[1] if connection.sse else text)["data"]
+            for text in received[connection.id]
+        ]
+        assert got == expected, connection.id
+    assert written > 1000  # the fan-out did write at once, often
+
+
+def test_an_event_not_alone_is_only_queued() -> None:
+    hub = Hub()
+    connection = conn("c", {"o"})
+    got: list[str] = []
+    connection.direct = Socket(connection, random.Random(1), got)
+    hub.add(connection)
+    item = event_item('{"type":"event","id":"x"}')
+    assert hub.deliver(event("organization", "o", None), item) == ([], 0)
+    assert (got, connection.outbox.take_all()) == ([], (item,))
+
+
 def test_same_string_object_for_every_recipient() -> None:
     hub = Hub()
     boxes = [conn(f"c{i}", {"o"}) for i in range(3)]

@@ -33,3 +33,10 @@ def test_what_to_write_and_whether_to_close(
     expected: tuple[bool, int | None],
 ) -> None:
     assert plan_write(state, queued, close_code, pending_close) == expected
+
+
+@pytest.mark.parametrize("queued", [0, 1, 2, 1000])
+def test_the_write_pass_fast_path_is_plan_writes_answer(queued: int) -> None:
+    # ``flusher.Flusher.flush`` skips ``plan_write`` when no close is under way and the
+    # socket takes data, and writes whatever is queued: the answer it would have given.
+    assert plan_write(WRITABLE, queued, None, None) == (queued > 0, None)

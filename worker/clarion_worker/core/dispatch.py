@@ -12,9 +12,10 @@ from __future__ import annotations
 from clarion_worker.core.cursor import ChannelPosition
 from clarion_worker.core.envelope import render_body, sse_message, utf8_size, with_id
 from clarion_worker.core.events import Event
-from clarion_worker.core.hub import Connection, Hub
+from clarion_worker.core.hub import NO_SSE_ITEM, Connection, Hub
 from clarion_worker.core.outbox import Item
 from clarion_worker.core.window import Dispatched, WindowSet
+from clarion_worker.core.wsframe import text_frame
 
 
 class Dispatcher:
@@ -22,9 +23,16 @@ class Dispatcher:
         self.position = position
         self.windows = windows
         self.hub = hub
+        #: Recipients of the last ``dispatch`` whose frame was written at once.
+        self.written_now = 0
 
-    def dispatch(self, event: Event) -> list[Connection]:
-        """Deliver one live event; return the overflowed connections (close with 4008)."""
+    def dispatch(self, event: Event, alone: bool = False) -> list[Connection]:
+        """Deliver one live event; return the overflowed connections (close with 4008).
+
+        ``alone``: the event is the only one of its event-loop turn, so no write pass
+        would join it with another for any client; recipients with nothing queued get
+        its frame written at once (``Hub.deliver``), and ``written_now`` says how many.
+        """
         event_id = self.position.advance(
             event.topic, event.partition, event.offset, event.timestamp_ms
         )
@@ -33,11 +41,13 @@ class Dispatcher:
         kafka_ms = event.timestamp_ms
         item = Item(frame, utf8_size(frame), True, kafka_ms)
         self.windows.append(Dispatched(event, body))
+        sse_item = NO_SSE_ITEM
         if self.hub.sse_count:
             sse_frame = sse_message(frame, event_id)
             sse_item = Item(sse_frame, utf8_size(sse_frame), True, kafka_ms)
-            return self.hub.publish(event, item, sse_item)
-        return self.hub.publish(event, item)
+        ws_frame = text_frame(frame.encode()) if alone else None
+        overflowed, self.written_now = self.hub.deliver(event, item, sse_item, ws_frame)
+        return overflowed
 
     def skip(self, topic: str, partition: int, offset: int) -> None:
         """An undeliverable record: move the position past it."""

@@ -17,16 +17,26 @@ overflowed; they are already unregistered, and the edge closes them with ``SLOW_
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
+from typing import Protocol
 
 from clarion_worker.core.events import Event
 from clarion_worker.core.outbox import Item, Outbox
 from clarion_worker.core.principal import Principal
 
 
+class DirectWriter(Protocol):
+    """A connection's socket, offered a frame to write at once (``sessions.Session``)."""
+
+    def write_now(self, frame: bytes) -> bool:
+        """Write ``frame`` now if nothing is queued, held or closing and the socket takes
+        data; False leaves it to the outbox."""
+        ...
+
+
 class Connection:
     """One client session as the hub sees it (mutable: event types can be narrowed)."""
 
-    __slots__ = ("batch", "event_types", "id", "outbox", "principal", "sse")
+    __slots__ = ("batch", "direct", "event_types", "id", "outbox", "principal", "sse")
 
     def __init__(
         self,
@@ -44,6 +54,8 @@ class Connection:
         self.sse = sse
         self.batch = batch
         self.event_types = event_types
+        #: Set while the connection's socket can be written by the fan-out itself.
+        self.direct: DirectWriter | None = None
 
     def __repr__(self) -> str:
         return f"Connection({self.id!r})"
@@ -52,7 +64,7 @@ class Connection:
 _NOBODY: frozenset[Connection] = frozenset()
 #: What ``publish`` offers SSE connections when the caller made no SSE item (it makes
 #: one whenever the hub has an SSE connection: ``sse_count``).
-_NO_SSE = Item("", 0, True)
+NO_SSE_ITEM = Item("", 0, True)
 
 #: The routing key of broadcast events: every principal holds it.
 BROADCAST_KEY = "*"
@@ -144,10 +156,23 @@ class Hub:
         types = connection.event_types
         return types is None or event.type in types
 
-    def publish(self, event: Event, item: Item, sse_item: Item = _NO_SSE) -> list[Connection]:
+    def publish(self, event: Event, item: Item, sse_item: Item = NO_SSE_ITEM) -> list[Connection]:
         """Offer the event's item (SSE connections: ``sse_item``, the same event as an SSE
         message) to every recipient; return (and drop) the overflowed."""
+        return self.deliver(event, item, sse_item)[0]
+
+    def deliver(
+        self, event: Event, item: Item, sse_item: Item = NO_SSE_ITEM, frame: bytes | None = None
+    ) -> tuple[list[Connection], int]:
+        """``publish``; with ``frame`` (the item's WebSocket frame) a recipient whose socket
+        takes it at once (``DirectWriter.write_now``) gets it written instead of queued.
+
+        The caller passes ``frame`` only for an event that is alone in its event-loop
+        turn: nothing else would share its write. Returns the overflowed connections and
+        how many recipients got the frame written.
+        """
         overflowed: list[Connection] = []
+        written = 0
         event_type = event.type
         # Only user events with an organization need a per-recipient organization check;
         # the other audiences are fully decided by the index lookup.
@@ -163,12 +188,16 @@ class Hub:
             if connection.sse:
                 accepted = connection.outbox.offer(sse_item)
             else:
+                direct = connection.direct
+                if frame is not None and direct is not None and direct.write_now(frame):
+                    written += 1
+                    continue
                 accepted = connection.outbox.offer(item)
             if not accepted:
                 overflowed.append(connection)
         for connection in overflowed:
             self.remove(connection)
-        return overflowed
+        return overflowed, written
 
 
 def _discard(index: dict[str, set[Connection]], key: str, connection: Connection) -> None:

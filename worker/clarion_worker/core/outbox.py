@@ -133,9 +133,15 @@ class Outbox:
         """Queue a live event; False means overflow (close 4008)."""
         if self.holding:
             return self._hold(item)
-        if self.count >= self.max_events or self.nbytes + item.size > self.max_bytes:
+        count = self.count
+        if count >= self.max_events or self.nbytes + item.size > self.max_bytes:
             return False
-        self._push(item)
+        # ``_push`` inlined: this runs once per recipient of every live event.
+        self._items.append(item)
+        self.count = count + 1
+        self.nbytes += item.size
+        if not count and self.on_ready is not None:
+            self.on_ready()
         return True
 
     def _hold(self, item: Item) -> bool:
@@ -208,7 +214,11 @@ class Outbox:
     def take_all(self) -> tuple[Item, ...]:
         """Everything queued, oldest first (the fan-out pass writes it in one go)."""
         items = tuple(self._items[self._head :] if self._head else self._items)
-        self._reset()
+        # ``_reset`` inlined: the write pass calls this once per client.
+        self._items = []
+        self._head = 0
+        self.count = 0
+        self.nbytes = 0
         return items
 
     def take_chunk(self, max_bytes: int) -> str | None:
