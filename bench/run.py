@@ -594,18 +594,27 @@ def profile_summary(folded: Path, top: int = 25) -> Json:
     return {"samples": total, "self": ranked(own), "inclusive": ranked(inclusive)}
 
 
-def write_passes(server: Server) -> tuple[float, float] | None:
-    """A Clarion worker's write-pass seconds and count so far (None for other servers)."""
+def fan_out_seconds(server: Server) -> tuple[float, float, float] | None:
+    """A Clarion worker's fan-out time so far: write-pass seconds, dispatch seconds (an
+    event alone in its fetch is written to its clients there) and events dispatched.
+    None for other servers."""
     try:
         text = httpx.get(f"{server.http}/metrics", timeout=5).text
     except httpx.HTTPError:
         return None
     found: dict[str, float] = {}
     for line in text.splitlines():
-        for part in ("sum", "count"):
-            if line.startswith(f"clarion_worker_write_pass_duration_seconds_{part} "):
-                found[part] = float(line.rsplit(" ", 1)[1])
-    return (found["sum"], found["count"]) if len(found) == 2 else None
+        for name in ("write_pass_duration_seconds_sum", "broadcast_duration_seconds_sum",
+                     "broadcast_duration_seconds_count"):  # fmt: skip
+            if line.startswith(f"clarion_worker_{name} "):
+                found[name] = float(line.rsplit(" ", 1)[1])
+    if len(found) != 3:
+        return None
+    return (
+        found["write_pass_duration_seconds_sum"],
+        found["broadcast_duration_seconds_sum"],
+        found["broadcast_duration_seconds_count"],
+    )
 
 
 async def w2_steps(
@@ -633,7 +642,7 @@ async def w2_steps(
             load = loadavg()
             target.server.mark()
             started = time.monotonic()
-            passes_before = write_passes(target.server)
+            fan_out_before = fan_out_seconds(target.server)
             spy = None
             if rate == profile_rate and not every_rate:
                 spy = start_profile(bench, target.server.pid, seconds, f"profile-{label}")
@@ -647,7 +656,7 @@ async def w2_steps(
             peek = settle(gen, target.publisher.produced, audience, 20)
             catch_up = time.monotonic() - started - seconds
             stats = gen.mark(f"{rate}")
-            passes_after = write_passes(target.server)
+            fan_out_after = fan_out_seconds(target.server)
             lost = losses(peek, target.publisher.produced, audience)
             # What was really published: a slow publish API can fall short of the rate.
             offered = sent / seconds * audience["all"]
@@ -665,11 +674,13 @@ async def w2_steps(
             }
             if target.step_extra is not None:
                 step.update(target.step_extra())
-            if passes_before and passes_after and passes_after[1] > passes_before[1]:
-                # At a low rate each pass carries one event to every client: one round.
-                seconds_spent = passes_after[0] - passes_before[0]
-                step["write_pass_ms_mean"] = round(
-                    1000 * seconds_spent / (passes_after[1] - passes_before[1]), 1
+            if fan_out_before and fan_out_after and fan_out_after[2] > fan_out_before[2]:
+                # At a low rate each event reaches every client on its own, written either
+                # by its dispatch (alone in its fetch) or by one write pass: one round is
+                # dispatch plus pass time per event.
+                spent = sum(fan_out_after[:2]) - sum(fan_out_before[:2])
+                step["round_ms_mean"] = round(
+                    1000 * spent / (fan_out_after[2] - fan_out_before[2]), 1
                 )
             steps.append(step)
             bench.say(

@@ -166,7 +166,8 @@ class WorkerMetrics:
             ),
             broadcast_duration=Histogram(
                 f"{ns}_broadcast_duration_seconds",
-                "Time to route one event and queue it for all its recipients.",
+                "Time to route one event and queue it for all its recipients (an event "
+                "alone in its fetch: to write it to those whose queue is empty).",
                 buckets=_FANOUT_BUCKETS,
                 registry=registry,
             ),
