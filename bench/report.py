@@ -13,15 +13,14 @@ import json
 import sys
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
 
-import matplotlib
 from latency import latency_table  # type: ignore[import-not-found]  # bench/latency.py
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
-from matplotlib.axes import Axes
-from matplotlib.figure import Figure
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
 
 Json = dict[str, Any]
 DOCS = Path(__file__).resolve().parent.parent / "docs/benchmarks"
@@ -159,6 +158,17 @@ def scaling_table(runs: list[Json]) -> str:
     return table(columns, rows)
 
 
+def _pyplot() -> ModuleType:
+    """matplotlib, loaded only to draw: the tables need nothing beyond the standard
+    library (the bench dependency group brings matplotlib; the tests' venv may not)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
 def _save(fig: Figure, ax: Axes, name: str, title: str, xlabel: str, ylabel: str) -> Path:
     """Label, title and write one plot to docs/benchmarks/``name``."""
     ax.set_xlabel(xlabel)
@@ -170,12 +180,12 @@ def _save(fig: Figure, ax: Axes, name: str, title: str, xlabel: str, ylabel: str
     path = DOCS / name
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _pyplot().close(fig)
     return path
 
 
 def scaling_plot(runs: list[Json]) -> Path:
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig, ax = _pyplot().subplots(figsize=(7, 4.5))
     by_name: dict[str, list[tuple[int, int]]] = {}
     for run in runs:
         by_name.setdefault(_name(run), []).append((run["connections"], sustained(run)[0]))
@@ -307,7 +317,7 @@ def profile_table(runs: list[Json], result: Json | None = None) -> str:
 
 def plots(runs: list[Json]) -> list[Path]:
     made = []
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig, ax = _pyplot().subplots(figsize=(7, 4.5))
     for run in runs:
         xs = [s["offered_per_s"] for s in run["steps"]]
         ys = [s["loadgen"]["latency_ms"]["p99"] for s in run["steps"]]
@@ -323,7 +333,7 @@ def plots(runs: list[Json]) -> list[Path]:
             "p99 produce-to-receive latency (ms)",
         )
     )
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig, ax = _pyplot().subplots(figsize=(7, 4.5))
     for run in runs:
         xs = [s["offered_per_s"] for s in run["steps"]]
         ys = [s["deliveries_per_s"] for s in run["steps"]]
