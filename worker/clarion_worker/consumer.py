@@ -190,6 +190,9 @@ class ChannelConsumer:
         while True:
             batches = await consumer.getmany(timeout_ms=200, max_records=_MAX_RECORDS)
             in_pass = 0
+            # One record in the whole fetch: its event is alone in its turn, and nothing
+            # else would share a write with it (``Dispatcher.dispatch``).
+            alone = sum(len(records) for records in batches.values()) == 1
             for tp, records in batches.items():
                 for start in range(0, len(records), PASS_EVENTS):
                     chunk = records[start : start + PASS_EVENTS]
@@ -198,7 +201,7 @@ class ChannelConsumer:
                         # clients be read before the next slice is queued.
                         await asyncio.sleep(0)
                         in_pass = 0
-                    self._dispatch_partition(tp.topic, chunk, alone=len(batches) == 1)
+                    self._dispatch_partition(tp.topic, chunk, alone)
                     in_pass += len(chunk)
             if batches:
                 self.advanced.set()
@@ -208,9 +211,8 @@ class ChannelConsumer:
                 await self._refresh_partitions()
 
     def _dispatch_partition(self, topic: str, records: list[object], alone: bool = False) -> None:
-        """Decode and dispatch one partition's records; ``alone``: they are all of this
-        fetch (with one record, its event is alone in the turn: ``Dispatcher.dispatch``)."""
-        alone = alone and len(records) == 1
+        """Decode and dispatch one partition's records; ``alone``: the fetch holds just
+        this one record (``Dispatcher.dispatch`` may write its frame at once)."""
         state = self.state
         assert state is not None
         dispatcher = state.dispatcher
