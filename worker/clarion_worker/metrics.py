@@ -150,7 +150,8 @@ class WorkerMetrics:
             delivery_latency=Histogram(
                 f"{ns}_delivery_latency_seconds",
                 "Kafka record timestamp to frame written, for the oldest event of each frame "
-                "(direct writes: of each distinct frame sequence in a write pass).",
+                "(direct writes: of each distinct frame sequence in a write pass, or of an "
+                "event written by its dispatch).",
                 ["transport"],
                 buckets=_LATENCY_BUCKETS,
                 registry=registry,
