@@ -80,3 +80,18 @@ async def test_a_cancelled_waiter_does_not_hold_up_the_others() -> None:
     assert await asyncio.wait_for(parked[1], 1) == 5
     assert parked[0].cancelled()
     assert await takers[0] == 5
+
+
+async def test_take_now_is_all_or_nothing_and_never_ahead_of_waiting_replays() -> None:
+    budget = ReplayBudget(per_turn=10)
+    assert budget.take_now(6)
+    assert not budget.take_now(5)  # 4 left in this turn: a replay that does not fit waits
+    assert budget.take_now(4)
+    takers = [asyncio.create_task(budget.take(10)) for _ in range(2)]
+    for _ in range(10):
+        await asyncio.sleep(0)
+        if budget.waiting:
+            break
+    assert budget.waiting == 1  # one took the next turn's budget, one is parked
+    assert not budget.take_now(0)  # a parked replay goes first, even before an empty one
+    assert await asyncio.gather(*takers) == [10, 10]

@@ -5,13 +5,19 @@ nothing here joins live delivery through the consumer's position."""
 from __future__ import annotations
 
 import json
+import time
 
 from prometheus_client import CollectorRegistry
 
 from clarion_worker.config import Secrets
+from clarion_worker.consumer import ChannelState
+from clarion_worker.core.cursor import ChannelPosition, TopicLayout
+from clarion_worker.core.dispatch import Dispatcher
+from clarion_worker.core.events import Event
 from clarion_worker.core.principal import Principal
 from clarion_worker.core.protocol import CloseCode
 from clarion_worker.core.settings import load_settings
+from clarion_worker.core.window import WindowSet
 from clarion_worker.direct import PAUSED, WRITABLE
 from clarion_worker.runtime import WorkerRuntime
 
@@ -161,3 +167,97 @@ def test_frames_written_by_the_fan_out_count_as_the_passes_do() -> None:
         "clarion_worker_frames_sent_total", {"transport": "websocket", "kind": "one"}
     )
     assert (deliveries, frames) == (5, 5)
+
+
+# ---- resume ---------------------------------------------------------------------------
+
+INCARNATION = b"topic-id-1"
+
+
+def live_channel(worker: WorkerRuntime) -> Dispatcher:
+    """The consumer's state as its start builds it, for topic ``t`` (2 partitions)."""
+    position = ChannelPosition([TopicLayout("t", INCARNATION, (0, 0))])
+    windows = WindowSet(worker.settings.resume.window_events, {"t": (0, 0)})
+    dispatcher = Dispatcher(position, windows, worker.hub)
+    worker.consumer.state = ChannelState(
+        position=position,
+        windows=windows,
+        dispatcher=dispatcher,
+        incarnations={"t": INCARNATION},
+        log_starts={"t": (0, 0)},
+    )
+    return dispatcher
+
+
+def org_event(partition: int, offset: int, org: str) -> Event:
+    now_ms = int(time.time() * 1000)  # older than resume.maxReplayAgeSeconds: reset
+    return Event("t", partition, offset, now_ms, "T", org, None, "organization", "{}", None)
+
+
+def missed_since_cursor(worker: WorkerRuntime) -> str:
+    """A cursor, then 3 events for ``o1`` and 1 for ``o2`` dispatched after it."""
+    dispatcher = live_channel(worker)
+    cursor = dispatcher.position.current_id()
+    for partition, offset, org in ((0, 0, "o1"), (1, 0, "o2"), (1, 1, "o1"), (0, 1, "o1")):
+        dispatcher.dispatch(org_event(partition, offset, org))
+    return cursor
+
+
+def frames_of(data: bytes) -> list[dict[str, object]]:
+    """The unmasked text frames (each under 64 KiB) of one write, decoded."""
+    frames = []
+    while data:
+        size, head = data[1], 2
+        if size == 126:
+            size, head = int.from_bytes(data[2:4], "big"), 4
+        frames.append(json.loads(data[head : head + size]))
+        data = data[head + size :]
+    return frames
+
+
+async def test_a_resume_from_the_windows_leaves_with_its_welcome_in_one_write() -> None:
+    worker = runtime()
+    cursor = missed_since_cursor(worker)
+    socket = Socket()
+    session = worker.open_session(PRINCIPAL, "websocket", False, socket)  # type: ignore[arg-type]
+    session.open(cursor)
+    assert session.resume_task is None  # done in the handler's step: no task
+    session.flush_now()
+    (data,) = socket.written
+    frames = frames_of(data)
+    assert [frame["type"] for frame in frames] == ["welcome", "event", "event", "event"]
+    assert not session.replaying  # the write emptied the queue: live from here
+    live = org_event(0, 2, "o1")
+    worker.consumer.state.dispatcher.dispatch(live)  # type: ignore[union-attr]
+    session.flush_now()
+    assert [frame["type"] for frame in frames_of(socket.written[1])] == ["event"]
+    resumes = worker.registry.get_sample_value(
+        "clarion_worker_resumes_total", {"outcome": "window"}
+    )
+    assert resumes == 1
+
+
+async def test_a_resume_the_turns_budget_cannot_cover_waits_in_a_task_with_the_same_result() -> (
+    None
+):
+    at_once, later = runtime(), runtime()
+    written = []
+    for worker in (at_once, later):
+        cursor = missed_since_cursor(worker)
+        if worker is later:
+            assert worker.replay_budget.take_now(worker.replay_budget._budget.per_turn)
+            assert not worker.replay_budget.take_now(1)
+        socket = Socket()
+        session = worker.open_session(PRINCIPAL, "websocket", False, socket)  # type: ignore[arg-type]
+        session.open(cursor)
+        if worker is later:
+            assert session.resume_task is not None
+            await session.resume_task
+        session.flush_now()
+        written.append(b"".join(socket.written))
+    welcome_at_once, *events_at_once = frames_of(written[0])
+    welcome_later, *events_later = frames_of(written[1])
+    assert welcome_later["type"] == welcome_at_once["type"] == "welcome"
+    assert events_at_once == events_later
+    assert [event["id"] for event in events_at_once] == [e["id"] for e in events_later]
+    assert len(events_at_once) == 3

@@ -89,7 +89,12 @@ async def _authenticate(
 ) -> tuple[Principal, bool, str | None]:
     """The principal, batch opt-in and subprotocol to echo; raises AuthError."""
     auth = runtime.settings.auth
-    headers = {key.lower(): value for key, value in conn.headers.items()}
+    # Straight from the scope: Starlette's ``Headers`` would build a list and a mapping
+    # per handshake only to be copied into this dict (W4, docs/benchmarks.md).
+    headers = {
+        name.decode("latin-1").lower(): value.decode("latin-1")
+        for name, value in conn.scope["headers"]
+    }
     query = dict(conn.query_params)
     check_origin(headers.get("origin"), auth.allowed_origins)
     handshake = read_handshake(headers, query, subprotocols)

@@ -122,6 +122,15 @@ class ReplayBudget:
         if waiters:
             self._schedule()
 
+    def take_now(self, want: int) -> bool:
+        """All of ``want`` events from this turn's budget, or nothing (False): a replay
+        done in one step (``Session.open``). Never ahead of replays already waiting."""
+        if self._waiters or not self._budget.take_all(want, self._turn):
+            return False
+        if want:
+            self._schedule()
+        return True
+
     async def take(self, want: int) -> int:
         """At least one and at most ``want`` events of a turn's budget (waits turns)."""
         if not self._waiters:

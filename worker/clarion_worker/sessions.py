@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from functools import partial
 from typing import TYPE_CHECKING, Literal
 
-from clarion_worker.core.cursor import CursorError, decode_cursor, name_tag
+from clarion_worker.core.cursor import Cursor, CursorError, decode_cursor, name_tag
 from clarion_worker.core.envelope import sse_message
 from clarion_worker.core.hub import Connection, Hub, route_keys
 from clarion_worker.core.outbox import Outbox
@@ -52,6 +52,15 @@ Transport = Literal["websocket", "sse"]
 CATCH_UP_SECONDS = 5.0
 _ids = itertools.count(1)
 _PREFIX = os.urandom(3).hex()
+
+
+def _decoded(last_id: str) -> Cursor | None:
+    """The cursor, or None when it does not decode (plan_resume then answers
+    reset(bad_cursor))."""
+    try:
+        return decode_cursor(last_id)
+    except CursorError:
+        return None
 
 
 class SessionRegistry:
@@ -266,13 +275,25 @@ class Session:
     # ---- lifecycle -----------------------------------------------------------------
 
     def open(self, last_id: str | None) -> None:
-        """Join live delivery now, or welcome and resume from ``last_id`` (in a task of
-        its own, ``resume_task``, cancelled by ``end``)."""
+        """Join live delivery now, or welcome and resume from ``last_id``.
+
+        A resume whose every step can run now (this replica has reached the cursor, the
+        missed events are in the windows and this turn's replay budget covers them) runs
+        right here: its replay then leaves in the same socket write as the welcome, with
+        no task of its own (W4, docs/benchmarks.md). Otherwise what is left runs in a task
+        of its own (``resume_task``, cancelled by ``end``).
+        """
         if last_id is None:
             self.join_live()
-        else:
-            self.welcome()
+            return
+        self.welcome()
+        cursor = _decoded(last_id)
+        if cursor is not None and self._behind(cursor):
             self.resume_task = asyncio.create_task(self.start(last_id))
+            return
+        plan = self._plan(cursor if cursor is not None else last_id)
+        if plan is not None and not self._replay_at_once(plan):
+            self.resume_task = asyncio.create_task(self._replay_in_task(plan))
 
     def welcome(self) -> None:
         """Queue the welcome of a session that resumes (its client holds its own cursor)."""
@@ -349,20 +370,34 @@ class Session:
         except asyncio.CancelledError:
             return
 
+    async def _replay_in_task(self, plan: FromWindow | FromKafka) -> None:
+        """``start`` for a resume planned in the handler's step (``open``)."""
+        try:
+            await self._replay(plan)
+        except asyncio.CancelledError:
+            return
+
     async def _resume(self, last_id: str) -> None:
-        await self._wait_for_cursor(last_id)
+        cursor = _decoded(last_id)
+        if cursor is not None:
+            await self._wait_for_cursor(cursor)
         if self.close_code is not None:
             return
+        plan = self._plan(cursor if cursor is not None else last_id)
+        if plan is not None:
+            await self._replay(plan)
+
+    def _plan(self, cursor: Cursor | str) -> FromWindow | FromKafka | None:
+        """The resume boundary, in one synchronous step: hold, register, plan. A reset is
+        answered here (None)."""
         context = self._context
         state = context.state
-        resumes = context.metrics.resumes
         # ---- the boundary: synchronous from here to plan_resume -----------------------
         self.outbox.hold()
         context.registry.register(self)
-        live = state.position.snapshot()
         plan = plan_resume(
-            last_id,
-            live=live,
+            cursor,
+            live=state.position.snapshot(),
             topics=state.topic_facts(),
             windows=state.windows,
             bounds=context.settings.resume,
@@ -371,17 +406,55 @@ class Session:
         )
         # ---- end of the boundary --------------------------------------------------------
         if isinstance(plan, Reset):
-            resumes.labels("reset").inc()
+            context.metrics.resumes.labels("reset").inc()
             self.offer_control(reset_frame(plan.reason))
             self.outbox.release()
-            return
-        replay = ReplaySession(
+            return None
+        return plan
+
+    def _replay_session(self, plan: FromWindow | FromKafka) -> ReplaySession:
+        self.replaying = True
+        return ReplaySession(
             self.connection,
             start=plan.start,
             live=plan.live,
-            incarnations=state.incarnations,
+            incarnations=self._context.state.incarnations,
         )
-        self.replaying = True
+
+    def _replay_at_once(self, plan: FromWindow | FromKafka) -> bool:
+        """Replay a window plan now if this turn's budget covers all of it; False (nothing
+        done) if it must wait for the budget or read Kafka."""
+        if not isinstance(plan, FromWindow):
+            return False
+        if not self._context.replay_budget.take_now(sum(len(i) for _r, i in plan.segments)):
+            return False
+        self._context.metrics.resumes.labels("window").inc()
+        try:
+            replay = self._replay_session(plan)
+            for scope, items in plan.segments:
+                replay.feed_items(items)
+                replay.end_range(scope.topic, scope.partition, scope.end)
+            if not replay.pump():  # the outbox is full: the rest waits for the writer
+                self.resume_task = asyncio.create_task(self._pump_then_finish(replay))
+                return True
+            self._replayed(replay)
+        except Exception as error:  # as _replay: never leave live frames held
+            self._replay_failed(error)
+        return True
+
+    async def _pump_then_finish(self, replay: ReplaySession) -> None:
+        try:
+            await self._pump(replay)
+            self._replayed(replay)
+        except asyncio.CancelledError:
+            return
+        except Exception as error:  # as _replay
+            self._replay_failed(error)
+
+    async def _replay(self, plan: FromWindow | FromKafka) -> None:
+        context = self._context
+        resumes = context.metrics.resumes
+        replay = self._replay_session(plan)
         try:
             if isinstance(plan, FromWindow):
                 resumes.labels("window").inc()
@@ -395,37 +468,41 @@ class Session:
                         await self._pump(replay)
                     replay.end_range(scope.topic, scope.partition, scope.end)
                 await self._pump(replay)
-            elif isinstance(plan, FromKafka):
+            else:
                 resumes.labels("kafka").inc()
                 await self._replay_from_kafka(replay, plan)
-            replay.finish()
-            self.replay_done = True
-            if not self.outbox.count:
-                self.replaying = False
+            self._replayed(replay)
         except Exception as error:  # a failed replay must not leave live frames held
-            log.warning("resume failed", extra={"session": self.id, "error": repr(error)})
-            resumes.labels("failed").inc()
-            self.request_close(CloseCode.INTERNAL_ERROR, "resume failed; reconnect and resume")
+            self._replay_failed(error)
 
-    async def _wait_for_cursor(self, last_id: str) -> None:
-        """A cursor from a replica that is slightly ahead: wait until this one gets there."""
-        try:
-            cursor = decode_cursor(last_id)
-        except CursorError:
-            return  # plan_resume answers with reset(bad_cursor)
-        deadline = time.monotonic() + CATCH_UP_SECONDS
-        state = self._context.state
+    def _replayed(self, replay: ReplaySession) -> None:
+        replay.finish()
+        self.replay_done = True
+        if not self.outbox.count:
+            self.replaying = False
+
+    def _replay_failed(self, error: Exception) -> None:
+        log.warning("resume failed", extra={"session": self.id, "error": repr(error)})
+        self._context.metrics.resumes.labels("failed").inc()
+        self.request_close(CloseCode.INTERNAL_ERROR, "resume failed; reconnect and resume")
+
+    def _behind(self, cursor: Cursor) -> bool:
+        """Whether the cursor names an offset this replica has not reached yet."""
         wanted = {entry.name_tag: entry.offsets for entry in cursor.topics}
-        while True:
-            behind = False
-            for topic, offsets in state.position.snapshot().items():
-                given = wanted.get(name_tag(topic), ())
-                if any(c > o for c, o in zip(given, offsets, strict=False)):
-                    behind = True
-                    break
+        for topic, offsets in self._context.state.position.snapshot().items():
+            given = wanted.get(name_tag(topic), ())
+            if any(c > o for c, o in zip(given, offsets, strict=False)):
+                return True
+        return False
+
+    async def _wait_for_cursor(self, cursor: Cursor) -> None:
+        """A cursor from a replica that is slightly ahead: wait until this one gets there
+        (still behind after ``CATCH_UP_SECONDS``: plan_resume answers reset(ahead_of_log))."""
+        deadline = time.monotonic() + CATCH_UP_SECONDS
+        while self._behind(cursor):
             remaining = deadline - time.monotonic()
-            if not behind or remaining <= 0:
-                return  # still behind: plan_resume answers reset(ahead_of_log)
+            if remaining <= 0:
+                return
             try:
                 await asyncio.wait_for(self._context.consumer.advanced.wait(), remaining)
             except TimeoutError:

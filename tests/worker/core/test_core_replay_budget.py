@@ -31,3 +31,13 @@ def test_never_more_than_asked_and_never_negative() -> None:
 def test_a_budget_must_allow_progress() -> None:
     with pytest.raises(ValueError, match="at least 1"):
         TurnBudget(0)
+
+
+def test_take_all_grants_the_whole_request_or_nothing() -> None:
+    budget = TurnBudget(10)
+    assert budget.take_all(7, turn=1)
+    assert not budget.take_all(4, turn=1)  # 3 left: nothing taken
+    assert budget.take(10, turn=1) == 3
+    assert budget.take_all(0, turn=1)  # nothing asked: always granted
+    assert budget.take_all(10, turn=2)
+    assert not budget.take_all(11, turn=3)  # more than a whole turn's budget

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import hashlib
 import re
 from collections.abc import Iterable, Mapping, Sequence
@@ -44,8 +45,14 @@ class CursorError(ValueError):
     """The text is not a cursor this worker wrote (answered with ``reset`` ``bad_cursor``)."""
 
 
+@functools.lru_cache(maxsize=1024)
 def tag(data: bytes) -> bytes:
-    """A short stable digest identifying a topic name or a topic incarnation."""
+    """A short stable digest identifying a topic name or a topic incarnation.
+
+    Only the channel's own topic names and incarnations are tagged (a client's cursor
+    carries tags, never hashed here), a handful per process, yet every resume tags each
+    of them: cached (W4, docs/benchmarks.md).
+    """
     return hashlib.blake2b(data, digest_size=TAG_BYTES).digest()
 
 

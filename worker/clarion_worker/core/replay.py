@@ -132,3 +132,13 @@ class TurnBudget:
         grant = max(0, min(want, self.per_turn - self._used))
         self._used += grant
         return grant
+
+    def take_all(self, want: int, turn: int) -> bool:
+        """Grant all of ``want`` in ``turn``, or nothing (False)."""
+        if turn != self._turn:
+            self._turn = turn
+            self._used = 0
+        if want > self.per_turn - self._used:
+            return False
+        self._used += want
+        return True
