@@ -38,6 +38,7 @@ MAX_CURSOR_CHARS: Final = 8192
 MAX_PARTITIONS: Final = 100_000
 MAX_OFFSET: Final = (1 << 63) - 1
 _VERSION_BYTE: Final = bytes([CURSOR_VERSION])
+_URLSAFE: Final = bytes.maketrans(b"+/", b"-_")
 _BASE64URL: Final = re.compile(r"[A-Za-z0-9_-]*")
 
 
@@ -87,6 +88,10 @@ class TopicLayout:
 def _varint(value: int) -> bytes:
     if value < 0x80:
         return bytes((value,))
+    if value < 0x200000:  # up to three bytes without the loop: most offsets (every event)
+        if value < 0x4000:
+            return bytes(((value & 0x7F) | 0x80, value >> 7))
+        return bytes(((value & 0x7F) | 0x80, ((value >> 7) & 0x7F) | 0x80, value >> 14))
     out = bytearray()
     while value >= 0x80:
         out.append((value & 0x7F) | 0x80)
@@ -105,7 +110,8 @@ def encode_cursor(cursor: Cursor) -> str:
 
 
 def _b64(raw: bytes) -> str:
-    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
+    # base64.urlsafe_b64encode without its Python-level wrapper: one id per event.
+    return binascii.b2a_base64(raw, newline=False).translate(_URLSAFE).rstrip(b"=").decode("ascii")
 
 
 def decode_cursor(text: str) -> Cursor:
@@ -222,6 +228,10 @@ class ChannelPosition:
             self._topics[layout.name] = _TopicState(layout)
         self._timestamp_s = timestamp_s
         self._id: str | None = None
+        # The id's head (version, time, topic count) changes once a second at most, yet
+        # every event's id is built anew: encoded once per second (replay, W4).
+        self._head_for = -1
+        self._head = b""
 
     def advance(self, topic: str, partition: int, offset: int, timestamp_ms: int | None) -> str:
         """Record that ``offset`` was dispatched; return the id of the position after it."""
@@ -246,7 +256,10 @@ class ChannelPosition:
 
     def current_id(self) -> str:
         if self._id is None:
-            parts = [_VERSION_BYTE, _varint(self._timestamp_s), _varint(len(self._topics))]
+            if self._head_for != self._timestamp_s:
+                self._head_for = self._timestamp_s
+                self._head = _VERSION_BYTE + _varint(self._timestamp_s) + _varint(len(self._topics))
+            parts = [self._head]
             parts += [state.encoded() for state in self._topics.values()]
             self._id = _b64(b"".join(parts))
         return self._id
