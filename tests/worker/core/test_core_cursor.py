@@ -19,6 +19,9 @@ from clarion_worker.core.cursor import (
     tag,
 )
 
+#: Offsets at the edges of one-, two- and three-byte varints, and beyond.
+VARINT_EDGES = (0, 1, 127, 128, 0x3FFF, 0x4000, 0x1FFFFF, 0x200000, 2**35, MAX_OFFSET)
+
 LAYOUT = [
     TopicLayout("approvals", b"\x01" * 16, (0, 10, 20)),
     TopicLayout("notes", b"\x02" * 16, (5,)),
@@ -54,10 +57,7 @@ def test_round_trip_random_cursors() -> None:
                 CursorTopic(
                     name_tag(f"t{index}"),
                     tag(rng.randbytes(16)),
-                    tuple(
-                        rng.choice([0, 1, 127, 128, 2**35, MAX_OFFSET])
-                        for _ in range(rng.randrange(0, 9))
-                    ),
+                    tuple(rng.choice(VARINT_EDGES) for _ in range(rng.randrange(0, 9))),
                 )
                 for index in range(rng.randrange(0, 4))
             ),
@@ -86,13 +86,17 @@ def test_advance_matches_a_fresh_encoding() -> None:
     rng = random.Random(3)
     position = ChannelPosition(LAYOUT)
     offsets = {layout.name: list(layout.next_offsets) for layout in LAYOUT}
+    seconds = 1
     for _ in range(300):
         topic = rng.choice(["approvals", "notes"])
         partition = rng.randrange(len(offsets[topic]))
-        offset = offsets[topic][partition] + rng.randrange(0, 300)
-        event_id = position.advance(topic, partition, offset, 1000 * rng.randrange(1, 10**9))
+        offset = offsets[topic][partition] + rng.choice([0, 1, 200, 20_000, 3_000_000])
+        # The same second a few times in a row, then another: the id's cached head follows.
+        seconds = rng.choice([seconds, seconds, rng.randrange(1, 10**9)])
+        event_id = position.advance(topic, partition, offset, 1000 * seconds + 999)
         offsets[topic][partition] = offset + 1
         decoded = decode_cursor(event_id)
+        assert decoded.timestamp_s == seconds
         assert [t.offsets for t in decoded.topics] == [
             tuple(offsets["approvals"]),
             tuple(offsets["notes"]),
