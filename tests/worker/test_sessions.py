@@ -172,6 +172,9 @@ def test_frames_written_by_the_fan_out_count_as_the_passes_do() -> None:
 # ---- resume ---------------------------------------------------------------------------
 
 INCARNATION = b"topic-id-1"
+#: Every event's time: recent (older than resume.maxReplayAgeSeconds would be a reset),
+#: and the same in every runtime a test compares.
+EVENT_MS = int(time.time() * 1000)
 
 
 def live_channel(worker: WorkerRuntime) -> Dispatcher:
@@ -190,8 +193,7 @@ def live_channel(worker: WorkerRuntime) -> Dispatcher:
 
 
 def org_event(partition: int, offset: int, org: str) -> Event:
-    now_ms = int(time.time() * 1000)  # older than resume.maxReplayAgeSeconds: reset
-    return Event("t", partition, offset, now_ms, "T", org, None, "organization", "{}", None)
+    return Event("t", partition, offset, EVENT_MS, "T", org, None, "organization", "{}", None)
 
 
 def missed_since_cursor(worker: WorkerRuntime) -> str:
