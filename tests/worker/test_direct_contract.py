@@ -177,3 +177,36 @@ async def test_after_the_handshake_the_parser_holds_no_request_and_still_reads_f
             await client.recv()
     await asyncio.gather(*state.tasks)
     assert received == ["after the restart"]
+
+
+class _Transport:
+    def __init__(self) -> None:
+        self.written: list[bytes] = []
+
+    def write(self, data: bytes) -> None:
+        self.written.append(data)
+
+
+def test_the_sink_follows_the_transports_flow_control() -> None:
+    """uvicorn's transport calls pause_writing and resume_writing; the sink the fan-out
+    reads must say so at once, and a resumed socket marks its session again."""
+    config = uvicorn.Config(direct._no_app, ws=direct.DirectWebSocketProtocol, log_config=None)
+    config.load()
+    loop = asyncio.new_event_loop()
+    try:
+        protocol = direct.DirectWebSocketProtocol(config, ServerState(), {}, _loop=loop)
+        protocol.transport = _Transport()  # type: ignore[assignment]
+        protocol.handshake_complete = True
+        sink = direct.DirectSink(protocol)
+        protocol.sink = sink
+        woken: list[bool] = []
+        sink.on_writable = lambda: woken.append(True)
+        assert sink.state() == direct.WRITABLE
+        protocol.pause_writing()
+        assert (sink.state(), sink.writable, woken) == (direct.PAUSED, False, [])
+        protocol.resume_writing()
+        assert (sink.state(), sink.writable, woken) == (direct.WRITABLE, True, [True])
+        protocol.close_sent = True
+        assert sink.state() == direct.CLOSED
+    finally:
+        loop.close()

@@ -127,10 +127,13 @@ async def _no_app(scope: Any, receive: Any, send: Any) -> None:
 class DirectSink:
     """The socket of one accepted WebSocket, as the fan-out pass sees it."""
 
-    __slots__ = ("_protocol", "on_writable", "write")
+    __slots__ = ("_protocol", "on_writable", "paused", "write")
 
     def __init__(self, protocol: DirectWebSocketProtocol) -> None:
         self._protocol = protocol
+        #: The protocol's ``write_paused``, kept here too (the protocol updates both): the
+        #: fan-out reads it for every client of every event, and the sink is in cache.
+        self.paused = protocol.write_paused
         #: Called when a paused transport accepts data again (the session has more).
         self.on_writable: Callable[[], None] | None = None
         #: Hand bytes to the socket: the transport's own ``write``, bound once, so the
@@ -153,7 +156,7 @@ class DirectSink:
         p = self._protocol
         if p.close_sent or p.disconnected or not p.handshake_complete:
             return CLOSED
-        return PAUSED if p.write_paused else WRITABLE
+        return PAUSED if self.paused else WRITABLE
 
     def close(
         self, code: int, reason: str, *, handshake_seconds: float, max_seconds: float = 30.0
@@ -278,6 +281,7 @@ class DirectWebSocketProtocol(WebSocketsSansIOProtocol):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.queue = _Inbox()  # type: ignore[assignment]
+        self.write_paused = False
 
     def data_received(self, data: bytes) -> None:
         super().data_received(data)
@@ -344,12 +348,17 @@ class DirectWebSocketProtocol(WebSocketsSansIOProtocol):
     def pause_writing(self) -> None:
         super().pause_writing()
         self.write_paused = True
+        if self.sink is not None:
+            self.sink.paused = True
 
     def resume_writing(self) -> None:
         super().resume_writing()
         self.write_paused = False
-        if self.sink is not None and self.sink.on_writable is not None:
-            self.sink.on_writable()
+        sink = self.sink
+        if sink is not None:
+            sink.paused = False
+            if sink.on_writable is not None:
+                sink.on_writable()
 
 
 def sink_of(scope: dict[str, Any] | Any) -> DirectSink | None:

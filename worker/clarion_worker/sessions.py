@@ -134,6 +134,32 @@ class SessionContext:
 class Session:
     """The server side of one client connection."""
 
+    # Slots: the live fan-out reads a handful of these for each of thousands of sessions
+    # per event, mostly out of cache; inline slots are fewer memory lines than a dict's
+    # values (latency table, docs/benchmarks.md).
+    __slots__ = (
+        "_context",
+        "_drained",
+        "_flusher",
+        "_wakeup",
+        "batch",
+        "close_code",
+        "close_reason",
+        "connection",
+        "events_written",
+        "frames_written",
+        "id",
+        "marked",
+        "outbox",
+        "peer_code",
+        "pending_close",
+        "replay_done",
+        "replaying",
+        "resume_task",
+        "sink",
+        "transport",
+    )
+
     def __init__(
         self, context: SessionContext, principal: Principal, transport: Transport, batch: bool
     ) -> None:
