@@ -82,9 +82,11 @@ COSTS: dict[str, Cost] = {
         True,
     ),
     "handshake_live_ms": Cost(
-        2.0,
+        1.1,
         "ms of CPU per reconnect with resume while live traffic flows (W4)",
-        "docs/benchmarks.md, W4 profile: 1.5-2 ms per reconnect at 200 events/s",
+        "W4 on an idle machine, 2026-12-01: 10,000 resumed in 10.1-11.8 s at 200 events/s "
+        "(bench/results/2026-12-01-w4-final-{1,2,3}.json), the second worker at 96-104 % of "
+        "its core throughout (sampled: 2026-12-01-w4-sampled-cpu.txt)",
         True,
     ),
     "idle_us_per_s": Cost(
