@@ -4,6 +4,7 @@ nothing here joins live delivery through the consumer's position."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 
@@ -263,3 +264,22 @@ async def test_a_resume_the_turns_budget_cannot_cover_waits_in_a_task_with_the_s
     assert events_at_once == events_later
     assert [event["id"] for event in events_at_once] == [e["id"] for e in events_later]
     assert len(events_at_once) == 3
+
+
+async def test_a_resume_waiting_in_its_task_ends_quietly_when_the_client_leaves() -> None:
+    """Cancelled, the task returns instead of keeping a CancelledError whose traceback
+    would hold the session in a reference cycle (``Session.start``)."""
+    worker = runtime()
+    cursor = missed_since_cursor(worker)
+    worker.replay_budget._budget.per_turn = 1  # its 3 events take 3 turns
+    session = worker.open_session(PRINCIPAL, "websocket", False, Socket())  # type: ignore[arg-type]
+    session.open(cursor)
+    task = session.resume_task
+    assert task is not None
+    await asyncio.sleep(0)  # the task starts, replays one event and waits for a turn
+    assert not task.done()
+    session.end()
+    await asyncio.wait({task})
+    assert not task.cancelled()
+    assert task.exception() is None
+    assert session.close_code is CloseCode.NORMAL

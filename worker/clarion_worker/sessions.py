@@ -319,7 +319,7 @@ class Session:
             return
         plan = self._plan(cursor if cursor is not None else last_id)
         if plan is not None and not self._replay_at_once(plan):
-            self.resume_task = asyncio.create_task(self._replay_in_task(plan))
+            self.resume_task = asyncio.create_task(self._replay(plan))
 
     def welcome(self) -> None:
         """Queue the welcome of a session that resumes (its client holds its own cursor)."""
@@ -393,13 +393,6 @@ class Session:
         """
         try:
             await self._resume(last_id)
-        except asyncio.CancelledError:
-            return
-
-    async def _replay_in_task(self, plan: FromWindow | FromKafka) -> None:
-        """``start`` for a resume planned in the handler's step (``open``)."""
-        try:
-            await self._replay(plan)
         except asyncio.CancelledError:
             return
 
@@ -478,6 +471,8 @@ class Session:
             self._replay_failed(error)
 
     async def _replay(self, plan: FromWindow | FromKafka) -> None:
+        """Replay a planned resume, then hand over to live. Run as ``resume_task`` by
+        ``open``, and awaited by ``start``: like ``start``, it returns when cancelled."""
         context = self._context
         resumes = context.metrics.resumes
         replay = self._replay_session(plan)
@@ -498,6 +493,8 @@ class Session:
                 resumes.labels("kafka").inc()
                 await self._replay_from_kafka(replay, plan)
             self._replayed(replay)
+        except asyncio.CancelledError:
+            return  # the client left (see ``start``)
         except Exception as error:  # a failed replay must not leave live frames held
             self._replay_failed(error)
 
