@@ -25,7 +25,7 @@ from kubernetes import config as k8s_config
 
 from . import kube, stack
 from .settings import DevstackSettings
-from .suite import EXCLUSIVE, STARTED_BY_RUN
+from .suite import BACKGROUND, EXCLUSIVE, STARTED_BY_RUN
 
 INTEGRATION = "integration"
 
@@ -110,6 +110,11 @@ def pytest_configure(config: pytest.Config) -> None:
         "markers",
         f"{EXCLUSIVE}: stops or measures a shared component; make test runs it alone, "
         "after the tests that run side by side (every test that asks for own_stack)",
+    )
+    config.addinivalue_line(
+        "markers",
+        f"{BACKGROUND}: waits minutes on a timer, on names no other test uses; make test "
+        "runs it in a process of its own beside the first phase",
     )
 
 

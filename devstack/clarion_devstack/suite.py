@@ -3,9 +3,12 @@
 Most integration tests spend their time waiting (for a rollout, a timeout, a retry, a
 drain), so they run side by side: the first phase spreads every test not marked
 ``exclusive`` over pytest-xdist workers, a file to a worker (``--dist loadfile``: a
-module's fixtures, such as the end-to-end deployment, are built once). The second phase
+module's fixtures, such as the end-to-end deployment, are built once). Beside it, in a
+pytest process of its own, run the ``background`` tests: each waits minutes on a timer
+(an idle stream outliving a proxy's timeouts) on names no other test uses, so it costs
+the first phase almost nothing and the run none of its minutes. The second phase
 runs the ``exclusive`` tests one at a time: they stop Kafka, etcd, the API server or the
-real node, so nothing else may be using the stack meanwhile. Both phases share one stack:
+real node, so nothing else may be using the stack meanwhile. All phases share one stack:
 a healthy running one (``make env-up``) is reused and left running; otherwise this runner
 starts it, tells the tests so (:data:`STARTED_BY_RUN`, which lets the exclusive ones run
 on it), and stops it at the end, also when a phase fails or the run is interrupted.
@@ -17,13 +20,16 @@ number of workers of the first phase (``0`` runs it in one process).
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from types import FrameType
+from typing import IO
 
 from . import stack
 from .settings import DevstackSettings
@@ -36,6 +42,7 @@ STARTED_BY_RUN = "CLARION_STACK_STARTED_BY_RUN"
 #: each time; docs/development.md), so the default stays one process until they hold.
 DEFAULT_WORKERS = 0
 EXCLUSIVE = "exclusive"
+BACKGROUND = "background"
 #: How long an interrupted phase may take to tear its fixtures down.
 INTERRUPT_GRACE_SECONDS = 60
 #: pytest's exit code when a selection is empty: a phase with nothing to run passes.
@@ -48,14 +55,28 @@ class Phase:
     args: tuple[str, ...]
 
 
-def plan(extra: Sequence[str], environ: Mapping[str, str]) -> tuple[Phase, Phase]:
-    """The two pytest invocations (arguments after ``python -m pytest``)."""
+@dataclass(frozen=True)
+class Plan:
+    """The pytest invocations (arguments after ``python -m pytest``): ``background``
+    runs beside ``parallel``, then ``exclusive`` alone."""
+
+    background: Phase
+    parallel: Phase
+    exclusive: Phase
+
+
+def plan(extra: Sequence[str], environ: Mapping[str, str]) -> Plan:
     workers = int(environ.get("CLARION_TEST_WORKERS", DEFAULT_WORKERS))
     spread = ("-n", str(workers), "--dist", "loadfile") if workers > 0 else ("-p", "no:xdist")
+    alone = ("-p", "no:xdist")
     durations = ("--durations=25",)
-    return (
-        Phase("parallel", (*spread, "-m", f"not {EXCLUSIVE}", *durations, *extra)),
-        Phase("exclusive", ("-p", "no:xdist", "-m", EXCLUSIVE, *durations, *extra)),
+    return Plan(
+        Phase("background", (*alone, "-m", f"{BACKGROUND} and not {EXCLUSIVE}", *extra)),
+        Phase(
+            "parallel",
+            (*spread, "-m", f"not {EXCLUSIVE} and not {BACKGROUND}", *durations, *extra),
+        ),
+        Phase("exclusive", (*alone, "-m", EXCLUSIVE, *durations, *extra)),
     )
 
 
@@ -70,19 +91,64 @@ def _stop_on_sigterm(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt
 
 
-def _run_pytest(args: Sequence[str], environ: Mapping[str, str]) -> int:
-    child = subprocess.Popen([sys.executable, "-m", "pytest", *args], env=environ)
-    try:
-        return child.wait()
-    except KeyboardInterrupt:
-        # SIGINT lets pytest tear its fixtures down (workers, operators it started);
-        # SIGKILL only if it does not finish in time.
-        child.send_signal(signal.SIGINT)
+def _start_pytest(
+    phase: Phase, environ: Mapping[str, str], output: IO[bytes] | None = None
+) -> subprocess.Popen[bytes]:
+    print(f"\n[clarion] test phase {phase.name}: pytest {' '.join(phase.args)}", flush=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "pytest", *phase.args],
+        env=environ,
+        stdout=output,
+        stderr=subprocess.STDOUT if output is not None else None,
+    )
+
+
+def _interrupt(children: Sequence[subprocess.Popen[bytes]]) -> None:
+    # SIGINT lets pytest tear its fixtures down (workers, operators it started);
+    # SIGKILL only if it does not finish in time.
+    for child in children:
+        if child.poll() is None:
+            child.send_signal(signal.SIGINT)
+    deadline = time.monotonic() + INTERRUPT_GRACE_SECONDS
+    for child in children:
         try:
-            child.wait(timeout=INTERRUPT_GRACE_SECONDS)
+            child.wait(timeout=max(0.0, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
             child.kill()
             child.wait()
+
+
+def _ended(phase: Phase, code: int, began: float) -> int:
+    took = time.monotonic() - began
+    print(f"[clarion] test phase {phase.name}: exit {code} in {took:.0f} s", flush=True)
+    return code
+
+
+def run_phases(phases: Plan, environ: Mapping[str, str]) -> list[int]:
+    """The background phase beside the parallel one (its output held back, then printed
+    whole, so the two never interleave), then the exclusive phase alone."""
+    children: list[subprocess.Popen[bytes]] = []
+    try:
+        with tempfile.TemporaryFile() as held:
+            began = time.monotonic()
+            background = _start_pytest(phases.background, environ, held)
+            children.append(background)
+            parallel = _start_pytest(phases.parallel, environ)
+            children.append(parallel)
+            codes = [_ended(phases.parallel, parallel.wait(), began)]
+            background_code = background.wait()
+            held.seek(0)
+            print(f"\n[clarion] test phase {phases.background.name}, its output:", flush=True)
+            shutil.copyfileobj(held, sys.stdout.buffer)
+            sys.stdout.buffer.flush()
+            codes.append(_ended(phases.background, background_code, began))
+        began = time.monotonic()
+        exclusive = _start_pytest(phases.exclusive, environ)
+        children.append(exclusive)
+        codes.append(_ended(phases.exclusive, exclusive.wait(), began))
+        return codes
+    except KeyboardInterrupt:
+        _interrupt(children)
         raise
 
 
@@ -97,15 +163,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     assert env is not None
     if owned:
         environ[STARTED_BY_RUN] = repr(env["started_at"])
-    codes: list[int] = []
     try:
-        for phase in plan(extra, environ):
-            began = time.monotonic()
-            print(f"\n[clarion] test phase {phase.name}: pytest {' '.join(phase.args)}", flush=True)
-            code = _run_pytest(phase.args, environ)
-            took = time.monotonic() - began
-            print(f"[clarion] test phase {phase.name}: exit {code} in {took:.0f} s", flush=True)
-            codes.append(code)
+        codes = run_phases(plan(extra, environ), environ)
     finally:
         if owned:
             stack.down(settings, quiet=True)

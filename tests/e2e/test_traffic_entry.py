@@ -8,8 +8,9 @@ the experimental-channel CRDs). Nothing is sent through Traefik there: KWOK's po
 no real address.
 
 With the real node: clients of several organizations through Traefik, a returning
-client's cookie, idle WebSocket and SSE streams past Traefik's default timeouts, a pod
-deleted and a rolling update; every delivery sequence-checked (0 lost, 0 duplicated).
+client's cookie, a pod deleted and a rolling update; every delivery sequence-checked (0
+lost, 0 duplicated). Idle streams past Traefik's default timeouts are
+test_traffic_entry_idle.py's, run beside the rest of the suite.
 """
 
 from __future__ import annotations
@@ -333,70 +334,6 @@ async def test_a_returning_client_with_its_cookie_lands_on_the_same_pod(
         print(f"\n[traffic-entry] cookie: {len(again)}/{len(again)} returned to their pod")
     finally:
         await clients.stop_all(again)
-
-
-async def _sse_lines(
-    url: str, token: str, lines: list[tuple[float, str]], stop: asyncio.Event
-) -> None:
-    async with (
-        httpx.AsyncClient(timeout=httpx.Timeout(10, read=None)) as http,
-        http.stream("GET", url, params={"access_token": token}) as resp,
-    ):
-        assert resp.status_code == 200
-        async for line in resp.aiter_lines():
-            lines.append((time.monotonic(), line))
-            if stop.is_set():
-                return
-
-
-async def test_idle_streams_outlive_traefiks_default_timeouts(
-    routed: ExposedPodChannel, controller: traefik.Traefik, producer: UnionFlowProducer
-) -> None:
-    """Traefik's entry point defaults: readTimeout 60 s, idleTimeout 180 s. A WebSocket and
-    an SSE stream with no event for longer than both stay up on the heartbeats alone."""
-    assert routed.rendered is not None
-    person = FEW_PEOPLE[0]
-    ws = clients.viewer(_ws_url(controller, routed), routed.token(person), person)
-    lines: list[tuple[float, str]] = []
-    stop = asyncio.Event()
-    sse = asyncio.create_task(
-        _sse_lines(f"{controller.url}{routed.rendered.sse_path}", routed.token(person), lines, stop)
-    )
-    try:
-        await clients.all_welcomed([ws])
-        started = time.monotonic()
-        idle = 200.0
-
-        async def heartbeats_past(deadline: float) -> None:
-            while not any(at >= deadline and line.startswith(":") for at, line in lines):
-                if sse.done():
-                    sse.result()  # the stream ended: raise what ended it
-                    raise AssertionError("SSE stream ended while idle")
-                await asyncio.sleep(1)
-
-        await asyncio.wait_for(heartbeats_past(started + idle), timeout=idle + 60)
-        assert len(ws.welcomes) == 1, ws.welcomes  # never reconnected
-        assert ws.error is None
-        traffic = Traffic(FEW_ORGS, (person,), random.Random(5))
-        for _ in range(20):
-            traffic.next(producer)
-        totals, problems = await clients.settled_report(producer, [ws])
-        assert not problems, problems
-        sse_events = [ln for _, ln in lines if ln.startswith("data:") and '"event"' in ln]
-        assert sse_events, "the SSE stream delivered nothing after the idle period"
-        pings = sum(1 for at, ln in lines if ln.startswith(":") and at > started)
-        clients.print_totals(
-            "traffic-entry",
-            f"idle {idle:.0f}s through Traefik",
-            totals,
-            f"; WebSocket welcomes {len(ws.welcomes)}, SSE pings while idle {pings}",
-        )
-    finally:
-        stop.set()
-        sse.cancel()
-        with contextlib.suppress(asyncio.CancelledError, httpx.HTTPError):
-            await sse
-        await ws.stop()
 
 
 async def test_pod_deleted_and_rolling_update_lose_nothing_through_traefik(
