@@ -747,11 +747,13 @@ async def test_a_slow_client_that_still_reads_receives_its_4008(
     token = keys.token(["org-a"], "alice")
     slow = await _reluctant_reader(worker, token, max_size=None)
     seen: list[dict[str, Any]] = []
+    reading = asyncio.Event()
 
     async def read_slowly() -> int:
         try:
             while True:
                 seen.append(json.loads(await slow.recv()))
+                reading.set()
                 await asyncio.sleep(1.0)  # 150 kB/s of 150 kB events
         except websockets.exceptions.ConnectionClosed as closed:
             return closed.rcvd.code if closed.rcvd else 1006
@@ -759,6 +761,14 @@ async def test_a_slow_client_that_still_reads_receives_its_4008(
     reader = asyncio.create_task(read_slowly())
     big = json.dumps({"type": "PAD", "organizationId": None, "data": "x" * 150_000}).encode()
     try:
+        # First what the socket's buffers can hold: 450 kB, under the queue's 512 kB even
+        # if they come in one fetch, so they are written, not dropped with the queue. (The
+        # flood alone can overflow the queue in its first fetch, before anything is
+        # written: then the error frame comes first, and the test shows nothing.)
+        for _ in range(3):
+            await producer.raw(topics.bcast, big)
+        reading.clear()
+        await asyncio.wait_for(reading.wait(), 20)  # the first of them is being read
         for _ in range(100):  # 15 MB at once: far more than it can take
             await producer.raw(topics.bcast, big)
         code = await asyncio.wait_for(reader, 60)
@@ -768,4 +778,4 @@ async def test_a_slow_client_that_still_reads_receives_its_4008(
     assert code == 4008, f"closed with {code} after {len(seen)} frames"
     assert seen[-1] == {"type": "error", "code": 4008, "message": "outbound queue overflowed"}
     # More than 2 s of reading (the old fixed deadline) was ahead of the close.
-    assert len(seen) > 3
+    assert len(seen) > 3, [frame["type"] for frame in seen]
