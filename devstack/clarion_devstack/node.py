@@ -843,11 +843,15 @@ def restore_sysctls(originals: Mapping[str, str]) -> list[str]:
 
 
 def remove_host_dirs(created: Sequence[str]) -> None:
+    """Remove the host folders the node created, with what is mounted in them: the CNI
+    plugins bind-mount ``/run/netns`` onto itself (shared) before they put a pod's network
+    namespace there, and that mount outlives the pods."""
     for d in created:
         path = Path(d)
-        if path.is_symlink():
+        if path.is_symlink() or not path.is_dir():
             continue
-        if path.is_dir() and not mounts_under(path):
+        unmount_all(path)
+        if not mounts_under(path):
             shutil.rmtree(path, ignore_errors=True)
 
 
