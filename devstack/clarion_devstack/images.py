@@ -24,13 +24,18 @@
    (for ``ctr -n k8s.io images import``), marked complete with a fingerprint of its base,
    target, Dockerfile and build context (the paths of its :attr:`ImageSpec.context`).
 
-Podman keeps its store under ``<cache>/containers`` with a ``containers.conf`` written
+Podman keeps its store under ``<cache>/podman`` with a ``containers.conf`` written
 there (runc, cgroupfs, nofile/nproc at or below this process's hard limits), never the
-system-wide configuration. Building needs root (debootstrap, runc).
+system-wide configuration. Its run state (storage locks, libpod's run-time files, runc's
+container states) goes to a tmpfs folder of its own, ``/run/clarion-containers/<store
+hash>``, removed again by the last user of the store to finish (:meth:`Podman.in_use`).
+Building needs root (debootstrap, runc).
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import os
 import resource
@@ -39,7 +44,7 @@ import subprocess
 import sys
 import tempfile
 import tomllib
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from fnmatch import fnmatch
 from pathlib import Path
@@ -147,7 +152,9 @@ class Podman:
 
     @classmethod
     def for_settings(cls, settings: DevstackSettings) -> Podman:
-        store = settings.cache_dir / "containers"
+        # "podman", not the first store's "containers": that one's libpod database kept
+        # its run-time files in /run/libpod, whatever --tmpdir said.
+        store = settings.cache_dir / "podman"
         # Run state (locks, mounts) belongs on a tmpfs, one per store.
         tag = hashlib.sha256(str(store).encode()).hexdigest()[:12]
         return cls(
@@ -155,6 +162,29 @@ class Podman:
             runroot=Path("/run/clarion-containers") / tag,
             conf=store / "containers.conf",
         )
+
+    @contextlib.contextmanager
+    def in_use(self) -> Iterator[Podman]:
+        """Run podman on this store inside; the last user to leave removes the run state.
+
+        Every user holds a shared lock on the store's ``runroot.lock`` meanwhile; one that
+        can then take it exclusively is the last, and removes ``runroot`` (and its parent
+        when empty), so nothing of the store stays on ``/run``. podman makes it again on
+        its next call."""
+        self.store.parent.mkdir(parents=True, exist_ok=True)
+        with (self.store.parent / "runroot.lock").open("w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_SH)
+            try:
+                yield self
+            finally:
+                try:
+                    fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    pass  # another build or test still uses the store: it removes it
+                else:
+                    shutil.rmtree(self.runroot, ignore_errors=True)
+                    with contextlib.suppress(OSError):
+                        self.runroot.parent.rmdir()  # only when no other store's is left
 
     def argv(self, *args: str) -> list[str]:
         return [
@@ -174,22 +204,31 @@ class Podman:
             "--events-backend",
             "file",
             "--runtime",
-            "runc",
+            str(self.runc),
+            # libpod's run-time files under the store's run state too, not in /run/libpod.
+            # (libpod's database records the first folder it was given and keeps to it:
+            # hence the store's new path.)
+            "--tmpdir",
+            str(self.runroot / "libpod"),
             *args,
         ]
+
+    @property
+    def runc(self) -> Path:
+        """runc with its container states under the store's run state, not in /run/runc:
+        a script beside the store. (``--runtime-flag root=`` is not enough: the cleanup
+        podman runs when a container exits calls runc without it.)"""
+        return self.conf.with_name("runc-in-runroot")
 
     def env(self, environ: Mapping[str, str]) -> dict[str, str]:
         return {**environ, "CONTAINERS_CONF": str(self.conf)}
 
     def write_conf(self, hard_nofile: int, hard_nproc: int) -> None:
-        text = containers_conf(hard_nofile, hard_nproc)
-        if self.conf.is_file() and self.conf.read_text() == text:
-            return
-        self.conf.parent.mkdir(parents=True, exist_ok=True)
-        # Atomically: another build may be reading it.
-        partial = self.conf.with_name(f"{self.conf.name}.{os.getpid()}")
-        partial.write_text(text)
-        partial.rename(self.conf)
+        runc = shutil.which("runc") or "/usr/bin/runc"
+        _write_atomically(
+            self.runc, f'#!/bin/sh\nexec {runc} --root "{self.runroot / "runc"}" "$@"\n', 0o755
+        )
+        _write_atomically(self.conf, containers_conf(hard_nofile, hard_nproc, runtime=self.runc))
 
     def run(
         self, *args: str, log: Path | None = None, check: bool = True
@@ -235,8 +274,21 @@ class Podman:
         return result.stdout.strip()
 
 
-def containers_conf(hard_nofile: int, hard_nproc: int) -> str:
-    """containers.conf for builds and checks: limits no higher than the hard ones we have."""
+def _write_atomically(path: Path, text: str, mode: int = 0o644) -> None:
+    """Write ``text`` unless ``path`` holds it already; atomically, as another build may be
+    reading it."""
+    if path.is_file() and path.read_text() == text:
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f"{path.name}.{os.getpid()}")
+    partial.write_text(text)
+    partial.chmod(mode)
+    partial.rename(path)
+
+
+def containers_conf(hard_nofile: int, hard_nproc: int, runtime: Path) -> str:
+    """containers.conf for builds and checks: limits no higher than the hard ones we have,
+    and ``runtime`` (runc through :attr:`Podman.runc`) for runs and builds alike."""
     nofile = min(hard_nofile, ULIMIT_CEILING)
     nproc = min(hard_nproc, ULIMIT_CEILING)
     return (
@@ -249,9 +301,12 @@ def containers_conf(hard_nofile: int, hard_nproc: int) -> str:
         'netns = "none"\n'
         "\n"
         "[engine]\n"
-        'runtime = "runc"\n'
+        'runtime = "clarion-runc"\n'
         'cgroup_manager = "cgroupfs"\n'
         'events_logger = "file"\n'
+        "\n"
+        "[engine.runtimes]\n"
+        f'clarion-runc = ["{runtime}"]\n'
     )
 
 
@@ -540,11 +595,13 @@ def ensure_images(settings: DevstackSettings) -> dict[str, Path]:
     Idempotent: with the same base recipe, Dockerfile and sources, it builds nothing.
     """
     _require(["podman", "runc"])
-    podman = Podman.for_settings(settings)
-    podman.write_conf(*_hard_limits())
-    base = ensure_base(settings, podman)
-    version = project_version(settings.checkout)
-    return {spec.reference(version): ensure_image(settings, podman, spec, base) for spec in IMAGES}
+    with Podman.for_settings(settings).in_use() as podman:
+        podman.write_conf(*_hard_limits())
+        base = ensure_base(settings, podman)
+        version = project_version(settings.checkout)
+        return {
+            spec.reference(version): ensure_image(settings, podman, spec, base) for spec in IMAGES
+        }
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -553,9 +610,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     environ = os.environ  # noqa: TID251 - the process edge
     settings = DevstackSettings.from_environ(environ)
     if args[:1] == ["podman"]:
-        podman = Podman.for_settings(settings)
-        podman.write_conf(*_hard_limits())
-        return subprocess.run(podman.argv(*args[1:]), env=podman.env(environ)).returncode
+        with Podman.for_settings(settings).in_use() as podman:
+            podman.write_conf(*_hard_limits())
+            return subprocess.run(podman.argv(*args[1:]), env=podman.env(environ)).returncode
     if args:
         print("usage: python -m clarion_devstack.images [podman ARGS...]", file=sys.stderr)
         return 2

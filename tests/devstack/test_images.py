@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 from pathlib import Path
@@ -161,17 +162,18 @@ def test_dockerignore_patterns_as_the_builders_read_them() -> None:
 
 
 def test_containers_conf_keeps_the_limits_at_or_below_the_hard_ones() -> None:
-    conf = images.containers_conf(hard_nofile=20000, hard_nproc=96365)
+    conf = images.containers_conf(hard_nofile=20000, hard_nproc=96365, runtime=Path("/c/runc"))
     assert 'default_ulimits = ["nofile=20000:20000", "nproc=20000:20000"]' in conf
-    low = images.containers_conf(hard_nofile=4096, hard_nproc=512)
+    low = images.containers_conf(hard_nofile=4096, hard_nproc=512, runtime=Path("/c/runc"))
     assert '"nofile=4096:4096", "nproc=512:512"' in low
-    assert 'runtime = "runc"' in conf
+    assert 'runtime = "clarion-runc"' in conf
+    assert 'clarion-runc = ["/c/runc"]' in conf
     assert 'cgroup_manager = "cgroupfs"' in conf
 
 
 def test_podman_runs_without_a_network_unless_asked() -> None:
     """podman's default bridge would leave cni-podman0 and CNI chains on the host."""
-    conf = images.containers_conf(hard_nofile=20000, hard_nproc=96365)
+    conf = images.containers_conf(hard_nofile=20000, hard_nproc=96365, runtime=Path("/c/runc"))
     section = conf.split("[containers]", 1)[1].split("[engine]", 1)[0]
     assert 'netns = "none"' in section
 
@@ -211,18 +213,48 @@ def test_podman_is_confined_to_the_cache(tmp_path: Path) -> None:
     settings = DevstackSettings.from_environ({"CLARION_CACHE_DIR": str(tmp_path)}, checkout=ROOT)
     podman = images.Podman.for_settings(settings)
     argv = podman.argv("images")
-    assert argv[argv.index("--root") + 1] == str(tmp_path / "containers/storage")
-    assert argv[argv.index("--runtime") + 1] == "runc"
+    assert argv[argv.index("--root") + 1] == str(tmp_path / "podman/storage")
+    assert argv[argv.index("--runtime") + 1] == str(podman.runc)
     # No bind mount of the store onto itself left on the host.
     assert argv[argv.index("--storage-opt") + 1] == "overlay.skip_mount_home=true"
     assert podman.env({"PATH": "/bin"}) == {
         "PATH": "/bin",
-        "CONTAINERS_CONF": str(tmp_path / "containers/containers.conf"),
+        "CONTAINERS_CONF": str(tmp_path / "podman/containers.conf"),
     }
+    # Nothing of podman's in /run but the store's own run state, which in_use removes.
+    assert argv[argv.index("--runroot") + 1] == str(podman.runroot)
+    assert argv[argv.index("--tmpdir") + 1] == str(podman.runroot / "libpod")
+    podman.write_conf(hard_nofile=4096, hard_nproc=512)
+    runc = podman.runc.read_text()
+    assert runc.startswith("#!/bin/sh\nexec ")
+    assert f'--root "{podman.runroot / "runc"}"' in runc
+    assert os.access(podman.runc, os.X_OK)
     other = images.Podman.for_settings(
         DevstackSettings.from_environ({"CLARION_CACHE_DIR": str(tmp_path / "b")}, checkout=ROOT)
     )
     assert other.runroot != podman.runroot
+
+
+def test_the_last_user_of_the_store_removes_its_run_state(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    podman = images.Podman(
+        store=tmp_path / "containers/storage",
+        runroot=run / "clarion-containers/abc",
+        conf=tmp_path / "containers/containers.conf",
+    )
+    other_store = run / "clarion-containers/def"
+    with podman.in_use():
+        podman.runroot.mkdir(parents=True)  # what podman makes on its first call
+        with podman.in_use():
+            pass
+        assert podman.runroot.is_dir()  # the outer user is still at work
+        other_store.mkdir()
+    assert not podman.runroot.exists()
+    assert other_store.is_dir()  # another store's run state is not ours to remove
+    other_store.rmdir()
+    with podman.in_use():
+        podman.runroot.mkdir(parents=True)
+    assert not podman.runroot.parent.exists()  # the last one out removes the parent too
 
 
 def test_debian_mirror_from_deb822_sources(tmp_path: Path) -> None:

@@ -20,6 +20,7 @@ import subprocess
 import tarfile
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -65,8 +66,9 @@ def settings(tmp_path_factory: pytest.TempPathFactory) -> DevstackSettings:
 
 
 @pytest.fixture(scope="module")
-def podman(settings: DevstackSettings) -> images.Podman:
-    return images.Podman.for_settings(settings)
+def podman(settings: DevstackSettings) -> Iterator[images.Podman]:
+    with images.Podman.for_settings(settings).in_use() as podman:
+        yield podman
 
 
 @pytest.fixture(scope="module")
