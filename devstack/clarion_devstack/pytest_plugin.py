@@ -113,8 +113,8 @@ def pytest_configure(config: pytest.Config) -> None:
     )
     config.addinivalue_line(
         "markers",
-        f"{BACKGROUND}: waits minutes on a timer, on names no other test uses; make test "
-        "runs it in a process of its own beside the first phase",
+        f"{BACKGROUND}: make test runs it beside the first phase, in a pytest worker of its "
+        "own (every test of tests/e2e/, and tests that wait minutes on a timer)",
     )
 
 
@@ -126,11 +126,22 @@ SERIAL_FOLDERS = ("tests/e2e/", "tests/kafka/")
 #: Work units that take longest, started first so that the side-by-side phase does not end
 #: waiting on one of them.
 LONGEST_FIRST = ("tests/e2e/", "tests/kafka/", "tests/clients/")
+#: Folders whose tests are all ``background``: tests/e2e/'s share the UnionFlow topics by
+#: name, so they run one after another anyway, and mostly wait on pods, proxies and
+#: rollouts; beside the first phase they cost it little and the run their minutes.
+BACKGROUND_FOLDERS = ("tests/e2e/",)
+#: Files that are a work unit of their own although their folder is one: they share no
+#: name with the folder's other tests (the Traefik idle test's 200 s on a timer, beside
+#: the rest of tests/e2e/).
+OWN_UNITS = ("tests/e2e/test_traffic_entry_idle.py",)
 
 
 def work_unit(nodeid: str) -> str:
-    """The test file, or the folder for the files of :data:`SERIAL_FOLDERS`."""
+    """The test file, or the folder for the files of :data:`SERIAL_FOLDERS` (except
+    :data:`OWN_UNITS`)."""
     path = nodeid.split("::", 1)[0]
+    if path in OWN_UNITS:
+        return path
     return next((folder for folder in SERIAL_FOLDERS if path.startswith(folder)), path)
 
 
@@ -145,6 +156,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "own_stack" in getattr(item, "fixturenames", ()):
             item.add_marker(EXCLUSIVE)
+        if item.nodeid.startswith(BACKGROUND_FOLDERS):
+            item.add_marker(BACKGROUND)
     if getattr(config.option, "dist", "no") != "no":  # side by side only
         items.sort(key=_start_rank)  # stable: each file keeps its order
 

@@ -3,10 +3,11 @@
 Most integration tests spend their time waiting (for a rollout, a timeout, a retry, a
 drain), so they run side by side: the first phase spreads every test not marked
 ``exclusive`` over pytest-xdist workers, a file to a worker (``--dist loadfile``: a
-module's fixtures, such as the end-to-end deployment, are built once). Beside it, in a
-pytest process of its own, run the ``background`` tests: each waits minutes on a timer
-(an idle stream outliving a proxy's timeouts) on names no other test uses, so it costs
-the first phase almost nothing and the run none of its minutes. The second phase
+module's fixtures, such as the end-to-end deployment, are built once). Beside it, in
+pytest workers of their own, run the ``background`` tests: tests/e2e/ (its files share
+the UnionFlow topics, so they run one after another anyway, and mostly wait on pods,
+proxies and rollouts) and, in a second worker, the test that waits 200 s on a timer for
+Traefik's timeouts on names no other test uses. The second phase
 runs the ``exclusive`` tests one at a time: they stop Kafka, etcd, the API server or the
 real node, so nothing else may be using the stack meanwhile. All phases share one stack:
 a healthy running one (``make env-up``) is reused and left running; otherwise this runner
@@ -43,6 +44,8 @@ STARTED_BY_RUN = "CLARION_STACK_STARTED_BY_RUN"
 DEFAULT_WORKERS = 0
 EXCLUSIVE = "exclusive"
 BACKGROUND = "background"
+#: The background phase's workers: one per work unit it has (tests/e2e/, the idle test).
+BACKGROUND_WORKERS = 2
 #: How long an interrupted phase may take to tear its fixtures down.
 INTERRUPT_GRACE_SECONDS = 60
 #: pytest's exit code when a selection is empty: a phase with nothing to run passes.
@@ -68,10 +71,13 @@ class Plan:
 def plan(extra: Sequence[str], environ: Mapping[str, str]) -> Plan:
     workers = int(environ.get("CLARION_TEST_WORKERS", DEFAULT_WORKERS))
     spread = ("-n", str(workers), "--dist", "loadfile") if workers > 0 else ("-p", "no:xdist")
+    beside = ("-n", str(BACKGROUND_WORKERS), "--dist", "loadfile")
     alone = ("-p", "no:xdist")
     durations = ("--durations=25",)
     return Plan(
-        Phase("background", (*alone, "-m", f"{BACKGROUND} and not {EXCLUSIVE}", *extra)),
+        Phase(
+            "background", (*beside, "-m", f"{BACKGROUND} and not {EXCLUSIVE}", *durations, *extra)
+        ),
         Phase(
             "parallel",
             (*spread, "-m", f"not {EXCLUSIVE} and not {BACKGROUND}", *durations, *extra),

@@ -33,7 +33,8 @@ def test_the_first_phase_spreads_the_non_exclusive_tests_by_file() -> None:
 def test_the_background_tests_run_in_one_process_of_their_own_never_the_exclusive_ones() -> None:
     phases = plan(["-x"], {"CLARION_TEST_WORKERS": "3"})
     background = phases.background.args
-    assert background[:4] == ("-p", "no:xdist", "-m", f"{BACKGROUND} and not {EXCLUSIVE}")
+    assert background[:4] == ("-n", "2", "--dist", "loadfile")
+    assert background[4:6] == ("-m", f"{BACKGROUND} and not {EXCLUSIVE}")
     assert background[-1] == "-x"
     # Each test in exactly one phase: the exclusive phase takes every exclusive test.
     assert phases.exclusive.args[2:4] == ("-m", EXCLUSIVE)
@@ -57,6 +58,9 @@ def test_a_work_unit_is_a_file_except_the_e2e_and_kafka_folders_each_one() -> No
     assert work_unit("tests/e2e/test_e2e.py::test_a") == "tests/e2e/"
     assert work_unit("tests/e2e/test_real_pods.py::test_b") == "tests/e2e/"
     assert work_unit("tests/kafka/test_secured_integration.py::test_c") == "tests/kafka/"
+    # The idle test shares nothing with its folder: a unit of its own, beside it.
+    idle = "tests/e2e/test_traffic_entry_idle.py"
+    assert work_unit(f"{idle}::test_idle") == idle
 
 
 def test_the_background_phase_runs_beside_the_first_and_its_output_follows_it(
