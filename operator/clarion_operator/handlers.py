@@ -57,7 +57,12 @@ import kopf
 
 from clarion_operator.claims import INDEX_ID, IndexedClaims, index_entry
 from clarion_operator.core import crd
-from clarion_operator.core.errors import PermanentError, RetryableError, retry_delay
+from clarion_operator.core.errors import (
+    PermanentError,
+    RetryableError,
+    follow_up_delay,
+    retry_delay,
+)
 from clarion_operator.core.render import MANAGED_BY, WORKER_APP
 from clarion_operator.core.secret_refs import channels_to_reconcile, concerns, index_keys
 from clarion_operator.core.topics import ChannelClaim
@@ -385,17 +390,25 @@ async def _reconcile_for_secret(
 ) -> None:
     """One channel's reconcile after a Secret it names changed; its lines are the channel's.
 
-    A retry it calls for is left to the channel's own handler, already retrying, or to the
-    next drift check: this reconcile only makes the change show at once."""
+    kopf does not retry it: a failure that heals by itself is retried here a few times
+    (:func:`follow_up_delay`); any other is left to the channel's own handler, already
+    retrying, or to the next drift check. This reconcile makes the change show at once."""
     logger = kopf.LocalObjectLogger(
         body=kopf.Body(cast("kopf.RawBody", dict(channel))), settings=settings
     )
-    try:
-        outcome = await reconciler.ensure(channel, "secret")
-    except Exception as exc:  # one channel's failure must not stop the others
-        logger.warning(f"reconcile after a Secret change failed: {exc!r}")
-        return
-    _log_outcome(outcome, logger)
+    attempt = 0
+    while True:
+        try:
+            outcome = await reconciler.ensure(channel, "secret")
+        except Exception as exc:  # one channel's failure must not stop the others
+            logger.warning(f"reconcile after a Secret change failed: {exc!r}")
+            return
+        delay = follow_up_delay(outcome.error, attempt)
+        _log_outcome(outcome, logger, delay)
+        if delay is None:
+            return
+        await asyncio.sleep(delay)
+        attempt += 1
 
 
 #: Characters that make a --namespace a kopf pattern (glob or negation), not a name.

@@ -253,6 +253,27 @@ def retry_delay(error: RetryableError, attempt: int) -> float:
     return float(min(error.delay, QUICK_RETRY, 2.0 ** max(0, min(attempt, 10))))
 
 
+#: Retries a reconcile that kopf does not retry (the one after a Secret change) makes by
+#: itself before it leaves the channel to its own handler or the next drift check.
+FOLLOW_UP_RETRIES: Final = 5
+
+
+def follow_up_delay(error: ReconcileError | None, attempt: int) -> float | None:
+    """Whether a reconcile that kopf does not retry tries again by itself, and after how
+    long (``attempt``: 0 after its first failure).
+
+    Only failures that heal by themselves, at :func:`retry_delay`'s pace, at most
+    :data:`FOLLOW_UP_RETRIES` times: a fixed password opens the broker, and the topic just
+    created there may not be described yet (UnknownTopicOrPartition for a moment). The
+    channel's own handler may meanwhile sit out the refusal's 120 s, and the drift check
+    come a minute later. None: nothing to retry, or not soon."""
+    if not isinstance(error, RetryableError) or error.delay > SHORT_RETRY:
+        return None
+    if attempt >= FOLLOW_UP_RETRIES:
+        return None
+    return retry_delay(error, attempt)
+
+
 def classify_api_status(code: int) -> RetryableError | PermanentError:
     """Classify a Kubernetes API error status code from applying a child object.
 

@@ -15,6 +15,7 @@ from clarion_operator.core.errors import (
     classify_api_status,
     classify_kafka_error,
     classify_kafka_exception,
+    follow_up_delay,
     retry_delay,
 )
 from clarion_operator.core.reasons import Reason
@@ -151,6 +152,17 @@ def test_retry_delay_backs_off_to_the_quick_cap_or_keeps_a_long_delay() -> None:
     assert retry_delay(unreachable, 50) == QUICK_RETRY
     slow = RetryableError(Reason.KAFKA_ERROR, "Secret missing", SHORT_RETRY * 3)
     assert retry_delay(slow, 0) == SHORT_RETRY * 3
+
+
+def test_a_follow_up_reconcile_retries_only_what_heals_by_itself_and_not_for_ever() -> None:
+    unknown_yet = classify_kafka_error(3, "describe_configs").to_error("just created")
+    assert [follow_up_delay(unknown_yet, n) for n in range(7)] == [
+        1.0, 2.0, 4.0, 5.0, 5.0, None, None,
+    ]  # fmt: skip
+    refused = classify_kafka_exception(["SaslAuthenticationFailedError"]).to_error("password")
+    assert follow_up_delay(refused, 0) is None  # a human must act: the long retry's
+    assert follow_up_delay(PermanentError(Reason.INVALID_SPEC, "bad"), 0) is None
+    assert follow_up_delay(None, 0) is None
 
 
 def test_reasons_are_camel_case() -> None:
