@@ -13,6 +13,7 @@ it runs only where nobody else may be using the stack, and is marked ``exclusive
 from __future__ import annotations
 
 import os
+import time
 import uuid
 from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
@@ -66,6 +67,19 @@ class LocalStack:
         if check and result.returncode != 0:
             raise AssertionError(f"kubectl {' '.join(args)} failed:\n{result.stderr}")
         return result.stdout if result.returncode == 0 else result.stderr
+
+    def delete_all(self, kind: str, namespace: str, timeout: float = 30) -> list[str]:
+        """Delete every ``kind`` object of ``namespace`` at once, then read them back until
+        they are gone; those still there at ``timeout``. (``kubectl delete --wait`` has sat
+        out its whole timeout here on an object whose finalizer the operator had released
+        0.1 s after the delete: 30 s of a test's teardown.)"""
+        self.kubectl("delete", kind, "--all", "-n", namespace, "--wait=false", check=False)
+        deadline = time.monotonic() + timeout
+        while True:
+            left = self.kubectl("get", kind, "-n", namespace, "-o", "name", check=False).split()
+            if not left or time.monotonic() > deadline:
+                return left
+            time.sleep(0.2)
 
 
 _LOGS_KEY = pytest.StashKey[Path]()

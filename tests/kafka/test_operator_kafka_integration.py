@@ -80,10 +80,7 @@ def operator(
         yield process
     finally:
         # Let the operator release its finalizers before the namespace goes away.
-        local_stack.kubectl(
-            "delete", "rtc", "--all", "-n", namespace, "--wait=true", "--timeout=30s",
-            check=False,
-        )  # fmt: skip
+        local_stack.delete_all("rtc", namespace)
         process.stop()
 
 

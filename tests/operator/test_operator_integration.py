@@ -71,14 +71,14 @@ def operator(
 
 
 def _release_channels(stack: LocalStack, namespace: str, process: OperatorProcess) -> None:
-    names = stack.kubectl("get", "rtc", "-n", namespace, "-o", "name", check=False).split()
-    for name in names:
-        if not process.alive():
+    if not process.alive():
+        names = stack.kubectl("get", "rtc", "-n", namespace, "-o", "name", check=False).split()
+        for name in names:
             stack.kubectl(
                 "patch", name, "-n", namespace, "--type=merge",
                 "-p", '{"metadata":{"finalizers":null}}', check=False,
             )  # fmt: skip
-        stack.kubectl("delete", name, "-n", namespace, "--wait=true", "--timeout=30s", check=False)
+    stack.delete_all("rtc", namespace)
 
 
 # --- helpers ---------------------------------------------------------------------------
