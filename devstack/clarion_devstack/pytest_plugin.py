@@ -128,7 +128,8 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers",
         f"{BACKGROUND}: make test runs it beside the first phase, in a pytest worker of its "
-        "own (every test of tests/e2e/, and tests that wait minutes on a timer)",
+        "own (every test of tests/e2e/ and tests/kafka/, and tests that wait minutes on a "
+        "timer)",
     )
 
 
@@ -140,10 +141,12 @@ SERIAL_FOLDERS = ("tests/e2e/", "tests/kafka/")
 #: Work units that take longest, started first so that the side-by-side phase does not end
 #: waiting on one of them.
 LONGEST_FIRST = ("tests/e2e/", "tests/kafka/", "tests/clients/")
-#: Folders whose tests are all ``background``: tests/e2e/'s share the UnionFlow topics by
-#: name, so they run one after another anyway, and mostly wait on pods, proxies and
-#: rollouts; beside the first phase they cost it little and the run their minutes.
-BACKGROUND_FOLDERS = ("tests/e2e/",)
+#: Folders whose tests are all ``background``, each folder one work unit
+#: (:data:`SERIAL_FOLDERS`): tests/e2e/'s share the UnionFlow topics by name, and
+#: tests/kafka/'s one three-broker cluster, so each folder runs one test after another
+#: anyway; both mostly wait (on pods, proxies, rollouts, brokers restarting). Beside the
+#: first phase they cost it little and the run their minutes.
+BACKGROUND_FOLDERS = ("tests/e2e/", "tests/kafka/")
 #: Files that are a work unit of their own although their folder is one: they share no
 #: name with the folder's other tests (the Traefik idle test's 200 s on a timer, beside
 #: the rest of tests/e2e/).

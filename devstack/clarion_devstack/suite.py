@@ -6,8 +6,9 @@ drain), so they run side by side: the first phase spreads every test not marked
 module's fixtures, such as the end-to-end deployment, are built once). Beside it, in
 pytest workers of their own, run the ``background`` tests: tests/e2e/ (its files share
 the UnionFlow topics, so they run one after another anyway, and mostly wait on pods,
-proxies and rollouts) and, in a second worker, the test that waits 200 s on a timer for
-Traefik's timeouts on names no other test uses. The second phase
+proxies and rollouts), tests/kafka/ (one three-broker cluster, brokers stopped and
+restarted) and, in a third worker, the test that waits 200 s on a timer for Traefik's
+timeouts on names no other test uses. The second phase
 runs the ``exclusive`` tests one at a time: they stop Kafka, etcd, the API server or the
 real node, so nothing else may be using the stack meanwhile. All phases share one stack:
 a healthy running one (``make env-up``) is reused and left running; otherwise this runner
@@ -44,8 +45,9 @@ STARTED_BY_RUN = "CLARION_STACK_STARTED_BY_RUN"
 DEFAULT_WORKERS = 0
 EXCLUSIVE = "exclusive"
 BACKGROUND = "background"
-#: The background phase's workers: one per work unit it has (tests/e2e/, the idle test).
-BACKGROUND_WORKERS = 2
+#: The background phase's workers: one per work unit it has (tests/e2e/, tests/kafka/,
+#: the idle test).
+BACKGROUND_WORKERS = 3
 #: How long an interrupted phase may take to tear its fixtures down.
 INTERRUPT_GRACE_SECONDS = 60
 #: pytest's exit code when a selection is empty: a phase with nothing to run passes.

@@ -33,7 +33,7 @@ def test_the_first_phase_spreads_the_non_exclusive_tests_by_file() -> None:
 def test_the_background_tests_run_in_one_process_of_their_own_never_the_exclusive_ones() -> None:
     phases = plan(["-x"], {"CLARION_TEST_WORKERS": "3"})
     background = phases.background.args
-    assert background[:4] == ("-n", "2", "--dist", "loadfile")
+    assert background[:4] == ("-n", "3", "--dist", "loadfile")
     assert background[4:6] == ("-m", f"{BACKGROUND} and not {EXCLUSIVE}")
     assert background[-1] == "-x"
     # Each test in exactly one phase: the exclusive phase takes every exclusive test.
