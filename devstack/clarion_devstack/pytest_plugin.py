@@ -68,18 +68,23 @@ class LocalStack:
             raise AssertionError(f"kubectl {' '.join(args)} failed:\n{result.stderr}")
         return result.stdout if result.returncode == 0 else result.stderr
 
-    def delete_all(self, kind: str, namespace: str, timeout: float = 30) -> list[str]:
+    def delete_all(self, kind: str, namespace: str, timeout: float = 10) -> list[str]:
         """Delete every ``kind`` object of ``namespace`` at once, then read them back until
-        they are gone; those still there at ``timeout``. (``kubectl delete --wait`` has sat
-        out its whole timeout here on an object whose finalizer the operator had released
-        0.1 s after the delete: 30 s of a test's teardown.)"""
+        they are gone; those still there at ``timeout``, whose YAML then goes to
+        ``<logs>/leftover-<kind>-<namespace>.yaml``. (In a few make test runs a channel
+        stayed 30 s after the operator had released its finalizer, 0.2 s after the delete:
+        the file is there to say why next time.)"""
         self.kubectl("delete", kind, "--all", "-n", namespace, "--wait=false", check=False)
         deadline = time.monotonic() + timeout
         while True:
             left = self.kubectl("get", kind, "-n", namespace, "-o", "name", check=False).split()
             if not left or time.monotonic() > deadline:
-                return left
+                break
             time.sleep(0.2)
+        if left:
+            found = self.kubectl("get", kind, "-n", namespace, "-o", "yaml", check=False)
+            (self.logs_dir / f"leftover-{kind}-{namespace}.yaml").write_text(found)
+        return left
 
 
 _LOGS_KEY = pytest.StashKey[Path]()
