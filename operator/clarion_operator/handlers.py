@@ -95,6 +95,11 @@ KOPF_REQUEST_BACKOFFS: Final = (0.5, *(1.0,) * 120)
 #: kopf's delays before processing an object again after its status or progress could not
 #: be written: short and capped (kopf's default grows to 610 s).
 KOPF_ERROR_DELAYS: Final = (1.0, 2.0, 3.0)
+#: How often kopf looks again whether a channel's timers (drift check, health probe) have
+#: ended once the channel is being deleted: its finalizer is released only then. kopf's
+#: default is 60 s, so a channel deleted while one of them ran (a Kafka or API call after
+#: an outage, say) kept its finalizer for up to a minute after "Deletion is processed".
+KOPF_TIMER_EXIT_POLLING: Final = 1.0
 
 
 def _log_outcome(outcome: Outcome, logger: Any, delay: float | None = None) -> None:
@@ -451,4 +456,5 @@ def kopf_settings(settings: ProcessSettings) -> kopf.OperatorSettings:
     ks.networking.request_timeout = 60.0
     ks.networking.error_backoffs = KOPF_REQUEST_BACKOFFS
     ks.queueing.error_delays = KOPF_ERROR_DELAYS
+    ks.background.cancellation_polling = KOPF_TIMER_EXIT_POLLING
     return ks

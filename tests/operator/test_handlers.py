@@ -118,6 +118,14 @@ def test_downgraded_lines_are_dropped_below_the_configured_level() -> None:
     assert [r.levelname for r in records.records] == ["ERROR"]
 
 
+def test_a_channel_deleted_while_a_timer_runs_is_released_soon_after_the_timer_ends() -> None:
+    """kopf releases the finalizer of an object being deleted only once its timers have
+    ended, and looks again every ``cancellation_polling`` seconds: 60 by default, which kept
+    a deleted channel for up to a minute (its drift check was still running)."""
+    ks = kopf_settings(ProcessSettings(namespaces=("a",)))
+    assert ks.background.cancellation_polling <= 1
+
+
 def test_kopf_backs_off_briefly_after_api_failures() -> None:
     """kopf's own retries (its patches, its watches) come every second and the throttling
     of an object whose processing failed every few seconds, not after kopf's 21 s and
