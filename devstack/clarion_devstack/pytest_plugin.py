@@ -71,9 +71,10 @@ class LocalStack:
     def delete_all(self, kind: str, namespace: str, timeout: float = 10) -> list[str]:
         """Delete every ``kind`` object of ``namespace`` at once, then read them back until
         they are gone; those still there at ``timeout``, whose YAML then goes to
-        ``<logs>/leftover-<kind>-<namespace>.yaml``. (In a few make test runs a channel
-        stayed 30 s after the operator had released its finalizer, 0.2 s after the delete:
-        the file is there to say why next time.)"""
+        ``<logs>/leftover-<kind>-<namespace>.yaml``. (Such a file showed why channels had
+        stayed 30 s after the operator processed their deletion: kopf kept the finalizer
+        until a running timer ended, polling every 60 s; the operator now polls every
+        second.)"""
         self.kubectl("delete", kind, "--all", "-n", namespace, "--wait=false", check=False)
         deadline = time.monotonic() + timeout
         while True:
@@ -151,7 +152,7 @@ LONGEST_FIRST = ("tests/e2e/", "tests/kafka/", "tests/clients/")
 #: tests/kafka/'s one three-broker cluster, so each folder runs one test after another
 #: anyway; both mostly wait (on pods, proxies, rollouts, brokers restarting). Beside the
 #: first phase they cost it little and the run their minutes.
-BACKGROUND_FOLDERS = ("tests/e2e/", "tests/kafka/")
+BACKGROUND_FOLDERS = SERIAL_FOLDERS
 #: Files that are a work unit of their own although their folder is one: they share no
 #: name with the folder's other tests (the Traefik idle test's 200 s on a timer, beside
 #: the rest of tests/e2e/).

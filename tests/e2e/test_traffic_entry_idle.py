@@ -21,7 +21,7 @@ from typing import Any
 import httpx
 import pytest
 
-from clarion_devstack.e2e import clients, traefik
+from clarion_devstack.e2e import clients, deploy, traefik
 from clarion_devstack.e2e.deploy import Kube
 from clarion_devstack.e2e.events import FEW_PEOPLE, UnionFlowProducer
 from clarion_devstack.e2e.pods import PodChannel
@@ -49,7 +49,7 @@ class IdleChannel(PodChannel):
 
     def objects(self, **workers: Any) -> list[dict[str, Any]]:
         objects = super().objects(**workers)
-        spec = next(o for o in objects if o.get("kind") == "RealtimeChannel")["spec"]
+        spec = deploy.channel_of(objects)["spec"]
         spec["topics"] = [
             {"name": self.organization_topic, "partitions": 1, "audience": "organization"},
             {"name": self.broadcast_topic, "partitions": 1, "audience": "broadcast"},
