@@ -146,7 +146,11 @@ async def _scenario(
         assert totals["duplicated"] == 0
         if moves:
             assert len(reconnected) == len(on_victim) > 0
-            assert all(v.replica != victim for v in on_victim)
+            # A container the kernel killed restarts in the same pod, and a client whose
+            # retries outlast that restart may be served by it again; a pod that is gone
+            # serves no one.
+            if victim not in {p["metadata"]["name"] for p in ch.pods()}:
+                assert all(v.replica != victim for v in on_victim)
         return viewers
     finally:
         stop.set()
