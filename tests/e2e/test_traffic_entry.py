@@ -354,8 +354,10 @@ async def test_pod_deleted_and_rolling_update_lose_nothing_through_traefik(
         for v in on_victim:
             await v.wait(lambda x: x.replica not in (None, victim), within=60)
         moved = time.monotonic() - deleted_at
-        routed.wait_rolled_out()
-        controller.wait_servers(_service_key(routed), routed.replicas)
+        # The waits below poll the API and Traefik for minutes: in a thread, so that the
+        # clients on this loop keep reading (and answering pings) meanwhile.
+        await asyncio.to_thread(routed.wait_rolled_out)
+        await asyncio.to_thread(controller.wait_servers, _service_key(routed), routed.replicas)
         # 2. A rolling update (maxUnavailable 0): every client ends on a new pod.
         before = {p["metadata"]["name"] for p in routed.ready_pods()}
         rolled_at = time.monotonic()
@@ -363,12 +365,13 @@ async def test_pod_deleted_and_rolling_update_lose_nothing_through_traefik(
         routed.apply(drainWindowSeconds=drain)
         # The operator updates the Deployment a moment after the channel: until then the
         # old one reads as rolled out, so wait for the pods to be replaced first.
-        pods.wait_for(
+        await asyncio.to_thread(
+            pods.wait_for,
             lambda: not ({p["metadata"]["name"] for p in routed.pods()} & before),
             "every pod replaced",
             300,
         )
-        routed.wait_rolled_out(timeout=300)
+        await asyncio.to_thread(routed.wait_rolled_out, 300)
         after = {p["metadata"]["name"] for p in routed.ready_pods()}
         assert not before & after, (before, after)
 
