@@ -8,11 +8,14 @@ from typing import Any
 import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from hypothesis import example, given
+from hypothesis import strategies as st
 
 from clarion_worker.core.auth import (
     AuthError,
     TokenVerifier,
     check_origin,
+    decode_segment,
     describe,
     origin_allowed,
     read_handshake,
@@ -335,3 +338,40 @@ def test_principals_naming_the_same_organizations_share_one_set() -> None:
     assert first.organizations == second.organizations == {"o1", "o2"}
     assert first.organizations is second.organizations
     assert other.organizations == {"o3"}
+
+
+_SEGMENT_BYTES = st.sampled_from(list(b"ABCXYZabcxyz0189-_=+/!. \x00\xff"))
+
+
+@given(st.lists(_SEGMENT_BYTES, max_size=24).map(bytes))
+@example(b"eyJhbGciOiJIUzI1NiJ9")  # a real header
+@example(b"QQ")  # "A", unpadded
+@example(b"QR")  # non-canonical: decodes to "A" too
+@example(b"QQ==")  # padded
+@example(b"Q")  # a length no base64 has
+def test_a_segment_decodes_exactly_as_pyjwt_decodes_it(segment: bytes) -> None:
+    """``decode_segment`` replaces PyJWT's ``_decode_base64url_segment`` (W4): the same
+    bytes out, or PyJWT's own error, for any segment."""
+    pyjwt = jwt.PyJWS._decode_base64url_segment
+    try:
+        expected: bytes | str = pyjwt(segment, "payload")
+    except jwt.DecodeError as error:
+        expected = str(error)
+    try:
+        got: bytes | str = decode_segment(segment, "payload")
+    except jwt.DecodeError as error:
+        got = str(error)
+    assert got == expected
+
+
+def test_the_verifier_decodes_segments_with_decode_segment_and_still_refuses_junk() -> None:
+    verifier = TokenVerifier(settings(), hmac_secret=SECRET)
+    assert verifier._decoder._jws._decode_base64url_segment is decode_segment
+    claims = {"iss": "https://idp", "aud": "clarion", "exp": NOW + 60, "organizations": ["o1"]}
+    good = jwt.encode(claims, SECRET, "HS256")
+    assert verifier.verify(good, now=NOW).organizations == frozenset({"o1"})
+    # GHSA-hxm8-2xgr-2p9m: junk in a segment is refused, not skipped by base64.
+    head, payload, signature = good.split(".")
+    with pytest.raises(AuthError) as refused:
+        verifier.verify(".".join((head, payload[:4] + "!!!!" + payload[4:], signature)), now=NOW)
+    assert refused.value.reason == "malformed"
