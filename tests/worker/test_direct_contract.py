@@ -20,7 +20,7 @@ import uvicorn
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from uvicorn.server import ServerState
 from websockets.asyncio.client import connect
-from websockets.exceptions import ConnectionClosedOK
+from websockets.exceptions import ConnectionClosed, ConnectionClosedOK
 
 from clarion_worker import direct, server
 from clarion_worker.core.wsframe import text_frame
@@ -210,3 +210,100 @@ def test_the_sink_follows_the_transports_flow_control() -> None:
         assert sink.state() == direct.CLOSED
     finally:
         loop.close()
+
+
+def _count_writes(protocol: Any) -> list[bytes]:
+    """Every write the protocol's socket transport takes from now on."""
+    transport = protocol.transport
+    written: list[bytes] = []
+    real_write = transport.write
+
+    def write(data: bytes) -> None:
+        written.append(bytes(data))
+        real_write(data)
+
+    transport.write = write
+    return written
+
+
+async def test_the_101_response_leaves_in_the_same_write_as_the_first_frame() -> None:
+    writes: list[list[bytes]] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        assert (await receive())["type"] == "websocket.connect"
+        await send({"type": "websocket.accept"})
+        sink = direct.sink_of(scope)
+        assert sink is not None
+        await asyncio.sleep(0)  # as the write pass: a turn after the accept
+        sink.write(text_frame(b"welcome"))
+        assert (await receive())["type"] == "websocket.receive"
+        sink.close(1000, "bye", handshake_seconds=5.0)
+        assert (await receive())["type"] == "websocket.disconnect"
+
+    state = ServerState()
+    loop = asyncio.get_running_loop()
+    ours, theirs = socket.socketpair()
+    config = uvicorn.Config(app, ws=direct.DirectWebSocketProtocol, log_config=None)
+    config.load()
+
+    def made() -> direct.DirectWebSocketProtocol:
+        protocol = direct.DirectWebSocketProtocol(config, state, {})
+        original = protocol.connection_made
+
+        def connection_made(transport: Any) -> None:
+            original(transport)
+            writes.append(_count_writes(protocol))
+
+        protocol.connection_made = connection_made  # type: ignore[method-assign]
+        return protocol
+
+    await loop.connect_accepted_socket(made, ours)
+    async with connect("ws://clarion.invalid/ws", sock=theirs) as client:
+        assert await client.recv() == "welcome"
+        await client.send("hi")
+        with pytest.raises(ConnectionClosedOK):
+            await client.recv()
+    await asyncio.gather(*state.tasks)
+    (written,) = writes
+    assert written[0].startswith(b"HTTP/1.1 101 ")
+    assert written[0].endswith(text_frame(b"welcome"))
+
+
+async def test_a_101_response_with_nothing_after_it_goes_out_alone() -> None:
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        assert (await receive())["type"] == "websocket.connect"
+        await send({"type": "websocket.accept"})
+        message = await receive()  # the client speaks first: it saw the 101 on its own
+        sink = direct.sink_of(scope)
+        assert sink is not None
+        sink.write(text_frame(b"echo " + message["text"].encode()))
+        sink.close(1000, "bye", handshake_seconds=5.0)
+        assert (await receive())["type"] == "websocket.disconnect"
+
+    state = ServerState()
+    _, theirs = await _serve_one(app, state)
+    async with connect("ws://clarion.invalid/ws", sock=theirs) as client:
+        await client.send("first")
+        assert await client.recv() == "echo first"
+        with pytest.raises(ConnectionClosedOK):
+            await client.recv()
+    await asyncio.gather(*state.tasks)
+
+
+async def test_a_close_right_after_the_accept_follows_the_101() -> None:
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        assert (await receive())["type"] == "websocket.connect"
+        await send({"type": "websocket.accept"})
+        sink = direct.sink_of(scope)
+        assert sink is not None
+        sink.close(4013, "full", handshake_seconds=5.0)  # before any write pass
+        assert (await receive())["type"] == "websocket.disconnect"
+
+    state = ServerState()
+    _, theirs = await _serve_one(app, state)
+    async with connect("ws://clarion.invalid/ws", sock=theirs) as client:
+        with pytest.raises(ConnectionClosed) as closed:
+            await client.recv()
+    await asyncio.gather(*state.tasks)
+    assert closed.value.rcvd is not None
+    assert (closed.value.rcvd.code, closed.value.rcvd.reason) == (4013, "full")

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import fcntl
+import re
 import struct
 import termios
 from collections.abc import Callable
@@ -34,14 +35,20 @@ from typing import Any, Final
 import uvicorn
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from uvicorn.server import ServerState
-from websockets.http11 import Request
-from websockets.protocol import State
+from websockets.datastructures import Headers
+from websockets.http11 import MAX_NUM_HEADERS, Request
+from websockets.protocol import Protocol, State
 
 from clarion_worker.core.protocol import CloseCode, error_frame
 from clarion_worker.core.writepass import CLOSED as CLOSED
 from clarion_worker.core.writepass import PAUSED as PAUSED
 from clarion_worker.core.writepass import WRITABLE as WRITABLE
 from clarion_worker.core.wsframe import text_frame
+
+#: RFC 9110's token (a header name) and field value (visible characters, space, tab,
+#: obs-text), the rules websockets' own head parser applies.
+_TOKEN: Final = re.compile(rb"[-!#$%&'*+.^_`|~0-9a-zA-Z]+")
+_FIELD_VALUE: Final = re.compile(rb"[\x09\x20-\x7e\x80-\xff]*")
 
 #: The scope extension's name; its value is ``{"sink": DirectSink}``.
 EXTENSION: Final = "clarion.direct"
@@ -218,6 +225,70 @@ class _CloseWatch:
             p.transport.abort()
 
 
+class _HeldResponse:
+    """The transport while the 101 response waits for the first frame to go out with it.
+
+    uvicorn writes the response as soon as the application accepts; the welcome (and a
+    resume's replay) follows in the next write pass: two writes, and on loopback two
+    deliveries to wake the client, where one does (W4: one per reconnect). Standing in
+    for the transport during the accept, this holds the response, then prepends it to
+    the first write, whoever makes it (the write pass through the sink, or uvicorn: a
+    pong, a close). If nothing is written by the turn after the write pass that follows
+    the accept, the response goes out alone. Anything else is the transport's own.
+    """
+
+    __slots__ = ("_accepting", "_head", "_protocol", "_sink", "_transport")
+
+    def __init__(self, protocol: DirectWebSocketProtocol, sink: DirectSink) -> None:
+        self._protocol = protocol
+        self._sink = sink
+        self._transport: asyncio.Transport = protocol.transport
+        self._head = b""
+        self._accepting = True
+
+    def write(self, data: bytes) -> None:
+        if self._accepting and not self._head:
+            self._head = bytes(data)  # uvicorn's 101
+            return
+        self.release(data)
+
+    def accepted(self) -> None:
+        """uvicorn's accept returned: hold what it wrote, or step aside if it wrote nothing."""
+        self._accepting = False
+        if not self._head:
+            self._restore()
+            return
+        self._sink.write = self.write
+        # The write pass that carries the welcome is scheduled after this accept returns:
+        # the fallback runs a turn later, so that the pass comes first.
+        self._protocol.loop.call_soon(self._release_next_turn)
+
+    def _release_next_turn(self) -> None:
+        self._protocol.loop.call_soon(self.release)
+
+    def release(self, data: bytes = b"") -> None:
+        head, self._head = self._head, b""
+        transport = self._restore()
+        if (head or data) and not transport.is_closing():
+            transport.write(head + data if head else data)
+
+    def _restore(self) -> asyncio.Transport:
+        transport = self._transport
+        protocol: Any = self._protocol
+        if protocol.transport is self:
+            protocol.transport = transport
+        if self._sink.write == self.write:
+            self._sink.write = transport.write
+        return transport
+
+    def close(self) -> None:
+        self.release()
+        self._transport.close()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
+
+
 def unsent_bytes(transport: Any) -> int:
     """Bytes written but not yet taken by the peer: the transport's buffer plus the
     kernel's send queue (SIOCOUTQ), which holds megabytes on a fast link."""
@@ -277,6 +348,8 @@ class DirectWebSocketProtocol(WebSocketsSansIOProtocol):
     #: Between the transport's ``pause_writing`` and ``resume_writing`` (uvicorn keeps the
     #: same fact in an ``asyncio.Event``; a bool costs the write pass no call per client).
     write_paused: bool = False
+    #: The frame parser never held the request (``receive_head``): nothing to restart.
+    fresh_parser: bool = False
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -310,6 +383,26 @@ class DirectWebSocketProtocol(WebSocketsSansIOProtocol):
         if abnormal:
             self.queue.amend_last_disconnect(int(CloseCode.ABNORMAL))  # type: ignore[attr-defined]
 
+    def receive_head(self, method: str, target: bytes, headers: list[tuple[bytes, bytes]]) -> None:
+        """The upgrade request as httptools parsed it, without websockets parsing it again.
+
+        uvicorn writes the parsed head back out as bytes for websockets to parse line by
+        line (~35 us a handshake, issue 17's W4). A head websockets would accept as it
+        stands becomes its ``Request`` here; any other goes through ``data_received`` as
+        uvicorn sends it, so websockets refuses it exactly as before.
+        """
+        request = request_of(method, target, headers)
+        if request is None:
+            self.data_received(serialized_head(method, target, headers))
+            return
+        # What websockets' own parser does once the request is read: frames from here on.
+        conn = self.conn
+        parser = Protocol.parse(conn)
+        next(parser)
+        conn.parser = parser
+        self.fresh_parser = True
+        self.handle_connect(request)
+
     def handle_connect(self, event: Request) -> None:
         super().handle_connect(event)
         # The ASGI task is created but has not run yet: extending its scope is safe.
@@ -320,8 +413,20 @@ class DirectWebSocketProtocol(WebSocketsSansIOProtocol):
             scope["extensions"][EXTENSION] = {"sink": self.sink}
 
     async def send(self, message: Any) -> None:
-        await super().send(message)
-        if message["type"] == "websocket.accept" and self.handshake_complete:
+        sink = self.sink
+        if message["type"] != "websocket.accept" or sink is None or self.handshake_complete:
+            await super().send(message)
+            return
+        held = _HeldResponse(self, sink)
+        self.transport = held  # type: ignore[assignment]
+        try:
+            await super().send(message)
+        finally:
+            held.accepted()
+        self._after_accept()
+
+    def _after_accept(self) -> None:
+        if self.handshake_complete:
             # Parsed request and prepared response are not read again once the handshake
             # is done; dropping them saves ~4 KiB per idle connection (W3).
             self.request = None  # type: ignore[assignment]
@@ -339,6 +444,8 @@ class DirectWebSocketProtocol(WebSocketsSansIOProtocol):
         own ``ServerProtocol.parse`` does in the OPEN state.
         """
         conn = self.conn
+        if self.fresh_parser:
+            return  # ``receive_head``'s parser never saw the request
         if conn.state is not State.OPEN or conn.reader.buffer:
             return  # a frame is half-read: keep the parser that holds its progress
         parser = conn.parse()
@@ -359,6 +466,41 @@ class DirectWebSocketProtocol(WebSocketsSansIOProtocol):
             sink.paused = False
             if sink.on_writable is not None:
                 sink.on_writable()
+
+
+def request_of(method: str, target: bytes, headers: list[tuple[bytes, bytes]]) -> Request | None:
+    """websockets' ``Request`` for a head httptools parsed; None unless websockets'
+    ``Request.parse`` would accept the same head as it stands (then it refuses it itself).
+
+    httptools has parsed the request line; what is left are websockets' own rules: an
+    ASCII target, at most ``MAX_NUM_HEADERS`` headers of its syntax, no body. (uvicorn
+    presents every upgrade to websockets as HTTP/1.1, and websockets checks the method
+    later, in ``accept``.)
+    """
+    if len(headers) > MAX_NUM_HEADERS or not target.isascii():
+        return None
+    pairs: list[tuple[str, str]] = []
+    for name, raw_value in headers:
+        value = raw_value.strip(b" \t")
+        if (
+            name == b"transfer-encoding"
+            or (name == b"content-length" and value != b"0")
+            or _TOKEN.fullmatch(name) is None
+            or _FIELD_VALUE.fullmatch(value) is None
+        ):
+            return None
+        # Names are tokens (ASCII); values are decoded as ISO-8859-1, as websockets does.
+        pairs.append((name.decode("ascii"), value.decode("latin-1")))
+    return Request(target.decode("ascii"), Headers(pairs), method=method)
+
+
+def serialized_head(method: str, target: bytes, headers: list[tuple[bytes, bytes]]) -> bytes:
+    """The head as uvicorn hands it to websockets (``handle_websocket_upgrade``)."""
+    output = [method.encode(), b" ", target, b" HTTP/1.1\r\n"]
+    for name, value in headers:
+        output += [name, b": ", value, b"\r\n"]
+    output.append(b"\r\n")
+    return b"".join(output)
 
 
 def sink_of(scope: dict[str, Any] | Any) -> DirectSink | None:

@@ -196,6 +196,21 @@ class GuardedHttpProtocol(HttpToolsProtocol):
             return  # the answer is out and the transport closing: read nothing more
         super().data_received(data)
 
+    def handle_websocket_upgrade(self) -> None:
+        # The direct protocol takes the head httptools parsed (``receive_head``) instead of
+        # bytes to parse again; uvicorn's own protocol gets what uvicorn gives it.
+        protocol_class: Any = self.ws_protocol_class
+        if not hasattr(protocol_class, "receive_head"):
+            super().handle_websocket_upgrade()
+            return
+        self.connections.discard(self)
+        protocol = protocol_class(
+            config=self.config, server_state=self.server_state, app_state=self.app_state
+        )
+        protocol.connection_made(self.transport)
+        protocol.receive_head(self.scope["method"], self.url, self.scope["headers"])
+        self.transport.set_protocol(protocol)
+
     def send_400_response(self, msg: str) -> None:
         if self._refused:
             return  # the parser stopped because we refused (``_Refused``): answered already
