@@ -149,6 +149,9 @@ class Podman:
     store: Path
     runroot: Path
     conf: Path
+    #: netavark's run state: rootful podman 4 makes it at a fixed path on any call (not
+    #: under ``--runroot``), empty unless a container uses a bridge network (ours don't).
+    network_run_dir: Path = Path("/run/containers/networks")
 
     @classmethod
     def for_settings(cls, settings: DevstackSettings) -> Podman:
@@ -169,8 +172,8 @@ class Podman:
 
         Every user holds a shared lock on the store's ``runroot.lock`` meanwhile; one that
         can then take it exclusively is the last, and removes ``runroot`` (and its parent
-        when empty), so nothing of the store stays on ``/run``. podman makes it again on
-        its next call."""
+        when empty) and netavark's empty run folder, so nothing of the store stays on
+        ``/run``. podman makes them again on its next call."""
         self.store.parent.mkdir(parents=True, exist_ok=True)
         with (self.store.parent / "runroot.lock").open("w") as lock:
             fcntl.flock(lock, fcntl.LOCK_SH)
@@ -183,8 +186,14 @@ class Podman:
                     pass  # another build or test still uses the store: it removes it
                 else:
                     shutil.rmtree(self.runroot, ignore_errors=True)
-                    with contextlib.suppress(OSError):
-                        self.runroot.parent.rmdir()  # only when no other store's is left
+                    # Each only when empty: another store's, or another podman's, stays.
+                    for folder in (
+                        self.runroot.parent,
+                        self.network_run_dir,
+                        self.network_run_dir.parent,
+                    ):
+                        with contextlib.suppress(OSError):
+                            folder.rmdir()
 
     def argv(self, *args: str) -> list[str]:
         return [

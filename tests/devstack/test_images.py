@@ -241,20 +241,26 @@ def test_the_last_user_of_the_store_removes_its_run_state(tmp_path: Path) -> Non
         store=tmp_path / "containers/storage",
         runroot=run / "clarion-containers/abc",
         conf=tmp_path / "containers/containers.conf",
+        network_run_dir=run / "containers/networks",
     )
     other_store = run / "clarion-containers/def"
     with podman.in_use():
         podman.runroot.mkdir(parents=True)  # what podman makes on its first call
+        podman.network_run_dir.mkdir(parents=True)
         with podman.in_use():
             pass
         assert podman.runroot.is_dir()  # the outer user is still at work
         other_store.mkdir()
     assert not podman.runroot.exists()
+    assert not (run / "containers").exists()  # netavark's, empty: made by our podman
     assert other_store.is_dir()  # another store's run state is not ours to remove
     other_store.rmdir()
     with podman.in_use():
         podman.runroot.mkdir(parents=True)
+        (podman.network_run_dir / "netavark.lock").parent.mkdir(parents=True)
+        (podman.network_run_dir / "netavark.lock").touch()  # another podman's bridge
     assert not podman.runroot.parent.exists()  # the last one out removes the parent too
+    assert (podman.network_run_dir / "netavark.lock").exists()
 
 
 def test_debian_mirror_from_deb822_sources(tmp_path: Path) -> None:
