@@ -87,8 +87,9 @@ class HandshakeGuard:
         self.pending = 0
         self._on_pending = on_pending
         self._on_refused = on_refused
-        # websockets-sansio parses the upgrade head again, line by line: it must accept
-        # every line these limits let through (its silent refusal is handled in direct).
+        # Where websockets-sansio parses the upgrade head again, line by line (uvicorn's
+        # own protocol, or a head ``receive_head`` leaves to it), it must accept every line
+        # these limits let through (its silent refusal is handled in direct).
         websockets.http11.MAX_LINE_LENGTH = max(
             websockets.http11.MAX_LINE_LENGTH, max_url_bytes + 64, max_header_bytes
         )
