@@ -8,6 +8,7 @@ head it would refuse, so the refusal stays websockets' own.
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
 from typing import Any
 
@@ -164,4 +165,32 @@ async def test_a_head_websockets_refuses_gets_its_refusal_as_before() -> None:
     writer.write(b"\r\n".join(head) + b"\r\n\r\n")
     answer = await asyncio.wait_for(reader.read(), 10)  # then the server closes
     assert answer.startswith(b"HTTP/1.1 431 "), answer[:80]
+    writer.close()
+
+
+async def test_an_upgrade_with_a_body_gets_a_400_not_a_silent_close() -> None:
+    """websockets answers such a head with nothing but EOF (curl: "Empty reply from
+    server"); the client gets a status and a reason instead."""
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        raise AssertionError("a refused head reaches no application")
+
+    state = ServerState()
+    _, theirs = await _serve_one(app, state)
+    head = [
+        b"POST /ws HTTP/1.1",
+        b"host: clarion.invalid",
+        b"connection: Upgrade",
+        b"upgrade: websocket",
+        b"sec-websocket-version: 13",
+        b"sec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==",
+        b"content-length: 5",
+    ]
+    reader, writer = await asyncio.open_connection(sock=theirs)
+    writer.write(b"\r\n".join(head) + b"\r\n\r\nhello")
+    answer = await asyncio.wait_for(reader.read(), 10)  # then the server closes
+    status, _, rest = answer.partition(b"\r\n")
+    assert status == b"HTTP/1.1 400 Bad Request", answer[:80]
+    body = json.loads(rest.partition(b"\r\n\r\n")[2])
+    assert body["error"] == "bad_request"
     writer.close()

@@ -44,6 +44,7 @@ from clarion_worker.core.writepass import CLOSED as CLOSED
 from clarion_worker.core.writepass import PAUSED as PAUSED
 from clarion_worker.core.writepass import WRITABLE as WRITABLE
 from clarion_worker.core.wsframe import text_frame
+from clarion_worker.handshake import NOT_A_HANDSHAKE, refusal_bytes
 
 #: RFC 9110's token (a header name) and field value (visible characters, space, tab,
 #: obs-text), the rules websockets' own head parser applies.
@@ -360,10 +361,13 @@ class DirectWebSocketProtocol(WebSocketsSansIOProtocol):
         super().data_received(data)
         # websockets refused the head itself (a line above its MAX_LINE_LENGTH, not HTTP):
         # it queued a 414/431 or an EOF that uvicorn's protocol never writes, and the
-        # client would wait on an open socket forever.
+        # client would wait on an open socket forever. Where it has only the EOF (a head
+        # with a body, a transfer coding, a header it cannot read), the client gets a 400
+        # rather than a connection closed without a word.
         refused = not self.handshake_initiated and self.conn.handshake_exc is not None
         if refused and not self.transport.is_closing():
-            self.transport.write(b"".join(self.conn.data_to_send()))
+            answer = b"".join(self.conn.data_to_send())
+            self.transport.write(answer or refusal_bytes(NOT_A_HANDSHAKE))
             self.transport.close()
 
     def handle_parser_exception(self) -> None:

@@ -48,6 +48,11 @@ def headers_too_large(limit: int) -> Refusal:
 
 
 HANDSHAKE_TIMEOUT: Final = Refusal(408, "handshake_timeout", "request head not received in time")
+NOT_A_HANDSHAKE: Final = Refusal(
+    400,
+    "bad_request",
+    "not a WebSocket handshake: a body, a transfer coding or a header that cannot be read",
+)
 TOO_MANY_PENDING: Final = Refusal(
     503, "unavailable", "too many connections are opening; retry with backoff"
 )
