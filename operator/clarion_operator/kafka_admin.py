@@ -276,8 +276,20 @@ class AiokafkaFactory:
     until the last timed out).
     """
 
-    def __init__(self, request_timeout_ms: int) -> None:
+    def __init__(self, request_timeout_ms: int, *, use_seconds: float | None = None) -> None:
         self._timeout_ms = request_timeout_ms
+        #: How long one use (a reconcile's Kafka steps, under its channel's lock) may take:
+        #: a describe's attempts and the actions after it, each bounded by the request
+        #: timeout, and a bootstrap's probe. Past it the use fails as unreachable (a
+        #: TimeoutError) and is retried, instead of holding the channel's lock, and with it
+        #: a delete, for as long as a call that never returns (seen once in CI, Kafka
+        #: stopped: a drift check that never ended and a delete that never got to say
+        #: DeletionBlocked).
+        self._use_seconds = (
+            use_seconds
+            if use_seconds is not None
+            else (_NODE_ATTEMPTS + 2) * request_timeout_ms / 1000 + _PROBE_SECONDS
+        )
         self._clients: dict[KafkaConnection, AIOKafkaAdminClient] = {}
         self._batches: dict[KafkaConnection, AdminBatch] = {}
         self._starting: dict[KafkaConnection, asyncio.Lock] = {}
@@ -287,17 +299,18 @@ class AiokafkaFactory:
 
     @asynccontextmanager
     async def _use(self, conn: KafkaConnection) -> AsyncIterator[KafkaAdmin]:
-        client = await self._client(conn)
-        batch = self._batches.get(conn)
-        if batch is None or batch.client is not client:
-            batch = self._batches[conn] = AdminBatch(client)
-        try:
-            yield AiokafkaAdmin(client, batch)
-        except KafkaCodeError:
-            raise  # Kafka answered: the connection is fine
-        except BaseException:
-            await self._drop(conn, client)
-            raise
+        async with asyncio.timeout(self._use_seconds):
+            client = await self._client(conn)
+            batch = self._batches.get(conn)
+            if batch is None or batch.client is not client:
+                batch = self._batches[conn] = AdminBatch(client)
+            try:
+                yield AiokafkaAdmin(client, batch)
+            except KafkaCodeError:
+                raise  # Kafka answered: the connection is fine
+            except BaseException:
+                await self._drop(conn, client)
+                raise
 
     async def _client(self, conn: KafkaConnection) -> AIOKafkaAdminClient:
         client = self._clients.get(conn)
