@@ -322,10 +322,19 @@ async def test_a_lost_broker_shows_as_under_replicated_beside_ready_and_clears(
     await asyncio.wait_for(fully_replicated(cluster.bootstrap, topics), 60)
     ready = [condition(obj, "Ready").get("status") for _, obj in seen.seen[healthy_from:]]
     assert set(ready) == {"True"}, f"Ready flapped: {ready}"
-    events = k8s.CoreV1Api(seen.api).list_namespaced_event(
-        channels.namespace, field_selector="involvedObject.name=ha"
-    )
-    reasons = [e.reason for e in events.items]
+    # The operator posts a transition's Event after writing the status that shows it (a
+    # task of its own): wait for the Event, as a user reading `kubectl get events` would.
+    core = k8s.CoreV1Api(seen.api)
+    reasons: list[str] = []
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        events = core.list_namespaced_event(
+            channels.namespace, field_selector="involvedObject.name=ha"
+        )
+        reasons = [str(e.reason) for e in events.items]
+        if {"UnderReplicatedPartitions", "TopicsHealthy"} <= set(reasons):
+            break
+        await asyncio.sleep(0.5)
     assert "UnderReplicatedPartitions" in reasons
     assert "TopicsHealthy" in reasons
     print(
