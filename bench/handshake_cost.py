@@ -40,7 +40,11 @@ BENCH = Path(__file__).resolve().parent
 
 
 def verify_cost(count: int, rounds: int) -> dict[str, Any]:
-    keys = Keys(Path(tempfile.mkdtemp(prefix="clarion-hs-")))
+    with tempfile.TemporaryDirectory(prefix="clarion-hs-") as folder:  # the HMAC key's
+        return _verify_cost(Keys(Path(folder)), count, rounds)
+
+
+def _verify_cost(keys: Keys, count: int, rounds: int) -> dict[str, Any]:
     settings = AuthSettings(
         mode="jwt",
         algorithms=("HS256",),

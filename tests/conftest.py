@@ -3,6 +3,9 @@ the RealtimeChannel CRD on it, and a headless Chromium for the tests that load a
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
@@ -39,7 +42,10 @@ CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu",
 @pytest.fixture
 def chromium() -> Iterator[Chrome]:
     """Debian's Chromium, headless, driven by Selenium (``make sysdeps`` installs both);
-    quit at teardown. Selenium is imported here only, for the tests that ask for it."""
+    quit at teardown. Selenium is imported here only, for the tests that ask for it.
+    Its temporary folders (the profile's singleton socket) go in a folder of its own,
+    removed after: in /tmp each run left two ``org.chromium.Chromium.*``. (Not under
+    ``tmp_path``: the socket's path would pass AF_UNIX's 108 bytes, and Chromium exits.)"""
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
@@ -49,8 +55,14 @@ def chromium() -> Iterator[Chrome]:
     options.binary_location = str(sysdeps.CHROMIUM)
     for flag in CHROMIUM_FLAGS:
         options.add_argument(flag)
-    driver = webdriver.Chrome(service=Service(str(sysdeps.CHROMEDRIVER)), options=options)
+    scratch = tempfile.mkdtemp(prefix="clarion-chromium-")
+    env = {**os.environ, "TMPDIR": scratch}  # noqa: TID251 - the browser's environment
     try:
-        yield driver
+        service = Service(str(sysdeps.CHROMEDRIVER), env=env)
+        driver = webdriver.Chrome(service=service, options=options)
+        try:
+            yield driver
+        finally:
+            driver.quit()
     finally:
-        driver.quit()
+        shutil.rmtree(scratch, ignore_errors=True)

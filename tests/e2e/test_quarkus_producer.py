@@ -162,10 +162,14 @@ def run_producer(
     sent_file: Path,
     log: Path,
 ) -> None:
-    """The JVM, as UnionFlow's backend runs it; the plan on its standard input."""
+    """The JVM, as UnionFlow's backend runs it; the plan on its standard input. Its
+    temporary files (Vert.x's file cache) go beside ``sent_file``, not in /tmp."""
+    scratch = sent_file.parent / "jvm-tmp"
+    scratch.mkdir(exist_ok=True)
     argv = [
         settings.java,
         "-Xmx256m",
+        f"-Djava.io.tmpdir={scratch}",
         f"-Duser.timezone={ZONE}",
         f"-Dkafka.bootstrap.servers={bootstrap}",
         f"-Dclarion.sent-file={sent_file}",
