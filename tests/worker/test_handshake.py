@@ -146,51 +146,42 @@ async def test_an_upgrade_is_parsed_once_and_frames_still_read(
     assert direct.sink_of(scope) is not None
 
 
-async def test_a_head_websockets_refuses_gets_its_refusal_as_before() -> None:
+_UPGRADE = (
+    b"host: clarion.invalid",
+    b"connection: Upgrade",
+    b"upgrade: websocket",
+    b"sec-websocket-version: 13",
+    b"sec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==",
+)
+
+
+async def _answer_to(request_line: bytes, headers: list[bytes], body: bytes = b"") -> bytes:
+    """What the worker's protocols answer to an upgrade head that reaches no application,
+    read until the server closes."""
+
     async def app(scope: Any, receive: Any, send: Any) -> None:
         raise AssertionError("a refused head reaches no application")
 
-    state = ServerState()
-    _, theirs = await _serve_one(app, state)
-    head = [
-        b"GET /ws HTTP/1.1",
-        b"host: clarion.invalid",
-        b"connection: Upgrade",
-        b"upgrade: websocket",
-        b"sec-websocket-version: 13",
-        b"sec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==",
-        *(b"x-%d: v" % i for i in range(MAX_NUM_HEADERS)),
-    ]
+    _, theirs = await _serve_one(app, ServerState())
     reader, writer = await asyncio.open_connection(sock=theirs)
-    writer.write(b"\r\n".join(head) + b"\r\n\r\n")
-    answer = await asyncio.wait_for(reader.read(), 10)  # then the server closes
+    writer.write(b"\r\n".join([request_line, *_UPGRADE, *headers]) + b"\r\n\r\n" + body)
+    try:
+        return await asyncio.wait_for(reader.read(), 10)
+    finally:
+        writer.close()
+
+
+async def test_a_head_websockets_refuses_gets_its_refusal_as_before() -> None:
+    many = [b"x-%d: v" % i for i in range(MAX_NUM_HEADERS)]
+    answer = await _answer_to(b"GET /ws HTTP/1.1", many)
     assert answer.startswith(b"HTTP/1.1 431 "), answer[:80]
-    writer.close()
 
 
 async def test_an_upgrade_with_a_body_gets_a_400_not_a_silent_close() -> None:
     """websockets answers such a head with nothing but EOF (curl: "Empty reply from
     server"); the client gets a status and a reason instead."""
-
-    async def app(scope: Any, receive: Any, send: Any) -> None:
-        raise AssertionError("a refused head reaches no application")
-
-    state = ServerState()
-    _, theirs = await _serve_one(app, state)
-    head = [
-        b"POST /ws HTTP/1.1",
-        b"host: clarion.invalid",
-        b"connection: Upgrade",
-        b"upgrade: websocket",
-        b"sec-websocket-version: 13",
-        b"sec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==",
-        b"content-length: 5",
-    ]
-    reader, writer = await asyncio.open_connection(sock=theirs)
-    writer.write(b"\r\n".join(head) + b"\r\n\r\nhello")
-    answer = await asyncio.wait_for(reader.read(), 10)  # then the server closes
+    answer = await _answer_to(b"POST /ws HTTP/1.1", [b"content-length: 5"], b"hello")
     status, _, rest = answer.partition(b"\r\n")
     assert status == b"HTTP/1.1 400 Bad Request", answer[:80]
     body = json.loads(rest.partition(b"\r\n\r\n")[2])
     assert body["error"] == "bad_request"
-    writer.close()
