@@ -282,9 +282,9 @@ class AiokafkaFactory:
         #: a describe's attempts and the actions after it, each bounded by the request
         #: timeout, and a bootstrap's probe. Past it the use fails as unreachable (a
         #: TimeoutError) and is retried, instead of holding the channel's lock, and with it
-        #: a delete, for as long as a call that never returns (seen once in CI, Kafka
-        #: stopped: a drift check that never ended and a delete that never got to say
-        #: DeletionBlocked).
+        #: a delete, for as long as a call that never returns (seen once in a fresh-clone
+        #: run, Kafka stopped: a drift check that never ended and a delete that never got
+        #: to say DeletionBlocked).
         self._use_seconds = (
             use_seconds
             if use_seconds is not None
