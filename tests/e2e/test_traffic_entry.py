@@ -342,9 +342,13 @@ async def test_pod_deleted_and_rolling_update_lose_nothing_through_traefik(
     viewers = _connect(controller, routed, FEW_PEOPLE * 2)
     stop = asyncio.Event()
     traffic = Traffic(FEW_ORGS, FEW_PEOPLE, random.Random(7))
-    load = asyncio.create_task(clients.produce_steadily(producer, traffic, stop, rate=60))
+    load: asyncio.Task[None] | None = None
     try:
         await clients.all_welcomed(viewers)
+        # Produced only once every client is welcomed: the accounting expects every event
+        # of a client's organizations, and one produced before its welcome is not its to get
+        # (a fresh client joins live; a run lost event 1 that way).
+        load = asyncio.create_task(clients.produce_steadily(producer, traffic, stop, rate=60))
         await asyncio.gather(*(v.wait(lambda x: len(x.events) >= 3) for v in viewers))
         # 1. kubectl delete pod (graceful: the worker drains, Traefik drops it).
         victim = routed.ready_pods()[0]["metadata"]["name"]
@@ -396,8 +400,9 @@ async def test_pod_deleted_and_rolling_update_lose_nothing_through_traefik(
         assert totals["duplicated"] == 0
     finally:
         stop.set()
-        with contextlib.suppress(Exception):
-            await load
+        if load is not None:
+            with contextlib.suppress(Exception):
+                await load
         await clients.stop_all(viewers)
 
 
