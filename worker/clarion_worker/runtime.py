@@ -101,6 +101,7 @@ class WorkerRuntime:
         self.collection = CollectionPolicy()
         self._removed_at_collection = 0
         self._last_collection = time.monotonic()
+        self._opened_since_freeze = 0
 
     # ---- state ---------------------------------------------------------------------
 
@@ -128,6 +129,11 @@ class WorkerRuntime:
         session = Session(self._session_context, principal, transport, batch)
         if sink is not None:
             session.attach(sink, self.flusher)
+        self._opened_since_freeze += 1
+        if self.collection.freeze_due(self._opened_since_freeze):
+            # Long-lived objects out of the young generation's walks (core/collection.py).
+            gc.freeze()
+            self._opened_since_freeze = 0
         return session
 
     def http_protocol(self) -> type[HttpToolsProtocol]:
@@ -245,6 +251,7 @@ class WorkerRuntime:
         closes = self.sessions.removed - self._removed_at_collection
         if not self.collection.due(closes, started - self._last_collection):
             return False
+        gc.unfreeze()  # what ``open_session`` froze is walked too: closed sessions are in it
         gc.collect()
         allocator.trim()  # what the collection freed goes back to the system
         finished = time.monotonic()

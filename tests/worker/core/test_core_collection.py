@@ -1,4 +1,5 @@
-"""The full-collection policy: only after closes, rate-limited, sooner after a burst."""
+"""The full-collection policy: only after closes, rate-limited, sooner after a burst; and
+when new sessions leave the young generation (a freeze)."""
 
 from __future__ import annotations
 
@@ -23,3 +24,8 @@ POLICY = CollectionPolicy(min_interval_seconds=5.0, max_interval_seconds=30.0, b
 )
 def test_a_collection_is_due_only_after_closes(closes: int, seconds: float, due: bool) -> None:
     assert POLICY.due(closes, seconds) is due
+
+
+@pytest.mark.parametrize(("opens", "due"), [(0, False), (199, False), (200, True), (5000, True)])
+def test_a_freeze_is_due_after_enough_new_sessions(opens: int, due: bool) -> None:
+    assert POLICY.freeze_due(opens) is due

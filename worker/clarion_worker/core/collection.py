@@ -12,6 +12,18 @@ So the worker collects deliberately, where the garbage comes from: after connect
 have closed. Never while nothing closed (a steady fleet pays nothing), at most once per
 ``min_interval_seconds``, and at the latest ``max_interval_seconds`` after the first
 close since the last collection, sooner when ``burst_closes`` connections have gone.
+
+The other half is what the collector walks while connections arrive. A new connection's
+objects (~85 tracked by the collector: protocol, ASGI task and its coroutine frames,
+session) live as long as it does, yet each young-generation collection walks them once
+more before they are promoted: in a reconnect storm of 10,000 clients, about 0.8 s of
+one core went to walking them (W4, docs/benchmarks.md). After every ``freeze_opens``
+new sessions the worker moves everything the collector tracks into its permanent
+generation (``gc.freeze``, constant time), which automatic collections skip; the
+deliberate full collection above unfreezes first, so what closed connections leave
+behind is still freed there. What becomes garbage among frozen objects otherwise waits
+for that collection (the next close), as the long-lived generation's garbage already
+does under the raised thresholds.
 """
 
 from __future__ import annotations
@@ -27,9 +39,17 @@ class CollectionPolicy:
     max_interval_seconds: float = 30.0
     #: This many closes since the last collection: collect as soon as allowed.
     burst_closes: int = 1000
+    #: Freeze what the collector tracks after this many new sessions (~17,000 objects,
+    #: a third of the young generation's threshold, ``server._GC_THRESHOLD``).
+    freeze_opens: int = 200
 
     def due(self, closes_since: int, seconds_since: float) -> bool:
         """Whether to collect now, given closes and seconds since the last collection."""
         if closes_since <= 0 or seconds_since < self.min_interval_seconds:
             return False
         return closes_since >= self.burst_closes or seconds_since >= self.max_interval_seconds
+
+    def freeze_due(self, opens_since: int) -> bool:
+        """Whether to freeze the collector's generations, given new sessions since the last
+        freeze: often enough that a burst of connections never fills the young generation."""
+        return opens_since >= self.freeze_opens
