@@ -8,14 +8,17 @@ head it would refuse, so the refusal stays websockets' own.
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import socket
+import weakref
 from typing import Any
 
 import pytest
 import uvicorn
 from hypothesis import given
 from hypothesis import strategies as st
+from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from uvicorn.server import ServerState
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosedOK
@@ -77,15 +80,16 @@ def test_heads_websockets_refuses_are_left_to_it() -> None:
     assert direct.request_of("GET", b"/ws", [*plain, (b"content-length", b"0")]) is not None
 
 
-async def _serve_one(app: Any, state: ServerState) -> tuple[list[Any], socket.socket]:
+async def _serve_one(
+    app: Any, state: ServerState, ws: Any = direct.DirectWebSocketProtocol
+) -> tuple[list[Any], socket.socket]:
     """``app`` behind the worker's HTTP protocol (guarded, handing upgrades to the direct
-    protocol) on one end of a socket pair: the protocols it ran, the client's end."""
+    protocol, or to ``ws``) on one end of a socket pair: the protocols it ran, the client's
+    end."""
     guard = HandshakeGuard(
         max_pending=10, timeout_seconds=5, max_url_bytes=4096, max_header_bytes=65536
     )
-    config = uvicorn.Config(
-        app, http=guard.protocol_class(), ws=direct.DirectWebSocketProtocol, log_config=None
-    )
+    config = uvicorn.Config(app, http=guard.protocol_class(), ws=ws, log_config=None)
     config.load()
     ours, theirs = socket.socketpair()
     loop = asyncio.get_running_loop()
@@ -144,6 +148,31 @@ async def test_an_upgrade_is_parsed_once_and_frames_still_read(
     assert (b"x-pad", b"p" * 300) in scope["headers"]
     assert scope["subprotocols"] == ["clarion.v1"]
     assert direct.sink_of(scope) is not None
+
+
+@pytest.mark.parametrize("ws", [direct.DirectWebSocketProtocol, WebSocketsSansIOProtocol])
+async def test_the_upgraded_http_protocol_is_freed_without_the_cyclic_collector(ws: Any) -> None:
+    """Once the WebSocket protocol has the connection, the HTTP protocol is freed by its
+    reference count: it and its parser no longer hold each other (~25 objects per
+    upgrade the collector had to find, W4 in docs/benchmarks.md)."""
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        assert (await receive())["type"] == "websocket.connect"
+        await send({"type": "websocket.accept"})
+        await send({"type": "websocket.send", "text": "welcome"})
+        await receive()
+
+    state = ServerState()
+    gc.disable()  # only reference counting may free it
+    try:
+        made, theirs = await _serve_one(app, state, ws)
+        http_protocol = weakref.ref(made.pop())
+        async with connect("ws://clarion.invalid/ws", sock=theirs) as client:
+            assert await client.recv() == "welcome"
+            assert http_protocol() is None
+        await asyncio.gather(*state.tasks)
+    finally:
+        gc.enable()
 
 
 _UPGRADE = (
