@@ -14,12 +14,14 @@ import asyncio
 import contextlib
 import gc
 import importlib.util
+import inspect
 import logging
 import os
 import signal
 import socket
 import sys
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from types import FrameType
 
@@ -28,6 +30,7 @@ from prometheus_client import CollectorRegistry, disable_created_metrics
 from starlette.applications import Starlette
 from starlette.routing import Match, WebSocketRoute
 from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.websockets import WebSocket
 from websockets.version import version as websockets_version
 
 from clarion_contract import WORKER_PORT
@@ -40,6 +43,8 @@ from clarion_worker.runtime import WorkerRuntime
 log = logging.getLogger("clarion.worker")
 _BACKLOG = 16384
 _GC_THRESHOLD = 50_000
+#: What Starlette names the wrapper ``WebSocketRoute`` puts around a function endpoint.
+_STARLETTE_SESSION_WRAPPER = "websocket_session.<locals>.app"
 #: After the drain window, how long the last writers get to flush and close.
 _FLUSH_SECONDS = 5.0
 
@@ -55,21 +60,42 @@ def websocket_fast_path(app: Starlette) -> ASGIApp:
     middleware passes non-HTTP scopes through, the app has no exception handlers of its
     own, and the route sets the same ``app``, ``endpoint`` and ``path_params`` as the
     router does.
+
+    A function endpoint is called with its ``WebSocket`` directly, as the route's own
+    ``websocket_session`` wrapper would after three more coroutine layers and two
+    closures per connection: that wrapper only looks for exception handlers, which the
+    app does not have (and which only the middleware stack skipped here would install).
     """
-    routes = [route for route in app.routes if isinstance(route, WebSocketRoute)]
+    routes = [
+        (route, _direct_endpoint(route))
+        for route in app.routes
+        if isinstance(route, WebSocketRoute)
+    ]
 
     async def entry(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "websocket":
-            for route in routes:
+            for route, endpoint in routes:
                 match, child = route.matches(scope)
                 if match is Match.FULL:
                     scope.update(child)
                     scope["app"] = app
-                    await route.handle(scope, receive, send)
+                    if endpoint is not None:
+                        await endpoint(WebSocket(scope, receive=receive, send=send))
+                    else:
+                        await route.handle(scope, receive, send)
                     return
         await app(scope, receive, send)
 
     return entry
+
+
+def _direct_endpoint(route: WebSocketRoute) -> Callable[[WebSocket], Awaitable[None]] | None:
+    """The route's function endpoint when its ``app`` is Starlette's plain wrapper of it
+    (no route middleware); None otherwise, and the route's own ``handle`` runs."""
+    wrapper = getattr(route.app, "__qualname__", None)
+    if inspect.isfunction(route.endpoint) and wrapper == _STARLETTE_SESSION_WRAPPER:
+        return route.endpoint
+    return None
 
 
 class DrainingServer(uvicorn.Server):
