@@ -159,6 +159,33 @@ async def test_isolation_randomized_orgs_users_and_topics(
         assert set(announcements) <= set(got)
 
 
+async def test_a_batch_of_new_sessions_is_frozen_out_of_the_collector_and_still_served(
+    start_worker: StartWorker,
+    topics: ChannelTopics,
+    keys: Keys,
+    producer: Producer,
+    collect: Collect,
+) -> None:
+    """The worker's process freezes what the collector tracks after every 200 new
+    sessions (core/collection.py, issue 17's W4): the counter says so, and the frozen
+    sessions still get exactly their events, and the later ones too."""
+    worker = start_worker()
+    people = [("alice", ["org-a"]), ("bob", ["org-b"]), (None, ["org-a", "org-d"])]
+    specs = [people[i % len(people)] for i in range(205)]
+    clients = [
+        collect(worker.ws, keys.token(orgs, user), extra_headers=ORIGIN) for user, orgs in specs
+    ]
+    await _connected(*clients)
+    await metric_reaches(worker, "clarion_worker_gc_freezes_total", 1)
+    assert worker.metric("clarion_worker_gc_freezes_total") == 1
+    await _produce_mix(producer, topics, 40, seed=5)
+    await settle(producer, [worker], clients, topics.bcast)
+    for client, (user, orgs) in zip(clients, specs, strict=True):
+        assert_exact(
+            client.seqs(), expected_for(producer.sent, set(orgs), user, topics), producer.sent
+        )
+
+
 @pytest.mark.parametrize("window_events", [10000, 0], ids=["window", "kafka"])
 async def test_resume_on_the_other_worker_mid_stream_exactly(
     window_events: int,

@@ -56,6 +56,7 @@ class WorkerMetrics:
     write_pass_duration: Histogram
     loop_lag: Histogram
     gc_collection: Histogram
+    gc_freezes: Counter
     consumer_lag: Gauge
     fetch_age: Gauge
     paused_partitions: Gauge
@@ -188,6 +189,12 @@ class WorkerMetrics:
                 f"{ns}_gc_collection_seconds",
                 "Full garbage collections the worker ran after connections closed.",
                 buckets=_LOOP_BUCKETS,
+                registry=registry,
+            ),
+            gc_freezes=Counter(
+                f"{ns}_gc_freezes",
+                "Times the worker moved what its garbage collector tracks out of automatic "
+                "collections after a batch of new sessions (gc.freeze).",
                 registry=registry,
             ),
             consumer_lag=Gauge(

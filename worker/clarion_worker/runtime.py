@@ -134,6 +134,7 @@ class WorkerRuntime:
             # Long-lived objects out of the young generation's walks (core/collection.py).
             gc.freeze()
             self._opened_since_freeze = 0
+            self.metrics.gc_freezes.inc()
         return session
 
     def http_protocol(self) -> type[HttpToolsProtocol]:

@@ -36,6 +36,7 @@ from websockets.version import version as websockets_version
 from clarion_contract import WORKER_PORT
 from clarion_worker import allocator, config, logs
 from clarion_worker.app import create_app
+from clarion_worker.core.collection import CollectionPolicy
 from clarion_worker.core.settings import SettingsError
 from clarion_worker.direct import DirectWebSocketProtocol, incompatibilities
 from clarion_worker.runtime import WorkerRuntime
@@ -43,6 +44,9 @@ from clarion_worker.runtime import WorkerRuntime
 log = logging.getLogger("clarion.worker")
 _BACKLOG = 16384
 _GC_THRESHOLD = 50_000
+#: Freeze the collector's generations after this many new sessions (core/collection.py):
+#: ~17,000 objects, a third of the young generation's threshold.
+_FREEZE_OPENS = 200
 #: What Starlette names the wrapper ``WebSocketRoute`` puts around a function endpoint.
 _STARLETTE_SESSION_WRAPPER = "websocket_session.<locals>.app"
 #: After the drain window, how long the last writers get to flush and close.
@@ -240,6 +244,9 @@ def main(argv: list[str] | None = None) -> int:
     # big heap: py-spy put 30 % of a loaded worker's CPU in the collector
     # (docs/benchmarks.md). Collect far less often; cycles are rare on the hot path.
     gc.set_threshold(_GC_THRESHOLD, 20, 20)
+    # And new sessions leave the young generation in batches (``gc.freeze``): a process
+    # policy like the thresholds, so a test process driving a runtime keeps its own.
+    server.runtime.collection = CollectionPolicy(freeze_opens=_FREEZE_OPENS)
     heartbeat = server.runtime.settings.heartbeat
     stall = heartbeat.interval_seconds + heartbeat.timeout_seconds
     server.run(sockets=[listening_socket(args.host, args.port, stall_seconds=stall)])

@@ -7,7 +7,9 @@ import pytest
 
 from clarion_worker.core.collection import CollectionPolicy
 
-POLICY = CollectionPolicy(min_interval_seconds=5.0, max_interval_seconds=30.0, burst_closes=1000)
+POLICY = CollectionPolicy(
+    min_interval_seconds=5.0, max_interval_seconds=30.0, burst_closes=1000, freeze_opens=200
+)
 
 
 @pytest.mark.parametrize(
@@ -29,3 +31,7 @@ def test_a_collection_is_due_only_after_closes(closes: int, seconds: float, due:
 @pytest.mark.parametrize(("opens", "due"), [(0, False), (199, False), (200, True), (5000, True)])
 def test_a_freeze_is_due_after_enough_new_sessions(opens: int, due: bool) -> None:
     assert POLICY.freeze_due(opens) is due
+
+
+def test_a_policy_freezes_nothing_unless_its_process_asks() -> None:
+    assert CollectionPolicy().freeze_due(10**6) is False

@@ -18,7 +18,7 @@ objects (~85 tracked by the collector: protocol, ASGI task and its coroutine fra
 session) live as long as it does, yet each young-generation collection walks them once
 more before they are promoted: in a reconnect storm of 10,000 clients, about 0.8 s of
 one core went to walking them (W4, docs/benchmarks.md). After every ``freeze_opens``
-new sessions the worker moves everything the collector tracks into its permanent
+new sessions the worker's process moves everything the collector tracks into its permanent
 generation (``gc.freeze``, constant time), which automatic collections skip; the
 deliberate full collection above unfreezes first, so what closed connections leave
 behind is still freed there. What becomes garbage among frozen objects otherwise waits
@@ -39,9 +39,9 @@ class CollectionPolicy:
     max_interval_seconds: float = 30.0
     #: This many closes since the last collection: collect as soon as allowed.
     burst_closes: int = 1000
-    #: Freeze what the collector tracks after this many new sessions (~17,000 objects,
-    #: a third of the young generation's threshold, ``server._GC_THRESHOLD``).
-    freeze_opens: int = 200
+    #: Freeze what the collector tracks after this many new sessions; 0: never. The
+    #: worker's process sets it (``server.main``, beside the collector's thresholds).
+    freeze_opens: int = 0
 
     def due(self, closes_since: int, seconds_since: float) -> bool:
         """Whether to collect now, given closes and seconds since the last collection."""
@@ -52,4 +52,4 @@ class CollectionPolicy:
     def freeze_due(self, opens_since: int) -> bool:
         """Whether to freeze the collector's generations, given new sessions since the last
         freeze: often enough that a burst of connections never fills the young generation."""
-        return opens_since >= self.freeze_opens
+        return 0 < self.freeze_opens <= opens_since
