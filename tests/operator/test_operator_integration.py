@@ -865,6 +865,24 @@ def channel_events(cluster: Cluster, name: str) -> list[tuple[str, str]]:
     return [(str(e.reason), str(e.message)) for e in listed.items]
 
 
+_TOPIC_EVENTS = ("TopicCreated", "TopicAdopted")
+
+
+def channel_events_with_its_topic(
+    cluster: Cluster, name: str, within: float = 30.0
+) -> list[tuple[str, str]]:
+    """The channel's Events once its topic's (created or adopted) is among them, or as
+    they are after ``within`` s. The operator posts a transition's Events in a task of
+    its own, after writing the status that shows it: a channel can be Ready a moment
+    before its Events are listed, as a user running `kubectl get events` would see."""
+    deadline = time.monotonic() + within
+    while True:
+        events = channel_events(cluster, name)
+        if any(reason in _TOPIC_EVENTS for reason, _ in events) or time.monotonic() > deadline:
+            return events
+        time.sleep(0.5)
+
+
 def test_api_server_killed_mid_create_all_reconciled_soon_after_its_return(
     outage: Outage, operator: OperatorProcess, cluster: Cluster, kafka: str, new_topic: NewTopic
 ) -> None:
@@ -883,8 +901,8 @@ def test_api_server_killed_mid_create_all_reconciled_soon_after_its_return(
     assert operator.alive()
     assert not errors_logged(operator), errors_logged(operator)
     for name in names:
-        events = channel_events(cluster, name)
-        topic_events = [e for e in events if e[0] in ("TopicCreated", "TopicAdopted")]
+        events = channel_events_with_its_topic(cluster, name)
+        topic_events = [e for e in events if e[0] in _TOPIC_EVENTS]
         assert len(topic_events) == 1, events  # neither lost nor posted twice
         assert len(events) == len(set(events)), events
         assert "WorkersUnavailable" not in {reason for reason, _ in events}, events
@@ -933,8 +951,8 @@ def test_kafka_stopped_mid_create_all_ready_soon_after_its_return(
     assert operator.alive()
     assert not errors_logged(operator), errors_logged(operator)
     for name in names:
-        events = channel_events(cluster, name)
-        topic_events = [e for e in events if e[0] in ("TopicCreated", "TopicAdopted")]
+        events = channel_events_with_its_topic(cluster, name)
+        topic_events = [e for e in events if e[0] in _TOPIC_EVENTS]
         assert len(topic_events) == 1, events
 
 
