@@ -90,6 +90,26 @@ async def _produce_mix(producer: Producer, topics: ChannelTopics, count: int, se
             await producer.send(topics.bcast, "ANNOUNCEMENT", None, key="all")
 
 
+async def _each_gets_exactly_its_events(
+    producer: Producer,
+    topics: ChannelTopics,
+    workers: list[WorkerProcess],
+    clients: list[Collector],
+    audiences: list[tuple[list[str], str | None]],
+    *,
+    count: int,
+    seed: int,
+) -> None:
+    """Produce ``count`` events of the mix, let every worker settle, and check that each
+    client got exactly the events of its organizations and user, in order."""
+    await _produce_mix(producer, topics, count, seed=seed)
+    await settle(producer, workers, clients, topics.bcast)
+    for client, (orgs, user) in zip(clients, audiences, strict=True):
+        assert_exact(
+            client.seqs(), expected_for(producer.sent, set(orgs), user, topics), producer.sent
+        )
+
+
 @pytest.mark.parametrize("write_path", ["direct", "asgi"], indirect=True)
 async def test_two_workers_each_client_gets_exactly_its_events(
     write_path: str,
@@ -112,12 +132,10 @@ async def test_two_workers_each_client_gets_exactly_its_events(
         for w, orgs, user, alg in specs
     ]
     await _connected(*clients)
-    await _produce_mix(producer, topics, 60, seed=1)
-    await settle(producer, [w1, w2], clients, topics.bcast)
-    for client, (_w, orgs, user, _alg) in zip(clients, specs, strict=True):
-        assert_exact(
-            client.seqs(), expected_for(producer.sent, set(orgs), user, topics), producer.sent
-        )
+    audiences = [(orgs, user) for _w, orgs, user, _alg in specs]
+    await _each_gets_exactly_its_events(
+        producer, topics, [w1, w2], clients, audiences, count=60, seed=1
+    )
     passes = w1.metric("clarion_worker_write_pass_duration_seconds_count")
     assert (passes > 0) == (write_path == "direct")
 
@@ -146,12 +164,13 @@ async def test_isolation_randomized_orgs_users_and_topics(
         collect(worker.ws, keys.token(orgs, user), extra_headers=ORIGIN) for user, orgs in specs
     ]
     await _connected(*clients)
-    await _produce_mix(producer, topics, 80, seed=seed)
-    await settle(producer, [worker], clients, topics.bcast)
+    audiences = [(orgs, user) for user, orgs in specs]
+    await _each_gets_exactly_its_events(
+        producer, topics, [worker], clients, audiences, count=80, seed=seed
+    )
     announcements = [r["data"]["seq"] for r in producer.sent if r["topic"] == topics.bcast]
     for client, (user, orgs) in zip(clients, specs, strict=True):
         got = client.seqs()
-        assert_exact(got, expected_for(producer.sent, set(orgs), user, topics), producer.sent)
         assert {
             e["organizationId"] for e in client.events if e["topic"] == topics.approvals
         } <= set(orgs)
@@ -178,12 +197,10 @@ async def test_a_batch_of_new_sessions_is_frozen_out_of_the_collector_and_still_
     await _connected(*clients)
     await metric_reaches(worker, "clarion_worker_gc_freezes_total", 1)
     assert worker.metric("clarion_worker_gc_freezes_total") == 1
-    await _produce_mix(producer, topics, 40, seed=5)
-    await settle(producer, [worker], clients, topics.bcast)
-    for client, (user, orgs) in zip(clients, specs, strict=True):
-        assert_exact(
-            client.seqs(), expected_for(producer.sent, set(orgs), user, topics), producer.sent
-        )
+    audiences = [(orgs, user) for user, orgs in specs]
+    await _each_gets_exactly_its_events(
+        producer, topics, [worker], clients, audiences, count=40, seed=5
+    )
 
 
 @pytest.mark.parametrize("window_events", [10000, 0], ids=["window", "kafka"])
