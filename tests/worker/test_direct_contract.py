@@ -179,6 +179,42 @@ async def test_after_the_handshake_the_parser_holds_no_request_and_still_reads_f
     assert received == ["after the restart"]
 
 
+async def test_the_sink_says_blocked_once_a_client_closes_before_the_app_hears_of_it() -> None:
+    """The fan-out writes an armed connection without asking the sink again: the close a
+    client sends must disarm it in the same callback that echoes it, before the
+    application's handler learns of the disconnect. The sink also says whether the 101
+    is still held (then its ``write`` is not the socket's own)."""
+    seen: dict[str, Any] = {}
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        assert (await receive())["type"] == "websocket.connect"
+        await send({"type": "websocket.accept"})
+        sink = direct.sink_of(scope)
+        assert sink is not None
+        seen["held after accept"] = sink.held
+        blocked: list[bool] = []
+        sink.on_blocked = lambda: blocked.append(True)
+        await asyncio.sleep(0)  # as the write pass: a turn after the accept
+        sink.write(text_frame(b"welcome"))
+        seen["held after a write"] = sink.held
+        seen["blocked before the close"] = list(blocked)
+        message = await receive()
+        seen["blocked when the app hears"] = (message["type"], list(blocked))
+
+    state = ServerState()
+    protocol, theirs = await _serve_one(app, state)
+    async with connect("ws://clarion.invalid/ws", sock=theirs) as client:
+        assert await client.recv() == "welcome"
+    await asyncio.gather(*state.tasks)
+    assert isinstance(protocol, direct.DirectWebSocketProtocol)
+    assert seen == {
+        "held after accept": True,
+        "held after a write": False,
+        "blocked before the close": [],
+        "blocked when the app hears": ("websocket.disconnect", [True]),
+    }
+
+
 class _Transport:
     def __init__(self) -> None:
         self.written: list[bytes] = []
@@ -200,10 +236,13 @@ def test_the_sink_follows_the_transports_flow_control() -> None:
         sink = direct.DirectSink(protocol)
         protocol.sink = sink
         woken: list[bool] = []
+        blocked: list[bool] = []
         sink.on_writable = lambda: woken.append(True)
+        sink.on_blocked = lambda: blocked.append(True)
         assert sink.state() == direct.WRITABLE
         protocol.pause_writing()
         assert (sink.state(), sink.writable, woken) == (direct.PAUSED, False, [])
+        assert blocked == [True]  # an armed connection stops writing straight to it
         protocol.resume_writing()
         assert (sink.state(), sink.writable, woken) == (direct.WRITABLE, True, [True])
         protocol.close_sent = True

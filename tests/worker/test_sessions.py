@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry
 
@@ -42,6 +43,8 @@ class Socket:
 
     def __init__(self) -> None:
         self.on_writable: object = None
+        self.on_blocked: Callable[[], None] | None = None
+        self.held = False
         self.written: list[bytes] = []
         self.closed_with: tuple[int, str] | None = None
 
@@ -155,6 +158,33 @@ async def test_write_now_writes_just_what_a_pass_would_write_alone() -> None:
     assert not other.write_now(b"six")
     assert paused.written == []
     assert worker.open_session(PRINCIPAL, "sse", False).connection.direct is None
+
+
+async def test_write_now_arms_the_connection_and_whatever_could_queue_or_close_disarms_it() -> None:
+    worker = runtime()
+    socket = Socket()
+    session = worker.open_session(PRINCIPAL, "websocket", False, socket)  # type: ignore[arg-type]
+    worker.sessions.register(session)
+    connection = session.connection
+    assert connection.armed is None
+    assert session.write_now(b"one")
+    assert connection.armed == socket.write  # the socket's own write, nothing between
+    session.offer_control('{"type":"pong"}')  # queued: frames alone must wait behind it
+    assert connection.armed is None
+    session.flush_now()
+    assert session.write_now(b"two")
+    assert socket.on_blocked is not None
+    socket.on_blocked()  # paused, closing or lost
+    assert connection.armed is None
+    assert session.write_now(b"three")
+    session.close_after_flush(CloseCode.DRAIN, "draining")  # a drain unregisters
+    assert connection.armed is None
+    assert len(worker.hub) == 0
+    held = Socket()
+    held.held = True  # the 101 still waits for the first write: not the socket's own write
+    other = worker.open_session(PRINCIPAL, "websocket", False, held)  # type: ignore[arg-type]
+    assert other.write_now(b"four")
+    assert other.connection.armed is None
 
 
 def test_frames_written_by_the_fan_out_count_as_the_passes_do() -> None:

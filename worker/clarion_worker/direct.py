@@ -63,6 +63,8 @@ PROTOCOL_METHODS: Final = (
     "send",
     "pause_writing",
     "resume_writing",
+    "keepalive_timeout",
+    "shutdown",
 )
 #: uvicorn's per-connection state, set in its ``__init__``, that this module reads or writes.
 PROTOCOL_STATE: Final = (
@@ -135,10 +137,17 @@ async def _no_app(scope: Any, receive: Any, send: Any) -> None:
 class DirectSink:
     """The socket of one accepted WebSocket, as the fan-out pass sees it."""
 
-    __slots__ = ("_protocol", "on_writable", "paused", "write")
+    __slots__ = ("_protocol", "held", "on_blocked", "on_writable", "paused", "write")
 
     def __init__(self, protocol: DirectWebSocketProtocol) -> None:
         self._protocol = protocol
+        #: The 101 response waits in a ``_HeldResponse`` for the first write: ``write`` is
+        #: that stand-in's until then, not the transport's own.
+        self.held = False
+        #: Called when the socket may no longer take a frame at once: paused, closing or
+        #: lost (the session disarms its connection: ``hub.Connection.armed``). Called
+        #: more often than needed rather than less: it only costs a later full check.
+        self.on_blocked: Callable[[], None] | None = None
         #: The protocol's ``write_paused``, kept here too (the protocol updates both): the
         #: fan-out reads it for every client of every event, and the sink is in cache.
         self.paused = protocol.write_paused
@@ -158,6 +167,11 @@ class DirectSink:
     def writable(self) -> bool:
         """Open and below the transport's high-water mark."""
         return self.open and self._protocol.writable.is_set()
+
+    def blocked(self) -> None:
+        """The socket may no longer take a frame at once (see ``on_blocked``)."""
+        if self.on_blocked is not None:
+            self.on_blocked()
 
     def state(self) -> int:
         """``CLOSED``, ``PAUSED`` or ``WRITABLE`` in one call (the write pass's hot path)."""
@@ -181,6 +195,7 @@ class DirectSink:
         than waiting on a flush that cannot happen.
         """
         p = self._protocol
+        self.blocked()
         if p.close_sent or p.disconnected or p.transport.is_closing():
             return
         p.queue.put_nowait({"type": "websocket.disconnect", "code": code, "reason": reason})
@@ -260,6 +275,7 @@ class _HeldResponse:
             self._restore()
             return
         self._sink.write = self.write
+        self._sink.held = True
         # The write pass that carries the welcome is scheduled after this accept returns:
         # the fallback runs a turn later, so that the pass comes first.
         self._protocol.loop.call_soon(self._release_next_turn)
@@ -280,6 +296,7 @@ class _HeldResponse:
             protocol.transport = transport
         if self._sink.write == self.write:
             self._sink.write = transport.write
+        self._sink.held = False
         return transport
 
     def close(self) -> None:
@@ -369,6 +386,19 @@ class DirectWebSocketProtocol(WebSocketsSansIOProtocol):
             answer = b"".join(self.conn.data_to_send())
             self.transport.write(answer or refusal_bytes(NOT_A_HANDSHAKE))
             self.transport.close()
+        # A client's close (echoed, then the transport closes), or a frame websockets
+        # refused (uvicorn sets ``close_sent``): nothing may follow the close frame.
+        self._after_uvicorn()
+
+    def _after_uvicorn(self) -> None:
+        """Tell the sink once uvicorn's own code closed or lost the connection: uvicorn
+        sets ``close_sent``/``disconnected`` and closes the transport in several places,
+        all reached through the methods that call this."""
+        sink = self.sink
+        if sink is not None and (
+            self.close_sent or self.disconnected or self.transport.is_closing()
+        ):
+            sink.blocked()
 
     def handle_parser_exception(self) -> None:
         # websockets failed the connection on a client frame (1009 too big, 1002, 1007)
@@ -386,6 +416,17 @@ class DirectWebSocketProtocol(WebSocketsSansIOProtocol):
         super().connection_lost(exc)
         if abnormal:
             self.queue.amend_last_disconnect(int(CloseCode.ABNORMAL))  # type: ignore[attr-defined]
+        if self.sink is not None:
+            self.sink.blocked()
+
+    def keepalive_timeout(self) -> None:
+        super().keepalive_timeout()  # a client that stopped answering pings: 1011
+        self._after_uvicorn()
+
+    def shutdown(self) -> None:
+        if self.sink is not None:
+            self.sink.blocked()  # uvicorn writes its 1012 close next
+        super().shutdown()
 
     def receive_head(self, method: str, target: bytes, headers: list[tuple[bytes, bytes]]) -> None:
         """The upgrade request as httptools parsed it, without websockets parsing it again.
@@ -421,6 +462,7 @@ class DirectWebSocketProtocol(WebSocketsSansIOProtocol):
         sink = self.sink
         if message["type"] != "websocket.accept" or sink is None or self.handshake_complete:
             await super().send(message)
+            self._after_uvicorn()  # the application's own websocket.close
             return
         held = _HeldResponse(self, sink)
         self.transport = held  # type: ignore[assignment]
@@ -462,6 +504,7 @@ class DirectWebSocketProtocol(WebSocketsSansIOProtocol):
         self.write_paused = True
         if self.sink is not None:
             self.sink.paused = True
+            self.sink.blocked()
 
     def resume_writing(self) -> None:
         super().resume_writing()

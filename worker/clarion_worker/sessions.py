@@ -23,7 +23,6 @@ import os
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from functools import partial
 from typing import TYPE_CHECKING, Literal
 
 from clarion_worker.core.cursor import Cursor, CursorError, decode_cursor, name_tag
@@ -186,7 +185,8 @@ class Session:
         self.close_reason = ""
         #: Close once the outbox is empty (drain: the reconnect advice goes out first).
         self.pending_close: CloseCode | None = None
-        #: Events and frames written so far (an in-band resume is refused after the first).
+        #: Events and frames written so far (an in-band resume is refused after the first);
+        #: frames the fan-out wrote through ``Connection.armed`` are not counted.
         self.frames_written = 0
         self.events_written = False
         #: The task running ``start`` (registration and any replay).
@@ -223,9 +223,10 @@ class Session:
         self.sink = sink
         self._flusher = flusher
         sink.on_writable = self._notify
+        sink.on_blocked = self._disarm
         # Straight to the pass, not through ``_notify``: the outbox calls this once per
         # burst of every client, on the live fan-out's hot path.
-        self.outbox.on_ready = partial(flusher.mark, self)
+        self.outbox.on_ready = self._queued
         self.connection.direct = self
 
     def write_now(self, frame: bytes) -> bool:
@@ -247,7 +248,23 @@ class Session:
         sink.write(frame)
         self.frames_written += 1
         self.events_written = True
+        if not sink.held:
+            # The next frames alone in their turn go straight to the socket until
+            # ``_disarm`` (hub.Connection.armed): every condition above changes only
+            # through ``_queued``, the sink's ``on_blocked``, or a step that unregisters
+            # the session first (a close, a drain), and a resume is refused from here on.
+            self.connection.armed = sink.write
         return True
+
+    def _queued(self) -> None:
+        """The outbox went from empty to not (``Outbox.on_ready``): frames alone in their
+        turn now queue behind what it holds, and the write pass takes it."""
+        self.connection.armed = None
+        if self._flusher is not None:
+            self._flusher.mark(self)
+
+    def _disarm(self) -> None:
+        self.connection.armed = None
 
     def flush_now(self) -> None:
         """Write what is queued now, the close included (direct writes: the handler is
@@ -412,6 +429,7 @@ class Session:
         context = self._context
         state = context.state
         # ---- the boundary: synchronous from here to plan_resume -----------------------
+        self._disarm()  # never armed here (a resume follows no event), but never trusted
         self.outbox.hold()
         context.registry.register(self)
         plan = plan_resume(

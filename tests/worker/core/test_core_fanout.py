@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import random
 
+import pytest
+
 from clarion_worker.core.cursor import ChannelPosition, TopicLayout
 from clarion_worker.core.dispatch import Dispatcher
 from clarion_worker.core.envelope import BATCH_OVERHEAD_BYTES, sse_message, utf8_size
@@ -240,11 +242,42 @@ class Socket:
         return True
 
 
-def test_events_alone_written_at_once_arrive_in_order_among_the_queued_ones() -> None:
+class ArmingSocket(Socket):
+    """A writer that arms its connection as ``sessions.Session`` does: after a frame
+    written at once, until its outbox gets something or the socket blocks."""
+
+    def __init__(self, connection: Connection, rng: random.Random, got: list[str]) -> None:
+        super().__init__(connection, rng, got)
+        connection.outbox.on_ready = self.disarm
+        self.blocked = False
+        self.armed_writes = 0
+
+    def write_now(self, frame: bytes) -> bool:
+        if self.blocked or not super().write_now(frame):
+            return False
+        self.connection.armed = self.write
+        return True
+
+    def write(self, frame: bytes) -> None:
+        assert not self.blocked, "written while blocked"
+        assert not self.connection.outbox.count, "written ahead of queued frames"
+        self.armed_writes += 1
+        header = 2 if frame[1] < 126 else 4
+        self.got.append(frame[header:].decode())
+
+    def disarm(self) -> None:
+        self.connection.armed = None
+
+
+@pytest.mark.parametrize("writer", [Socket, ArmingSocket])
+def test_events_alone_written_at_once_arrive_in_order_among_the_queued_ones(
+    writer: type[Socket],
+) -> None:
     # The same isolation property as above, now with events dispatched alone (written by
-    # the fan-out itself where the socket takes them) mixed with queued ones and with
-    # write passes draining the queues at random: every client still gets exactly its
-    # events, in offset order, once.
+    # the fan-out itself where the socket takes them, or through the connection's armed
+    # write) mixed with queued ones, with write passes draining the queues and sockets
+    # blocking and unblocking at random: every client still gets exactly its events, in
+    # offset order, once.
     rng = random.Random(7)
     orgs = [f"org-{i}" for i in range(4)]
     position = ChannelPosition([TopicLayout("t", b"i", (0,))])
@@ -261,7 +294,7 @@ def test_events_alone_written_at_once_arrive_in_order_among_the_queued_ones() ->
         )
         received[connection.id] = []
         if not connection.sse and rng.random() < 0.8:
-            connection.direct = Socket(connection, rng, received[connection.id])
+            connection.direct = writer(connection, rng, received[connection.id])
         hub.add(connection)
         connections.append(connection)
     sent = []
@@ -278,6 +311,11 @@ def test_events_alone_written_at_once_arrive_in_order_among_the_queued_ones() ->
         if rng.random() < 0.3:  # a write pass
             for connection in connections:
                 received[connection.id] += [i.text for i in connection.outbox.take_all()]
+        for connection in connections:
+            socket = connection.direct
+            if isinstance(socket, ArmingSocket) and rng.random() < 0.05:
+                socket.blocked = not socket.blocked  # paused, or taking data again
+                socket.disarm()
     for connection in connections:
         received[connection.id] += [i.text for i in connection.outbox.take_all()]
         p = connection.principal
@@ -293,6 +331,8 @@ def test_events_alone_written_at_once_arrive_in_order_among_the_queued_ones() ->
         ]
         assert got == expected, connection.id
     assert written > 1000  # the fan-out did write at once, often
+    armed = [c.direct for c in connections if isinstance(c.direct, ArmingSocket)]
+    assert writer is Socket or sum(s.armed_writes for s in armed) > 500
 
 
 def test_an_event_not_alone_is_only_queued() -> None:

@@ -16,7 +16,7 @@ overflowed; they are already unregistered, and the edge closes them with ``SLOW_
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Protocol
 
 from clarion_worker.core.events import Event
@@ -25,7 +25,12 @@ from clarion_worker.core.principal import Principal
 
 
 class DirectWriter(Protocol):
-    """A connection's socket, offered a frame to write at once (``sessions.Session``)."""
+    """A connection's socket, offered a frame to write at once (``sessions.Session``).
+
+    A ``True`` from ``write_now`` may also arm the connection (``Connection.armed``): the
+    fan-out then writes the next frames alone in their turn with that call, without
+    asking again, until the writer disarms it.
+    """
 
     def write_now(self, frame: bytes) -> bool:
         """Write ``frame`` now if nothing is queued, held or closing and the socket takes
@@ -36,7 +41,7 @@ class DirectWriter(Protocol):
 class Connection:
     """One client session as the hub sees it (mutable: event types can be narrowed)."""
 
-    __slots__ = ("batch", "direct", "event_types", "id", "outbox", "principal", "sse")
+    __slots__ = ("armed", "batch", "direct", "event_types", "id", "outbox", "principal", "sse")
 
     def __init__(
         self,
@@ -56,6 +61,14 @@ class Connection:
         self.event_types = event_types
         #: Set while the connection's socket can be written by the fan-out itself.
         self.direct: DirectWriter | None = None
+        #: The socket's own write, while a frame alone in its turn may go straight to it:
+        #: set by the writer after a ``write_now`` that found nothing queued, held,
+        #: replaying or closing; cleared by the writer on every change that could make
+        #: that untrue (something queued, the socket paused, closing or lost). The
+        #: fan-out then touches only this and the socket per recipient, as a bare
+        #: server's loop does, not the session's state (latency table,
+        #: docs/benchmarks.md).
+        self.armed: Callable[[bytes], object] | None = None
 
     def __repr__(self) -> str:
         return f"Connection({self.id!r})"
@@ -118,6 +131,7 @@ class Hub:
             self._sse_count += 1
 
     def remove(self, connection: Connection) -> None:
+        connection.armed = None
         if connection not in self._all:
             return
         self._all.discard(connection)
@@ -185,6 +199,12 @@ class Hub:
                 required_org not in connection.principal.organizations
             ):
                 continue
+            if frame is not None:
+                armed = connection.armed
+                if armed is not None:
+                    armed(frame)
+                    written += 1
+                    continue
             if connection.sse:
                 accepted = connection.outbox.offer(sse_item)
             else:
