@@ -224,8 +224,8 @@ class Session:
         self._flusher = flusher
         sink.on_writable = self._notify
         sink.on_blocked = self._disarm
-        # Straight to the pass, not through ``_notify``: the outbox calls this once per
-        # burst of every client, on the live fan-out's hot path.
+        # Not through ``_notify``: the outbox calls this once per burst of every client,
+        # on the live fan-out's hot path; it disarms, then marks the session for the pass.
         self.outbox.on_ready = self._queued
         self.connection.direct = self
 
